@@ -1,0 +1,33 @@
+# Thin wrappers around the environment, the workflow and the tests.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SMK    := $(VENV)/bin/snakemake
+CORES  ?= all
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch 2.14.1 / torchvision 0.29.1 are pinned for the environment (pyproject gives a range).
+# torchattacks is installed with --no-deps: its metadata pins requests~=2.25.1, which would
+# downgrade requests for snakemake, and its code needs neither requests nor torchvision at import.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install --no-deps 'torchattacks==3.5.1'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(SMK) --cores $(CORES) --configfile config/config.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 tests
+
+lint: $(STAMP)
+	$(SMK) --lint --configfile config/config.yaml
+
+clean:
+	rm -rf results .snakemake

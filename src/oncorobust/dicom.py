@@ -1,0 +1,188 @@
+"""Reading DICOM pixels correctly: modality LUT, MONOCHROME1, compressed transfer syntaxes.
+
+Decoding goes through pydicom's pixel handlers (pydicom >= 3 with the pylibjpeg plugins); this
+module adds only what pydicom leaves to the caller: one float32 convention for every file and one
+clear :class:`~oncorobust.errors.DicomError` for every way a real export can be broken.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, get_decoder
+
+from .errors import DicomError
+
+# Which pip package adds a decoder for which family of transfer syntaxes (pydicom's plugin names).
+_DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",   # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",   # JPEG Extended
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",   # JPEG Lossless
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",   # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg",   # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg",   # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle",           # RLE Lossless
+}
+
+
+def read_header(path: str | os.PathLike) -> pydicom.Dataset:
+    """Read a DICOM file's header only (no pixel data). Raises DicomError when unreadable."""
+    return _dcmread(path, stop_before_pixels=True)
+
+
+def _dcmread(path: str | os.PathLike, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DicomError(f"{path}: no such file")
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as exc:
+        raise DicomError(f"{path}: not a DICOM file ({exc})") from exc
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DicomError(f"{path}: truncated or corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
+
+
+def read_dicom(path: str | os.PathLike) -> np.ndarray:
+    """Decode one DICOM file to float32 in the modality's units.
+
+    - applies the Modality LUT (RescaleSlope/RescaleIntercept, or a Modality LUT Sequence), so CT
+      comes out in Hounsfield units;
+    - inverts MONOCHROME1 images so that brighter is always larger: each value v becomes
+      ``lo + hi - v`` where [lo, hi] is the range the stored bits can hold after the modality LUT
+      (an image-independent mapping, so a window chosen on MONOCHROME2 data still applies);
+    - decodes compressed transfer syntaxes (RLE, JPEG lossless, JPEG-LS, JPEG 2000) through
+      pydicom's pixel handlers.
+
+    Returns an (H, W) array for a single-frame file and (frames, H, W) for a multi-frame file.
+    Colour images (SamplesPerPixel > 1) are refused: no modality in this project uses them.
+    Every failure is a :class:`DicomError` naming the file and the reason.
+    """
+    path = Path(path)
+    ds = _dcmread(path)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DicomError(f"{path}: has no PixelData (not an image: a report, presentation state or"
+                         " a header-only export?)")
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is None:
+        raise DicomError(f"{path}: no Transfer Syntax UID in the file meta information; the file is"
+                         " truncated or was written without a DICOM preamble")
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError as exc:
+        raise DicomError(f"{path}: transfer syntax {ts} ({ts.name}) has no pixel decoder in pydicom;"
+                         " convert the file (e.g. `dcmdjpeg`/`gdcmconv --raw`) before use") from exc
+    if not decoder.is_available:
+        package = _DECODER_PACKAGES.get(str(ts), "a pydicom pixel-data plugin")
+        raise DicomError(f"{path}: transfer syntax {ts} ({ts.name}) needs a decoder that is not"
+                         f" installed; `pip install {package}` adds it")
+    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+        raise DicomError(f"{path}: {ds.SamplesPerPixel} samples per pixel"
+                         f" ({ds.get('PhotometricInterpretation', '?')}); only grayscale is supported")
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # pydicom raises ValueError/RuntimeError/... from many decoders
+        raise DicomError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc});"
+                         " the file is probably truncated or corrupt") from exc
+    try:
+        pixels = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    except Exception as exc:
+        raise DicomError(f"{path}: invalid Modality LUT / rescale attributes ({exc})") from exc
+    if not np.all(np.isfinite(pixels)):
+        raise DicomError(f"{path}: pixel values are not finite after the modality LUT")
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
+        lo, hi = _rescaled_range(ds)
+        pixels = np.float32(lo + hi) - pixels
+    return pixels
+
+
+def _rescaled_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The lowest and highest value the stored bits can hold, after RescaleSlope/Intercept."""
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2**bits - 1
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    a, b = lo * slope + intercept, hi * slope + intercept
+    return min(a, b), max(a, b)
+
+
+def write_dicom(
+    path: str | os.PathLike,
+    stored: np.ndarray,
+    *,
+    modality: str,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str | None = None,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    photometric: str = "MONOCHROME2",
+    pixel_spacing: tuple[float, float] = (1.0, 1.0),
+    z_mm: float | None = None,
+    instance_number: int = 1,
+    slice_thickness: float | None = None,
+    transfer_syntax: str = "1.2.840.10008.1.2.1",
+    extra: dict | None = None,
+) -> Path:
+    """Write a minimal but valid single-frame grayscale DICOM file (used by the demo data and tests).
+
+    ``stored`` is the (H, W) array of stored values (uint16 or int16); ``transfer_syntax`` may be a
+    compressed one (RLE, JPEG-LS, JPEG 2000), encoded by pydicom's encoders.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID, generate_uid
+
+    stored = np.ascontiguousarray(stored)
+    if stored.dtype not in (np.uint16, np.int16):
+        raise TypeError("stored must be uint16 or int16")
+    sop_uid = sop_uid or generate_uid()
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
+    ds.SOPClassUID = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4",
+                      "MG": "1.2.840.10008.5.1.4.1.1.1.2"}.get(modality, "1.2.840.10008.5.1.4.1.1.7")
+    ds.SOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.Modality = modality
+    ds.PatientID = patient_id
+    ds.PatientName = "ANONYMOUS"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.InstanceNumber = instance_number
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    ds.RescaleSlope = slope
+    ds.RescaleIntercept = intercept
+    ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
+    if z_mm is not None:
+        ds.ImagePositionPatient = [0.0, 0.0, float(z_mm)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    if slice_thickness is not None:
+        ds.SliceThickness = slice_thickness
+    for key, value in (extra or {}).items():
+        setattr(ds, key, value)
+    ds.PixelData = stored.tobytes()
+    if str(transfer_syntax) != "1.2.840.10008.1.2.1":
+        ds.compress(UID(transfer_syntax), stored)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

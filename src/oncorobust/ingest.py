@@ -1,0 +1,132 @@
+"""Ingest: run a source adapter, check the records, split by patient, optionally pseudonymise.
+
+Output contract (``results/{ds}/manifest.csv``): one row per lesion/image with
+``sample_id, patient_id, label, label_name, split, source, frame, roi_row, roi_col, roi_size_px``;
+no patient appears in two splits; every split holds every class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .errors import DataError
+from .sources import ADAPTERS, MANIFEST_COLUMNS, IngestResult
+
+log = logging.getLogger("oncorobust.ingest")
+SPLITS = ("train", "val", "test")
+
+
+def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None,
+               on_bad_file: str = "skip") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the source named by ``source["format"]``; return (manifest, skipped) data frames."""
+    fmt = source.get("format")
+    if fmt not in ADAPTERS:
+        raise DataError(f"source.format {fmt!r} is unknown; choose one of {sorted(ADAPTERS)}")
+    result = IngestResult()
+    ADAPTERS[fmt](source, result)
+    skipped = pd.DataFrame(result.skipped, columns=["file", "sample_id", "reason"])
+    skipped.insert(0, "stage", "ingest")
+    if on_bad_file == "error" and len(skipped):
+        first = skipped.iloc[0]
+        raise DataError(f"{len(skipped)} input(s) could not be used; first: {first.file}: {first.reason}."
+                        " Fix or remove them, or set on_bad_file: skip to list them in skipped.csv")
+    df = pd.DataFrame(result.records, columns=MANIFEST_COLUMNS)
+    check_records(df, fmt)
+    df = assign_splits(df, float(split.get("test_fraction", 1 / 3)),
+                       float(split.get("val_fraction", 0.15)), seed)
+    check_splits(df)
+    if privacy and privacy.get("pseudonymize_ids"):
+        df = pseudonymize(df, str(privacy.get("salt", "")))
+    log.info("ingest: %d samples, %d patients; per split and class:\n%s", len(df),
+             df.patient_id.nunique(), pd.crosstab(df.split, df.label_name).to_string())
+    if len(skipped):
+        log.warning("ingest: %d input(s) skipped (see skipped.csv)", len(skipped))
+    return df, skipped
+
+
+def check_records(df: pd.DataFrame, fmt: str) -> None:
+    if df.empty:
+        raise DataError(f"the {fmt} source yielded no labelled samples: check source.root and the"
+                        " label rule, and read skipped.csv for files that could not be used")
+    dup = df.sample_id[df.sample_id.duplicated()].unique()
+    if len(dup):
+        raise DataError(f"duplicate sample_id(s) {list(dup[:5])}: every sample needs its own ID")
+    if df.label.nunique() < 2:
+        raise DataError(f"all {len(df)} samples have the label {df.label_name.iloc[0]!r}:"
+                        " a classifier needs at least two classes")
+
+
+def _fold_split(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (rest, held-out ≈ fraction) by group, stratified by ``y``."""
+    n_splits = max(2, int(round(1 / fraction)))
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise DataError(f"only {n_groups} patients: too few for a held-out fraction of {fraction:.2f}")
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    rest, held = next(sgkf.split(idx, y, groups))
+    return idx[rest], idx[held]
+
+
+def assign_splits(df: pd.DataFrame, test_fraction: float, val_fraction: float, seed: int) -> pd.DataFrame:
+    """Patient-level stratified train/val/test split.
+
+    Rows whose ``split`` is already set (official test parts, or a user's manifest) keep it; if
+    no row has ``test``, ``test_fraction`` of the patients become test; ``val_fraction`` of the
+    remaining training patients become validation. Uses scikit-learn's StratifiedGroupKFold.
+    """
+    df = df.copy()
+    given = df.split.fillna("").astype(str).str.strip().str.lower()
+    bad = sorted(set(given) - {"", *SPLITS})
+    if bad:
+        raise DataError(f"unknown split value(s) {bad}: use train, val or test")
+    df["split"] = given
+    if (given == "").all() or ((given == "test").any() and not (given.isin(["train", "val"])).any()):
+        idx = np.flatnonzero(given == "")
+        if not (given == "test").any():
+            idx, test = _fold_split(idx, df.label.values[idx], df.patient_id.values[idx], test_fraction, seed)
+            df.loc[df.index[test], "split"] = "test"
+        train, val = _fold_split(idx, df.label.values[idx], df.patient_id.values[idx], val_fraction, seed + 1)
+        df.loc[df.index[train], "split"] = "train"
+        df.loc[df.index[val], "split"] = "val"
+    elif (given == "").any():
+        raise DataError(f"{int((given == '').sum())} row(s) have no split while others do:"
+                        " give every row a split, or none")
+    return df
+
+
+def check_splits(df: pd.DataFrame) -> None:
+    """No patient in two splits; every split present and holding every class."""
+    per_patient = df.groupby("patient_id").split.nunique()
+    leaked = per_patient[per_patient > 1].index.tolist()
+    if leaked:
+        raise DataError(f"patient(s) {leaked[:5]} appear in more than one split: a patient's samples"
+                        " must all be in train, val or test")
+    classes = set(df.label_name)
+    for split in SPLITS:
+        part = df[df.split == split]
+        if part.empty:
+            raise DataError(f"the {split} split is empty: more patients are needed, or change"
+                            " split.test_fraction / split.val_fraction")
+        missing = classes - set(part.label_name)
+        if missing:
+            raise DataError(f"the {split} split has no sample of class(es) {sorted(missing)}"
+                            f" ({len(part)} samples): a single-class split cannot be evaluated;"
+                            " add data or change split.* or seed")
+
+
+def pseudonymize(df: pd.DataFrame, salt: str) -> pd.DataFrame:
+    """Replace patient and sample IDs by keyed hashes (HMAC-SHA256 with ``salt``), stable per salt."""
+    def h(prefix: str, value: str) -> str:
+        return prefix + hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
+
+    df = df.copy()
+    df["patient_id"] = [h("P-", v) for v in df.patient_id]
+    df["sample_id"] = [h("S-", v) for v in df.sample_id]
+    return df

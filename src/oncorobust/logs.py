@@ -1,0 +1,27 @@
+"""Logging for workflow steps: everything to the rule's log file, user errors as one clear line."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Iterator
+
+from .errors import OncorobustError
+
+
+@contextlib.contextmanager
+def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
+    """Send the ``oncorobust`` loggers to ``log_path``; turn an OncorobustError into one line on
+    stderr and in the log, then exit with status 1 (no traceback from deep inside a library)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+    log = logging.getLogger(f"oncorobust.{name}")
+    try:
+        yield log
+    except OncorobustError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        raise SystemExit(1) from None

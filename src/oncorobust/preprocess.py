@@ -1,0 +1,161 @@
+"""Preprocess: lesion-centred crop → intensity scaling to [0,1] → resize → balanced tensors.
+
+Per split, ``results/{ds}/tensors/{split}.pt`` holds ``{"x": float32 N×C×H×W in [0,1],
+"y": int64 N, "ids": list[str]}``; ``stats.json`` the train-set channel mean/std (the model's
+own Normalize layer uses them), class counts and what was skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
+
+from .dicom import read_dicom
+from .errors import DataError, DicomError
+from .sources import ARRAY_FORMATS, source_root
+from .sources.arrays import load_arrays
+
+log = logging.getLogger("oncorobust.preprocess")
+
+LUNG_WINDOW = (-1350.0, 150.0)  # HU: level -600, width 1500
+
+
+def crop_square(image: np.ndarray, centre: tuple[float, float], side: int, sample: str = "") -> np.ndarray:
+    """A side×side crop of the (H, W) ``image`` centred on (row, col); pads with the image minimum
+    where the window leaves the image. A centre outside the image is a DataError."""
+    h, w = image.shape
+    r, c = centre
+    if not (0 <= r < h and 0 <= c < w):
+        raise DataError(f"{sample}: ROI centre (row {r:.1f}, col {c:.1f}) lies outside the"
+                        f" {h}x{w} image; check the annotation / manifest row")
+    top, left = int(round(r - side / 2)), int(round(c - side / 2))
+    pad = max(0, -top, -left, top + side - h, left + side - w)
+    if pad:
+        image = np.pad(image, pad, mode="constant", constant_values=float(image.min()))
+        top, left = top + pad, left + pad
+    return image[top: top + side, left: left + side]
+
+
+def scale_intensity(crop: np.ndarray, cfg: dict) -> np.ndarray:
+    """Map raw values to [0,1]: a fixed window (``mode: window``, e.g. HU), per-image robust
+    percentiles (``mode: percentile``) or nothing (``mode: none``, data already in [0,1])."""
+    mode = cfg.get("mode", "percentile")
+    if mode == "none":
+        return np.clip(crop, 0, 1)
+    if mode == "window":
+        lo, hi = cfg.get("window", LUNG_WINDOW)
+    else:
+        lo, hi = np.percentile(crop, cfg.get("percentiles", [1.0, 99.0]))
+    if hi <= lo:
+        return np.zeros_like(crop)
+    return np.clip((crop - lo) / (hi - lo), 0, 1)
+
+
+def resize(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W) or (H, W, C) array → C×size×size float32 tensor (bilinear, antialiased), in [0,1]."""
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
+    if t.shape[-2:] != (size, size):
+        t = TF.resize(t, [size, size], antialias=True)
+    return t.clamp_(0, 1)
+
+
+def balance(idx: np.ndarray, y: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """Indices of a class-balanced subset: seeded undersampling of the larger classes."""
+    if method == "none":
+        return idx
+    rng = np.random.default_rng(seed)
+    n = min(np.bincount(y[idx])[np.unique(y[idx])])
+    keep = [rng.choice(idx[y[idx] == c], n, replace=False) for c in np.unique(y[idx])]
+    return np.sort(np.concatenate(keep))
+
+
+def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
+                   on_bad_file: str = "skip") -> tuple[dict[str, dict], dict, pd.DataFrame]:
+    """Return ({split: tensors}, stats, skipped) for one dataset's manifest."""
+    size = int(prep["size"])
+    skipped: list[dict] = []
+    images: list[torch.Tensor | None] = []
+    if source["format"] in ARRAY_FORMATS:
+        arrays = load_arrays(source)
+        for src in manifest.source:
+            _, part, i = src.split(":")
+            images.append(resize(arrays[part][0][int(i)], size))
+    else:
+        root = source_root(source)
+        read = functools.lru_cache(maxsize=4)(read_dicom)
+        crop_cfg = prep.get("crop", {})
+        for row in tqdm(manifest.itertuples(index=False), total=len(manifest), desc="crop",
+                        mininterval=5, disable=None):
+            path = root / row.source
+            try:
+                pixels = read(path)
+            except DicomError as exc:
+                if on_bad_file == "error":
+                    raise
+                skipped.append({"stage": "preprocess", "file": str(path), "sample_id": row.sample_id,
+                                "reason": str(exc).split(": ", 1)[-1]})
+                images.append(None)
+                continue
+            if pixels.ndim == 3:
+                pixels = pixels[max(int(row.frame), 0)]
+            side = crop_side(row.roi_size_px, crop_cfg)
+            crop = crop_square(pixels, (row.roi_row, row.roi_col), side, f"{row.sample_id} ({path})")
+            images.append(resize(scale_intensity(crop, prep.get("intensity", {})), size))
+    if skipped:
+        log.warning("preprocess: %d image(s) could not be decoded and were skipped", len(skipped))
+    ok = np.array([im is not None for im in images])
+    y = manifest.label.to_numpy(dtype=np.int64)
+    splits = manifest.split.to_numpy()
+    tensors, counts = {}, {}
+    for split in ("train", "val", "test"):
+        idx = np.flatnonzero((splits == split) & ok)
+        counts[split] = {"before_balancing": _counts(manifest, idx)}
+        if split == "train":
+            idx = balance(idx, y, prep.get("balance", "undersample"), seed)
+        if len(np.unique(y[idx])) < manifest.label.nunique():
+            raise DataError(f"after skipping unreadable files the {split} split misses a class;"
+                            " fix the files listed in tensors/skipped.csv")
+        counts[split]["used"] = _counts(manifest, idx)
+        tensors[split] = {"x": torch.stack([images[i] for i in idx]).contiguous(),
+                          "y": torch.from_numpy(y[idx]),
+                          "ids": [str(s) for s in manifest.sample_id.to_numpy()[idx]]}
+    x = tensors["train"]["x"]
+    names = manifest.drop_duplicates("label").set_index("label").label_name.sort_index()
+    stats = {
+        "mean": x.mean(dim=(0, 2, 3)).tolist(),
+        "std": x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
+        "size": size, "channels": int(x.shape[1]),
+        "classes": [str(names.get(k, k)) for k in range(int(names.index.max()) + 1)],
+        "counts": counts, "n_skipped": len(skipped),
+    }
+    return tensors, stats, pd.DataFrame(skipped, columns=["stage", "file", "sample_id", "reason"])
+
+
+def crop_side(roi_size_px: float, cfg: dict) -> int:
+    """Crop side in pixels: ``fixed_px``, else ``margin`` × lesion extent, at least ``min_px``."""
+    if cfg.get("fixed_px"):
+        return int(cfg["fixed_px"])
+    side = int(cfg.get("min_px", 32))
+    if roi_size_px is not None and not math.isnan(roi_size_px):
+        side = max(side, int(math.ceil(roi_size_px * float(cfg.get("margin", 2.0)))))
+    return side
+
+
+def _counts(manifest: pd.DataFrame, idx: np.ndarray) -> dict[str, int]:
+    return {str(k): int(v) for k, v in manifest.label_name.iloc[idx].value_counts().sort_index().items()}
+
+
+def save_tensors(tensors: dict[str, dict], out_dir: str | Path) -> None:
+    from .io import save_torch
+
+    for split, payload in tensors.items():
+        save_torch(payload, Path(out_dir) / f"{split}.pt")
