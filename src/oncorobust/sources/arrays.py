@@ -16,8 +16,8 @@ from ..errors import DataError
 from .common import IngestResult, record
 
 _WHERE = {
-    "mnist": "{root}/MNIST/raw/ with train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz),"
-             " t10k-images-idx3-ubyte(.gz), t10k-labels-idx1-ubyte(.gz)",
+    "mnist": "{root}/MNIST/raw/ with the extracted train-images-idx3-ubyte, train-labels-idx1-ubyte,"
+             " t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (gunzip the downloads)",
     "cifar10": "{root}/cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta"
                " (the 'CIFAR-10 python version' archive, extracted)",
 }

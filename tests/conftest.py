@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny native-format datasets written by the project's own generators."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oncorobust.sources.synthetic import generate
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """Small synthetic LIDC / CBIS-DDSM / MRI-manifest trees (a few dozen lesions each)."""
+    root = tmp_path_factory.mktemp("demo")
+    generate("lidc", root / "lidc", n_patients=24, seed=1)
+    generate("cbis_ddsm", root / "cbis", n_patients=40, seed=1)
+    generate("manifest", root / "mri", n_patients=20, seed=1)
+    return root
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
