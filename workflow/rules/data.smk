@@ -14,6 +14,8 @@ rule demo_data:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/oncorobust.yaml"
     script:
         "../scripts/demo_data.py"
 
@@ -36,6 +38,8 @@ rule ingest:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../envs/oncorobust.yaml"
     script:
         "../scripts/ingest.py"
 
@@ -60,5 +64,7 @@ rule preprocess:
     resources:
         mem_mb=8000,
         runtime=120,
+    conda:
+        "../envs/oncorobust.yaml"
     script:
         "../scripts/preprocess.py"
