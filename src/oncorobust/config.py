@@ -14,6 +14,12 @@ def check_config(config: dict) -> None:
         src = entry["source"]
         fmt = src["format"]
         key = f"datasets.{ds}.source"
+        adv = entry.get("adversarial_training", {})
+        if adv.get("regimes"):
+            missing = [k for k in ("eps", "step", "epochs") if k not in adv]
+            if missing:
+                raise ConfigError(f"datasets.{ds}.adversarial_training needs {missing} when regimes"
+                                  f" {adv['regimes']} are listed")
         if "synthetic" in src:
             if fmt not in SYNTHETIC_FORMATS:
                 raise ConfigError(f"{key}.synthetic: no synthetic generator for format {fmt!r}"

@@ -14,7 +14,9 @@ from .errors import OncorobustError
 def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
     """Send the ``oncorobust`` loggers to ``log_path``; turn an OncorobustError into one line on
     stderr and in the log, then exit with status 1 (no traceback from deep inside a library)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)  # the full story goes to the log file
+    handlers: list[logging.Handler] = [console]
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

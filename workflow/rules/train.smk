@@ -1,0 +1,57 @@
+# Train stage: tensors -> results/{ds}/models/{regime}.pt + {regime}.history.csv
+
+
+rule train_clean:
+    input:
+        unpack(get_tensor_inputs),
+    output:
+        model=f"{R}/{{ds}}/models/clean.pt",
+        history=f"{R}/{{ds}}/models/clean.history.csv",
+    log:
+        f"{R}/logs/train/{{ds}}/clean.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{ds}}/clean.tsv"
+    params:
+        regime="clean",
+        model=get_dataset_cfg("model"),
+        train=get_dataset_cfg("train"),
+        adversarial_training=None,
+        seed=config["seed"],
+        device=config["device"],
+    threads: get_train_threads
+    resources:
+        mem_mb=get_train_mem_mb,
+        runtime=get_train_runtime,
+        gpu=get_gpu,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule train_adversarial:
+    input:
+        unpack(get_adv_train_inputs),
+    output:
+        model=f"{R}/{{ds}}/models/{{regime}}.pt",
+        history=f"{R}/{{ds}}/models/{{regime}}.history.csv",
+    log:
+        f"{R}/logs/train/{{ds}}/{{regime}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{ds}}/{{regime}}.tsv"
+    params:
+        regime=lambda w: w.regime,
+        model=get_dataset_cfg("model"),
+        train=get_dataset_cfg("train"),
+        adversarial_training=get_dataset_cfg("adversarial_training"),
+        seed=config["seed"],
+        device=config["device"],
+    threads: get_train_threads
+    resources:
+        mem_mb=get_train_mem_mb,
+        runtime=get_train_runtime,
+        gpu=get_gpu,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/train.py"
