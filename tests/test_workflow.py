@@ -13,15 +13,23 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
 
+MODEL = {"arch": "vgg_small", "width": 4}
+TRAIN = {"batch_size": 32, "epochs": 2, "patience": 2, "lr": 0.01}
+ATTACK = {"methods": ["fgsm", "pgd"], "eps": [0.05], "reference_eps": 0.05}
 TINY = {
     "seed": 3,
+    "device": "cpu",
     "datasets": {
         "ct": {"source": {"format": "lidc", "synthetic": {"n_patients": 24}},
-               "preprocess": {"size": 16, "intensity": {"mode": "window"}}},
+               "preprocess": {"size": 16, "intensity": {"mode": "window"}},
+               "model": dict(MODEL), "train": dict(TRAIN), "attack": dict(ATTACK), "paper_dataset": "ct",
+               "adversarial_training": {"regimes": ["adv_pgd"], "eps": 0.05, "step": 0.0125,
+                                        "iters": 2, "epochs": 1, "batch_size": 32}},
         "mri": {"source": {"format": "manifest", "synthetic": {"n_patients": 20}},
-                "preprocess": {"size": 16}},
+                "preprocess": {"size": 16}, "model": dict(MODEL), "train": dict(TRAIN), "attack": dict(ATTACK)},
         "digits": {"source": {"format": "digits"},
-                   "preprocess": {"size": 16, "intensity": {"mode": "none"}, "balance": "none"}},
+                   "preprocess": {"size": 16, "intensity": {"mode": "none"}, "balance": "none"},
+                   "model": dict(MODEL), "train": dict(TRAIN), "attack": dict(ATTACK)},
     },
 }
 
@@ -60,7 +68,8 @@ def test_wrong_type_is_named(tmp_path):
 
 
 def test_real_source_without_root_is_a_config_error(tmp_path):
-    bad = {"datasets": {"ct": {"source": {"format": "lidc"}, "preprocess": {"size": 16}}}}
+    bad = {"datasets": {"ct": {"source": {"format": "lidc"}, "preprocess": {"size": 16},
+                               "model": MODEL, "train": TRAIN}}}
     out = smk(tmp_path, bad, "-n")
     assert out.returncode != 0
     assert "ConfigError" in out.text and "datasets.ct.source.root is required" in out.text
@@ -68,7 +77,7 @@ def test_real_source_without_root_is_a_config_error(tmp_path):
 
 def test_missing_data_folder_fails_with_one_clear_line(tmp_path):
     cfg = {"datasets": {"ct": {"source": {"format": "lidc", "root": str(tmp_path / "LIDC")},
-                               "preprocess": {"size": 16}}}}
+                               "preprocess": {"size": 16}, "model": MODEL, "train": TRAIN}}}
     out = smk(tmp_path, cfg)
     assert out.returncode != 0
     log = (tmp_path / "results" / "logs" / "ingest" / "ct.log").read_text()
@@ -89,6 +98,16 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
             assert t["x"].shape[1:] == (1, 16, 16) and len(t["ids"]) == len(t["y"])
             assert set(t["ids"]) <= set(manifest[manifest.split == split].sample_id.astype(str))
     assert (res / "benchmarks" / "preprocess" / "ct.tsv").exists()
+    for regime in ("clean", "adv_pgd"):
+        ck = torch.load(res / "ct" / "models" / f"{regime}.pt", weights_only=True)
+        assert ck["meta"]["regime"] == regime and ck["meta"]["size"] == 16
+    transfer = pd.read_csv(res / "ct" / "attacks" / "adv_pgd" / "transfer_pgd" / "eps=0.05.csv")
+    test_ids = torch.load(res / "ct" / "tensors" / "test.pt", weights_only=True)["ids"]
+    assert transfer.sample_id.astype(str).tolist() == test_ids and (transfer.linf <= 0.05 + 1e-6).all()
+    t1 = pd.read_csv(res / "tables" / "table1.csv")
+    assert set(t1.dataset) == {"ct", "mri", "digits"} and "75.41" in (res / "tables" / "table1.md").read_text()
+    s5 = pd.read_csv(res / "tables" / "table_s5.csv")
+    assert set(s5.evaluation) == {"white-box", "transfer"} and set(s5.dataset) == {"ct"}
     again = smk(tmp_path, TINY, "-n")
     assert "Nothing to be done" in again.text
     # changing one dataset's preprocessing replans only that dataset
@@ -96,6 +115,14 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     changed["datasets"]["mri"]["preprocess"]["size"] = 20
     plan = smk(tmp_path, changed, "-n")
     assert planned_datasets(plan.text) == {"mri"}
+    # adding one eps to one dataset plans only that eps's attack jobs and the tables
+    more = yaml.safe_load(yaml.safe_dump(TINY))
+    more["datasets"]["digits"]["attack"]["eps"] = [0.05, 0.1]
+    plan = smk(tmp_path, more, "-n")
+    planned = [p for line in re.findall(r"^\s+output: (.+)$", plan.text, re.M) for p in line.split(", ")]
+    assert sorted(p for p in planned if "/attacks/" in p) == [
+        "results/digits/attacks/clean/fgsm/eps=0.1.csv", "results/digits/attacks/clean/pgd/eps=0.1.csv"]
+    assert not [p for p in planned if "/attacks/" not in p and "/tables/" not in p]
 
 
 def planned_datasets(dry_run_output: str) -> set[str]:

@@ -20,6 +20,10 @@ def check_config(config: dict) -> None:
             if missing:
                 raise ConfigError(f"datasets.{ds}.adversarial_training needs {missing} when regimes"
                                   f" {adv['regimes']} are listed")
+        att = entry.get("attack", {})
+        if "eps" in att and not any(abs(e - att.get("reference_eps", 0.002)) < 1e-12 for e in att["eps"]):
+            raise ConfigError(f"datasets.{ds}.attack.reference_eps = {att.get('reference_eps', 0.002)}"
+                              f" is not one of attack.eps {att['eps']}")
         if "synthetic" in src:
             if fmt not in SYNTHETIC_FORMATS:
                 raise ConfigError(f"{key}.synthetic: no synthetic generator for format {fmt!r}"

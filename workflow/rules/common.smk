@@ -15,7 +15,9 @@ SYNTHETIC = [ds for ds in DATASETS if "synthetic" in config["datasets"][ds]["sou
 wildcard_constraints:
     ds="|".join(DATASETS),
     split="train|val|test",
-    regime="adv_pgd|adv_fast|adv_free",
+    regime="clean|adv_pgd|adv_fast|adv_free",
+    method="(transfer_)?(fgsm|bim|pgd)",
+    eps="[0-9.e-]+",
 
 
 def get_source(wildcards):
@@ -37,6 +39,12 @@ def get_ingest_input(wildcards):
     if wildcards.ds in SYNTHETIC:
         return [f"{R}/demo_data/{wildcards.ds}"]
     return []
+
+
+def get_adv_training_cfg(wildcards):
+    """The adversarial-training slice minus the regime list (adding a regime reruns no other)."""
+    adv = config["datasets"][wildcards.ds].get("adversarial_training", {})
+    return {k: v for k, v in adv.items() if k != "regimes"}
 
 
 def get_tensor_inputs(wildcards):
@@ -86,6 +94,63 @@ def get_train_runtime(wildcards):
     return 24 * 60 if _is_large(wildcards.ds) else 60
 
 
+def eps_str(eps):
+    """The canonical text of an ε in file names (0.002 -> '0.002')."""
+    return f"{float(eps):g}"
+
+
+def attack_jobs(ds):
+    """(regime, method, eps) of every attack result of a dataset: white-box for every regime,
+    transfer from the clean model for every adversarially trained one."""
+    att = config["datasets"][ds]["attack"]
+    jobs = []
+    for regime in regimes(ds):
+        for method in att["methods"]:
+            for eps in att["eps"]:
+                jobs.append((regime, method, eps_str(eps)))
+                if regime != "clean":
+                    jobs.append((regime, f"transfer_{method}", eps_str(eps)))
+    return jobs
+
+
+def attack_csv(ds, regime, method, eps):
+    return f"{R}/{ds}/attacks/{regime}/{method}/eps={eps}.csv"
+
+
+def get_attack_inputs(wildcards):
+    """The attacked model and the test tensors; the clean model too for transfer attacks."""
+    inputs = {"model": f"{R}/{wildcards.ds}/models/{wildcards.regime}.pt",
+              "test": f"{R}/{wildcards.ds}/tensors/test.pt"}
+    if wildcards.method.startswith("transfer_"):
+        inputs["source"] = f"{R}/{wildcards.ds}/models/clean.pt"
+    return inputs
+
+
+def get_attack_params(wildcards):
+    """Only the parameters this method uses (so changing PGD's reruns only PGD jobs)."""
+    base = wildcards.method.removeprefix("transfer_")
+    return dict(config["attacks"].get(base, {})) if base in ("bim", "pgd") else {}
+
+
+def get_all_attack_csvs(wildcards=None):
+    return [attack_csv(ds, *job) for ds in DATASETS for job in attack_jobs(ds)]
+
+
+def get_attack_index(wildcards=None):
+    """Metadata of every attack CSV, in the order of get_all_attack_csvs (params of the tables)."""
+    return [{"dataset": ds, "regime": r, "method": m, "eps": float(e)}
+            for ds in DATASETS for (r, m, e) in attack_jobs(ds)]
+
+
+def is_control(ds):
+    entry = config["datasets"][ds]
+    return entry.get("paper_dataset") in ("mnist", "cifar10") or entry["source"]["format"] in (
+        "mnist",
+        "cifar10",
+        "digits",
+    )
+
+
 def get_final_output():
     """Everything `rule all` asks for, built from the configured datasets."""
     targets = expand(f"{R}/{{ds}}/manifest.csv", ds=DATASETS)
@@ -93,4 +158,6 @@ def get_final_output():
     targets += expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS)
     for ds in DATASETS:
         targets += expand(f"{R}/{ds}/models/{{regime}}.pt", regime=regimes(ds))
+    targets += expand(f"{R}/tables/{{table}}", table=["table1.csv", "table1.md", "table_s5.csv",
+                                                      "table_s5.md", "sanity.csv"])
     return targets

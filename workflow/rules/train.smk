@@ -30,6 +30,8 @@ rule train_clean:
 
 
 rule train_adversarial:
+    wildcard_constraints:
+        regime="adv_pgd|adv_fast|adv_free",
     input:
         unpack(get_adv_train_inputs),
     output:
@@ -43,7 +45,7 @@ rule train_adversarial:
         regime=lambda w: w.regime,
         model=get_dataset_cfg("model"),
         train=get_dataset_cfg("train"),
-        adversarial_training=get_dataset_cfg("adversarial_training"),
+        adversarial_training=get_adv_training_cfg,
         seed=config["seed"],
         device=config["device"],
     threads: get_train_threads

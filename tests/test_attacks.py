@@ -1,0 +1,202 @@
+"""Attacks: closed forms, step counts, budgets, ε = 0, monotonicity, CSV and table contracts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from oncorobust.attacks import AttackSanityError, attack, build, check_adversarial
+from oncorobust.evaluate import COLUMNS, evaluate_attack
+from oncorobust.stats import paired_difference, wilson
+from oncorobust.tables import sanity_warnings, summarize, table1, table1_markdown, table_s5
+
+
+class Linear(nn.Module):
+    """logits = W·flatten(x) + b: the input gradient's sign is known in closed form."""
+
+    def __init__(self, d=16, classes=2, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.fc = nn.Linear(d, classes)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(classes, d, generator=g))
+            self.fc.bias.zero_()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x.flatten(1))
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    x = 0.25 + 0.5 * torch.rand(32, 1, 4, 4, generator=g)  # away from the [0,1] bounds
+    return x, torch.randint(0, 2, (32,), generator=g)
+
+
+def test_fgsm_equals_closed_form(batch):
+    x, y = batch
+    model = Linear()
+    eps = 0.01
+    adv = attack(model, x, y, "fgsm", eps)
+    # d CE / d x = W^T (softmax - onehot); for 2 classes its sign is sign((w_other - w_y) * p_other)
+    w = model.fc.weight.detach()
+    direction = (w[1 - y] - w[y]).view_as(x)
+    np.testing.assert_allclose(adv.numpy(), (x + eps * direction.sign()).numpy(), atol=1e-7)
+
+
+@pytest.mark.parametrize("method,steps", [("bim", 10), ("pgd", 10), ("pgd", 3), ("bim", 7)])
+def test_iterative_methods_take_exactly_the_configured_steps(batch, method, steps):
+    x, y = batch
+    model = Linear()
+    attack(model, x, y, method, 0.002, steps=steps)
+    assert model.calls == steps  # one forward per step (restarts=1: no extra scoring pass)
+
+
+def test_bim_never_gets_zero_steps_at_the_papers_small_eps():
+    # torchattacks' default formula int(min(255*eps + 4, 1.25*255*eps)) gives 0 steps for eps < 0.004
+    atk = build(Linear(), "bim", 0.001)
+    assert atk.steps == 10 and atk.alpha == pytest.approx(0.0001)
+    assert build(Linear(), "pgd", 0.002).alpha == pytest.approx(0.0005)
+
+
+@pytest.mark.parametrize("method", ["fgsm", "bim", "pgd"])
+@pytest.mark.parametrize("eps", [0.0, 0.001, 0.05, 0.3])
+def test_budget_range_and_eps_zero(batch, method, eps):
+    x, y = batch
+    model = Linear()
+    model.train()
+    adv = attack(model, x, y, method, eps, restarts=3 if method == "pgd" else 1)
+    assert model.training  # mode restored
+    assert adv.dtype == torch.float32 and 0 <= adv.min() and adv.max() <= 1
+    assert (adv - x).abs().max() <= eps + 1e-6
+    if eps == 0:
+        assert torch.equal(adv, x)
+
+
+def test_sanity_check_catches_violations(batch):
+    x, _ = batch
+    with pytest.raises(AttackSanityError, match="exceeds ε"):
+        check_adversarial(x, x + 0.02, 0.01)
+    with pytest.raises(AttackSanityError, match="leave \\[0,1\\]"):
+        check_adversarial(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), -0.001), 0.01)
+
+
+def test_rejects_non_float32_and_unnormalised_inputs(batch):
+    x, y = batch
+    with pytest.raises(TypeError, match="float32"):
+        attack(Linear(), x.double(), y, "fgsm", 0.01)
+    with pytest.raises(ValueError, match=r"\[0,1\]"):
+        attack(Linear(), x * 4, y, "fgsm", 0.01)
+
+
+def test_accuracy_falls_with_eps_to_near_zero(batch):
+    x, _ = batch
+    model = Linear(seed=3)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # a perfect model on its own labels
+    accs = []
+    for eps in [0.0, 0.005, 0.02, 0.05, 0.2, 0.5]:
+        adv = attack(model, x, y, "pgd", eps, seed=1)
+        accs.append((model(adv).argmax(1) == y).float().mean().item())
+    assert accs[0] == 1.0 and accs[-1] < 0.05
+    assert all(b <= a + 1e-9 for a, b in zip(accs, accs[1:]))
+
+
+def test_restarts_are_worst_case_and_seeded(batch):
+    x, y = batch
+    model = Linear(seed=5)
+    a = attack(model, x, y, "pgd", 0.03, restarts=4, seed=2)
+    b = attack(model, x, y, "pgd", 0.03, restarts=4, seed=2)
+    assert torch.equal(a, b)
+    one = attack(model, x, y, "pgd", 0.03, restarts=1, seed=2)
+    fooled = lambda z: (model(z).argmax(1) != y).sum().item()  # noqa: E731
+    assert fooled(a) >= fooled(one)
+
+
+def test_evaluate_attack_csv_contract_and_labels_modes(batch):
+    x, _ = batch
+    model = Linear(seed=7)
+    y = torch.zeros(len(x), dtype=torch.int64)  # half of them misclassified
+    ids = [f"s{i}" for i in range(len(x))]
+    pred = evaluate_attack(model, x, y, ids, "pgd", 0.5, labels="predicted", batch_size=10)
+    true = evaluate_attack(model, x, y, ids, "pgd", 0.5, labels="true", batch_size=10)
+    assert list(pred.columns) == COLUMNS and pred.sample_id.tolist() == ids
+    assert (pred.linf <= 0.5 + 1e-6).all() and pred.clean_prob.between(0.5, 1).all()
+    # predicted labels: every prediction flipped, so misclassified images became correct
+    assert (pred.adv_pred != pred.clean_pred).all()
+    assert (pred.adv_pred == pred.label).mean() == pytest.approx(1 - (pred.clean_pred == pred.label).mean())
+    # true labels: correct images are pushed wrong, wrong ones stay wrong -> accuracy 0
+    assert (true.adv_pred == true.label).sum() == 0
+
+
+def test_transfer_crafts_on_source_and_scores_target(batch):
+    x, y = batch
+    source, target = Linear(seed=1), Linear(seed=2)
+    ids = [str(i) for i in range(len(x))]
+    t = evaluate_attack(target, x, y, ids, "transfer_fgsm", 0.05, source_model=source)
+    expected = attack(source, x, source(x).argmax(1), "fgsm", 0.05)
+    assert t.adv_pred.tolist() == target(expected).argmax(1).tolist()
+    with pytest.raises(ValueError, match="source"):
+        evaluate_attack(target, x, y, ids, "transfer_fgsm", 0.05)
+
+
+# ---------------------------------------------------------------- statistics and tables
+
+
+def test_wilson_known_values():
+    # Newcombe (1998), Table I: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605; 0/10 -> 0-0.2775
+    assert wilson(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson(15, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
+    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson(10, 10)[1] == pytest.approx(1.0) and wilson(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
+
+
+def test_paired_difference_known_values():
+    d, lo, hi = paired_difference(b=10, c=5, n=100)
+    se = np.sqrt(10 + 5 - 25 / 100) / 100
+    assert d == pytest.approx(0.05) and lo == pytest.approx(0.05 - 1.959964 * se, abs=1e-6)
+    assert paired_difference(0, 0, 50) == (0.0, 0.0, 0.0)
+
+
+def _per_image(n, acc, seed, flip=0.0):
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, n)
+    adv = np.where(rng.random(n) < acc, label, 1 - label)
+    return pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "label": label, "clean_pred": label,
+                         "adv_pred": adv, "clean_prob": 0.9, "adv_prob": 0.8, "linf": 0.002})
+
+
+def test_tables_render_their_numbers():
+    per = {("ct", "clean", "pgd", 0.002): _per_image(200, 0.3, 0),
+           ("ct", "clean", "fgsm", 0.002): _per_image(200, 0.4, 1),
+           ("ct", "adv_pgd", "pgd", 0.002): _per_image(200, 0.7, 2),
+           ("ct", "adv_pgd", "transfer_pgd", 0.002): _per_image(200, 0.8, 3)}
+    summary = pd.DataFrame([summarize(df, *k) for k, df in per.items()])
+    t1 = table1(summary, {"ct": "ct"}, "predicted")
+    assert t1.method.tolist() == ["baseline", "fgsm", "pgd"]
+    base = t1[t1.method == "baseline"].iloc[0]
+    assert base.accuracy == 100 and base.paper == pytest.approx(75.41)
+    pgd = t1[t1.method == "pgd"].iloc[0]
+    assert pgd.accuracy == pytest.approx(100 * (per[("ct", "clean", "pgd", 0.002)].adv_pred
+                                                == per[("ct", "clean", "pgd", 0.002)].label).mean())
+    assert pgd.paper == pytest.approx(26.92)
+    md = table1_markdown(t1)
+    assert f"{pgd.accuracy:.1f} [{pgd.ci_low:.1f}, {pgd.ci_high:.1f}]" in md and "26.92" in md
+    assert "**predicted**" in md
+    s5 = table_s5(per, {"ct": 0.002}, {"ct": "ct"})
+    assert set(s5.evaluation) == {"white-box", "transfer"}
+    wb = s5[s5.evaluation == "white-box"].iloc[0]
+    assert wb.adv_trained - wb.original == pytest.approx(wb.difference)
+    assert wb.diff_ci_low < wb.difference < wb.diff_ci_high and wb.paper_adv_trained == pytest.approx(67.72)
+
+
+def test_sanity_warnings_flag_rising_accuracy_and_weak_attacks():
+    rows = [summarize(_per_image(400, a, i), "digits", "clean", "pgd", e)
+            for i, (a, e) in enumerate([(0.2, 0.05), (0.9, 0.1)])]
+    rows.append(summarize(_per_image(400, 0.2, 9), "digits", "clean", "fgsm", 0.1))
+    w = sanity_warnings(pd.DataFrame(rows), controls={"digits"})
+    text = " ".join(w.warning)
+    assert "accuracy rises with ε" in text and "above FGSM" in text and "still" in text

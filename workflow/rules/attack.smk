@@ -1,0 +1,55 @@
+# Attack stage: one job per (dataset, regime, method, eps) -> per-image CSV; then the tables.
+
+
+rule attack:
+    input:
+        unpack(get_attack_inputs),
+    output:
+        f"{R}/{{ds}}/attacks/{{regime}}/{{method}}/eps={{eps}}.csv",
+    log:
+        f"{R}/logs/attack/{{ds}}/{{regime}}/{{method}}/eps={{eps}}.log",
+    params:
+        attack=get_attack_params,
+        labels=config["attacks"]["labels"],
+        batch_size=config["attacks"]["batch_size"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=get_gpu,
+    group:
+        "attacks"
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/attack.py"
+
+
+rule tables:
+    input:
+        get_all_attack_csvs,
+    output:
+        table1=report(f"{R}/tables/table1.csv", category="Tables", labels={"table": "Table 1"}),
+        table1_md=f"{R}/tables/table1.md",
+        table_s5=report(f"{R}/tables/table_s5.csv", category="Tables", labels={"table": "Table S5"}),
+        table_s5_md=f"{R}/tables/table_s5.md",
+        sanity=f"{R}/tables/sanity.csv",
+        summary=f"{R}/tables/attack_summary.csv",
+    log:
+        f"{R}/logs/tables/attack_tables.log",
+    params:
+        index=get_attack_index,
+        labels=config["attacks"]["labels"],
+        paper_names={ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS},
+        reference_eps={ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS},
+        controls=[ds for ds in DATASETS if is_control(ds)],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/attack_tables.py"

@@ -1,0 +1,22 @@
+"""Snakemake adapter: (model, test tensors) -> per-image attack CSV for one method and eps."""
+
+import torch
+
+from oncorobust.evaluate import evaluate_attack
+from oncorobust.io import write_csv
+from oncorobust.logs import step_logging
+from oncorobust.models import load_model
+from oncorobust.train import resolve_device
+
+sm = snakemake  # noqa: F821 (injected by snakemake)
+with step_logging(sm.log[0], "attack"):
+    torch.set_num_threads(sm.threads)
+    device = resolve_device(sm.params.device)
+    test = torch.load(sm.input.test, map_location="cpu", weights_only=True)
+    model = load_model(sm.input.model, device)
+    source = load_model(sm.input.source, device) if "source" in sm.input.keys() else None
+    result = evaluate_attack(model, test["x"], test["y"], test["ids"], sm.wildcards.method,
+                             float(sm.wildcards.eps), params=sm.params.attack, labels=sm.params.labels,
+                             seed=sm.params.seed, batch_size=sm.params.batch_size, device=device,
+                             source_model=source)
+    write_csv(result, sm.output[0])
