@@ -26,6 +26,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
 
+# Benchmarks print their ratios and write results/benchmarks/*.json (not part of the tests).
+bench: $(STAMP)
+	$(PY) -m pip install -e '.[bench]'
+	$(PY) benchmarks/attack_throughput.py
+	$(SMK) --cores $(CORES) results/digits/models/clean.pt results/digits/tensors/test.pt
+	$(PY) benchmarks/sensitivity_vs_grid.py
+
 lint: $(STAMP)
 	$(SMK) --lint --configfile config/config.yaml
 

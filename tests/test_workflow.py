@@ -52,6 +52,14 @@ def test_demo_config_dry_run():
         assert rule in out.stdout
 
 
+def test_paper_config_dry_run():
+    out = subprocess.run([*SNAKEMAKE, "-n", "--cores", "2", "--directory", str(REPO),
+                          "--configfile", str(REPO / "config" / "paper.yaml"), "--forceall"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "train_adversarial" in out.stdout and "sensitivity" in out.stdout
+
+
 def test_unknown_config_key_is_named(tmp_path):
     bad = yaml.safe_load(yaml.safe_dump(TINY))
     bad["datasets"]["ct"]["preprocess"]["sise"] = 32
@@ -106,6 +114,10 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     assert transfer.sample_id.astype(str).tolist() == test_ids and (transfer.linf <= 0.05 + 1e-6).all()
     t1 = pd.read_csv(res / "tables" / "table1.csv")
     assert set(t1.dataset) == {"ct", "mri", "digits"} and "75.41" in (res / "tables" / "table1.md").read_text()
+    t2 = pd.read_csv(res / "tables" / "table2.csv")
+    assert set(t2.regime) == {"clean", "adv_pgd"} and len(t2) == 2 * 4  # two rows per (ds, regime)
+    sens = pd.read_csv(res / "digits" / "sensitivity" / "clean.csv")
+    assert set(sens.split) == {"val", "test"} and (sens.min_flip_eps > 0).all()
     s5 = pd.read_csv(res / "tables" / "table_s5.csv")
     assert set(s5.evaluation) == {"white-box", "transfer"} and set(s5.dataset) == {"ct"}
     again = smk(tmp_path, TINY, "-n")

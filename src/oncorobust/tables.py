@@ -34,6 +34,11 @@ def summarize(df: pd.DataFrame, dataset: str, regime: str, method: str, eps: flo
             "clean_accuracy": 100 * float((df.clean_pred == df.label).mean()) if n else np.nan}
 
 
+def paper_lookup(table: str, name: str | None, regime: str, method: str, eps: float) -> float:
+    """The paper's published accuracy (%) for one cell, or NaN."""
+    return _paper_lookup(paper_values(), table, name, regime, method, eps)
+
+
 def _paper_lookup(paper: pd.DataFrame, table: str, name: str | None, regime: str, method: str, eps: float):
     if not name:
         return np.nan

@@ -142,6 +142,23 @@ def get_attack_index(wildcards=None):
             for ds in DATASETS for (r, m, e) in attack_jobs(ds)]
 
 
+def get_sensitivity_csvs(wildcards=None):
+    return [f"{R}/{ds}/sensitivity/{regime}.csv" for ds in DATASETS for regime in regimes(ds)]
+
+
+def get_sensitivity_index(wildcards=None):
+    return [
+        {
+            "dataset": ds,
+            "regime": regime,
+            "exclude_fraction": config["datasets"][ds]["sensitivity"]["exclude_fraction"],
+            "paper_dataset": config["datasets"][ds].get("paper_dataset"),
+        }
+        for ds in DATASETS
+        for regime in regimes(ds)
+    ]
+
+
 def is_control(ds):
     entry = config["datasets"][ds]
     return entry.get("paper_dataset") in ("mnist", "cifar10") or entry["source"]["format"] in (
@@ -159,5 +176,6 @@ def get_final_output():
     for ds in DATASETS:
         targets += expand(f"{R}/{ds}/models/{{regime}}.pt", regime=regimes(ds))
     targets += expand(f"{R}/tables/{{table}}", table=["table1.csv", "table1.md", "table_s5.csv",
-                                                      "table_s5.md", "sanity.csv"])
+                                                      "table_s5.md", "sanity.csv", "table2.csv",
+                                                      "table2.md", "deferral.csv", "deferral_auc.csv"])
     return targets

@@ -1,0 +1,51 @@
+# Sensitivity stage: per-image smallest flipping eps -> Table 2 and deferral curves.
+
+
+rule sensitivity:
+    input:
+        model=f"{R}/{{ds}}/models/{{regime}}.pt",
+        val=f"{R}/{{ds}}/tensors/val.pt",
+        test=f"{R}/{{ds}}/tensors/test.pt",
+    output:
+        f"{R}/{{ds}}/sensitivity/{{regime}}.csv",
+    log:
+        f"{R}/logs/sensitivity/{{ds}}/{{regime}}.log",
+    benchmark:
+        f"{R}/benchmarks/sensitivity/{{ds}}/{{regime}}.tsv"
+    params:
+        sensitivity=get_dataset_cfg("sensitivity"),
+        pgd_alpha_ratio=config["attacks"]["pgd"]["alpha_ratio"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=get_train_runtime,
+        gpu=get_gpu,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/sensitivity.py"
+
+
+rule deferral_tables:
+    input:
+        get_sensitivity_csvs,
+    output:
+        table2=report(f"{R}/tables/table2.csv", category="Tables", labels={"table": "Table 2"}),
+        table2_md=f"{R}/tables/table2.md",
+        deferral=f"{R}/tables/deferral.csv",
+        auc=f"{R}/tables/deferral_auc.csv",
+        auc_md=f"{R}/tables/deferral_auc.md",
+    log:
+        f"{R}/logs/tables/deferral_tables.log",
+    params:
+        index=get_sensitivity_index,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/deferral_tables.py"
