@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(SMK) --cores $(CORES) --configfile config/config.yaml
+	$(SMK) --configfile config/config.yaml --report results/report.html
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests

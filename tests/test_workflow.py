@@ -120,6 +120,12 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     assert set(sens.split) == {"val", "test"} and (sens.min_flip_eps > 0).all()
     s5 = pd.read_csv(res / "tables" / "table_s5.csv")
     assert set(s5.evaluation) == {"white-box", "transfer"} and set(s5.dataset) == {"ct"}
+    for fig in ("fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral"):
+        assert (res / "figures" / f"{fig}.png").stat().st_size > 10_000
+    report = smk(tmp_path, TINY, "--report", "results/report.html")
+    assert report.returncode == 0, report.text[-2000:]
+    html = (res / "report.html").read_text()
+    assert "fig2_accuracy_vs_eps.png" in html and "table1.csv" in html
     again = smk(tmp_path, TINY, "-n")
     assert "Nothing to be done" in again.text
     # changing one dataset's preprocessing replans only that dataset
@@ -127,14 +133,14 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     changed["datasets"]["mri"]["preprocess"]["size"] = 20
     plan = smk(tmp_path, changed, "-n")
     assert planned_datasets(plan.text) == {"mri"}
-    # adding one eps to one dataset plans only that eps's attack jobs and the tables
+    # adding one eps to one dataset plans only that eps's attack jobs and the aggregates after them
     more = yaml.safe_load(yaml.safe_dump(TINY))
     more["datasets"]["digits"]["attack"]["eps"] = [0.05, 0.1]
     plan = smk(tmp_path, more, "-n")
     planned = [p for line in re.findall(r"^\s+output: (.+)$", plan.text, re.M) for p in line.split(", ")]
     assert sorted(p for p in planned if "/attacks/" in p) == [
         "results/digits/attacks/clean/fgsm/eps=0.1.csv", "results/digits/attacks/clean/pgd/eps=0.1.csv"]
-    assert not [p for p in planned if "/attacks/" not in p and "/tables/" not in p]
+    assert not [p for p in planned if "/attacks/" not in p and "/tables/" not in p and "/figures/" not in p]
 
 
 def planned_datasets(dry_run_output: str) -> set[str]:

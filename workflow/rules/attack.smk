@@ -31,11 +31,14 @@ rule tables:
     input:
         get_all_attack_csvs,
     output:
-        table1=report(f"{R}/tables/table1.csv", category="Tables", labels={"table": "Table 1"}),
+        table1=report(f"{R}/tables/table1.csv", caption="../report/table1.rst", category="Tables",
+                      labels={"table": "Table 1"}),
         table1_md=f"{R}/tables/table1.md",
-        table_s5=report(f"{R}/tables/table_s5.csv", category="Tables", labels={"table": "Table S5"}),
+        table_s5=report(f"{R}/tables/table_s5.csv", caption="../report/table_s5.rst", category="Tables",
+                        labels={"table": "Table S5"}),
         table_s5_md=f"{R}/tables/table_s5.md",
-        sanity=f"{R}/tables/sanity.csv",
+        sanity=report(f"{R}/tables/sanity.csv", caption="../report/sanity.rst", category="Tables",
+                      labels={"table": "Sanity warnings"}),
         summary=f"{R}/tables/attack_summary.csv",
     log:
         f"{R}/logs/tables/attack_tables.log",

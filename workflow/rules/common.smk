@@ -178,4 +178,6 @@ def get_final_output():
     targets += expand(f"{R}/tables/{{table}}", table=["table1.csv", "table1.md", "table_s5.csv",
                                                       "table_s5.md", "sanity.csv", "table2.csv",
                                                       "table2.md", "deferral.csv", "deferral_auc.csv"])
+    targets += expand(f"{R}/figures/{{fig}}.{{ext}}", ext=["png", "pdf"],
+                      fig=["fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral"])
     return targets

@@ -7,7 +7,8 @@ rule sensitivity:
         val=f"{R}/{{ds}}/tensors/val.pt",
         test=f"{R}/{{ds}}/tensors/test.pt",
     output:
-        f"{R}/{{ds}}/sensitivity/{{regime}}.csv",
+        report(f"{R}/{{ds}}/sensitivity/{{regime}}.csv", caption="../report/sensitivity.rst",
+               category="{ds}", subcategory="sensitivity", labels={"dataset": "{ds}", "regime": "{regime}"}),
     log:
         f"{R}/logs/sensitivity/{{ds}}/{{regime}}.log",
     benchmark:
@@ -32,10 +33,12 @@ rule deferral_tables:
     input:
         get_sensitivity_csvs,
     output:
-        table2=report(f"{R}/tables/table2.csv", category="Tables", labels={"table": "Table 2"}),
+        table2=report(f"{R}/tables/table2.csv", caption="../report/table2.rst", category="Tables",
+                      labels={"table": "Table 2"}),
         table2_md=f"{R}/tables/table2.md",
         deferral=f"{R}/tables/deferral.csv",
-        auc=f"{R}/tables/deferral_auc.csv",
+        auc=report(f"{R}/tables/deferral_auc.csv", caption="../report/deferral_auc.rst", category="Tables",
+                   labels={"table": "Deferral AUC"}),
         auc_md=f"{R}/tables/deferral_auc.md",
     log:
         f"{R}/logs/tables/deferral_tables.log",

@@ -6,7 +6,8 @@ rule train_clean:
         unpack(get_tensor_inputs),
     output:
         model=f"{R}/{{ds}}/models/clean.pt",
-        history=f"{R}/{{ds}}/models/clean.history.csv",
+        history=report(f"{R}/{{ds}}/models/clean.history.csv", caption="../report/history.rst",
+                       category="{ds}", subcategory="training", labels={"dataset": "{ds}", "regime": "clean"}),
     log:
         f"{R}/logs/train/{{ds}}/clean.log",
     benchmark:
@@ -36,7 +37,8 @@ rule train_adversarial:
         unpack(get_adv_train_inputs),
     output:
         model=f"{R}/{{ds}}/models/{{regime}}.pt",
-        history=f"{R}/{{ds}}/models/{{regime}}.history.csv",
+        history=report(f"{R}/{{ds}}/models/{{regime}}.history.csv", caption="../report/history.rst",
+                       category="{ds}", subcategory="training", labels={"dataset": "{ds}", "regime": "{regime}"}),
     log:
         f"{R}/logs/train/{{ds}}/{{regime}}.log",
     benchmark:

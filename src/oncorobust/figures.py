@@ -1,0 +1,241 @@
+"""Publication figures (seaborn, colour-blind palette, readable at single-column width).
+
+- ``fig1_examples``: per dataset a test image, its PGD adversarial version and the perturbation
+  amplified for visibility, each titled with the model's class probabilities (the paper's Fig. 1).
+- ``fig2_accuracy_vs_eps``: accuracy vs ε for FGSM, BIM and PGD, one panel per dataset, Wilson
+  95% CI bands; medical sets on a shared ×10⁻³ axis, controls on their own; the paper's Table 1
+  values as markers where they exist (the paper's Fig. 2).
+- ``fig3_adv_training``: accuracy vs ε of the clean and each adversarially trained model (the
+  paper's Fig. 3), white-box, CI bands.
+- ``fig4_deferral``: accuracy on the retained test images as the deferred fraction grows, per
+  deferral policy (adversarial sensitivity, confidence, random).
+
+Every function returns the matplotlib Figure and writes PNG + PDF when given a path stem.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+PALETTE = sns.color_palette("colorblind")
+METHOD_COLORS = {"fgsm": PALETTE[0], "bim": PALETTE[2], "pgd": PALETTE[3]}
+POLICY_COLORS = {"sensitivity": PALETTE[3], "confidence": PALETTE[0], "random": PALETTE[7]}
+METHOD_LABELS = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD"}
+
+
+def _style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.0,
+                  rc={"axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
+                      "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.dpi": 150})
+
+
+def save(fig: plt.Figure, stem: str | Path) -> None:
+    """Write ``stem``.png (200 dpi) and ``stem``.pdf atomically."""
+    stem = Path(stem)
+    for ext in ("png", "pdf"):
+        with atomic_path(stem.with_suffix(f".{ext}")) as tmp:
+            fig.savefig(tmp, format=ext, dpi=200, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _grid(n: int, ncols: int = 3, w: float = 2.3, h: float = 2.0):
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _legend_below(fig: plt.Figure, axes, ncol: int = 6, title: str | None = None) -> None:
+    """One legend for all panels, under the figure (never over the data)."""
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(ncol, len(handles)),
+               frameon=False, title=title, title_fontsize=7, bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(handles) - 1) // ncol), 1, 1))
+
+
+def _eps_axis(ax, datasets_medical: bool, eps_max: float) -> float:
+    """Scale the ε axis: ×10⁻³ for the medical sets; returns the scale factor."""
+    if datasets_medical:
+        ax.set_xlabel("ε (×10⁻³, [0,1] pixel units)")
+        ax.set_xlim(0, eps_max * 1e3 * 1.05)
+        return 1e3
+    ax.set_xlabel("ε ([0,1] pixel units)")
+    return 1.0
+
+
+def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.Figure:
+    """``examples``: dicts with dataset, eps, clean (H×W or C×H×W in [0,1]), adv, classes,
+    clean_prob and adv_prob (probability vectors). One row per dataset, three columns."""
+    _style()
+    fig, axes = plt.subplots(len(examples), 3, figsize=(6.4, 2.1 * len(examples)), squeeze=False)
+    for row, ex in zip(axes, examples):
+        clean, adv = np.asarray(ex["clean"]), np.asarray(ex["adv"])
+        delta = adv - clean
+        amp = 0.5 + delta / (2 * max(ex["eps"], 1e-12))  # ±ε -> [0, 1], 0 -> mid grey
+        for ax, img, title in (
+            (row[0], clean, _prob_title("clean", ex["classes"], ex["clean_prob"])),
+            (row[1], adv, _prob_title(f"PGD ε={ex['eps']:g}", ex["classes"], ex["adv_prob"])),
+            (row[2], amp, f"perturbation (±ε → black/white)\nmax |δ| = {np.abs(delta).max():.2g}"),
+        ):
+            show = img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 else img.squeeze()
+            ax.imshow(show, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(title, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        row[0].set_ylabel(ex["dataset"], fontsize=9)
+    fig.tight_layout()
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def _prob_title(prefix: str, classes: list[str], prob) -> str:
+    k = int(np.argmax(prob))
+    return f"{prefix}\n{classes[k]} {100 * float(prob[k]):.1f}%"
+
+
+def _band(ax, d: pd.DataFrame, scale: float, color, label: str, ls: str = "-") -> None:
+    d = d.sort_values("eps")
+    x = d.eps.to_numpy() * scale
+    ax.plot(x, d.accuracy, ls, marker="o", ms=3, color=color, label=label, lw=1.2)
+    ax.fill_between(x, d.ci_low, d.ci_high, color=color, alpha=0.15, lw=0)
+
+
+def _with_baseline(part: pd.DataFrame) -> pd.DataFrame:
+    """Prepend ε = 0 (clean accuracy, same n) so every curve starts at the baseline."""
+    from .stats import wilson
+
+    first = part.iloc[0]
+    k = round(first.clean_accuracy * first.n / 100)
+    lo, hi = wilson(k, int(first.n))
+    zero = pd.DataFrame([{**first.to_dict(), "eps": 0.0, "accuracy": first.clean_accuracy,
+                          "ci_low": 100 * lo, "ci_high": 100 * hi}])
+    return pd.concat([zero, part], ignore_index=True)
+
+
+def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.DataFrame | None = None,
+                         paper_names: dict[str, str | None] | None = None,
+                         stem: str | Path | None = None) -> plt.Figure:
+    """``summary``: attack_summary.csv rows (clean regime, white-box methods used)."""
+    _style()
+    data = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
+    datasets = list(dict.fromkeys(data.dataset))
+    medical = [d for d in datasets if d not in controls]
+    med_max = data[data.dataset.isin(medical)].eps.max() if medical else 0
+    fig, axes = _grid(len(datasets))
+    for ax, ds in zip(axes, datasets):
+        part = data[data.dataset == ds]
+        scale = _eps_axis(ax, ds not in controls, med_max)
+        for method in ("fgsm", "bim", "pgd"):
+            m = part[part.method == method]
+            if len(m):
+                _band(ax, _with_baseline(m), scale, METHOD_COLORS[method], METHOD_LABELS[method])
+        name = (paper_names or {}).get(ds)
+        if paper is not None and name:
+            pv = paper[(paper.table == "table1") & (paper.dataset == name)]
+            for method in ("fgsm", "bim", "pgd"):
+                p = pv[pv.method.isin([method, "baseline"])]
+                if len(p):
+                    ax.plot(p.eps * scale, p.accuracy, "x", color=METHOD_COLORS[method], ms=4, alpha=0.8,
+                            label=f"paper {METHOD_LABELS[method]}")
+        ax.set_title(ds + (" (control)" if ds in controls else ""))
+        ax.set_ylim(0, 102)
+        ax.set_ylabel("accuracy (%)")
+    fig.suptitle("Accuracy under attack (clean models; bands: 95% CI; ×: the paper's values)", fontsize=9)
+    _legend_below(fig, axes)
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm", "pgd"),
+                      stem: str | Path | None = None) -> plt.Figure:
+    """Clean vs adversarially trained models, white-box, per dataset (datasets with adversarial
+    regimes only); colour = regime, line style = method."""
+    _style()
+    wb = summary[~summary.method.str.startswith("transfer_")]
+    datasets = [d for d in dict.fromkeys(wb.dataset) if (wb[wb.dataset == d].regime != "clean").any()]
+    regimes = list(dict.fromkeys(r for r in wb.regime if r != "clean"))
+    colors = {"clean": PALETTE[7], **{r: PALETTE[i] for i, r in enumerate(regimes)}}
+    styles = dict(zip(methods, ["--", "-", ":"]))
+    medical = [d for d in datasets if d not in controls]
+    med_max = wb[wb.dataset.isin(medical)].eps.max() if medical else 0
+    fig, axes = _grid(max(1, len(datasets)))
+    for ax, ds in zip(axes, datasets):
+        scale = _eps_axis(ax, ds not in controls, med_max)
+        for regime in ["clean", *regimes]:
+            for method in methods:
+                m = wb[(wb.dataset == ds) & (wb.regime == regime) & (wb.method == method)]
+                if len(m):
+                    _band(ax, _with_baseline(m), scale, colors[regime],
+                          f"{regime} · {METHOD_LABELS[method]}", styles[method])
+        ax.set_title(ds)
+        ax.set_ylim(0, 102)
+        ax.set_ylabel("accuracy (%)")
+    fig.suptitle("Adversarial training: accuracy under white-box attack (bands: 95% CI)", fontsize=9)
+    _legend_below(fig, axes, ncol=4)
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path | None = None) -> plt.Figure:
+    """``curves``: deferral.csv rows; one panel per dataset for ``regime``."""
+    _style()
+    data = curves[curves.regime == regime]
+    datasets = list(dict.fromkeys(data.dataset))
+    fig, axes = _grid(len(datasets))
+    for ax, ds in zip(axes, datasets):
+        part = data[data.dataset == ds]
+        for policy, color in POLICY_COLORS.items():
+            p = part[part.policy == policy].sort_values("deferred_fraction")
+            ax.plot(100 * p.deferred_fraction, p.accuracy, color=color, lw=1.4,
+                    ls="--" if policy == "random" else "-", label=policy)
+        ax.set_title(ds)
+        ax.set_xlabel("images deferred to a human (%)")
+        ax.set_ylabel("accuracy on the rest (%)")
+    fig.suptitle(f"Deferring the most sensitive images ({regime} models, test split)", fontsize=9)
+    _legend_below(fig, axes, title="defer first: the images with the smallest flipping ε (sensitivity),"
+                  " the lowest confidence, or random ones")
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def example_for(model, test: dict, classes: list[str], eps: float, *, seed: int = 0, **pgd) -> dict | None:
+    """The first test image that the model classifies correctly and PGD at ``eps`` flips (pushed
+    away from its prediction); None when there is none. Returns the dict ``fig1_examples`` takes."""
+    import torch
+
+    from .attacks import attack
+
+    x, y = test["x"], test["y"]
+    with torch.no_grad():
+        prob = torch.softmax(model(x), 1)
+    pred = prob.argmax(1)
+    adv = attack(model, x, pred, "pgd", eps, seed=seed, **pgd)
+    with torch.no_grad():
+        aprob = torch.softmax(model(adv), 1)
+    ok = ((pred == y) & (aprob.argmax(1) != pred)).nonzero().flatten()
+    if not len(ok):
+        return None
+    i = int(ok[0])
+    return {"clean": x[i].numpy(), "adv": adv[i].numpy(), "eps": eps, "classes": classes,
+            "clean_prob": prob[i].numpy(), "adv_prob": aprob[i].numpy(), "sample_id": test["ids"][i]}

@@ -1,0 +1,70 @@
+# Figures for the paper and the report (captions under workflow/report/).
+
+
+rule fig1_examples:
+    input:
+        models=expand(f"{R}/{{ds}}/models/clean.pt", ds=DATASETS),
+        tests=expand(f"{R}/{{ds}}/tensors/test.pt", ds=DATASETS),
+    output:
+        png=report(f"{R}/figures/fig1_examples.png", caption="../report/fig1.rst", category="Figures",
+                   labels={"figure": "1 examples"}),
+        pdf=f"{R}/figures/fig1_examples.pdf",
+    log:
+        f"{R}/logs/figures/fig1_examples.log",
+    params:
+        datasets=DATASETS,
+        eps={ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS},
+        pgd=config["attacks"]["pgd"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/figures.py"
+
+
+rule fig2_fig3:
+    input:
+        summary=f"{R}/tables/attack_summary.csv",
+    output:
+        fig2=report(f"{R}/figures/fig2_accuracy_vs_eps.png", caption="../report/fig2.rst",
+                    category="Figures", labels={"figure": "2 accuracy vs eps"}),
+        fig2_pdf=f"{R}/figures/fig2_accuracy_vs_eps.pdf",
+        fig3=report(f"{R}/figures/fig3_adv_training.png", caption="../report/fig3.rst",
+                    category="Figures", labels={"figure": "3 adversarial training"}),
+        fig3_pdf=f"{R}/figures/fig3_adv_training.pdf",
+    log:
+        f"{R}/logs/figures/fig2_fig3.log",
+    params:
+        controls=[ds for ds in DATASETS if is_control(ds)],
+        paper_names={ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS},
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/figures.py"
+
+
+rule fig4_deferral:
+    input:
+        deferral=f"{R}/tables/deferral.csv",
+    output:
+        png=report(f"{R}/figures/fig4_deferral.png", caption="../report/fig4.rst", category="Figures",
+                   labels={"figure": "4 deferral"}),
+        pdf=f"{R}/figures/fig4_deferral.pdf",
+    log:
+        f"{R}/logs/figures/fig4_deferral.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/figures.py"

@@ -1,0 +1,38 @@
+"""Snakemake adapter: tables / models -> the paper's figures (PNG + PDF)."""
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from oncorobust import figures
+from oncorobust.logs import step_logging
+from oncorobust.models import load_model
+from oncorobust.tables import paper_values
+
+sm = snakemake  # noqa: F821 (injected by snakemake)
+with step_logging(sm.log[0], "figures") as log:
+    torch.set_num_threads(sm.threads)
+    if sm.rule == "fig1_examples":
+        examples = []
+        pgd = {k: v for k, v in sm.params.pgd.items() if k in ("steps", "random_start", "restarts")}
+        for ds, model_path, test_path in zip(sm.params.datasets, sm.input.models, sm.input.tests):
+            model = load_model(model_path)
+            meta = torch.load(model_path, weights_only=True)["meta"]
+            test = torch.load(test_path, weights_only=True)
+            eps = float(sm.params.eps[ds])
+            ex = figures.example_for(model, test, meta["classes"], eps, seed=sm.params.seed, **pgd)
+            if ex is None:
+                log.warning("%s: no correctly classified test image flips at ε=%g; not shown", ds, eps)
+                continue
+            examples.append({**ex, "dataset": ds})
+            log.info("%s: example %s", ds, ex["sample_id"])
+        figures.fig1_examples(examples, Path(sm.output.png).with_suffix(""))
+    elif sm.rule == "fig2_fig3":
+        summary = pd.read_csv(sm.input.summary)
+        controls = set(sm.params.controls)
+        figures.fig2_accuracy_vs_eps(summary, controls, paper_values(), sm.params.paper_names,
+                                     Path(sm.output.fig2).with_suffix(""))
+        figures.fig3_adv_training(summary, controls, stem=Path(sm.output.fig3).with_suffix(""))
+    else:
+        figures.fig4_deferral(pd.read_csv(sm.input.deferral), stem=Path(sm.output.png).with_suffix(""))
