@@ -33,6 +33,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/attack_throughput.py
 	$(SMK) --cores $(CORES) results/digits/models/clean.pt results/digits/tensors/test.pt
 	$(PY) benchmarks/sensitivity_vs_grid.py
+	$(SMK) --cores $(CORES) --configfile config/config.yaml
+	$(PY) benchmarks/noop_rerun.py
+	$(PY) benchmarks/adv_training_regimes.py
 
 lint: $(STAMP)
 	$(SMK) --lint --configfile config/config.yaml

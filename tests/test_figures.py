@@ -86,3 +86,9 @@ def test_fig1_examples_from_a_model(tmp_path):
     fig = figures.fig1_examples([{**ex, "dataset": "ct"}, {**ex, "dataset": "mri"}], stem=tmp_path / "fig1")
     _png_ok(tmp_path / "fig1.png")
     assert len(fig.axes) == 6 and "malignant" in fig.axes[0].get_title() + fig.axes[1].get_title()
+
+
+def test_fig1_without_examples_still_writes_a_figure(tmp_path):
+    fig = figures.fig1_examples([], stem=tmp_path / "fig1")
+    assert (tmp_path / "fig1.png").stat().st_size > 1000
+    assert "nothing to show" in fig.axes[0].texts[0].get_text()

@@ -1,6 +1,7 @@
 """The Snakemake DAG: dry runs, config validation, and one tiny real run of ingest + preprocess."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,10 +35,11 @@ TINY = {
 }
 
 
-def smk(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+def smk(workdir: Path, config: dict, *args: str, snakefile: Path | None = None) -> subprocess.CompletedProcess:
     cfg = workdir / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    out = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(cfg),
+    cmd = list(SNAKEMAKE) if snakefile is None else [*SNAKEMAKE[:-1], str(snakefile)]
+    out = subprocess.run([*cmd, "--directory", str(workdir), "--configfile", str(cfg),
                           "--cores", "2", *args], capture_output=True, text=True)
     out.text = out.stdout + out.stderr  # snakemake prints errors on either stream
     return out
@@ -141,6 +143,23 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     assert sorted(p for p in planned if "/attacks/" in p) == [
         "results/digits/attacks/clean/fgsm/eps=0.1.csv", "results/digits/attacks/clean/pgd/eps=0.1.csv"]
     assert not [p for p in planned if "/attacks/" not in p and "/tables/" not in p and "/figures/" not in p]
+    # changing one dataset's learning rate replans its training and everything after it only
+    lr = yaml.safe_load(yaml.safe_dump(TINY))
+    lr["datasets"]["mri"]["train"]["lr"] = 0.02
+    plan = smk(tmp_path, lr, "-n")
+    assert planned_datasets(plan.text) == {"mri"}
+    jobs = set(re.findall(r"^\s*(?:local)?rule (\w+):", plan.text, re.M))
+    assert {"train_clean", "attack", "sensitivity", "tables"} <= jobs and not jobs & {"ingest", "preprocess"}
+    # editing the attack script reruns the attack jobs (Snakemake's code trigger) and nothing upstream
+    copy = tmp_path / "wf"
+    shutil.copytree(REPO / "workflow", copy / "workflow")
+    unchanged = smk(tmp_path, TINY, "-n", snakefile=copy / "workflow" / "Snakefile")
+    assert "Nothing to be done" in unchanged.text
+    script = copy / "workflow" / "scripts" / "attack.py"
+    script.write_text(script.read_text() + "\n# edited\n")
+    plan = smk(tmp_path, TINY, "-n", snakefile=copy / "workflow" / "Snakefile")
+    jobs = set(re.findall(r"^\s*(?:local)?rule (\w+):", plan.text, re.M))
+    assert "attack" in jobs and not jobs & {"ingest", "preprocess", "train_clean", "train_adversarial"}
 
 
 def planned_datasets(dry_run_output: str) -> set[str]:

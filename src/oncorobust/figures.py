@@ -83,6 +83,14 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
     """``examples``: dicts with dataset, eps, clean (H×W or C×H×W in [0,1]), adv, classes,
     clean_prob and adv_prob (probability vectors). One row per dataset, three columns."""
     _style()
+    if not examples:  # e.g. tiny models that no attack at the reference ε can flip
+        fig, ax = plt.subplots(figsize=(6.4, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No correctly classified test image is flipped by PGD at the reference ε:\n"
+                "nothing to show (see the attack tables).", ha="center", va="center", fontsize=8)
+        if stem:
+            save(fig, stem)
+        return fig
     fig, axes = plt.subplots(len(examples), 3, figsize=(6.4, 2.1 * len(examples)), squeeze=False)
     for row, ex in zip(axes, examples):
         clean, adv = np.asarray(ex["clean"]), np.asarray(ex["adv"])

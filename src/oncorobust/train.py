@@ -145,6 +145,9 @@ def fit(model: nn.Module, data: dict[str, dict], *, regime: str = "clean", train
         hash_: str = "", stop_after_epochs: int | None = None, progress: bool = True) -> tuple[nn.Module, list[dict]]:
     """Train ``model`` in place on ``data`` (``{"train": {"x", "y"}, "val": {...}}``).
 
+    History rows: epoch, loss, acc, val_loss, val_acc, val_robust_acc (NaN for clean), lr,
+    train_seconds (the update loop), seconds (the whole epoch, validation included).
+
     ``train``: batch_size, epochs, patience, lr, decay, momentum, nesterov, augment (dict).
     ``adv`` (adversarial regimes): eps, step (pixel units), iters, clean_fraction, epochs,
     batch_size, free_replays, robust_val_max. Returns (model with the selected epoch's weights,
@@ -216,6 +219,7 @@ def fit(model: nn.Module, data: dict[str, dict], *, regime: str = "clean", train
             tot_loss += loss.item() * len(yb)
             tot_correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
+        train_seconds = time.time() - t0
         val_loss, val_acc = evaluate(model, xva, yva, dev)
         row = {"epoch": epoch + 1, "loss": tot_loss / seen, "acc": tot_correct / seen,
                "val_loss": val_loss, "val_acc": val_acc, "val_robust_acc": math.nan,
@@ -227,6 +231,7 @@ def fit(model: nn.Module, data: dict[str, dict], *, regime: str = "clean", train
             score = row["val_robust_acc"]
         else:
             score = -val_loss
+        row["train_seconds"] = train_seconds  # the update loop only (no validation attacks)
         row["seconds"] = time.time() - t0
         state["history"].append(row)
         if score > state["best_score"]:

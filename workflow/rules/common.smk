@@ -68,7 +68,8 @@ def regimes(ds):
 
 
 def _uses_gpu():
-    return config["device"] != "cpu"
+    """Only an explicit CUDA device asks the cluster for a GPU (auto may run anywhere)."""
+    return config["device"].startswith("cuda")
 
 
 def _is_large(ds):
@@ -76,7 +77,7 @@ def _is_large(ds):
 
 
 def get_gpu(wildcards):
-    """One GPU for training/attack jobs unless device: cpu (SLURM maps it to --gpus)."""
+    """One GPU for training/attack/sensitivity jobs when device is cuda (SLURM: --gpus=1)."""
     return 1 if _uses_gpu() else 0
 
 
