@@ -103,7 +103,8 @@ def build_model(arch: str, *, classes: int, in_channels: int, size: int, mean: l
             raise ModelError(f"vgg16 needs inputs of at least 32 px (five 2× poolings), got {size}")
         base = vgg16(weights=None)
         if pretrained == "imagenet":
-            state = torch.load(find_vgg16_weights(weights), map_location="cpu", weights_only=True)
+            weights_file = find_vgg16_weights(weights)
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
             base.load_state_dict(state)
         side = size // 32
         return Classifier(Normalize(mean, std, out_channels=3), base.features,
