@@ -8,10 +8,8 @@ results/benchmarks/attack_throughput.json and prints the ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -1,6 +1,5 @@
 """Each source adapter on small fixtures in the real on-disk formats."""
 
-import gzip
 import shutil
 import statistics
 from pathlib import Path

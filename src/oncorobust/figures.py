@@ -60,7 +60,7 @@ def _grid(n: int, ncols: int = 3, w: float = 2.3, h: float = 2.0):
 
 def _legend_below(fig: plt.Figure, axes, ncol: int = 6, title: str | None = None) -> None:
     """One legend for all panels, under the figure (never over the data)."""
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
@@ -127,14 +127,10 @@ def _band(ax, d: pd.DataFrame, scale: float, color, label: str, ls: str = "-") -
 
 
 def _with_baseline(part: pd.DataFrame) -> pd.DataFrame:
-    """Prepend ε = 0 (clean accuracy, same n) so every curve starts at the baseline."""
-    from .stats import wilson
-
+    """Prepend ε = 0 (clean accuracy and its CI from ``summarize``) so every curve starts at the baseline."""
     first = part.iloc[0]
-    k = round(first.clean_accuracy * first.n / 100)
-    lo, hi = wilson(k, int(first.n))
     zero = pd.DataFrame([{**first.to_dict(), "eps": 0.0, "accuracy": first.clean_accuracy,
-                          "ci_low": 100 * lo, "ci_high": 100 * hi}])
+                          "ci_low": first.clean_ci_low, "ci_high": first.clean_ci_high}])
     return pd.concat([zero, part], ignore_index=True)
 
 

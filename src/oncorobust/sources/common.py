@@ -68,7 +68,7 @@ def iter_files(root: Path, suffixes: Iterable[str] | None = None) -> Iterable[Pa
                 yield Path(dirpath) / name
 
 
-def scan_headers(root: Path, result: IngestResult, tags: list[str]) -> list[tuple[Path, object]]:
+def scan_headers(root: Path, result: IngestResult) -> list[tuple[Path, object]]:
     """Read the headers of every DICOM file below ``root`` (files named *.dcm or without suffix).
 
     Unreadable files are recorded as skipped; returns (path, header) pairs.

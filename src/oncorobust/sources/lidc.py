@@ -26,10 +26,6 @@ from scipy.spatial.distance import cdist
 
 from .common import IngestResult, iter_files, log, record, require_dir, scan_headers
 
-_HEADER_TAGS = ["SeriesInstanceUID", "SOPInstanceUID", "ImagePositionPatient", "PatientID",
-                "PixelSpacing", "SliceThickness"]
-
-
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -120,7 +116,7 @@ def ingest(cfg: dict, result: IngestResult) -> None:
 
     # 1. index the CT slices by series
     series: dict[str, list[dict]] = defaultdict(list)
-    for path, hdr in scan_headers(root, result, _HEADER_TAGS):
+    for path, hdr in scan_headers(root, result):
         uid = str(hdr.get("SeriesInstanceUID", ""))
         ipp = hdr.get("ImagePositionPatient")
         if not uid or ipp is None:
