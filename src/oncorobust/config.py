@@ -1,29 +1,201 @@
-"""Checks on a (schema-validated) workflow config that JSON Schema cannot express."""
+"""Checks on a workflow config: readable schema errors, and what JSON Schema cannot express.
+
+``validate_config`` runs first (before Snakemake's own ``validate``, which fills the defaults but
+reports a violation inside a dump of the whole schema); ``check_config`` then checks the
+constraints that involve more than one key, or the working directory. Both raise
+:class:`~oncorobust.errors.ConfigError` naming the key path and what to do. The helpers
+``check_choice`` and ``check_fraction`` let the library's public functions validate their own
+arguments with the same wording.
+"""
 
 from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
 
 from .errors import ConfigError
 
 SYNTHETIC_FORMATS = {"lidc", "cbis_ddsm", "manifest"}
 _NEEDS = {"lidc": "root", "cbis_ddsm": "root", "manifest": "manifest", "mnist": "root", "cifar10": "root"}
+ON_BAD_FILE = ("skip", "error")
 
 
-def check_config(config: dict) -> None:
-    """Raise ConfigError naming the key when a dataset's source cannot work as configured."""
+def check_choice(value: object, allowed: tuple[str, ...] | list[str], key: str) -> None:
+    """Raise ConfigError unless ``value`` is one of ``allowed``.
+
+    Args:
+        value: the configured value.
+        allowed: the valid values.
+        key: the config key path named in the message (e.g. ``on_bad_file``).
+
+    Raises:
+        ConfigError: naming ``key``, the bad value and the valid ones.
+    """
+    if value not in allowed:
+        raise ConfigError(f"{key} = {value!r} is not valid: choose one of {list(allowed)}")
+
+
+def check_fraction(value: object, key: str) -> float:
+    """``value`` as a float strictly between 0 and 1, else a ConfigError naming ``key``.
+
+    Args:
+        value: the configured fraction.
+        key: the config key path named in the message (e.g. ``datasets.ct.split.test_fraction``).
+
+    Returns:
+        The fraction as a float.
+
+    Raises:
+        ConfigError: when ``value`` is not a number in (0, 1).
+    """
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} = {value!r} is not a number: give a fraction between 0 and 1") from None
+    if not (0 < f < 1) or math.isnan(f):
+        raise ConfigError(f"{key} = {value!r} must lie strictly between 0 and 1 (a fraction of the"
+                          " patients); e.g. 0.33")
+    return f
+
+
+def _key_path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike) -> None:
+    """Validate ``config`` against the JSON Schema file; one line per violation.
+
+    Unlike Snakemake's ``validate`` (which the workflow still calls afterwards, to fill defaults),
+    the message names each offending key path, what was expected and, for an unknown key, the
+    closest valid key.
+
+    Args:
+        config: the workflow config as loaded (defaults not yet filled).
+        schema_path: the YAML (or JSON) schema, ``workflow/schemas/config.schema.yaml``.
+
+    Raises:
+        ConfigError: listing every violation, one per line.
+    """
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    cls = jsonschema.validators.validator_for(schema)
+    errors = sorted(cls(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return
+    lines = []
+    for err in errors:
+        where = _key_path(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            known = list(err.schema.get("properties", {}))
+            extra = [k for k in err.instance if k not in known]
+            hints = []
+            for k in extra:
+                close = difflib.get_close_matches(str(k), known, n=1)
+                hints.append(f"{k!r}: did you mean {close[0]!r}?" if close
+                             else f"{k!r}: valid keys are {known}")
+            lines.append(f"{where}: {err.message}; " + "; ".join(hints))
+        elif err.validator == "required":
+            lines.append(f"{where}: {err.message} (see config/README.md)")
+        else:
+            lines.append(f"{where} = {err.instance!r}: {err.message}")
+    raise ConfigError(f"the config does not match {Path(schema_path).name} ({len(lines)} problem(s)):\n  "
+                      + "\n  ".join(lines))
+
+
+def _check_results(config: dict, workdir: str | os.PathLike | None) -> None:
+    """An absolute ``results`` folder must lie inside the working directory (Snakemake's lock)."""
+    results = Path(str(config.get("results", "results")))
+    if not results.is_absolute():
+        return
+    cwd = Path(workdir if workdir is not None else os.getcwd()).resolve()
+    if not results.resolve().is_relative_to(cwd):
+        raise ConfigError(
+            f"results = {results} lies outside the working directory {cwd}. Snakemake's lock covers"
+            " only its working directory, so two runs with different --directory could write the"
+            " same results at once. Use a relative results path, or run snakemake with"
+            f" --directory at a parent of {results}.")
+
+
+def _check_dataset(ds: str, entry: dict) -> None:
+    """Cross-key constraints of one dataset entry (each a ConfigError naming the key path)."""
+    key = f"datasets.{ds}"
+    src = entry["source"]
+    adv = entry.get("adversarial_training", {})
+    if adv.get("regimes"):
+        missing = [k for k in ("eps", "step", "epochs") if k not in adv]
+        if missing:
+            raise ConfigError(f"{key}.adversarial_training needs {missing} when regimes"
+                              f" {adv['regimes']} are listed")
+    att = entry.get("attack", {})
+    if "eps" in att and not any(abs(e - att.get("reference_eps", 0.002)) < 1e-12 for e in att["eps"]):
+        raise ConfigError(f"{key}.attack.reference_eps = {att.get('reference_eps', 0.002)}"
+                          f" is not one of attack.eps {att['eps']}")
+    sens = entry.get("sensitivity", {})
+    tol, eps_max = float(sens.get("tol", 1e-5)), float(sens.get("eps_max", 0.02))
+    if tol >= eps_max:
+        raise ConfigError(f"{key}.sensitivity.tol = {tol:g} is not smaller than sensitivity.eps_max ="
+                          f" {eps_max:g}: the bisection could not narrow anything; make tol much"
+                          " smaller (e.g. eps_max / 1000)")
+    split = entry.get("split", {})
+    for name in ("test_fraction", "val_fraction"):
+        if name in split:
+            check_fraction(split[name], f"{key}.split.{name}")
+    prep = entry.get("preprocess", {})
+    inten = prep.get("intensity", {})
+    for name in ("window", "percentiles"):
+        pair = inten.get(name)
+        if pair is not None and len(pair) == 2 and not float(pair[0]) < float(pair[1]):
+            raise ConfigError(f"{key}.preprocess.intensity.{name} = {list(pair)}: the low value must be"
+                              " below the high one (otherwise every image becomes all zeros)")
+    model = entry.get("model", {})
+    arch, size = model.get("arch", "vgg_small"), prep.get("size")
+    if arch == "vgg16" and size is not None and int(size) < 32:
+        raise ConfigError(f"{key}.preprocess.size = {size}: model.arch vgg16 needs at least 32 px"
+                          " (five 2x poolings); raise the size or use arch vgg_small")
+    if arch == "vgg_small" and model.get("pretrained", "none") != "none":
+        raise ConfigError(f"{key}.model.pretrained = {model['pretrained']!r}: vgg_small has no"
+                          " pretrained weights; set model.pretrained: none or model.arch: vgg16")
+    classes = [str(c).strip().lower() for c in src.get("classes", [])]
+    dup = sorted({c for c in classes if classes.count(c) > 1})
+    if dup:
+        raise ConfigError(f"{key}.source.classes = {src['classes']}: {dup} listed twice (names are"
+                          " compared case-insensitively); give each class once")
+    label = src.get("label", {})
+    hi, lo = float(label.get("malignant_above", 3)), float(label.get("benign_below", 3))
+    if lo > hi:
+        raise ConfigError(f"{key}.source.label.benign_below = {lo:g} is above label.malignant_above ="
+                          f" {hi:g}: a rating in between would be both benign and malignant")
+
+
+def check_config(config: dict, workdir: str | os.PathLike | None = None) -> None:
+    """Check what the schema cannot: sources, cross-key constraints, the results folder.
+
+    Args:
+        config: the (schema-validated) workflow config.
+        workdir: Snakemake's working directory (default: the current directory, which is what
+            ``--directory`` sets).
+
+    Raises:
+        ConfigError: naming the key path and what to do, e.g. a negative ``seed``,
+            ``datasets.ct.sensitivity.tol`` >= ``eps_max``, a fraction outside (0, 1), an absolute
+            ``results`` outside the working directory, or a source without its data path.
+    """
+    seed = config.get("seed", 0)
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed = {seed!r}: give a non-negative integer (NumPy and scikit-learn"
+                          " refuse negative seeds)")
+    check_choice(config.get("on_bad_file", "skip"), ON_BAD_FILE, "on_bad_file")
+    _check_results(config, workdir)
     for ds, entry in config["datasets"].items():
+        _check_dataset(ds, entry)
         src = entry["source"]
         fmt = src["format"]
         key = f"datasets.{ds}.source"
-        adv = entry.get("adversarial_training", {})
-        if adv.get("regimes"):
-            missing = [k for k in ("eps", "step", "epochs") if k not in adv]
-            if missing:
-                raise ConfigError(f"datasets.{ds}.adversarial_training needs {missing} when regimes"
-                                  f" {adv['regimes']} are listed")
-        att = entry.get("attack", {})
-        if "eps" in att and not any(abs(e - att.get("reference_eps", 0.002)) < 1e-12 for e in att["eps"]):
-            raise ConfigError(f"datasets.{ds}.attack.reference_eps = {att.get('reference_eps', 0.002)}"
-                              f" is not one of attack.eps {att['eps']}")
         if "synthetic" in src:
             if fmt not in SYNTHETIC_FORMATS:
                 raise ConfigError(f"{key}.synthetic: no synthetic generator for format {fmt!r}"

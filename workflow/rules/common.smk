@@ -1,9 +1,14 @@
 # Config validation, wildcard constraints, input functions and the target list.
+import os
+
 from snakemake.utils import validate
 
-from oncorobust.config import check_config, resolve_source
+from oncorobust.config import check_config, resolve_source, validate_config
 
 
+# our own pass first: one line per violation with the key path (Snakemake's names it inside a
+# dump of the whole schema); Snakemake's validate then fills the defaults
+validate_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
 
