@@ -304,12 +304,13 @@ def check_training_data(data: dict[str, dict], size: int, channels: int, classes
 def run_training(tensor_paths: dict[str, str], stats: dict, *, regime: str, model_cfg: dict,
                  train_cfg: dict, adv_cfg: dict | None, seed: int, device: str, out_model: str | Path,
                  init_from: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """Train one regime of one dataset and write ``out_model`` ({"state_dict", "meta"}).
+    """Train one regime of one dataset and write ``out_model`` ({"state_dict", "meta"}); ``meta``
+    holds the SHA-256 of the tensors (``models.state_digest``), checked whenever the model is loaded.
 
     A resumable checkpoint ``<out_model>.ckpt.pt`` is written every epoch and removed when the
     model is complete; a rerun after a kill (or a SLURM requeue) continues from it.
     """
-    from .models import build_model, model_meta
+    from .models import build_model, load_checkpoint, load_weights, model_meta, state_digest
 
     data = {s: torch.load(p, map_location="cpu", weights_only=True) for s, p in tensor_paths.items()}
     arch = model_cfg.get("arch", "vgg_small")
@@ -320,7 +321,7 @@ def run_training(tensor_paths: dict[str, str], stats: dict, *, regime: str, mode
                         pretrained=model_cfg.get("pretrained", "none"), weights=model_cfg.get("weights"),
                         width=int(model_cfg.get("width", 32)))
     if init_from:
-        model.load_state_dict(torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"])
+        load_weights(model, load_checkpoint(init_from)["state_dict"], init_from)  # digest verified
     hash_ = config_hash(regime, model_cfg, train_cfg, adv_cfg, seed, stats["size"], stats["mean"])
     out_model = Path(out_model)
     ckpt = out_model.with_name(out_model.name + ".ckpt.pt")
@@ -328,8 +329,10 @@ def run_training(tensor_paths: dict[str, str], stats: dict, *, regime: str, mode
                          device=device, ckpt_path=ckpt, hash_=hash_, progress=progress)
     key = "val_robust_acc" if regime != "clean" else "val_loss"
     best = (max if regime != "clean" else min)(history, key=lambda r: r[key])
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
     meta = model_meta(arch, stats, model_cfg, regime=regime, config_hash=hash_,
-                      epoch=int(best["epoch"]), metrics={k: float(v) for k, v in best.items()})
-    save_torch({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, out_model)
+                      epoch=int(best["epoch"]), metrics={k: float(v) for k, v in best.items()},
+                      sha256=state_digest(state))  # verified by models.load_checkpoint
+    save_torch({"state_dict": state, "meta": meta}, out_model)
     ckpt.unlink(missing_ok=True)
     return history
