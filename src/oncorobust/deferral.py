@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .errors import DataError
 from .sensitivity import min_flip_eps
 from .stats import wilson
 
@@ -53,6 +54,8 @@ def table2_rows(sens: pd.DataFrame, dataset: str, regime: str, exclude_fraction:
                 paper_before: float = np.nan, paper_after: float = np.nan) -> list[dict]:
     """Two rows: threshold from validation (ours) and from the test split (as in the paper)."""
     val, test = sens[sens.split == "val"], sens[sens.split == "test"]
+    _require_rows(val, f"{dataset}/{regime} validation")
+    _require_rows(test, f"{dataset}/{regime} test")
     rows = []
     for how, ref in (("validation quantile (ours)", val), ("test quantile (as in the paper)", test)):
         thr = float(np.quantile(ref.min_flip_eps.to_numpy(), exclude_fraction, method="lower"))
@@ -71,6 +74,7 @@ def table2_rows(sens: pd.DataFrame, dataset: str, regime: str, exclude_fraction:
 def deferral_curves(test: pd.DataFrame, fractions=None) -> pd.DataFrame:
     """Accuracy (%) on retained test images vs deferred fraction for each policy."""
     fractions = np.round(np.arange(0, 0.51, 0.02), 2) if fractions is None else np.asarray(fractions)
+    _require_rows(test, "test")
     n = len(test)
     correct = test.correct.to_numpy().astype(float)
     orders = {
@@ -96,5 +100,13 @@ def curve_auc(curves: pd.DataFrame) -> pd.DataFrame:
     for policy, c in curves.groupby("policy", sort=False):
         c = c.sort_values("deferred_fraction")
         f, a = c.deferred_fraction.to_numpy(), c.accuracy.to_numpy()
-        out.append({"policy": policy, "auc": float(np.trapezoid(a, f) / (f[-1] - f[0]))})
+        auc = float(np.trapezoid(a, f) / (f[-1] - f[0])) if f[-1] > f[0] else float(np.mean(a))
+        out.append({"policy": policy, "auc": auc})  # one fraction only: its accuracy
     return pd.DataFrame(out)
+
+
+def _require_rows(part: pd.DataFrame, what: str) -> None:
+    """A DataError instead of a quantile/mean of nothing when a split has no sensitivity rows."""
+    if part.empty:
+        raise DataError(f"the {what} split has no rows in the sensitivity results: rerun the"
+                        " sensitivity step (it scores the val and test splits)")

@@ -58,12 +58,25 @@ def _grid(n: int, ncols: int = 3, w: float = 2.3, h: float = 2.0):
     return fig, list(axes.flat[:n])
 
 
+def _placeholder(text: str, stem: str | Path | None) -> plt.Figure:
+    """A figure holding only ``text`` (when there is nothing to plot), written like any other."""
+    fig, ax = plt.subplots(figsize=(6.4, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8)
+    if stem:
+        save(fig, stem)
+    return fig
+
+
 def _legend_below(fig: plt.Figure, axes, ncol: int = 6, title: str | None = None) -> None:
-    """One legend for all panels, under the figure (never over the data)."""
+    """One legend for all panels, under the figure (never over the data); none without handles."""
     handles = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
+    if not handles:
+        fig.tight_layout()
+        return
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(ncol, len(handles)),
                frameon=False, title=title, title_fontsize=7, bbox_to_anchor=(0.5, -0.01))
     fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(handles) - 1) // ncol), 1, 1))
@@ -84,13 +97,8 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
     clean_prob and adv_prob (probability vectors). One row per dataset, three columns."""
     _style()
     if not examples:  # e.g. tiny models that no attack at the reference ε can flip
-        fig, ax = plt.subplots(figsize=(6.4, 1.2))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "No correctly classified test image is flipped by PGD at the reference ε:\n"
-                "nothing to show (see the attack tables).", ha="center", va="center", fontsize=8)
-        if stem:
-            save(fig, stem)
-        return fig
+        return _placeholder("No correctly classified test image is flipped by PGD at the reference ε:\n"
+                            "nothing to show (see the attack tables).", stem)
     fig, axes = plt.subplots(len(examples), 3, figsize=(6.4, 2.1 * len(examples)), squeeze=False)
     for row, ex in zip(axes, examples):
         clean, adv = np.asarray(ex["clean"]), np.asarray(ex["adv"])
@@ -141,6 +149,8 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
     _style()
     data = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
     datasets = list(dict.fromkeys(data.dataset))
+    if not datasets:
+        return _placeholder("No white-box attack result of a clean model: nothing to show.", stem)
     medical = [d for d in datasets if d not in controls]
     med_max = data[data.dataset.isin(medical)].eps.max() if medical else 0
     fig, axes = _grid(len(datasets))
@@ -172,10 +182,16 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
 def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm", "pgd"),
                       stem: str | Path | None = None) -> plt.Figure:
     """Clean vs adversarially trained models, white-box, per dataset (datasets with adversarial
-    regimes only); colour = regime, line style = method."""
+    regimes only); colour = regime, line style = method. ``methods`` absent from ``summary`` are
+    left out (all white-box methods present are drawn when none of them is). Without any
+    adversarially trained regime the figure is a placeholder saying so."""
     _style()
     wb = summary[~summary.method.str.startswith("transfer_")]
     datasets = [d for d in dict.fromkeys(wb.dataset) if (wb[wb.dataset == d].regime != "clean").any()]
+    if not datasets:
+        return _placeholder("No adversarially trained regime configured"
+                            " (adversarial_training.regimes is empty): nothing to compare.", stem)
+    methods = [m for m in methods if (wb.method == m).any()] or list(dict.fromkeys(wb.method))
     regimes = list(dict.fromkeys(r for r in wb.regime if r != "clean"))
     colors = {"clean": PALETTE[7], **{r: PALETTE[i] for i, r in enumerate(regimes)}}
     styles = dict(zip(methods, ["--", "-", ":"]))
@@ -205,6 +221,8 @@ def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path 
     _style()
     data = curves[curves.regime == regime]
     datasets = list(dict.fromkeys(data.dataset))
+    if not datasets:
+        return _placeholder(f"No deferral curve of {regime} models: nothing to show.", stem)
     fig, axes = _grid(len(datasets))
     for ax, ds in zip(axes, datasets):
         part = data[data.dataset == ds]
