@@ -41,6 +41,9 @@ def read_header(path: str | os.PathLike) -> pydicom.Dataset:
 
 def _dcmread(path: str | os.PathLike, stop_before_pixels: bool = False) -> pydicom.Dataset:
     path = Path(path)
+    if path.is_dir():
+        raise DicomError(f"{path}: is a folder, not a DICOM file; give one file of it (a series folder"
+                         " is read by the source adapters, not here)")
     if not path.is_file():
         raise DicomError(f"{path}: no such file")
     try:
@@ -69,6 +72,12 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     ds = _dcmread(path)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        image_class = _image_class(ds)
+        if image_class:
+            raise DicomError(f"{path}: has no PixelData although its header says it is an image"
+                             f" ({image_class}): the file is"
+                             f" truncated ({path.stat().st_size} bytes) or was exported without its"
+                             " pixels; copy it again from the source")
         raise DicomError(f"{path}: has no PixelData (not an image: a report, presentation state or"
                          " a header-only export?)")
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -102,6 +111,18 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
         lo, hi = _rescaled_range(ds)
         pixels = np.float32(lo + hi) - pixels
     return pixels
+
+
+def _image_class(ds: pydicom.Dataset) -> str:
+    """What says that ``ds`` should hold pixels ('MR Image Storage', '64x64 pixels'); '' for a
+    file that is not an image (a report, a presentation state) or tells nothing."""
+    sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    name = pydicom.uid.UID(str(sop)).name if sop else ""
+    if "Image Storage" in name:
+        return name
+    if "Rows" in ds and "Columns" in ds:
+        return f"{ds.Rows}x{ds.Columns} pixels"
+    return ""
 
 
 def _rescaled_range(ds: pydicom.Dataset) -> tuple[float, float]:
