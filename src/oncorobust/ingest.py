@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from .config import ON_BAD_FILE, check_choice, check_fraction
 from .errors import DataError
 from .sources import ADAPTERS, MANIFEST_COLUMNS, IngestResult
 
@@ -24,7 +25,26 @@ SPLITS = ("train", "val", "test")
 
 def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None,
                on_bad_file: str = "skip") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read the source named by ``source["format"]``; return (manifest, skipped) data frames."""
+    """Read the source named by ``source["format"]``; return (manifest, skipped) data frames.
+
+    Args:
+        source: the dataset's source config.
+        split: the dataset's ``split`` config (``test_fraction``, ``val_fraction``).
+        seed: seed of the split.
+        privacy: the ``privacy`` config (pseudonymisation).
+        on_bad_file: ``skip`` (list unusable inputs in the skipped frame) or ``error``.
+
+    Returns:
+        (manifest, skipped).
+
+    Raises:
+        ConfigError: an unknown ``on_bad_file`` or a split fraction outside (0, 1).
+        DataError: an unknown format, no usable samples, leakage, a split without a class, or
+            (``on_bad_file: error``) any skipped input.
+    """
+    check_choice(on_bad_file, ON_BAD_FILE, "on_bad_file")
+    test_fraction = check_fraction(split.get("test_fraction", 1 / 3), "split.test_fraction")
+    val_fraction = check_fraction(split.get("val_fraction", 0.15), "split.val_fraction")
     fmt = source.get("format")
     if fmt not in ADAPTERS:
         raise DataError(f"source.format {fmt!r} is unknown; choose one of {sorted(ADAPTERS)}")
@@ -38,8 +58,7 @@ def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None
                         " Fix or remove them, or set on_bad_file: skip to list them in skipped.csv")
     df = pd.DataFrame(result.records, columns=MANIFEST_COLUMNS)
     check_records(df, fmt)
-    df = assign_splits(df, float(split.get("test_fraction", 1 / 3)),
-                       float(split.get("val_fraction", 0.15)), seed)
+    df = assign_splits(df, test_fraction, val_fraction, seed)
     check_splits(df)
     if privacy and privacy.get("pseudonymize_ids"):
         df = pseudonymize(df, str(privacy.get("salt", "")))
@@ -63,12 +82,14 @@ def check_records(df: pd.DataFrame, fmt: str) -> None:
 
 
 def _fold_split(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: float,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``idx`` into (rest, held-out ≈ fraction) by group, stratified by ``y``."""
+                seed: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (rest, held-out ≈ fraction) by group, stratified by ``y``; ``key`` is
+    the config key of ``fraction`` (named in the message)."""
     n_splits = max(2, int(round(1 / fraction)))
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
-        raise DataError(f"only {n_groups} patients: too few for a held-out fraction of {fraction:.2f}")
+        raise DataError(f"only {n_groups} patients: too few for {key} = {fraction:.2f} (it needs at"
+                        f" least {n_splits}); add data or raise {key}")
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     rest, held = next(sgkf.split(idx, y, groups))
     return idx[rest], idx[held]
@@ -80,7 +101,13 @@ def assign_splits(df: pd.DataFrame, test_fraction: float, val_fraction: float, s
     Rows whose ``split`` is already set (official test parts, or a user's manifest) keep it; if
     no row has ``test``, ``test_fraction`` of the patients become test; ``val_fraction`` of the
     remaining training patients become validation. Uses scikit-learn's StratifiedGroupKFold.
+
+    Raises:
+        ConfigError: a fraction outside (0, 1) (``split.test_fraction`` / ``split.val_fraction``).
+        DataError: unknown split values, a partial user split, or too few patients.
     """
+    test_fraction = check_fraction(test_fraction, "split.test_fraction")
+    val_fraction = check_fraction(val_fraction, "split.val_fraction")
     df = df.copy()
     given = df.split.fillna("").astype(str).str.strip().str.lower()
     bad = sorted(set(given) - {"", *SPLITS})
@@ -90,9 +117,11 @@ def assign_splits(df: pd.DataFrame, test_fraction: float, val_fraction: float, s
     if (given == "").all() or ((given == "test").any() and not (given.isin(["train", "val"])).any()):
         idx = np.flatnonzero(given == "")
         if not (given == "test").any():
-            idx, test = _fold_split(idx, df.label.values[idx], df.patient_id.values[idx], test_fraction, seed)
+            idx, test = _fold_split(idx, df.label.values[idx], df.patient_id.values[idx], test_fraction, seed,
+                                    "split.test_fraction")
             df.loc[df.index[test], "split"] = "test"
-        train, val = _fold_split(idx, df.label.values[idx], df.patient_id.values[idx], val_fraction, seed + 1)
+        train, val = _fold_split(idx, df.label.values[idx], df.patient_id.values[idx], val_fraction, seed + 1,
+                                 "split.val_fraction")
         df.loc[df.index[train], "split"] = "train"
         df.loc[df.index[val], "split"] = "val"
     elif (given == "").any():

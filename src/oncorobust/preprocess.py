@@ -18,6 +18,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from .config import ON_BAD_FILE, check_choice
 from .dicom import read_dicom
 from .errors import DataError, DicomError
 from .sources import ARRAY_FORMATS, source_root
@@ -80,7 +81,29 @@ def balance(idx: np.ndarray, y: np.ndarray, method: str, seed: int) -> np.ndarra
 
 def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
                    on_bad_file: str = "skip") -> tuple[dict[str, dict], dict, pd.DataFrame]:
-    """Return ({split: tensors}, stats, skipped) for one dataset's manifest."""
+    """Return ({split: tensors}, stats, skipped) for one dataset's manifest.
+
+    Args:
+        manifest: ``results/{ds}/manifest.csv`` (ingest's output).
+        source: the dataset's source config.
+        prep: the dataset's ``preprocess`` config.
+        seed: seed of the training-set balancing.
+        on_bad_file: ``skip`` (list undecodable files in the skipped frame) or ``error``.
+
+    Returns:
+        ({split: {"x", "y", "ids"}}, stats, skipped).
+
+    Raises:
+        ConfigError: an unknown ``on_bad_file``, ``preprocess.balance`` or
+            ``preprocess.intensity.mode``.
+        DataError: a ROI outside its image, a frame index that does not fit its file, or a split
+            that misses a class after skipping.
+        DicomError: an undecodable file with ``on_bad_file: error``.
+    """
+    check_choice(on_bad_file, ON_BAD_FILE, "on_bad_file")
+    check_choice(prep.get("balance", "undersample"), ("undersample", "none"), "preprocess.balance")
+    check_choice(prep.get("intensity", {}).get("mode", "percentile"), ("window", "percentile", "none"),
+                 "preprocess.intensity.mode")
     size = int(prep["size"])
     skipped: list[dict] = []
     images: list[torch.Tensor | None] = []
@@ -105,8 +128,7 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
                                 "reason": str(exc).split(": ", 1)[-1]})
                 images.append(None)
                 continue
-            if pixels.ndim == 3:
-                pixels = pixels[max(int(row.frame), 0)]
+            pixels = select_frame(pixels, int(row.frame), f"{row.sample_id} ({path})")
             side = crop_side(row.roi_size_px, crop_cfg)
             crop = crop_square(pixels, (row.roi_row, row.roi_col), side, f"{row.sample_id} ({path})")
             images.append(resize(scale_intensity(crop, prep.get("intensity", {})), size))
@@ -138,6 +160,35 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
         "counts": counts, "n_skipped": len(skipped),
     }
     return tensors, stats, pd.DataFrame(skipped, columns=["stage", "file", "sample_id", "reason"])
+
+
+def select_frame(pixels: np.ndarray, frame: int, sample: str = "") -> np.ndarray:
+    """The (H, W) image of a decoded file: ``frame`` of a multi-frame (F, H, W) array.
+
+    Args:
+        pixels: (H, W) or (F, H, W) from :func:`~oncorobust.dicom.read_dicom`.
+        frame: the manifest's ``frame`` (-1: the file is a single image).
+        sample: named in the message.
+
+    Returns:
+        The (H, W) image.
+
+    Raises:
+        DataError: a multi-frame file without a frame index, or an index outside its frames
+            (never silently frame 0).
+    """
+    if pixels.ndim == 2:
+        if frame > 0:
+            raise DataError(f"{sample}: frame {frame} asked of a single-frame image; rerun ingest")
+        return pixels
+    if frame < 0:
+        if pixels.shape[0] == 1:
+            return pixels[0]
+        raise DataError(f"{sample}: the file holds {pixels.shape[0]} frames and the manifest gives no"
+                        " frame index; give roi_slice (the frame) in the manifest and rerun ingest")
+    if frame >= pixels.shape[0]:
+        raise DataError(f"{sample}: frame {frame} outside the file's {pixels.shape[0]} frames; rerun ingest")
+    return pixels[frame]
 
 
 def crop_side(roi_size_px: float, cfg: dict) -> int:
