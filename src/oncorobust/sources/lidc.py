@@ -5,26 +5,48 @@ works (current TCIA naming, the older one, ``<StudyUID>/<SeriesUID>``). The XML 
 standard library matching *local* element names, because namespaces vary across files (pylidc
 cannot read synthetic fixtures and breaks on current numpy, see FORMATS.md).
 
-Nodule grouping follows pylidc: the marks of different readers belong to the same nodule when
-their contours come within ``group_tolerance_mm`` of each other (connected components); the
-tolerance is shrunk until no group holds two marks of one reader. The label is the aggregate
-(median-high by default) of the readers' malignancy ratings: above ``malignant_above`` is
-malignant (1), below ``benign_below`` benign (0), anything between is excluded.
+Each contour (``roi``) is placed on its slice by ``imageSOP_UID`` (matched against the slices'
+SOPInstanceUID), else by ``imageZposition`` (the slice whose ImagePositionPatient z is within half
+a slice spacing); a reader's mark with a contour that neither places, or with an unreadable value
+(e.g. an ``edgeMap`` coordinate ``33,5``), is skipped and listed with the XML file and line.
+
+Nodule grouping (``source.grouping``):
+
+- ``pylidc`` (default) reproduces pylidc 0.2.3's ``Scan.cluster_annotations()``, the grouping most
+  LIDC studies use: the distance between two marks is the smallest Euclidean distance between
+  their contour points in *voxel indices* (row, column, slice index; exclusion contours included),
+  marks closer than the tolerance (default the slice thickness in mm, used as a number of voxel
+  indices exactly as pylidc does) are linked, nodules are the connected components, and while a
+  nodule holds more than 4 marks the tolerance is multiplied by 0.9 (stopping below 0.1).
+- ``mm`` (this package's former rule) measures the distance in millimetres (column and row times
+  the pixel spacing, the slice's z; inclusion contours only), tolerance the slice thickness (at
+  least 1 mm), shrunk by 0.8 until no nodule holds more than 4 marks or two marks of one reader.
+
+The label is the aggregate (median-high by default) of the readers' malignancy ratings: above
+``malignant_above`` is malignant (1), below ``benign_below`` benign (0), anything between is
+excluded.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from xml.etree import ElementTree as ET
+from xml.parsers import expat
 
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import cdist
 
+from ..errors import DataError
 from .common import IngestResult, iter_files, log, record, require_dir, scan_headers
+
+#: Values of ``source.grouping``.
+GROUPINGS = ("pylidc", "mm")
+
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
@@ -46,73 +68,209 @@ def _text(el: ET.Element | None, name: str, default: str = "") -> str:
     return (c.text or "").strip() if c is not None and c.text else default
 
 
-def parse_xml(path: Path) -> tuple[str, list[list[dict]]] | None:
-    """Parse one LIDC reader XML. Returns (SeriesInstanceUID, readers) or None for non-CT XML.
+def _parse_with_lines(path: Path) -> tuple[ET.Element, dict[ET.Element, int]]:
+    """Parse ``path`` into an ElementTree, remembering each element's line number (1-based).
 
-    ``readers`` holds one list per reading session; each mark is
-    ``{"malignancy": int | None, "rois": [{"z": float, "sop": str, "points": [(x, y), ...]}]}``
-    where x is the column and y the row (pixels, origin top-left). Exclusion contours
-    (``inclusion`` FALSE) are dropped. Marks without characteristics (nodules < 3 mm) get
-    ``malignancy`` None.
+    Raises:
+        ET.ParseError: the file is not well-formed XML.
     """
-    root = ET.parse(path).getroot()
+    builder = ET.TreeBuilder()
+    lines: dict[ET.Element, int] = {}
+    parser = expat.ParserCreate(namespace_separator="}")
+
+    def start(tag, attrs):
+        lines[builder.start(tag, attrs)] = parser.CurrentLineNumber
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    try:
+        with open(path, "rb") as fh:
+            parser.ParseFile(fh)
+        return builder.close(), lines
+    except (expat.ExpatError, AssertionError) as exc:  # AssertionError: TreeBuilder on no root
+        raise ET.ParseError(str(exc) or "no root element") from exc
+
+
+class _BadValue(ValueError):
+    """A value of a mark that cannot be read (the mark is then skipped)."""
+
+
+def _number(text: str, what: str, line: int | str, blank_ok: bool = True) -> float:
+    """``text`` as a finite number written with a dot; NaN when blank and ``blank_ok``.
+
+    Raises:
+        _BadValue: naming ``what`` and the line, when ``text`` is no such number.
+    """
+    try:
+        if not text and blank_ok:
+            return math.nan
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    except ValueError:
+        pass
+    raise _BadValue(f"{what} at line {line} is {text!r}, not a number")
+
+
+def parse_xml(path: Path, problems: list[dict] | None = None) -> tuple[str, list[list[dict]]] | None:
+    """Parse one LIDC reader XML.
+
+    Args:
+        path: the XML file.
+        problems: if given, one ``{"line", "reader", "reader_id", "nodule_id", "reason"}`` dict is appended for
+            every mark left out because a value cannot be read (an ``edgeMap`` coordinate such as
+            ``33,5``, a malignancy that is no number); without it such marks are left out silently.
+
+    Returns:
+        ``(SeriesInstanceUID, readers)``, or None for a file that is not a CT read (e.g. a chest
+        X-ray ``IdriReadMessage``). ``readers`` holds one list per reading session; each mark is
+        ``{"malignancy": int | None, "nodule_id": str, "reader_id": str, "line": int,
+        "rois": [{"z": float, "z_text": str, "sop": str, "inclusion": bool, "line": int,
+        "points": [(x, y), ...]}]}`` where x is the column and y the row (pixels, origin top-left),
+        ``z`` the ``imageZposition`` in mm (NaN when absent), ``inclusion`` False for an exclusion
+        contour. Marks without a malignancy rating (nodules < 3 mm) get ``malignancy`` None.
+
+    Raises:
+        ET.ParseError: the file is not well-formed XML.
+    """
+    root, lines = _parse_with_lines(Path(path))
     if _local(root.tag) != "LidcReadMessage":  # e.g. IdriReadMessage (chest X-ray)
         return None
     header = _child(root, "ResponseHeader")
     series = _text(header, "SeriesInstanceUid") or _text(header, "SeriesInstanceUID")
     readers = []
-    for session in _children(root, "readingSession"):
+    for r, session in enumerate(_children(root, "readingSession")):
+        reader_id = _text(session, "servicingRadiologistID")
         marks = []
         for nod in _children(session, "unblindedReadNodule"):
-            chars = _child(nod, "characteristics")
-            raw = _text(chars, "malignancy")
-            malignancy = int(float(raw)) if raw else None
-            if malignancy == 0:
-                malignancy = None
-            rois = []
-            for roi in _children(nod, "roi"):
-                if _text(roi, "inclusion", "TRUE").upper() == "FALSE":
-                    continue
-                pts = [(float(_text(e, "xCoord")), float(_text(e, "yCoord")))
-                       for e in _children(roi, "edgeMap")]
-                if pts:
-                    rois.append({"z": float(_text(roi, "imageZposition", "nan")),
-                                 "sop": _text(roi, "imageSOP_UID"), "points": pts})
+            nodule_id = _text(nod, "noduleID")
+            try:
+                raw = _text(_child(nod, "characteristics"), "malignancy")
+                malignancy = int(_number(raw, "malignancy", lines.get(nod, "?"))) if raw else None
+                if malignancy == 0:
+                    malignancy = None
+                rois = []
+                for roi in _children(nod, "roi"):
+                    pts = [(_number(_text(e, "xCoord"), "edgeMap xCoord", lines.get(e, "?"), False),
+                            _number(_text(e, "yCoord"), "edgeMap yCoord", lines.get(e, "?"), False))
+                           for e in _children(roi, "edgeMap")]
+                    z_text = _text(roi, "imageZposition")
+                    try:
+                        z = _number(z_text, "imageZposition", "")
+                    except _BadValue:
+                        z = math.nan  # unreadable: the slice is then found by imageSOP_UID alone
+                    if pts:
+                        rois.append({"z": z, "z_text": z_text, "sop": _text(roi, "imageSOP_UID"),
+                                     "points": pts, "line": lines.get(roi, 0),
+                                     "inclusion": _text(roi, "inclusion", "TRUE").upper() != "FALSE"})
+            except _BadValue as exc:
+                if problems is not None:
+                    problems.append({"line": lines.get(nod, 0), "reader": r + 1, "reader_id": reader_id,
+                                     "nodule_id": nodule_id, "reason": str(exc)})
+                continue
             if rois:
-                marks.append({"malignancy": malignancy, "rois": rois})
+                marks.append({"malignancy": malignancy, "nodule_id": nodule_id, "reader_id": reader_id,
+                              "line": lines.get(nod, 0), "rois": rois})
         readers.append(marks)
     return series, readers
 
 
-def group_marks(marks: list[dict], tol_mm: float, max_group: int = 4) -> list[list[int]]:
-    """Group marks (each with ``reader`` and ``xyz`` = K×3 contour points in mm) into nodules."""
-    n = len(marks)
-    if n == 0:
-        return []
+def _components(dist: np.ndarray, tol: float) -> list[list[int]]:
+    n = len(dist)
+    adj = (dist <= tol) & ~np.eye(n, dtype=bool)
+    ncomp, labels = connected_components(csr_matrix(adj), directed=False)
+    return [list(np.flatnonzero(labels == c)) for c in range(ncomp)]
+
+
+def _min_distances(points: list[np.ndarray]) -> np.ndarray:
+    n = len(points)
     dist = np.zeros((n, n))
     for i in range(n):
         for j in range(i + 1, n):
-            dist[i, j] = dist[j, i] = cdist(marks[i]["xyz"], marks[j]["xyz"]).min()
+            dist[i, j] = dist[j, i] = cdist(points[i], points[j]).min()
+    return dist
+
+
+def group_marks_pylidc(points: list[np.ndarray], tol: float, factor: float = 0.9,
+                       min_tol: float = 0.1, max_group: int = 4) -> list[list[int]]:
+    """Group marks into nodules as pylidc 0.2.3's ``Scan.cluster_annotations()`` does.
+
+    Args:
+        points: per mark, a K×3 array of its contour points as voxel indices (row, column, slice
+            index), exclusion contours included, as pylidc's ``Annotation.contours_matrix``.
+        tol: linkage tolerance compared with the voxel-index distances; pylidc's default is the
+            scan's slice thickness in mm used as that number.
+        factor: while a nodule holds more than ``max_group`` marks, ``tol`` is multiplied by this.
+        min_tol: stop shrinking below this tolerance (pylidc then keeps the last grouping).
+        max_group: the largest expected number of marks of one nodule (4 readers).
+
+    Returns:
+        Lists of mark indices, one per nodule, in order of their first mark.
+    """
+    n = len(points)
+    if n == 0:
+        return []
+    dist = _min_distances(points)
+    groups = _components(dist, tol)
+    while any(len(g) > max_group for g in groups):
+        tol *= factor
+        if tol < min_tol:
+            log.warning("LIDC grouping: could not reduce every nodule to <= %d marks", max_group)
+            break
+        groups = _components(dist, tol)
+    return groups
+
+
+def group_marks(marks: list[dict], tol_mm: float, max_group: int = 4) -> list[list[int]]:
+    """Group marks into nodules by millimetre distances (the ``mm`` grouping).
+
+    Args:
+        marks: each with ``reader`` (reading-session index) and ``xyz``, a K×3 array of contour
+            points in mm (column × pixel spacing, row × pixel spacing, slice z).
+        tol_mm: marks whose contours come within this distance (mm) are one nodule; shrunk by 0.8
+            (at most 30 times) until no nodule holds more than ``max_group`` marks or two marks of
+            one reader.
+        max_group: the largest expected number of marks of one nodule.
+
+    Returns:
+        Lists of mark indices, one per nodule.
+    """
+    n = len(marks)
+    if n == 0:
+        return []
+    dist = _min_distances([m["xyz"] for m in marks])
     tol = tol_mm
     for _ in range(30):
-        adj = (dist <= tol) & ~np.eye(n, dtype=bool)
-        ncomp, labels = connected_components(csr_matrix(adj), directed=False)
-        groups = [list(np.flatnonzero(labels == c)) for c in range(ncomp)]
-        ok = all(len(g) <= max_group and len({marks[i]["reader"] for i in g}) == len(g) for g in groups)
-        if ok:
+        groups = _components(dist, tol)
+        if all(len(g) <= max_group and len({marks[i]["reader"] for i in g}) == len(g) for g in groups):
             break
         tol *= 0.8
     return groups
 
 
 def ingest(cfg: dict, result: IngestResult) -> None:
-    """Append one record per labelled nodule of every annotated series to ``result``."""
+    """Append one record per labelled nodule of every annotated CT series to ``result``.
+
+    Args:
+        cfg: the dataset's ``source`` config: ``root``, optional ``xml_root``, ``label``
+            (``aggregate``, ``malignant_above``, ``benign_below``), ``grouping`` (``pylidc`` or
+            ``mm``) and ``group_tolerance_mm`` (None: the slice thickness).
+        result: receives the records and every skipped input with its reason (unreadable
+            files, superseded or orphan XMLs, series without XML, marks that cannot be placed).
+
+    Raises:
+        DataError: a folder is missing or ``grouping`` is unknown.
+    """
     root = require_dir(cfg.get("root"), "source.root")
     xml_root = require_dir(cfg.get("xml_root") or root, "source.xml_root")
-    label_cfg = cfg.get("label", {})
+    label_cfg = cfg.get("label") or {}
     aggregate = label_cfg.get("aggregate", "median_high")
     hi, lo = float(label_cfg.get("malignant_above", 3)), float(label_cfg.get("benign_below", 3))
     tol_cfg = cfg.get("group_tolerance_mm")
+    grouping = cfg.get("grouping") or "pylidc"
+    if grouping not in GROUPINGS:
+        raise DataError(f"source.grouping = {grouping!r}: choose one of {list(GROUPINGS)}")
 
     # 1. index the CT slices by series
     series: dict[str, list[dict]] = defaultdict(list)
@@ -151,20 +309,52 @@ def ingest(cfg: dict, result: IngestResult) -> None:
             continue
         slices.sort(key=lambda s: s["z"])
         zs = np.array([s["z"] for s in slices])
+        by_sop = {s["sop"]: k for k, s in enumerate(slices) if s["sop"]}
         sy, sx = slices[0]["spacing"]
-        thickness = slices[0]["thickness"] or (float(np.median(np.diff(zs))) if len(zs) > 1 else 2.5)
-        tol = float(tol_cfg) if tol_cfg else max(thickness, 1.0)
-        _, readers = parse_xml(paths[0])
+        dz = float(np.median(np.diff(zs))) if len(zs) > 1 else 0.0
+        thickness = slices[0]["thickness"] or dz or 2.5
+        z_match = 0.5 * (dz or thickness)  # a contour's z within this of a slice's z (mm) is on it
+        problems: list[dict] = []
+        _, readers = parse_xml(paths[0], problems)
+        for p in problems:
+            result.skip(paths[0], f"line {p['line']}: reader {p['reader']} ({p['reader_id'] or 'no ID'}),"
+                        f" nodule {p['nodule_id'] or '?'}: {p['reason']}; mark skipped")
         marks = []
         for r, reader_marks in enumerate(readers):
             for m in reader_marks:
                 if m["malignancy"] is None:
                     continue  # nodule < 3 mm or no rating: not a classification sample
-                pts = np.array([(x * sx, y * sy, roi["z"]) for roi in m["rois"] for x, y in roi["points"]])
-                marks.append({"reader": r, "xyz": pts, **m})
+                ks, unplaced = [], None
+                for roi in m["rois"]:
+                    k = by_sop.get(roi["sop"])
+                    if k is None and math.isfinite(roi["z"]):
+                        near = int(np.argmin(np.abs(zs - roi["z"])))
+                        k = near if abs(zs[near] - roi["z"]) <= z_match else None
+                    if k is None:
+                        unplaced = roi
+                        break
+                    ks.append(k)
+                if unplaced is not None:
+                    result.skip(paths[0], f"line {unplaced['line']}: reader {r + 1} ({m['reader_id'] or 'no ID'}),"
+                                f" nodule {m['nodule_id'] or '?'}: contour with imageSOP_UID"
+                                f" {unplaced['sop'] or '(none)'!r} and imageZposition"
+                                f" {unplaced['z_text'] or '(none)'!r} matches no slice of series"
+                                f" {uid}; mark skipped")
+                    continue
+                inc = [(roi, k) for roi, k in zip(m["rois"], ks) if roi["inclusion"]] or list(zip(m["rois"], ks))
+                marks.append({
+                    "reader": r, "malignancy": m["malignancy"],
+                    "vox": np.array([(y, x, k) for roi, k in zip(m["rois"], ks) for x, y in roi["points"]]),
+                    "xyz": np.array([(x * sx, y * sy, zs[k]) for roi, k in inc for x, y in roi["points"]]),
+                    "pix": [(x, y) for roi, _ in inc for x, y in roi["points"]],
+                    "zs": [zs[k] for _, k in inc]})
+        if grouping == "pylidc":
+            groups = group_marks_pylidc([m["vox"] for m in marks], float(tol_cfg) if tol_cfg else thickness)
+        else:
+            groups = group_marks(marks, float(tol_cfg) if tol_cfg else max(thickness, 1.0))
         patient = slices[0]["patient"] or paths[0].parent.name
         nodules = []
-        for group in group_marks(marks, tol):
+        for group in groups:
             ratings = [marks[i]["malignancy"] for i in group]
             score = statistics.median_high(ratings) if aggregate == "median_high" else (
                 statistics.median(ratings) if aggregate == "median" else statistics.fmean(ratings))
@@ -175,8 +365,8 @@ def ingest(cfg: dict, result: IngestResult) -> None:
             else:
                 n_excluded += 1
                 continue
-            pix = np.array([(x, y) for i in group for roi in marks[i]["rois"] for x, y in roi["points"]])
-            z = float(np.mean([roi["z"] for i in group for roi in marks[i]["rois"]]))
+            pix = np.array([p for i in group for p in marks[i]["pix"]])
+            z = float(np.mean([z for i in group for z in marks[i]["zs"]]))
             k = int(np.argmin(np.abs(zs - z)))
             extent = max(float(np.ptp(pix[:, 0])), float(np.ptp(pix[:, 1]))) + 1
             nodules.append((k, float(pix[:, 1].mean()), float(pix[:, 0].mean()), extent, label, score))
@@ -186,5 +376,9 @@ def ingest(cfg: dict, result: IngestResult) -> None:
                 label_name="malignant" if label else "benign",
                 source=str(slices[k]["path"].relative_to(root)), roi_row=row, roi_col=col,
                 roi_size_px=extent))
-    log.info("LIDC: %d labelled nodules, %d excluded as indeterminate (rating between %s and %s)",
-             len(result.records), n_excluded, lo, hi)
+    for uid in sorted(set(series) - set(by_series)):
+        first = series[uid][0]
+        result.skip(first["path"].parent, f"series {uid} ({len(series[uid])} slices, patient"
+                    f" {first['patient'] or '?'}) has no reader XML under {xml_root}: not annotated, not used")
+    log.info("LIDC: %d labelled nodules, %d excluded as indeterminate (rating between %s and %s);"
+             " grouping %s", len(result.records), n_excluded, lo, hi, grouping)
