@@ -363,6 +363,7 @@ def test_absolute_results_outside_the_working_directory_is_refused(tmp_path):
     ("preprocess__intensity__percentiles", [99, 1], r"datasets\.ct\.preprocess\.intensity\.percentiles"),
     ("model__arch", "vgg16", r"datasets\.ct\.preprocess\.size = 16: model\.arch vgg16 needs at least 32 px"),
     ("model__pretrained", "imagenet", r"datasets\.ct\.model\.pretrained = 'imagenet': vgg_small has no"),
+    ("attack__methods", [], r"datasets\.ct\.attack\.methods is empty"),
     ("source__classes", ["benign", "Benign"], r"datasets\.ct\.source\.classes .*\['benign'\] listed twice"),
     ("source__label", {"malignant_above": 3, "benign_below": 4},
      r"datasets\.ct\.source\.label\.benign_below = 4 is above label\.malignant_above = 3"),

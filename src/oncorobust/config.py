@@ -132,6 +132,9 @@ def _check_dataset(ds: str, entry: dict) -> None:
             raise ConfigError(f"{key}.adversarial_training needs {missing} when regimes"
                               f" {adv['regimes']} are listed")
     att = entry.get("attack", {})
+    if "methods" in att and not att["methods"]:
+        raise ConfigError(f"{key}.attack.methods is empty: list at least one of fgsm, bim, pgd (the"
+                          " tables and figures need attack results), or remove the key for all three")
     if "eps" in att and not any(abs(e - att.get("reference_eps", 0.002)) < 1e-12 for e in att["eps"]):
         raise ConfigError(f"{key}.attack.reference_eps = {att.get('reference_eps', 0.002)}"
                           f" is not one of attack.eps {att['eps']}")
