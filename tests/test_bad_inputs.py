@@ -157,6 +157,24 @@ def test_manifest_roi_slice_is_the_frame_of_a_multiframe_file(tmp_path):
         select_frame(read_dicom(tmp_path / "mf.dcm"), -1, "s1")
 
 
+def test_preprocess_crops_the_manifest_frame(tmp_path):
+    frames = _multiframe(tmp_path / "mf.dcm", n_frames=6)
+    rows = [f"p{i},s{i},mf.dcm,{i % 2},5,5,{i},{split}"
+            for i, split in enumerate(["train", "train", "val", "val", "test", "test"])]
+    src = _manifest(tmp_path, rows, header="patient_id,sample_id,path,label,roi_row,roi_col,roi_slice,split")
+    res = IngestResult()
+    manifest.ingest(src, res)
+    records = pd.DataFrame(res.records)
+    prep = {"size": 4, "crop": {"fixed_px": 4}, "intensity": {"mode": "window", "window": [0, 1000]},
+            "balance": "none"}
+    tensors, _, skipped = run_preprocess(records, {**src, "format": "manifest"}, prep, 0)
+    assert skipped.empty
+    for split, t in tensors.items():
+        for sid, x in zip(t["ids"], t["x"]):
+            k = int(sid[1:])
+            assert torch.allclose(x, torch.full_like(x, frames[k, 0, 0] / 1000)), (split, sid)
+
+
 def test_manifest_roi_slice_outside_the_frames_is_refused(tmp_path):
     _multiframe(tmp_path / "mf.dcm")
     with pytest.raises(DataError, match=r"m\.csv:2: roi_slice 7 outside the 5 frames of .*mf\.dcm"):
@@ -323,7 +341,9 @@ def test_checkpoint_error_is_one_line_in_the_step_log(tmp_path):
     assert info.value.code == 1
     lines = log.read_text().splitlines()
     assert len(lines) == 1 and "CheckpointError: " in lines[0] and "bad.pt" in lines[0]
-    logging.getLogger().handlers.clear()  # step_logging configured the root logger
+    for handler in logging.getLogger().handlers[:]:  # step_logging configured the root logger
+        handler.close()
+        logging.getLogger().removeHandler(handler)
 
 
 # ------------------------------------------------------------- 5 + 9. check_config
