@@ -194,7 +194,7 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
     methods = [m for m in methods if (wb.method == m).any()] or list(dict.fromkeys(wb.method))
     regimes = list(dict.fromkeys(r for r in wb.regime if r != "clean"))
     colors = {"clean": PALETTE[7], **{r: PALETTE[i] for i, r in enumerate(regimes)}}
-    styles = dict(zip(methods, ["--", "-", ":"]))
+    styles = {m: ["--", "-", ":", "-."][i % 4] for i, m in enumerate(methods)}
     medical = [d for d in datasets if d not in controls]
     med_max = wb[wb.dataset.isin(medical)].eps.max() if medical else 0
     fig, axes = _grid(max(1, len(datasets)))
@@ -205,7 +205,7 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
                 m = wb[(wb.dataset == ds) & (wb.regime == regime) & (wb.method == method)]
                 if len(m):
                     _band(ax, _with_baseline(m), scale, colors[regime],
-                          f"{regime} · {METHOD_LABELS[method]}", styles[method])
+                          f"{regime} · {METHOD_LABELS.get(method, method)}", styles[method])
         ax.set_title(ds)
         ax.set_ylim(0, 102)
         ax.set_ylabel("accuracy (%)")
