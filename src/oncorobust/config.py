@@ -60,6 +60,11 @@ def check_fraction(value: object, key: str) -> float:
     return f
 
 
+def _short(text: str, limit: int = 100) -> str:
+    """``text`` cut to ``limit`` characters (a whole sub-config is not dumped into a message)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _key_path(parts) -> str:
     return ".".join(str(p) for p in parts) or "(top level)"
 
@@ -102,7 +107,7 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> None:
         elif err.validator == "required":
             lines.append(f"{where}: {err.message} (see config/README.md)")
         else:
-            lines.append(f"{where} = {err.instance!r}: {err.message}")
+            lines.append(f"{where} = {_short(repr(err.instance))}: {_short(err.message)}")
     raise ConfigError(f"the config does not match {Path(schema_path).name} ({len(lines)} problem(s)):\n  "
                       + "\n  ".join(lines))
 
