@@ -1,13 +1,20 @@
 """The workflow on a real one-node SLURM cluster (slurmctld + slurmd + munge from apt) through
 profiles/slurm, compared with a local run of the same configuration.
 
-Needs root and apt (it installs slurm-wlm and munge); skipped otherwise.
+It changes the machine, so it runs only when asked: ``ONCOROBUST_SLURM_TEST=1`` (``.ci/run`` sets
+it), as root with apt; skipped otherwise. It installs slurm-wlm and munge when missing and leaves
+them installed (printing so); every file it writes under /etc/slurm, /etc/munge, /var/spool,
+/var/log, /var/lib/munge and /run is put back as it was (snapshot before, restore after), and the
+daemons it started are stopped.
 """
 
+import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -42,16 +49,86 @@ def run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
                            *args], capture_output=True, text=True, timeout=1500)
 
 
+OPT_IN = "ONCOROBUST_SLURM_TEST"
+#: Everything start_cluster.sh and the daemons write outside the test's temporary folders.
+TOUCHED = ["/etc/slurm", "/etc/munge", "/var/spool/slurmctld", "/var/spool/slurmd", "/var/log/slurm",
+           "/var/log/munge", "/var/lib/munge", "/run/munge", "/run/slurmctld.pid", "/run/slurmd.pid"]
+
+
+class Snapshot:
+    """Files and folders as they are now (contents, owners, modes), to be put back later.
+
+    Paths that do not exist are removed on restore; existing ones are replaced by their saved copy
+    (a tar archive; sockets, which tar skips, only exist under /run and are left alone there).
+    """
+
+    def __init__(self, paths: list[str], archive: Path):
+        self.paths, self.archive = paths, archive
+        self.existed = [p for p in paths if os.path.lexists(p)]
+        with tarfile.open(archive, "w") as tar:
+            for p in self.existed:
+                tar.add(p, arcname=p.lstrip("/"))
+
+    def restore(self) -> None:
+        for p in self.paths:
+            if p in self.existed and p.startswith("/run/"):
+                continue  # a daemon that was running before owns it
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            elif os.path.lexists(p):
+                os.unlink(p)
+        with tarfile.open(self.archive) as tar:
+            members = [m for m in tar.getmembers() if not ("/" + m.name).startswith("/run/")]
+            # owners, modes and links exactly as saved (Python < 3.11.4 has no filter argument)
+            extra = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+            tar.extractall("/", members=members, numeric_owner=True, **extra)
+
+
+def test_snapshot_puts_back_changed_files_and_removes_new_ones(tmp_path):
+    conf = tmp_path / "etc" / "slurm"
+    conf.mkdir(parents=True)
+    (conf / "slurm.conf").write_text("ClusterName=real\n")
+    (conf / "slurm.conf").chmod(0o640)
+    (conf / "keep.link").symlink_to("slurm.conf")
+    spool = tmp_path / "spool" / "slurmctld"  # does not exist yet
+    snap = Snapshot([str(conf), str(spool), str(tmp_path / "pid")], tmp_path / "before.tar")
+    (conf / "slurm.conf").write_text("ClusterName=oncorobust-test\n")
+    (conf / "slurm.conf.oncorobust-test").write_text("x")
+    spool.mkdir(parents=True)
+    (spool / "node_state").write_text("state")
+    (tmp_path / "pid").write_text("123")
+    snap.restore()
+    assert sorted(p.name for p in conf.iterdir()) == ["keep.link", "slurm.conf"]
+    assert (conf / "slurm.conf").read_text() == "ClusterName=real\n"
+    assert (conf / "slurm.conf").stat().st_mode & 0o777 == 0o640 and (conf / "keep.link").is_symlink()
+    assert not spool.exists() and not (tmp_path / "pid").exists()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    pidfile = tmp_path_factory.mktemp("slurm") / "pids"
-    start = subprocess.run(["bash", str(SLURM / "start_cluster.sh"), str(pidfile)], capture_output=True, text=True)
-    if start.returncode == 77:
-        pytest.skip(start.stdout.strip())
-    assert start.returncode == 0, start.stdout + start.stderr
-    print(start.stdout)
-    yield start.stdout.strip()
-    subprocess.run(["bash", str(SLURM / "stop_cluster.sh"), str(pidfile)])
+    if os.environ.get(OPT_IN) != "1":
+        pytest.skip(f"real-SLURM test: set {OPT_IN}=1 to run it (as root; it installs slurm-wlm and munge)")
+    install = subprocess.run(["bash", str(SLURM / "install_slurm.sh")], capture_output=True, text=True)
+    if install.returncode == 77:
+        pytest.skip(install.stdout.strip())
+    assert install.returncode == 0, install.stdout + install.stderr
+    if install.stdout.strip().endswith("installed"):
+        warnings.warn("test_slurm: slurm-wlm and munge were installed from apt by this run and are left"
+                      " installed (apt-get purge slurm-wlm munge removes them)", stacklevel=1)
+    work = tmp_path_factory.mktemp("slurm")
+    pidfile = work / "pids"
+    snapshot = Snapshot(TOUCHED, work / "before.tar")  # after the install: the packages' own files stay
+    try:
+        start = subprocess.run(["bash", str(SLURM / "start_cluster.sh"), str(pidfile)], capture_output=True,
+                               text=True)
+        if start.returncode == 77:
+            pytest.skip(start.stdout.strip())
+        assert start.returncode == 0, start.stdout + start.stderr
+        print(start.stdout)
+        yield start.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(SLURM / "stop_cluster.sh"), str(pidfile)])
+        snapshot.restore()
 
 
 @pytest.mark.slurm

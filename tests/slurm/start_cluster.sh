@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Start a one-node SLURM cluster on this (Debian) machine, as root: installs slurm-wlm and munge
-# from apt if needed, writes /etc/slurm/slurm.conf (no accounting: Snakemake's SLURM plugin is
-# then told to use squeue for job status), starts munged, slurmctld and slurmd, and waits until
-# the node is idle. Prints the daemons' pids to the file named by $1; stop_cluster.sh kills them.
-# Exit 77 (skip) when not root or without apt-get.
+# from apt if needed (install_slurm.sh), writes /etc/slurm/slurm.conf (no accounting: Snakemake's
+# SLURM plugin is then told to use squeue for job status), starts munged (unless running),
+# slurmctld and slurmd, and waits until the node is idle. Writes the pids of the daemons it started
+# to the file named by $1; stop_cluster.sh kills them. tests/test_slurm.py snapshots and restores
+# what this writes (/etc/slurm, /etc/munge, /var/spool/slurm*, /var/log/slurm, ...).
+# Exit 77 (skip) when not root, without apt-get, or when SLURM daemons already run here (a real
+# cluster node: its configuration is not ours to overwrite).
 set -euo pipefail
 pidfile=${1:?usage: start_cluster.sh PIDFILE}
-if [ "$(id -u)" != 0 ]; then echo "SKIP: needs root to install and start SLURM"; exit 77; fi
-if ! command -v slurmctld >/dev/null; then
-  command -v apt-get >/dev/null || { echo "SKIP: no apt-get to install slurm-wlm"; exit 77; }
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+bash "$(dirname "$0")/install_slurm.sh" >/dev/null || exit $?
+if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
+  echo "SKIP: slurmctld or slurmd already runs on this machine"; exit 77
 fi
 mkdir -p /etc/munge /var/log/munge /run/munge /var/lib/munge
 chown -R munge:munge /etc/munge /var/log/munge /run/munge /var/lib/munge
@@ -21,6 +22,8 @@ fi
 : > "$pidfile"
 if ! pgrep -x munged >/dev/null; then
   runuser -u munge -- munged --force
+  for _ in $(seq 20); do [ -s /run/munge/munged.pid ] && break; sleep 0.2; done
+  cat /run/munge/munged.pid >> "$pidfile"  # ours: stop_cluster.sh stops it
 fi
 H=$(hostname -s)
 MEM=$(( $(free -m | awk '/^Mem:/ {print $2}') * 8 / 10 ))
