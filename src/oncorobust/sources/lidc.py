@@ -202,7 +202,8 @@ def group_marks_pylidc(points: list[np.ndarray], tol: float, factor: float = 0.9
         tol: linkage tolerance compared with the voxel-index distances; pylidc's default is the
             scan's slice thickness in mm used as that number.
         factor: while a nodule holds more than ``max_group`` marks, ``tol`` is multiplied by this.
-        min_tol: stop shrinking below this tolerance (pylidc then keeps the last grouping).
+        min_tol: stop shrinking below this tolerance (pylidc then keeps the last grouping, which
+            may hold nodules of more than ``max_group`` marks: marks that touch).
         max_group: the largest expected number of marks of one nodule (4 readers).
 
     Returns:
@@ -215,8 +216,7 @@ def group_marks_pylidc(points: list[np.ndarray], tol: float, factor: float = 0.9
     groups = _components(dist, tol)
     while any(len(g) > max_group for g in groups):
         tol *= factor
-        if tol < min_tol:
-            log.warning("LIDC grouping: could not reduce every nodule to <= %d marks", max_group)
+        if tol < min_tol:  # pylidc: "Failed to reduce all groups to <= 4 Annotations."
             break
         groups = _components(dist, tol)
     return groups
@@ -353,6 +353,11 @@ def ingest(cfg: dict, result: IngestResult) -> None:
         else:
             groups = group_marks(marks, float(tol_cfg) if tol_cfg else max(thickness, 1.0))
         patient = slices[0]["patient"] or paths[0].parent.name
+        crowded = [len(g) for g in groups if len(g) > 4]
+        if crowded:
+            log.warning("LIDC %s series %s: %s nodule(s) of %s marks: the marks touch and no tolerance"
+                        " separates them (pylidc keeps them together too); each is one sample",
+                        patient, uid, len(crowded), crowded)
         nodules = []
         for group in groups:
             ratings = [marks[i]["malignancy"] for i in group]
