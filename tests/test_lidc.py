@@ -172,6 +172,20 @@ def test_series_without_reader_xml_is_listed(small_series, tmp_path):
     assert "series 1.2.3.2.7 (3 slices, patient LIDC-IDRI-0002) has no reader XML" in skip["reason"]
 
 
+def test_truncated_xml_is_listed_not_fatal(small_series, tmp_path):
+    folder, zs, sops = small_series
+    write_xml(folder / "069.xml", "1.2.3.1.7",
+              [[{"malignancy": 5, "rois": [{"z": zs[2], "sop": sops[2], "points": _square(30, 20, 4)}]}],
+               [{"malignancy": 1, "rois": [{"z": zs[2], "sop": sops[2], "points": _square(50, 50, 4)}]}]])
+    (folder / "070.xml").write_text('<?xml version="1.0"?>\n<LidcReadMessage>\n  <ResponseHeader>\n')
+    res = IngestResult()
+    lidc.ingest({"root": str(tmp_path / "ct")}, res)
+    assert sorted(r["label"] for r in res.records) == [0, 1]
+    (skip,) = res.skipped
+    assert skip["file"] == str(folder / "070.xml") and skip["reason"].startswith("malformed XML (")
+    assert "line 4" in skip["reason"]
+
+
 def test_unknown_grouping_is_a_config_error(small_series, tmp_path):
     with pytest.raises(DataError, match="source.grouping = 'voxels'"):
         lidc.ingest({"root": str(tmp_path / "ct"), "grouping": "voxels"}, IngestResult())
