@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from oncorobust.attacks import AttackSanityError, attack, build, check_adversarial
+from oncorobust.attacks import AttackError, AttackSanityError, attack, check_adversarial, method_params
 from oncorobust.evaluate import COLUMNS, evaluate_attack
 from oncorobust.stats import paired_difference, wilson
 from oncorobust.tables import sanity_warnings, summarize, table1, table1_markdown, table_s5
@@ -55,11 +55,19 @@ def test_iterative_methods_take_exactly_the_configured_steps(batch, method, step
     assert model.calls == steps  # one forward per step (restarts=1: no extra scoring pass)
 
 
-def test_bim_never_gets_zero_steps_at_the_papers_small_eps():
-    # torchattacks' default formula int(min(255*eps + 4, 1.25*255*eps)) gives 0 steps for eps < 0.004
-    atk = build(Linear(), "bim", 0.001)
-    assert atk.steps == 10 and atk.alpha == pytest.approx(0.0001)
-    assert build(Linear(), "pgd", 0.002).alpha == pytest.approx(0.0005)
+def test_bim_never_gets_zero_steps_or_torchattacks_alpha_at_the_papers_small_eps(batch):
+    # torchattacks' BIM defaults to alpha = 2/255 (> the paper's eps): every parameter is explicit
+    assert method_params("bim") == {"steps": 10, "alpha_ratio": 0.1}
+    assert method_params("pgd")["alpha_ratio"] == 0.25
+    x, y = batch
+    model = Linear()
+    adv = attack(model, x, y, "bim", 0.001)
+    # 10 steps of eps/10 from the clean image: the perturbation reaches the ball's surface
+    assert (adv - x).abs().max().item() == pytest.approx(0.001, abs=1e-6)
+    with pytest.raises(AttackError, match="steps"):
+        attack(model, x, y, "pgd", 0.01, steps=0)
+    with pytest.raises(AttackError, match="unknown parameter"):
+        attack(model, x, y, "pgd", 0.01, stpes=3)
 
 
 @pytest.mark.parametrize("method", ["fgsm", "bim", "pgd"])
@@ -68,7 +76,7 @@ def test_budget_range_and_eps_zero(batch, method, eps):
     x, y = batch
     model = Linear()
     model.train()
-    adv = attack(model, x, y, method, eps, restarts=3 if method == "pgd" else 1)
+    adv = attack(model, x, y, method, eps, **({"restarts": 3} if method == "pgd" else {}))
     assert model.training  # mode restored
     assert adv.dtype == torch.float32 and 0 <= adv.min() and adv.max() <= 1
     assert (adv - x).abs().max() <= eps + 1e-6
@@ -86,10 +94,18 @@ def test_sanity_check_catches_violations(batch):
 
 def test_rejects_non_float32_and_unnormalised_inputs(batch):
     x, y = batch
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(AttackError, match="float32"):
         attack(Linear(), x.double(), y, "fgsm", 0.01)
-    with pytest.raises(ValueError, match=r"\[0,1\]"):
+    with pytest.raises(AttackError, match=r"\[0,1\]"):
         attack(Linear(), x * 4, y, "fgsm", 0.01)
+    with pytest.raises(AttackError, match="NaN"):
+        attack(Linear(), torch.where(x > 0.5, torch.nan, x), y, "fgsm", 0.01)
+    with pytest.raises(AttackError, match="eps"):
+        attack(Linear(), x, y, "pgd", float("nan"))
+    with pytest.raises(AttackError, match="one label per image"):
+        attack(Linear(), x, y[:-1], "pgd", 0.01)
+    with pytest.raises(AttackError, match="unknown attack method"):
+        attack(Linear(), x, y, "cw", 0.01)
 
 
 def test_accuracy_falls_with_eps_to_near_zero(batch):

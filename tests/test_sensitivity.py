@@ -135,6 +135,8 @@ def test_sensitivity_frame_contract(images):
     frame = sensitivity_frame(model, {"val": {"x": images[:10], "y": y[:10], "ids": list("abcdefghij")},
                                       "test": {"x": images[10:], "y": y[10:], "ids": [str(i) for i in range(30)]}},
                               eps_max=0.2, tol=1e-3)
-    assert list(frame.columns) == ["sample_id", "split", "label", "clean_pred", "correct", "min_flip_eps", "confidence"]
+    assert list(frame.columns) == ["sample_id", "split", "label", "clean_pred", "correct", "min_flip_eps", "eps_lower",
+                                   "eps_upper", "first_order_eps", "confidence"]
+    assert (frame.min_flip_eps == frame.eps_upper).all() and (frame.eps_lower <= frame.eps_upper).all()
     assert frame.split.tolist() == ["val"] * 10 + ["test"] * 30
     assert (frame.correct == (frame.clean_pred == frame.label)).all() and frame.confidence.between(0.5, 1).all()

@@ -7,9 +7,10 @@ split (test labels never choose it); the paper's variant is kept as a clearly la
 selection effect is visible.
 
 Deferral curves: accuracy on the retained test images as the deferred fraction grows, for three
-policies — adversarial sensitivity (smallest min-flip ε first; ties, e.g. unflippable images at
-``inf``, broken by lower confidence first), model confidence (lowest max-softmax first) and random
-(its expected accuracy, which equals the overall accuracy at every fraction).
+policies — adversarial sensitivity (smallest confirmed flipping ε, ``eps_upper``, first; ties, e.g.
+unflippable images at ``inf``, broken by lower confidence first), the one-gradient first-order
+estimate of that ε (``first_order``), model confidence (lowest max-softmax first) and random (its
+expected accuracy, which equals the overall accuracy at every fraction).
 """
 
 from __future__ import annotations
@@ -20,27 +21,40 @@ import torch
 from torch import nn
 
 from .errors import DataError
-from .sensitivity import min_flip_eps
+from .sensitivity import flip_eps_bracket
 from .stats import wilson
 
-SENSITIVITY_COLUMNS = ["sample_id", "split", "label", "clean_pred", "correct", "min_flip_eps", "confidence"]
+SENSITIVITY_COLUMNS = ["sample_id", "split", "label", "clean_pred", "correct", "min_flip_eps", "eps_lower",
+                       "eps_upper", "first_order_eps", "confidence"]
 
 
-def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu", **search) -> pd.DataFrame:
-    """One row per image of each split: prediction, confidence and min-flip ε (``search`` kwargs
-    go to :func:`~oncorobust.sensitivity.min_flip_eps`)."""
+def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu", batch_size: int = 256,
+                      **search) -> pd.DataFrame:
+    """One row per image of each split: prediction, confidence and the flipping-ε bracket.
+
+    Args:
+        model: the classifier (eval mode).
+        splits: split name → ``{"x": N×C×H×W in [0,1], "y": N labels, "ids": N sample IDs}``.
+        device: where the model runs; ``batch_size``: images per model call.
+        **search: keyword arguments of :func:`~oncorobust.sensitivity.flip_eps_bracket`.
+    Returns:
+        A DataFrame with :data:`SENSITIVITY_COLUMNS`; ``min_flip_eps`` = ``eps_upper`` (a confirmed
+        flipping ε, ``inf`` where none), ``first_order_eps`` the one-gradient estimate.
+    """
     model = model.to(device).eval()
     rows = []
     for split, t in splits.items():
-        x = t["x"].to(device)
+        x = t["x"]
         with torch.no_grad():
-            prob = torch.softmax(model(x), 1)
+            prob = torch.cat([torch.softmax(model(x[i:i + batch_size].to(device)), 1).cpu()
+                              for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0, 2)
         conf, pred = prob.max(1)
-        eps = min_flip_eps(model, x, **search)
+        br = flip_eps_bracket(model, x, ids=t["ids"], batch_size=batch_size, **search)
         rows.append(pd.DataFrame({
-            "sample_id": t["ids"], "split": split, "label": t["y"].numpy(), "clean_pred": pred.cpu().numpy(),
-            "correct": (pred.cpu() == t["y"]).numpy(), "min_flip_eps": eps.numpy(),
-            "confidence": conf.cpu().numpy()}))
+            "sample_id": t["ids"], "split": split, "label": t["y"].numpy(), "clean_pred": pred.numpy(),
+            "correct": (pred == t["y"]).numpy(), "min_flip_eps": br["eps_upper"].numpy(),
+            "eps_lower": br["eps_lower"].numpy(), "eps_upper": br["eps_upper"].numpy(),
+            "first_order_eps": br["first_order"].numpy(), "confidence": conf.numpy()}))
     return pd.concat(rows, ignore_index=True)[SENSITIVITY_COLUMNS]
 
 
@@ -81,6 +95,8 @@ def deferral_curves(test: pd.DataFrame, fractions=None) -> pd.DataFrame:
         "sensitivity": np.lexsort((test.confidence.to_numpy(), test.min_flip_eps.to_numpy())),
         "confidence": np.argsort(test.confidence.to_numpy(), kind="stable"),
     }
+    if "first_order_eps" in test:  # the one-gradient estimate: is the search worth more?
+        orders["first_order"] = np.lexsort((test.confidence.to_numpy(), test.first_order_eps.to_numpy()))
     rows = []
     for f in fractions:
         k = int(round(f * n))

@@ -5,7 +5,8 @@ Columns of ``results/{ds}/attacks/{regime}/{method}/eps={eps}.csv``:
 ``adv_prob`` are the model's softmax probability of its own predicted class on the clean /
 adversarial image and ``linf`` = ‖x_adv − x‖∞ in [0,1] pixel units.
 
-``labels="predicted"`` pushes each image away from the model's own clean prediction (what the
+Methods: see :mod:`oncorobust.attacks` (the paper's fgsm/bim/pgd, apgd_ce, apgd_margin, fab, square
+and ``worst``, the per-image worst case over several). ``labels="predicted"`` pushes each image away from the model's own clean prediction (what the
 paper's code did: ART called without labels); ``labels="true"`` away from the true label (the
 usual robust accuracy). ``transfer_{method}``: the images are crafted on ``source_model`` (the
 clean model) and scored on ``model`` (the paper's code scored its adversarially trained models
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .attacks import AttackSanityError, attack
+from .attacks import AttackError, AttackSanityError, attack, image_seeds, method_params
 
 log = logging.getLogger("oncorobust.evaluate")
 COLUMNS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob", "linf"]
@@ -38,44 +39,59 @@ def _predict(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: list[str], method: str,
                     eps: float, *, params: dict | None = None, labels: str = "predicted", seed: int = 0,
                     batch_size: int = 128, device: torch.device | str = "cpu",
-                    source_model: nn.Module | None = None, progress: bool = False) -> pd.DataFrame:
-    """Attack ``x`` (N×C×H×W in [0,1]) with ``method`` at ``eps`` and score ``model``.
+                    source_model: nn.Module | None = None, early_exit: bool = False,
+                    member_params: dict[str, dict] | None = None, progress: bool = False) -> pd.DataFrame:
+    """Attack ``x`` with ``method`` at ``eps`` and score ``model``, one row per image.
 
-    ``method`` is fgsm, bim or pgd, or ``transfer_<method>`` with ``source_model`` given.
-    ``params``: steps, alpha_ratio, random_start, restarts for the iterative methods.
-    Every batch also re-runs the attack at ε = 0 on its first images and requires unchanged
-    predictions; every result is checked for ‖δ‖∞ ≤ ε and range by :func:`attack`.
+    Args:
+        model: the classifier scored (eval mode).
+        x: N×C×H×W float32 test images in [0,1]; ``y``: N true labels; ``ids``: N sample IDs.
+        method: one of :data:`~oncorobust.attacks.METHODS`, or ``transfer_<method>`` with
+            ``source_model`` (the images are crafted on it and scored on ``model``).
+        eps: L∞ budget in [0,1] pixel units.
+        params: the method's parameters (config ``attacks.<method>``; see ``attacks.DEFAULTS``).
+        labels: ``predicted`` (push away from the crafting model's prediction) or ``true``.
+        seed: the run's seed; each image's random start is seeded from it and its sample ID, so
+            results do not depend on ``batch_size``.
+        batch_size: images attacked at once.
+        early_exit: BIM/PGD stop at an image's first successful iterate (``attacks.early_exit``).
+        member_params: parameters of ``worst``'s members.
+    Returns:
+        A DataFrame with :data:`COLUMNS`.
+    Raises:
+        AttackError: bad arguments; AttackSanityError: a result outside the ε-ball or [0,1], or
+        predictions changed by the attack at ε = 0 (a non-deterministic model or a broken attack).
     """
     if labels not in ("predicted", "true"):
-        raise ValueError(f"labels must be 'predicted' or 'true', got {labels!r}")
+        raise AttackError(f"labels must be 'predicted' or 'true', got {labels!r}")
     base = method.removeprefix("transfer_")
+    method_params(base, params)  # unknown methods and parameters fail before any work
+    if len(ids) != len(x) or len(y) != len(x):
+        raise AttackError(f"{len(x)} images, {len(y)} labels and {len(ids)} IDs: need one each per image")
     craft = model
     if method.startswith("transfer_"):
         if source_model is None:
-            raise ValueError(f"{method} needs the source (clean) model")
+            raise AttackError(f"{method} needs the source (clean) model")
         craft = source_model.to(device).eval()
     model = model.to(device).eval()
-    params = params or {}
-    kw = {}
-    if base in ("bim", "pgd"):
-        kw = {"steps": params.get("steps"), "random_start": params.get("random_start"),
-              "restarts": int(params.get("restarts", 1))}
-        if params.get("alpha_ratio") is not None:
-            kw["alpha"] = eps * float(params["alpha_ratio"])
-        if base == "bim":
-            kw.pop("random_start")
+    seeds = image_seeds(ids, len(x), seed)
+    kw = dict(params or {}, early_exit=early_exit, member_params=member_params)
+    # ε = 0 must reproduce the clean predictions (Square/FAB/worst: checked with cheap PGD)
+    zero_method = base if base in ("fgsm", "bim", "pgd", "apgd_ce", "apgd_margin") else "pgd"
+    zero_kw = kw if zero_method == base else {}
     rows = []
     starts = range(0, len(x), batch_size)
     for b, i in enumerate(tqdm(starts, desc=f"{method} ε={eps:g}", disable=not progress or None)):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        sb = seeds[i:i + batch_size]
         clean_pred, clean_prob = _predict(model, xb)
         target = yb if labels == "true" else _predict(craft, xb)[0]
-        if b == 0:  # ε = 0 must reproduce the clean predictions
-            zero = attack(craft, xb[:8], target[:8], base, 0.0, seed=seed, **{k: v for k, v in kw.items() if k != "alpha"})
+        if b == 0:
+            zero = attack(craft, xb[:8], target[:8], zero_method, 0.0, seeds=sb[:8], **zero_kw)
             if not torch.equal(_predict(model, zero)[0], clean_pred[:8]):
                 raise AttackSanityError(f"{method} at ε = 0 changed predictions: the model is not"
                                         " deterministic in eval mode, or the attack is broken")
-        x_adv = attack(craft, xb, target, base, eps, seed=seed + b, **kw)
+        x_adv = attack(craft, xb, target, base, eps, seeds=sb, **kw)
         adv_pred, adv_prob = _predict(model, x_adv)
         linf = (x_adv - xb).flatten(1).abs().amax(dim=1)
         rows.append(pd.DataFrame({

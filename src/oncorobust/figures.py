@@ -29,9 +29,12 @@ import seaborn as sns  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
-METHOD_COLORS = {"fgsm": PALETTE[0], "bim": PALETTE[2], "pgd": PALETTE[3]}
-POLICY_COLORS = {"sensitivity": PALETTE[3], "confidence": PALETTE[0], "random": PALETTE[7]}
-METHOD_LABELS = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD"}
+METHOD_COLORS = {"fgsm": PALETTE[0], "bim": PALETTE[2], "pgd": PALETTE[3], "apgd_ce": PALETTE[4],
+                 "apgd_margin": PALETTE[5], "fab": PALETTE[8], "square": PALETTE[9], "worst": "black"}
+POLICY_COLORS = {"sensitivity": PALETTE[3], "first_order": PALETTE[2], "confidence": PALETTE[0],
+                 "random": PALETTE[7]}
+METHOD_LABELS = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_margin": "APGD-margin",
+                 "fab": "FAB", "square": "Square", "worst": "worst case"}
 
 
 def _style() -> None:
@@ -142,10 +145,22 @@ def _with_baseline(part: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([zero, part], ignore_index=True)
 
 
+def _stored_axis(ax, scale: float, units: dict | None) -> None:
+    """A top ε axis in the stored data's units (HU, grey levels), when known."""
+    if not units or not units.get("per_eps"):
+        return
+    k = float(units["per_eps"]) / scale
+    top = ax.secondary_xaxis("top", functions=(lambda v: v * k, lambda v: v / k))
+    top.set_xlabel(f"ε in {units['unit']}s of the stored data" if units["unit"] != "HU" else "ε in HU",
+                   fontsize=6)
+    top.tick_params(labelsize=6)
+
+
 def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.DataFrame | None = None,
                          paper_names: dict[str, str | None] | None = None,
-                         stem: str | Path | None = None) -> plt.Figure:
-    """``summary``: attack_summary.csv rows (clean regime, white-box methods used)."""
+                         stem: str | Path | None = None, units: dict[str, dict] | None = None) -> plt.Figure:
+    """``summary``: attack_summary.csv rows (clean regime, white-box methods used); ``units``:
+    per dataset ``stats.json``'s ``eps_units`` — a second ε axis (top) in the stored data's units."""
     _style()
     data = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
     datasets = list(dict.fromkeys(data.dataset))
@@ -157,10 +172,12 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
     for ax, ds in zip(axes, datasets):
         part = data[data.dataset == ds]
         scale = _eps_axis(ax, ds not in controls, med_max)
-        for method in ("fgsm", "bim", "pgd"):
+        for method in METHOD_COLORS:
             m = part[part.method == method]
             if len(m):
-                _band(ax, _with_baseline(m), scale, METHOD_COLORS[method], METHOD_LABELS[method])
+                _band(ax, _with_baseline(m), scale, METHOD_COLORS[method], METHOD_LABELS[method],
+                      ":" if method == "worst" else "-")
+        _stored_axis(ax, scale, (units or {}).get(ds))
         name = (paper_names or {}).get(ds)
         if paper is not None and name:
             pv = paper[(paper.table == "table1") & (paper.dataset == name)]
@@ -228,14 +245,16 @@ def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path 
         part = data[data.dataset == ds]
         for policy, color in POLICY_COLORS.items():
             p = part[part.policy == policy].sort_values("deferred_fraction")
-            ax.plot(100 * p.deferred_fraction, p.accuracy, color=color, lw=1.4,
-                    ls="--" if policy == "random" else "-", label=policy)
+            if len(p):
+                ax.plot(100 * p.deferred_fraction, p.accuracy, color=color, lw=1.4,
+                        ls="--" if policy == "random" else ":" if policy == "first_order" else "-",
+                        label="first-order ε estimate" if policy == "first_order" else policy)
         ax.set_title(ds)
         ax.set_xlabel("images deferred to a human (%)")
         ax.set_ylabel("accuracy on the rest (%)")
     fig.suptitle(f"Deferring the most sensitive images ({regime} models, test split)", fontsize=9)
-    _legend_below(fig, axes, title="defer first: the images with the smallest flipping ε (sensitivity),"
-                  " the lowest confidence, or random ones")
+    _legend_below(fig, axes, title="defer first: the images with the smallest flipping ε (sensitivity), the smallest"
+                  " one-gradient estimate of it, the lowest confidence, or random ones")
     if stem:
         save(fig, stem)
     return fig

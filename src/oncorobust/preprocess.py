@@ -45,19 +45,58 @@ def crop_square(image: np.ndarray, centre: tuple[float, float], side: int, sampl
     return image[top: top + side, left: left + side]
 
 
-def scale_intensity(crop: np.ndarray, cfg: dict) -> np.ndarray:
-    """Map raw values to [0,1]: a fixed window (``mode: window``, e.g. HU), per-image robust
-    percentiles (``mode: percentile``) or nothing (``mode: none``, data already in [0,1])."""
+def intensity_range(crop: np.ndarray, cfg: dict) -> tuple[float, float] | None:
+    """The raw values mapped to 0 and 1 by :func:`scale_intensity` (None for ``mode: none``)."""
     mode = cfg.get("mode", "percentile")
     if mode == "none":
-        return np.clip(crop, 0, 1)
+        return None
     if mode == "window":
         lo, hi = cfg.get("window", LUNG_WINDOW)
     else:
         lo, hi = np.percentile(crop, cfg.get("percentiles", [1.0, 99.0]))
+    return float(lo), float(hi)
+
+
+def scale_intensity(crop: np.ndarray, cfg: dict) -> np.ndarray:
+    """Map raw values to [0,1]: a fixed window (``mode: window``, e.g. HU), per-image robust
+    percentiles (``mode: percentile``) or nothing (``mode: none``, data already in [0,1])."""
+    rng = intensity_range(crop, cfg)
+    if rng is None:
+        return np.clip(crop, 0, 1)
+    lo, hi = rng
     if hi <= lo:
         return np.zeros_like(crop)
     return np.clip((crop - lo) / (hi - lo), 0, 1)
+
+
+#: Grey levels per [0,1] of the bundled/array sources (ε × levels = grey levels of the stored data).
+ARRAY_LEVELS = {"digits": 16.0, "mnist": 255.0, "cifar10": 255.0}
+
+
+def eps_units(source_format: str, intensity: dict, spans: list[float]) -> dict:
+    """What ε = 1 means in the stored data, for tables and figure axes.
+
+    Args:
+        source_format: the dataset's ``source.format``.
+        intensity: its ``preprocess.intensity`` block.
+        spans: per image, the raw-value span (hi − lo) mapped onto [0,1] (percentile mode).
+    Returns:
+        ``{"unit", "per_eps", "how", "step"}``: ε × ``per_eps`` is the perturbation in ``unit``;
+        ``step`` is one stored-value step in that unit (an ε below ``step / per_eps`` cannot be
+        written back into the stored image). ``per_eps`` is None when unknown.
+    """
+    mode = intensity.get("mode", "percentile")
+    if mode == "window":
+        lo, hi = intensity.get("window", LUNG_WINDOW)
+        unit = "HU" if source_format == "lidc" else "stored value"
+        return {"unit": unit, "per_eps": float(hi - lo), "how": f"window width {hi - lo:g} {unit}", "step": 1.0}
+    if mode == "percentile":
+        med = float(np.median(spans)) if len(spans) else None
+        return {"unit": "grey level", "per_eps": med, "step": 1.0,
+                "how": "median over images of the percentile span p_hi − p_lo in stored grey levels"}
+    levels = ARRAY_LEVELS.get(source_format)
+    return {"unit": "grey level", "per_eps": levels, "step": 1.0,
+            "how": f"{levels:g} grey levels of the source data" if levels else "unknown (intensity mode none)"}
 
 
 def resize(image: np.ndarray, size: int) -> torch.Tensor:
@@ -107,6 +146,7 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
     size = int(prep["size"])
     skipped: list[dict] = []
     images: list[torch.Tensor | None] = []
+    spans: list[float] = []
     if source["format"] in ARRAY_FORMATS:
         arrays = load_arrays(source)
         for src in manifest.source:
@@ -131,6 +171,9 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
             pixels = select_frame(pixels, int(row.frame), f"{row.sample_id} ({path})")
             side = crop_side(row.roi_size_px, crop_cfg)
             crop = crop_square(pixels, (row.roi_row, row.roi_col), side, f"{row.sample_id} ({path})")
+            rng = intensity_range(crop, prep.get("intensity", {}))
+            if rng is not None:
+                spans.append(rng[1] - rng[0])
             images.append(resize(scale_intensity(crop, prep.get("intensity", {})), size))
     if skipped:
         log.warning("preprocess: %d image(s) could not be decoded and were skipped", len(skipped))
@@ -158,6 +201,7 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
         "size": size, "channels": int(x.shape[1]),
         "classes": [str(names.get(k, k)) for k in range(int(names.index.max()) + 1)],
         "counts": counts, "n_skipped": len(skipped),
+        "eps_units": eps_units(source["format"], prep.get("intensity", {}), spans),
     }
     return tensors, stats, pd.DataFrame(skipped, columns=["stage", "file", "sample_id", "reason"])
 

@@ -1,119 +1,161 @@
-"""Per-image adversarial sensitivity: the smallest ε at which an attack changes the prediction.
+"""Per-image adversarial sensitivity: a bracket on the smallest ε at which the prediction changes.
 
 The paper ran a full PGD (10 steps, 20 restarts) for each of 18–32 ε values per image. Here a
 batched bisection gives every image its own ε (an N×1×1×1 tensor), so one attack call advances
 every image's search at once: ⌈log2(eps_max / tol)⌉ + 1 attacks instead of one per grid value.
 
-The per-image-ε PGD is hand-written (15 lines) because torchattacks, like every attack library,
-takes one scalar ε per call; it follows torchattacks' PGD step for step (uniform random start in
-the ε-ball, α = ratio·ε, sign-gradient ascent on the cross-entropy, projection, clip to [0,1]).
+The inner attack decides the answer (AttackBench, AAAI 2025: a bisection over torchattacks' PGD
+reaches 0.886 "optimality", over APGD 0.99). The default inner attack is therefore APGD on the
+logit margin with early exit (:mod:`oncorobust.attacks`), warm-started in each round from the
+perturbation that flipped the image at its current upper end; ``method="pgd"`` keeps the paper's
+PGD. Each image gets a **bracket**:
+
+- ``eps_upper``: an ε at which a flip was found **and confirmed** (the stored adversarial image is
+  re-scored; ‖δ‖∞ ≤ ε checked); a minimum-norm cross-check (FAB, L∞) lowers it where FAB finds a
+  smaller confirmed flip. ``inf`` when nothing flips the image at ``eps_max``.
+- ``eps_lower``: the largest ε at which the strong attack failed (≤ ``eps_upper``). It is not a
+  certificate — a stronger attack might flip the image below it — but the gap
+  ``eps_upper − eps_lower`` says how precisely the search located the attack's own boundary.
+
+Also recorded: the one-gradient first-order estimate |margin| / ‖∇ₓ margin‖₁
+(:func:`~oncorobust.attacks.first_order_eps`), so readers can see whether the search is worth
+more than one gradient.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
+import torchattacks
 from torch import nn
 
-from .attacks import check_adversarial
+from .attacks import (AttackError, AttackSanityError, _apgd, _project, _sign_iterate, _uniform, apgd_start, check_adversarial,
+                      check_inputs, first_order_eps, image_seeds)
+
+INNER = ("apgd_margin", "pgd")
 
 
-def pgd_per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, *,
-                   steps: int = 10, alpha_ratio: float = 0.25, random_start: bool = True,
-                   generator: torch.Generator | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
-    """L∞ PGD with a per-image budget ``eps`` (N,) in [0,1] pixel units; x is N×C×H×W in [0,1].
+class GradCounter(nn.Module):
+    """Wraps a model and counts images passed forward with gradients enabled on the input
+    (= gradient evaluations of the attacks that follow with a backward pass)."""
 
-    ``init`` (optional, N×C×H×W): a perturbation to start from, projected into each ε-ball
-    (instead of a random start)."""
-    e = eps.to(x).view(-1, 1, 1, 1)
-    adv = x.clone()
-    if init is not None:
-        adv = (x + init.clamp(-e, e)).clamp(0, 1)
-    elif random_start:
-        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x)
-        adv = (x + (2 * noise - 1) * e).clamp(0, 1)
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        loss = F.cross_entropy(model(adv), y)
-        (grad,) = torch.autograd.grad(loss, adv)
-        adv = adv.detach() + alpha_ratio * e * grad.sign()
-        adv = (x + (adv - x).clamp(-e, e)).clamp(0, 1).detach()
-    return adv
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.grad_images = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.grad_images += len(x)
+        return self.model(x)
 
 
-def _flipped(model, x, pred, eps, restarts, gen, skip_found=True, init=None, **kw) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(flipped mask, adversarial images, gradient evaluations): whether any of ``restarts`` PGD
-    runs changes the prediction. ``skip_found``: later restarts attack only unflipped images
-    (the paper's ART runs attacked every image with every restart: ``skip_found=False``).
-    ``init``: the first run starts from this perturbation (warm start), the others at random."""
+def _strong_attack(model, x, pred, eps, *, method, steps, restarts, alpha_ratio, random_start, seeds,
+                   rnd, init=None):
+    """(flipped mask, images): ``restarts`` runs of the inner attack at per-image ``eps`` (N),
+    each on the images not yet flipped; the first run starts from ``init`` (a perturbation,
+    projected into the ball) when given, the others at random (noise keyed by image and round)."""
+    e = eps.view(-1, 1, 1, 1)
     hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     best = x.clone()
-    evals = 0
     for r in range(max(1, restarts)):
-        todo = ~hit if skip_found else torch.ones_like(hit)
-        if not todo.any():
+        todo = (~hit).nonzero().flatten()
+        if not len(todo):
             break
-        evals += int(todo.sum()) * kw.get("steps", 10)
-        start = init[todo] if (init is not None and r == 0) else None
-        adv = pgd_per_sample(model, x[todo], pred[todo], eps[todo], generator=gen, init=start, **kw)
+        xs, ps, es = x[todo], pred[todo], e[todo]
+        noise = 2 * _uniform(xs.shape, [seeds[i] for i in todo.tolist()], 1000 * rnd + r, xs) - 1
+        if init is not None and r == 0:
+            start = _project(xs + init[todo], xs, es)
+        elif method == "pgd":
+            start = (xs + noise * es).clamp(0, 1) if random_start else None
+        else:
+            start = apgd_start(xs, es, noise)
+        if method == "pgd":
+            adv, ok = _sign_iterate(model, xs, ps, es, steps=steps, alpha=alpha_ratio * es, start=start,
+                                    early_exit=True)
+        else:
+            adv, ok = _apgd(model, xs, ps, es, steps=steps, rho=0.75, loss="margin", start=start)
+        hit[todo[ok]] = True
+        best[todo[ok]] = adv[ok]
+    return hit, best
+
+
+def _fab_min_norm(model, x, pred, eps_max, *, steps, seed):
+    """torchattacks' FAB (L∞) as a minimum-norm attack towards each image's runner-up class: its
+    smallest-norm flip per image (no ε cap; ``eps_max`` only scales its random restarts).
+
+    Targeting the runner-up class (FAB-T with ``target_class=2``) needs one gradient per step
+    instead of one per class; with 2 classes it is exactly untargeted FAB. Returns (flipped,
+    images)."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed % (2 ** 31))
         with torch.no_grad():
-            ok = model(adv).argmax(1) != pred[todo]
-        idx = todo.nonzero().flatten()[ok]
-        new = ~hit[idx]
-        hit[idx] = True
-        best[idx[new]] = adv[ok][new]
-    return hit, best, evals
+            classes = model(x[:1]).shape[1]
+        fab = torchattacks.FAB(model, norm="Linf", eps=float(eps_max), steps=steps, n_restarts=1,
+                               seed=seed % (2 ** 31), multi_targeted=True, n_classes=classes)
+        fab.target_class = 2  # the runner-up class of each image
+        adv = fab.attack_single_run_targeted(x, pred).to(x).clamp(0, 1)
+    with torch.no_grad():
+        ok = model(adv).argmax(1) != pred
+    return ok, adv
 
 
-def min_flip_eps(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: float, method: str = "pgd",
-                 steps: int = 10, restarts: int = 1, alpha_ratio: float = 0.25, random_start: bool = True,
-                 seed: int = 0, batch_size: int = 256, warm_start: bool = True,
-                 stats: dict | None = None) -> torch.Tensor:
-    """For each image of x (N×C×H×W in [0,1]) the smallest ε (±``tol``, pixel units) at which PGD
-    changes the model's prediction away from its clean prediction; ``inf`` if not at ``eps_max``.
+def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: float,
+                     method: str = "apgd_margin", steps: int = 10, restarts: int = 1,
+                     alpha_ratio: float = 0.25, random_start: bool = True, seed: int = 0,
+                     ids: Sequence[str] | None = None, batch_size: int = 256, warm_start: bool = True,
+                     fab_check: bool = True, fab_steps: int = 100, stats: dict | None = None) -> dict[str, torch.Tensor]:
+    """Per image, a bracket on the smallest ε (pixel units) at which the prediction changes.
 
-    Bisection keeps, per image, ``lo`` (no flip found) and ``hi`` (a flip found; starts at
-    ``eps_max``), halving ``hi − lo`` with one batched attack per round until it is ≤ ``tol``.
-    The returned value is ``hi``: an ε at which a flip **was** found. After the search the stored
-    adversarial image of each returned ε is re-scored (its prediction differs, ‖δ‖∞ ≤ ε), so every
-    finite answer is confirmed.
+    Bisection keeps, per image, ``lo`` (the inner attack failed there) and ``hi`` (a flip found;
+    starts at ``eps_max``) and halves ``hi − lo`` with one batched attack per round until it is
+    ≤ ``tol``. Then FAB (minimum-norm) may lower ``hi`` further; ``lo`` is clipped to ``hi``.
 
-    PGD success is not strictly monotone in ε (a random start can miss at ε₂ > ε₁ where it
-    succeeded at ε₁). Bisection assumes monotonicity; where it fails the answer is still a
-    confirmed flipping ε, within ``tol`` of an ε where the attack did not succeed — an upper
-    bound on the true minimum, not a guarantee of it. More ``restarts`` make misses rarer.
-
-    ``warm_start``: each round's first PGD run starts from the perturbation that flipped the image
-    at its current ``hi``, projected into the smaller ball (further restarts start at random).
-    A flip found at a larger ε is the best available guess of the direction that flips at a
-    smaller one; this makes the search agree with the paper's 20-restart grid far more often at no
-    extra cost.
-
-    ``stats``, if given, receives ``grad_evals`` (images × gradient steps summed) and ``rounds``.
+    Args:
+        model: classifier on N×C×H×W images in [0,1] (eval mode set and restored).
+        x: N×C×H×W float32 images in [0,1].
+        eps_max: the largest ε searched (pixel units).
+        tol: the bracket width at which bisection stops (0 < tol < eps_max).
+        method: inner attack, ``apgd_margin`` (default) or ``pgd`` (the paper's).
+        steps, restarts: of the inner attack per round; ``alpha_ratio``/``random_start``: PGD only.
+        seed, ids: per-image random starts are keyed by the seed and each image's ID (or index),
+            so results do not depend on ``batch_size``.
+        batch_size: images searched at once.
+        warm_start: each round starts from the flip found at the image's current ``hi``.
+        fab_check: run the FAB minimum-norm cross-check; ``fab_steps`` its iterations.
+        stats: if given, ``grad_evals`` (images × gradient passes) and ``lowered_by_fab`` (images
+            whose upper end FAB lowered) are added to it, ``rounds`` (bisection rounds) maxed.
+    Returns:
+        ``{"eps_lower", "eps_upper", "first_order"}``: float32 tensors (N) on the CPU;
+        ``eps_upper`` is ``inf`` (and ``eps_lower`` = ``eps_max``) where no flip was found.
+    Raises:
+        AttackError: bad arguments (method, tol/eps_max, images).
+        AttackSanityError: a stored flip did not reproduce (a bug, never ignored).
     """
-    if method != "pgd":
-        raise ValueError("min_flip_eps supports method='pgd' (the paper's sensitivity measure)")
-    if not (0 < tol < eps_max):
-        raise ValueError(f"need 0 < tol < eps_max, got tol={tol}, eps_max={eps_max}")
+    if method not in INNER:
+        raise AttackError(f"sensitivity method must be one of {INNER}, got {method!r}")
+    if not (math.isfinite(tol) and math.isfinite(eps_max) and 0 < tol < eps_max <= 1):
+        raise AttackError(f"need 0 < sensitivity.tol < sensitivity.eps_max <= 1, got tol={tol}, eps_max={eps_max}")
+    check_inputs(x, torch.zeros(len(x), dtype=torch.int64))
+    seeds = image_seeds(ids, len(x), seed)
     was = model.training
     model.eval()
-    dev = x.device
-    gen = torch.Generator().manual_seed(seed)
-    kw = dict(steps=steps, alpha_ratio=alpha_ratio, random_start=random_start)
-    out = torch.empty(len(x))
-    grad_evals, rounds = 0, 0
+    counter = GradCounter(model)
+    dev = next((p.device for p in model.parameters()), x.device)
+    lower, upper, first = torch.empty(len(x)), torch.empty(len(x)), torch.empty(len(x))
+    rounds, lowered = 0, 0
+    kw = dict(method=method, steps=steps, restarts=restarts, alpha_ratio=alpha_ratio, random_start=random_start)
     try:
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].to(dev)
+            sb = seeds[i:i + batch_size]
             with torch.no_grad():
                 pred = model(xb).argmax(1)
             n = len(xb)
             lo = torch.zeros(n, device=dev)
             hi = torch.full((n,), float(eps_max), device=dev)
-            found, best, evals = _flipped(model, xb, pred, hi, restarts, gen, **kw)
-            grad_evals += evals
+            found, best = _strong_attack(counter, xb, pred, hi, seeds=sb, rnd=0, **kw)
             r = 1
             active = found.clone()
             while True:
@@ -123,44 +165,86 @@ def min_flip_eps(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: floa
                 mid = (lo + hi) / 2
                 idx = active.nonzero().flatten()
                 warm = (best[idx] - xb[idx]) if warm_start else None
-                hit, adv, evals = _flipped(model, xb[idx], pred[idx], mid[idx], restarts, gen, init=warm, **kw)
-                grad_evals += evals
+                hit, adv = _strong_attack(counter, xb[idx], pred[idx], mid[idx], seeds=[sb[j] for j in idx.tolist()],
+                                          rnd=r, init=warm, **kw)
                 r += 1
                 hi[idx[hit]] = mid[idx[hit]]
                 best[idx[hit]] = adv[hit]
                 lo[idx[~hit]] = mid[idx[~hit]]
             rounds = max(rounds, r)
+            if fab_check and n:
+                ok, adv = _fab_min_norm(counter, xb, pred, eps_max, steps=fab_steps, seed=sb[0])
+                norm = (adv - xb).flatten(1).abs().amax(1)
+                better = ok & (norm < hi) & (norm > 0)
+                hi[better] = norm[better]
+                best[better] = adv[better]
+                found |= better
+                lowered += int(better.sum())
+            # the stored flip may lie inside its ball: its own norm is a (smaller) confirmed ε
+            norm = (best - xb).flatten(1).abs().amax(1)
+            hi = torch.where(found & (norm > 0), torch.minimum(hi, norm), hi)
+            lo = torch.minimum(lo, hi)
             # confirm every finite answer on its stored adversarial image
             with torch.no_grad():
                 confirmed = model(best).argmax(1) != pred
             if (found & ~confirmed).any():
-                raise AssertionError("a bisection answer did not reproduce its flip")
-            for j in found.nonzero().flatten():
-                check_adversarial(xb[j:j + 1], best[j:j + 1], float(hi[j]))
-            out[i:i + n] = torch.where(found, hi, torch.full_like(hi, math.inf)).cpu()
+                raise AttackSanityError("a bisection answer did not reproduce its flip")
+            check_adversarial(xb[found], best[found], hi[found], atol=1e-6)
+            upper[i:i + n] = torch.where(found, hi, torch.full_like(hi, math.inf)).cpu()
+            lower[i:i + n] = torch.where(found, lo, torch.full_like(lo, float(eps_max))).cpu()
+            first[i:i + n] = first_order_eps(model, xb, pred)
     finally:
         model.train(was)
     if stats is not None:
-        stats.update(grad_evals=grad_evals, rounds=rounds)
-    return out
+        for key, value in (("grad_evals", counter.grad_images), ("lowered_by_fab", lowered)):
+            stats[key] = stats.get(key, 0) + value  # accumulated over calls (e.g. val and test)
+        stats["rounds"] = max(stats.get("rounds", 0), rounds)
+    return {"eps_lower": lower, "eps_upper": upper, "first_order": first}
+
+
+def min_flip_eps(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: float, method: str = "apgd_margin",
+                 steps: int = 10, restarts: int = 1, alpha_ratio: float = 0.25, random_start: bool = True,
+                 seed: int = 0, batch_size: int = 256, warm_start: bool = True,
+                 stats: dict | None = None) -> torch.Tensor:
+    """For each image of x (N×C×H×W in [0,1]) a confirmed flipping ε (pixel units) within
+    ``tol`` of an ε where the inner attack failed — the upper end of :func:`flip_eps_bracket`
+    (without the FAB cross-check); ``inf`` if nothing flips the image at ``eps_max``.
+
+    Attack success is not strictly monotone in ε, so this is an upper bound on the true minimum,
+    not a guarantee of it. ``method``: ``apgd_margin`` (default, APGD on the margin with early
+    exit) or ``pgd`` (the paper's). ``stats`` receives ``grad_evals`` and ``rounds``.
+
+    Returns:
+        Tensor (N) of flipping ε, ``inf`` where none was found.
+    Raises:
+        AttackError: bad arguments.
+    """
+    return flip_eps_bracket(model, x, eps_max=eps_max, tol=tol, method=method, steps=steps, restarts=restarts,
+                            alpha_ratio=alpha_ratio, random_start=random_start, seed=seed,
+                            batch_size=batch_size, warm_start=warm_start, fab_check=False,
+                            stats=stats)["eps_upper"]
 
 
 def grid_flip_eps(model: nn.Module, x: torch.Tensor, grid: list[float], *, steps: int = 10,
                   restarts: int = 1, alpha_ratio: float = 0.25, seed: int = 0,
                   stats: dict | None = None) -> torch.Tensor:
-    """The paper's scan: a full PGD at every grid ε for every image; the smallest flipping grid
-    value per image (``inf`` if none). Used as the benchmark's reference."""
+    """The paper's scan: a full PGD (every restart on every image, final iterate) at every grid
+    ε; the smallest flipping grid value per image (``inf`` if none). The benchmark's reference."""
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
+    counter = GradCounter(model)
     with torch.no_grad():
         pred = model(x).argmax(1)
+    seeds = image_seeds(None, len(x), seed)
     out = torch.full((len(x),), math.inf)
-    grad_evals = 0
-    for eps in sorted(grid, reverse=True):
-        hit, _, evals = _flipped(model, x, pred, torch.full((len(x),), float(eps)), restarts, gen,
-                                 skip_found=False, steps=steps, alpha_ratio=alpha_ratio, random_start=True)
-        grad_evals += evals
-        out[hit.cpu()] = eps
+    for k, eps in enumerate(sorted(grid, reverse=True)):
+        e = torch.full((len(x), 1, 1, 1), float(eps))
+        hit = torch.zeros(len(x), dtype=torch.bool)
+        for r in range(restarts):
+            start = (x + (2 * _uniform(x.shape, seeds, 1000 * k + r, x) - 1) * e).clamp(0, 1)
+            _, ok = _sign_iterate(counter, x, pred, e, steps=steps, alpha=alpha_ratio * e, start=start,
+                                  early_exit=False)
+            hit |= ok.cpu()
+        out[hit] = eps
     if stats is not None:
-        stats.update(grad_evals=grad_evals)
+        stats.update(grad_evals=counter.grad_images)
     return out

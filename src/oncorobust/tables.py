@@ -49,7 +49,31 @@ def _paper_lookup(paper: pd.DataFrame, table: str, name: str | None, regime: str
     return float(hit.accuracy.iloc[0]) if len(hit) else np.nan
 
 
-def table1(summary: pd.DataFrame, paper_names: dict[str, str | None], labels: str) -> pd.DataFrame:
+def clinical_eps(eps: float, units: dict | None) -> tuple[float, str, bool]:
+    """ε (pixel units) in the stored data's units: (value, text, below one stored-value step).
+
+    ``units`` is ``stats.json``'s ``eps_units`` (see :func:`oncorobust.preprocess.eps_units`);
+    the text is e.g. ``"24 HU"``; the flag is True when the perturbation is smaller than one
+    stored value (it cannot be written back into the image the scanner produced)."""
+    if not units or not units.get("per_eps"):
+        return np.nan, "", False
+    value = float(eps) * float(units["per_eps"])
+    return value, f"{value:.3g} {units['unit']}", bool(0 < value < float(units.get("step", 1.0)))
+
+
+def eps_units_markdown(eps_by_dataset: dict[str, list[float]], units: dict[str, dict]) -> str:
+    """A small table: each dataset's ε grid in its stored data's units, flagged below one step."""
+    lines = ["| dataset | ε (pixel units) | in the stored data | how |", "|---|---|---|---|"]
+    for ds, grid in eps_by_dataset.items():
+        for e in grid:
+            _, text, below = clinical_eps(e, units.get(ds))
+            flag = " ⚠ below one stored-value step" if below else ""
+            lines.append(f"| {ds} | {e:g} | {text or '–'}{flag} | {(units.get(ds) or {}).get('how', '–')} |")
+    return "\n".join(lines) + "\n"
+
+
+def table1(summary: pd.DataFrame, paper_names: dict[str, str | None], labels: str,
+           units: dict[str, dict] | None = None) -> pd.DataFrame:
     """Clean regime: a baseline row per dataset, then each white-box method × ε."""
     paper = paper_values()
     clean = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
@@ -68,6 +92,11 @@ def table1(summary: pd.DataFrame, paper_names: dict[str, str | None], labels: st
                          "paper": _paper_lookup(paper, "table1", paper_names.get(ds), "clean", r.method, r.eps)})
     out = pd.DataFrame(rows)
     out.insert(0, "labels", labels)
+    if len(out):
+        clin = [clinical_eps(e, (units or {}).get(d)) for d, e in zip(out.dataset, out.eps)]
+        out["eps_stored"] = [c[0] for c in clin]
+        out["eps_stored_unit"] = [(units or {}).get(d, {}).get("unit", "") for d in out.dataset]
+        out["below_one_step"] = [c[2] for c in clin]
     return out
 
 

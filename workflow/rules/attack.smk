@@ -29,7 +29,8 @@ rule attack:
 
 rule tables:
     input:
-        get_all_attack_csvs,
+        csvs=get_all_attack_csvs,
+        stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
         table1=report(f"{R}/tables/table1.csv", caption="../report/table1.rst", category="Tables",
                       labels={"table": "Table 1"}),
@@ -45,9 +46,10 @@ rule tables:
     params:
         index=get_attack_index,
         labels=config["attacks"]["labels"],
-        paper_names={ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS},
-        reference_eps={ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS},
+        paper_names=canon({ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS}),
+        reference_eps=canon({ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS}),
         controls=[ds for ds in DATASETS if is_control(ds)],
+        datasets=DATASETS,
     threads: 1
     resources:
         mem_mb=2000,
@@ -56,3 +58,50 @@ rule tables:
         "../envs/oncorobust.yaml"
     script:
         "../scripts/attack_tables.py"
+
+
+rule health:
+    input:
+        unpack(get_health_inputs),
+    output:
+        f"{R}/{{ds}}/health/{{regime}}.csv",
+    log:
+        f"{R}/logs/health/{{ds}}/{{regime}}.log",
+    benchmark:
+        f"{R}/benchmarks/health/{{ds}}/{{regime}}.tsv"
+    params:
+        index=get_health_index,
+        health=canon(config["attacks"]["health"]),
+        pgd=canon(config["attacks"]["pgd"]),
+        reference_eps=lambda w: canon(config["datasets"][w.ds]["attack"]["reference_eps"]),
+        labels=config["attacks"]["labels"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=get_gpu,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/health.py"
+
+
+rule health_table:
+    input:
+        get_health_csvs,
+    output:
+        csv=report(f"{R}/tables/evaluation_health.csv", caption="../report/health.rst", category="Tables",
+                   labels={"table": "Evaluation health"}),
+        md=f"{R}/tables/evaluation_health.md",
+    log:
+        f"{R}/logs/tables/evaluation_health.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/health_table.py"

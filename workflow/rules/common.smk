@@ -21,20 +21,20 @@ wildcard_constraints:
     ds="|".join(DATASETS),
     split="train|val|test",
     regime="clean|adv_pgd|adv_fast|adv_free",
-    method="(transfer_)?(fgsm|bim|pgd)",
+    method="transfer_(fgsm|bim|pgd)|fgsm|bim|pgd|apgd_ce|apgd_margin|fab|square|worst",
     eps="[0-9.e-]+",
 
 
 def get_source(wildcards):
     """The dataset's source slice (demo data paths filled in)."""
-    return resolve_source(config, wildcards.ds)
+    return canon(resolve_source(config, wildcards.ds))
 
 
 def get_dataset_cfg(key):
     """An input function returning one config slice of the dataset, e.g. its preprocess block."""
 
     def _get(wildcards):
-        return config["datasets"][wildcards.ds].get(key, {})
+        return canon(config["datasets"][wildcards.ds].get(key, {}))
 
     return _get
 
@@ -49,7 +49,7 @@ def get_ingest_input(wildcards):
 def get_adv_training_cfg(wildcards):
     """The adversarial-training slice minus the regime list (adding a regime reruns no other)."""
     adv = config["datasets"][wildcards.ds].get("adversarial_training", {})
-    return {k: v for k, v in adv.items() if k != "regimes"}
+    return canon({k: v for k, v in adv.items() if k != "regimes"})
 
 
 def get_tensor_inputs(wildcards):
@@ -105,17 +105,21 @@ def eps_str(eps):
     return f"{float(eps):g}"
 
 
-def attack_jobs(ds):
-    """(regime, method, eps) of every attack result of a dataset: white-box for every regime,
-    transfer from the clean model for every adversarially trained one."""
+PAPER_METHODS = ("fgsm", "bim", "pgd")
+
+
+def attack_jobs(ds, regime=None):
+    """(regime, method, eps) of every attack result of a dataset (or of one regime): white-box
+    for every regime, and for every adversarially trained one transfer from the clean model
+    with the paper's methods (the paper's protocol)."""
     att = config["datasets"][ds]["attack"]
     jobs = []
-    for regime in regimes(ds):
+    for r in regimes(ds) if regime is None else [regime]:
         for method in att["methods"]:
             for eps in att["eps"]:
-                jobs.append((regime, method, eps_str(eps)))
-                if regime != "clean":
-                    jobs.append((regime, f"transfer_{method}", eps_str(eps)))
+                jobs.append((r, method, eps_str(eps)))
+                if r != "clean" and method in PAPER_METHODS:
+                    jobs.append((r, f"transfer_{method}", eps_str(eps)))
     return jobs
 
 
@@ -133,9 +137,44 @@ def get_attack_inputs(wildcards):
 
 
 def get_attack_params(wildcards):
-    """Only the parameters this method uses (so changing PGD's reruns only PGD jobs)."""
+    """Only the parameters this method uses (so changing PGD's reruns only PGD jobs): its own
+    block, worst's members' blocks, and early_exit for bim/pgd."""
+    att = config["attacks"]
     base = wildcards.method.removeprefix("transfer_")
-    return dict(config["attacks"].get(base, {})) if base in ("bim", "pgd") else {}
+    out = {"params": dict(att.get(base, {}))}
+    if base in ("bim", "pgd"):
+        out["early_exit"] = att["early_exit"]
+    if base == "worst":
+        out["member_params"] = {m: dict(att.get(m, {})) for m in att["worst"]["members"]}
+    return canon(out)
+
+
+def canon(value):
+    """A config slice in canonical form (mappings with sorted keys, floats rounded to 12
+    significant digits), so that re-ordering keys in a config file plans no job again."""
+    if isinstance(value, dict):
+        return {str(k): canon(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canon(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    return value
+
+
+def get_health_inputs(wildcards):
+    """The model, test tensors and the attack CSVs of one (dataset, regime)."""
+    return {"model": f"{R}/{wildcards.ds}/models/{wildcards.regime}.pt",
+            "test": f"{R}/{wildcards.ds}/tensors/test.pt",
+            "attacks": [attack_csv(wildcards.ds, *job) for job in attack_jobs(wildcards.ds, wildcards.regime)]}
+
+
+def get_health_index(wildcards):
+    """(method, eps) of each attack CSV of get_health_inputs, in the same order."""
+    return [{"method": m, "eps": float(e)} for (_, m, e) in attack_jobs(wildcards.ds, wildcards.regime)]
+
+
+def get_health_csvs(wildcards=None):
+    return [f"{R}/{ds}/health/{regime}.csv" for ds in DATASETS for regime in regimes(ds)]
 
 
 def get_all_attack_csvs(wildcards=None):
@@ -183,7 +222,8 @@ def get_final_output():
         targets += expand(f"{R}/{ds}/models/{{regime}}.pt", regime=regimes(ds))
     targets += expand(f"{R}/tables/{{table}}", table=["table1.csv", "table1.md", "table_s5.csv",
                                                       "table_s5.md", "sanity.csv", "table2.csv",
-                                                      "table2.md", "deferral.csv", "deferral_auc.csv"])
+                                                      "table2.md", "deferral.csv", "deferral_auc.csv",
+                                                      "evaluation_health.csv", "evaluation_health.md"])
     targets += expand(f"{R}/figures/{{fig}}.{{ext}}", ext=["png", "pdf"],
                       fig=["fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral"])
     return targets

@@ -13,8 +13,8 @@ rule fig1_examples:
         f"{R}/logs/figures/fig1_examples.log",
     params:
         datasets=DATASETS,
-        eps={ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS},
-        pgd=config["attacks"]["pgd"],
+        eps=canon({ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS}),
+        pgd=canon(config["attacks"]["pgd"]),
         seed=config["seed"],
     threads: 1
     resources:
@@ -29,6 +29,7 @@ rule fig1_examples:
 rule fig2_fig3:
     input:
         summary=f"{R}/tables/attack_summary.csv",
+        stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
         fig2=report(f"{R}/figures/fig2_accuracy_vs_eps.png", caption="../report/fig2.rst",
                     category="Figures", labels={"figure": "2 accuracy vs eps"}),
@@ -40,7 +41,8 @@ rule fig2_fig3:
         f"{R}/logs/figures/fig2_fig3.log",
     params:
         controls=[ds for ds in DATASETS if is_control(ds)],
-        paper_names={ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS},
+        paper_names=canon({ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS}),
+        datasets=DATASETS,
     threads: 1
     resources:
         mem_mb=2000,

@@ -15,7 +15,8 @@ rule sensitivity:
         f"{R}/benchmarks/sensitivity/{{ds}}/{{regime}}.tsv"
     params:
         sensitivity=get_dataset_cfg("sensitivity"),
-        pgd_alpha_ratio=config["attacks"]["pgd"]["alpha_ratio"],
+        pgd_alpha_ratio=canon(config["attacks"]["pgd"]["alpha_ratio"]),
+        batch_size=config["attacks"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
     threads: 1
@@ -43,7 +44,7 @@ rule deferral_tables:
     log:
         f"{R}/logs/tables/deferral_tables.log",
     params:
-        index=get_sensitivity_index,
+        index=lambda w: canon(get_sensitivity_index(w)),
     threads: 1
     resources:
         mem_mb=2000,

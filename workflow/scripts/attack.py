@@ -15,8 +15,10 @@ with step_logging(sm.log[0], "attack"):
     test = torch.load(sm.input.test, map_location="cpu", weights_only=True)
     model = load_model(sm.input.model, device)
     source = load_model(sm.input.source, device) if "source" in sm.input.keys() else None
+    opts = sm.params.attack
     result = evaluate_attack(model, test["x"], test["y"], test["ids"], sm.wildcards.method,
-                             float(sm.wildcards.eps), params=sm.params.attack, labels=sm.params.labels,
+                             float(sm.wildcards.eps), params=opts["params"], labels=sm.params.labels,
                              seed=sm.params.seed, batch_size=sm.params.batch_size, device=device,
-                             source_model=source)
+                             source_model=source, early_exit=opts.get("early_exit", False),
+                             member_params=opts.get("member_params"))
     write_csv(result, sm.output[0])

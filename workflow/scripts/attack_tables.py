@@ -1,26 +1,32 @@
 """Snakemake adapter: all per-image attack CSVs -> Table 1, Table S5, sanity warnings."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.tables import (dataframe_markdown, sanity_warnings, summarize, table1, table1_markdown,
-                               table_s5)
+from oncorobust.tables import (dataframe_markdown, eps_units_markdown, sanity_warnings, summarize, table1,
+                               table1_markdown, table_s5)
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "tables") as log:
     per_image, rows = {}, []
-    for meta, path in zip(sm.params.index, sm.input):
+    for meta, path in zip(sm.params.index, sm.input.csvs):
         df = pd.read_csv(path, dtype={"sample_id": str})
         key = (meta["dataset"], meta["regime"], meta["method"], meta["eps"])
         per_image[key] = df
         rows.append(summarize(df, *key))
     summary = pd.DataFrame(rows)
     write_csv(summary, sm.output.summary)
-    t1 = table1(summary, sm.params.paper_names, sm.params.labels)
+    units = {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(sm.params.datasets, sm.input.stats)}
+    t1 = table1(summary, sm.params.paper_names, sm.params.labels, units)
     write_csv(t1, sm.output.table1)
     with atomic_path(sm.output.table1_md) as tmp:
-        tmp.write_text("# Table 1: accuracy under attack (clean models)\n\n" + table1_markdown(t1))
+        grids = {ds: sorted(summary[summary.dataset == ds].eps.unique()) for ds in sm.params.datasets}
+        tmp.write_text("# Table 1: accuracy under attack (clean models)\n\n" + table1_markdown(t1)
+                       + "\n## ε in the stored data\n\n" + eps_units_markdown(grids, units))
     s5 = table_s5(per_image, sm.params.reference_eps, sm.params.paper_names)
     write_csv(s5, sm.output.table_s5)
     with atomic_path(sm.output.table_s5_md) as tmp:

@@ -1,5 +1,6 @@
 """Snakemake adapter: tables / models -> the paper's figures (PNG + PDF)."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -31,8 +32,9 @@ with step_logging(sm.log[0], "figures") as log:
     elif sm.rule == "fig2_fig3":
         summary = pd.read_csv(sm.input.summary)
         controls = set(sm.params.controls)
+        units = {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(sm.params.datasets, sm.input.stats)}
         figures.fig2_accuracy_vs_eps(summary, controls, paper_values(), sm.params.paper_names,
-                                     Path(sm.output.fig2).with_suffix(""))
+                                     Path(sm.output.fig2).with_suffix(""), units=units)
         figures.fig3_adv_training(summary, controls, stem=Path(sm.output.fig3).with_suffix(""))
     else:
         figures.fig4_deferral(pd.read_csv(sm.input.deferral), stem=Path(sm.output.png).with_suffix(""))

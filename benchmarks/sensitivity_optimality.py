@@ -1,0 +1,96 @@
+"""How close is the per-image flipping ε to the true minimum? "Optimality" as in AttackBench.
+
+For each image, the best-known flipping ε is the smallest **confirmed** flip found by any search
+run here: ours at default settings, ours with the paper's PGD as inner attack, and a reference
+search with ≥ 10× our gradient budget (APGD-margin bisection with 10× the steps, 3 restarts and a
+4× finer tolerance, plus FAB with 5× the steps). Optimality = mean over images of
+best-known ε / our ε (1 = ours is the best known; an image we miss counts 0). AttackBench (AAAI
+2025) reports 0.886 for a bisection over torchattacks' PGD and 0.994 for APGD-T.
+
+Run with `make bench` after `make demo` (needs the demo's digits and one medical model); writes
+results/benchmarks/sensitivity_optimality.json and prints the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from oncorobust.io import write_json
+from oncorobust.models import load_model
+from oncorobust.sensitivity import flip_eps_bracket
+
+
+def run(label, model, x, **kw):
+    stats = {}
+    t = time.perf_counter()
+    b = flip_eps_bracket(model, x, stats=stats, **kw)
+    return {"label": label, "eps": b["eps_upper"].numpy(), "lower": b["eps_lower"].numpy(),
+            "grad_evals": stats["grad_evals"], "seconds": time.perf_counter() - t}
+
+
+def optimality(ours: np.ndarray, best: np.ndarray) -> float:
+    """Mean of best/ours over images some search flipped (an image we miss scores 0)."""
+    some = np.isfinite(best)
+    ratio = np.where(np.isfinite(ours[some]), best[some] / ours[some], 0.0)
+    return float(ratio.mean())
+
+
+def evaluate(name: str, model_path: str, tensor_paths: list[str], n: int, eps_max: float, tol: float) -> dict:
+    model = load_model(model_path)
+    x = torch.cat([torch.load(p, weights_only=True)["x"] for p in tensor_paths])[:n]
+    default = dict(eps_max=eps_max, tol=tol, seed=0)
+    runs = [
+        run("ours (default: APGD-margin bisection + FAB)", model, x, **default),
+        run("ours without the FAB cross-check", model, x, fab_check=False, **default),
+        run("paper's inner attack (PGD-10 bisection, no FAB)", model, x, method="pgd", fab_check=False, **default),
+    ]
+    ref = run("reference (10x: APGD-margin 100 steps x 3 restarts, tol/4, FAB 500 steps)", model, x,
+              eps_max=eps_max, tol=tol / 4, steps=100, restarts=3, fab_steps=500, seed=1)
+    runs.append(ref)
+    best = np.min(np.stack([r["eps"] for r in runs]), axis=0)
+    out = {"dataset": name, "n_images": len(x), "eps_max": eps_max, "tol": tol, "flipped_by_any": int(np.isfinite(best).sum()),
+           "reference_budget_ratio": ref["grad_evals"] / runs[0]["grad_evals"], "runs": []}
+    for r in runs:
+        out["runs"].append({"label": r["label"], "optimality": optimality(r["eps"], best),
+                            "grad_evals_per_image": r["grad_evals"] / len(x), "seconds": r["seconds"],
+                            "median_bracket_width": float(np.median((r["eps"] - r["lower"])[np.isfinite(r["eps"])]))})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="results/benchmarks/sensitivity_optimality.json")
+    ap.add_argument("--n", type=int, default=200)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    sets = [("digits", "results/digits/models/clean.pt", ["results/digits/tensors/test.pt"], 0.4, 0.002),
+            ("mammo", "results/mammo/models/clean.pt",
+             ["results/mammo/tensors/test.pt", "results/mammo/tensors/val.pt"], 0.1, 0.0005)]
+    results = [evaluate(name, m, t, args.n, e, tol) for name, m, t, e, tol in sets]
+    total_n = sum(r["n_images"] for r in results)
+    ours = [r["runs"][0] for r in results]
+    summary = {
+        "optimality": sum(o["optimality"] * r["n_images"] for o, r in zip(ours, results)) / total_n,
+        "grad_evals_per_image": sum(o["grad_evals_per_image"] * r["n_images"] for o, r in zip(ours, results)) / total_n,
+        "reference_grad_evals_per_image": sum(r["runs"][-1]["grad_evals_per_image"] * r["n_images"] for r in results) / total_n,
+        "n_images": total_n, "goal": ">= 0.99", "per_dataset": results,
+    }
+    for r in results:
+        print(f"{r['dataset']}: {r['n_images']} images, {r['flipped_by_any']} flipped by some search;"
+              f" reference budget {r['reference_budget_ratio']:.1f}x ours")
+        for run_ in r["runs"]:
+            print(f"  {run_['label']:<75} optimality {run_['optimality']:.4f}  grad evals/image"
+                  f" {run_['grad_evals_per_image']:8.1f}  {run_['seconds']:6.1f} s")
+    print(f"overall optimality {summary['optimality']:.4f} (goal >= 0.99) at {summary['grad_evals_per_image']:.0f}"
+          f" gradient evaluations per image; reference {summary['reference_grad_evals_per_image']:.0f}")
+    write_json(summary, args.out)
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_dataset"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Snakemake adapter: model, test tensors and its attack CSVs -> evaluation-health checks."""
+
+import pandas as pd
+import torch
+
+from oncorobust.health import COLUMNS, model_checks, table_checks, whitebox_flipped
+from oncorobust.io import write_csv
+from oncorobust.logs import step_logging
+from oncorobust.models import load_model
+from oncorobust.tables import summarize
+from oncorobust.train import resolve_device
+
+sm = snakemake  # noqa: F821 (injected by snakemake)
+with step_logging(sm.log[0], "health") as log:
+    torch.set_num_threads(sm.threads)
+    device = resolve_device(sm.params.device)
+    ds, regime = sm.wildcards.ds, sm.wildcards.regime
+    per_image = {(m["method"], m["eps"]): pd.read_csv(p, dtype={"sample_id": str})
+                 for m, p in zip(sm.params.index, sm.input.attacks)}
+    summary = pd.DataFrame([summarize(df, ds, regime, method, eps) for (method, eps), df in per_image.items()])
+    rows = table_checks(summary, per_image, sm.params.labels)
+    test = torch.load(sm.input.test, map_location="cpu", weights_only=True)
+    n = min(len(test["x"]), sm.params.health["max_images"])
+    x, ids = test["x"][:n].to(device), test["ids"][:n]
+    model = load_model(sm.input.model, device)
+    with torch.no_grad():
+        target = test["y"][:n].to(device) if sm.params.labels == "true" else model(x).argmax(1)
+    ref = float(sm.params.reference_eps)
+    flipped = whitebox_flipped(per_image, ref, sm.params.labels, ids)
+    rows += model_checks(model, x, target, ids, ref_eps=ref, pgd=sm.params.pgd, seed=sm.params.seed,
+                         square_queries=sm.params.health["square_queries"], whitebox_flipped=flipped)
+    out = pd.DataFrame(rows).assign(dataset=ds, regime=regime)[COLUMNS]
+    write_csv(out, sm.output[0])
+    for r in out[out.passed == False].itertuples():  # noqa: E712
+        log.warning("evaluation health: %s %s FAILED %s: %s", ds, regime, r.check, r.detail)
