@@ -5,7 +5,7 @@ SMK    := $(VENV)/bin/snakemake
 CORES  ?= all
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean smoke-paper
 
 setup: $(STAMP)
 
@@ -30,12 +30,25 @@ test: $(STAMP)
 # Benchmarks print their ratios and write results/benchmarks/*.json (not part of the tests).
 bench: $(STAMP)
 	$(PY) -m pip install -e '.[bench]'
+	$(SMK) --cores $(CORES) --configfile config/config.yaml results/mammo/models/clean.pt results/mammo/tensors/test.pt
 	$(PY) benchmarks/attack_throughput.py
 	$(SMK) --cores $(CORES) results/digits/models/clean.pt results/digits/tensors/test.pt
 	$(PY) benchmarks/sensitivity_vs_grid.py
+	$(SMK) --cores $(CORES) --configfile config/config.yaml results/mammo/models/clean.pt results/mammo/tensors/val.pt
+	$(PY) benchmarks/sensitivity_optimality.py
 	$(SMK) --cores $(CORES) --configfile config/config.yaml
 	$(PY) benchmarks/noop_rerun.py
 	$(PY) benchmarks/adv_training_regimes.py
+
+# Paper-shape smoke run: config/paper.yaml's shapes (VGG16 at 224/116/32 px, the paper's batches,
+# 20 PGD restarts) on tiny synthetic data, on the CPU, into $(SMOKE)/ (its own working directory);
+# then every job's peak RSS (benchmark max_rss) against its declared mem_mb (exit 1 if above).
+SMOKE ?= results-smoke
+smoke-paper: $(STAMP)
+	mkdir -p $(SMOKE)
+	$(SMK) --cores $(CORES) --directory $(SMOKE) --configfile $(CURDIR)/config/paper_smoke.yaml \
+		-s $(CURDIR)/workflow/Snakefile
+	$(PY) benchmarks/paper_smoke_report.py $(SMOKE)
 
 lint: $(STAMP)
 	$(SMK) --lint --configfile config/config.yaml

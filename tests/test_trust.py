@@ -308,3 +308,11 @@ def test_health_markdown_marks_failures():
     md = markdown(h)
     assert "✗ **FAIL**" in md and "✓ pass" in md and "1 checks passed, 1 failed" in md
     assert not math.isnan(h.value.iloc[0])
+
+
+
+def test_fgsm_equals_torchattacks(images):
+    model = small_cnn(2, seed=5)
+    y = model(images).argmax(1)
+    ref = torchattacks.FGSM(model, eps=0.03)(images, y)
+    torch.testing.assert_close(attack(model, images, y, "fgsm", 0.03), ref, atol=1e-7, rtol=0)

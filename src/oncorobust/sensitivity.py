@@ -28,7 +28,6 @@ import math
 from typing import Sequence
 
 import torch
-import torchattacks
 from torch import nn
 
 from .attacks import (AttackError, AttackSanityError, _apgd, _project, _sign_iterate, _uniform, apgd_start, check_adversarial,
@@ -88,6 +87,8 @@ def _fab_min_norm(model, x, pred, eps_max, *, steps, seed):
     Targeting the runner-up class (FAB-T with ``target_class=2``) needs one gradient per step
     instead of one per class; with 2 classes it is exactly untargeted FAB. Returns (flipped,
     images)."""
+    import torchattacks  # imported here: it pulls in scipy (≈ 1 s)
+
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(seed % (2 ** 31))
         with torch.no_grad():
