@@ -260,23 +260,35 @@ def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path 
     return fig
 
 
-def example_for(model, test: dict, classes: list[str], eps: float, *, seed: int = 0, **pgd) -> dict | None:
+def example_for(model, test: dict, classes: list[str], eps: float, *, seed: int = 0,
+                batch_size: int | None = None, **pgd) -> dict | None:
     """The first test image that the model classifies correctly and PGD at ``eps`` flips (pushed
-    away from its prediction); None when there is none. Returns the dict ``fig1_examples`` takes."""
+    away from its prediction); None when there is none. Returns the dict ``fig1_examples`` takes.
+
+    The split is attacked ``batch_size`` images at a time (None: all at once), stopping at the
+    first batch that yields an example; each image's random start is keyed by ``seed`` and its
+    index in the split, so the example does not depend on ``batch_size``."""
     import torch
 
-    from .attacks import attack
+    from .attacks import attack, image_seeds
 
     x, y = test["x"], test["y"]
-    with torch.no_grad():
-        prob = torch.softmax(model(x), 1)
-    pred = prob.argmax(1)
-    adv = attack(model, x, pred, "pgd", eps, seed=seed, **pgd)
-    with torch.no_grad():
-        aprob = torch.softmax(model(adv), 1)
-    ok = ((pred == y) & (aprob.argmax(1) != pred)).nonzero().flatten()
-    if not len(ok):
-        return None
-    i = int(ok[0])
-    return {"clean": x[i].numpy(), "adv": adv[i].numpy(), "eps": eps, "classes": classes,
-            "clean_prob": prob[i].numpy(), "adv_prob": aprob[i].numpy(), "sample_id": test["ids"][i]}
+    n = len(x)
+    dev = next((p.device for p in model.parameters()), x.device)
+    seeds = image_seeds(None, n, seed)
+    step = max(1, int(batch_size)) if batch_size else max(1, n)
+    for start in range(0, n, step):
+        xb, yb = x[start:start + step].to(dev), y[start:start + step].to(dev)
+        with torch.no_grad():
+            prob = torch.softmax(model(xb), 1)
+        pred = prob.argmax(1)
+        adv = attack(model, xb, pred, "pgd", eps, seeds=seeds[start:start + step], **pgd)
+        with torch.no_grad():
+            aprob = torch.softmax(model(adv), 1)
+        ok = ((pred == yb) & (aprob.argmax(1) != pred)).nonzero().flatten()
+        if len(ok):
+            i = int(ok[0])
+            return {"clean": xb[i].cpu().numpy(), "adv": adv[i].cpu().numpy(), "eps": eps, "classes": classes,
+                    "clean_prob": prob[i].cpu().numpy(), "adv_prob": aprob[i].cpu().numpy(),
+                    "sample_id": test["ids"][start + i]}
+    return None

@@ -52,15 +52,39 @@ def _flipped(model, adv, target) -> np.ndarray:
         return (model(adv).argmax(1) != target).cpu().numpy()
 
 
+def _slices(n: int, batch_size: int | None) -> list[slice]:
+    """Consecutive slices of at most ``batch_size`` images (None: one slice of all ``n``)."""
+    b = max(1, int(batch_size)) if batch_size else max(1, n)
+    return [slice(i, min(i + b, n)) for i in range(0, n, b)]
+
+
+def _attack_flipped(model, x, target, seeds, parts, method, eps, trace=None, **params) -> np.ndarray:
+    """``attack`` batch by batch (``parts``: slices; per-image ``seeds``); N bools, image flipped.
+    With ``trace`` (a dict), ``trace["loss"]`` receives the per-image losses of all batches."""
+    dev = next((p.device for p in model.parameters()), x.device)
+    flipped, losses = [], []
+    for s in parts:
+        xb, tb = x[s].to(dev), target[s].to(dev)
+        tr = {} if trace is not None else None
+        adv = attack(model, xb, tb, method, eps, seeds=seeds[s], trace=tr, **params)
+        flipped.append(_flipped(model, adv, tb))
+        if tr is not None:
+            losses.append(tr["loss"].cpu())
+    if trace is not None:
+        trace["loss"] = torch.cat(losses, 1)
+    return np.concatenate(flipped) if flipped else np.zeros(0, dtype=bool)
+
+
 def model_checks(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: list[str], *, ref_eps: float,
                  pgd: dict, seed: int = 0, square_queries: int = 1000,
-                 whitebox_flipped: np.ndarray | None = None) -> list[dict]:
+                 whitebox_flipped: np.ndarray | None = None, batch_size: int | None = None) -> list[dict]:
     """The checks that run the model: gradients, determinism, ε = 1, PGD convergence and steps,
     Square against the white-box attacks.
 
     Args:
         model: the classifier (eval mode set here).
         x: N×C×H×W float32 test images in [0,1]; ``ids``: their sample IDs (per-image seeds).
+            Each batch is moved to the model's device here, so ``x`` may stay on the CPU.
         target: N labels the attacks push away from (predicted or true, as configured).
         ref_eps: the reference ε (pixel units).
         pgd: the PGD parameters used for Table 1 (steps, alpha_ratio, random_start, restarts).
@@ -68,40 +92,49 @@ def model_checks(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: l
         square_queries: queries of the Square run.
         whitebox_flipped: N bools, image flipped by any white-box attack at ``ref_eps`` (from the
             attack CSVs); None skips the Square comparison.
+        batch_size: images per model call and per attack call (the workflow passes
+            ``attacks.batch_size``); None: all N at once. Per-image seeds keep every check's
+            result independent of it, except Square's (seeded per batch, as in the attack jobs).
     Returns:
         A list of row dicts (check, passed, value, threshold, detail).
     """
     model.eval()
     n = len(x)
     seeds = image_seeds(ids, n, seed)
+    parts = _slices(n, batch_size)
+    dev = next((p.device for p in model.parameters()), x.device)
     rows = []
-    xr = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = F.cross_entropy(model(xr), target, reduction="sum")
-        (g,) = torch.autograd.grad(loss, xr)
-    gflat = g.flatten(1)
-    bad = (~torch.isfinite(gflat).all(1)) | (gflat.abs().amax(1) == 0)
+    bad = []
+    for s in parts:
+        xr = x[s].to(dev).detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(xr), target[s].to(dev), reduction="sum")
+            (g,) = torch.autograd.grad(loss, xr)
+        gflat = g.flatten(1)
+        bad.append(((~torch.isfinite(gflat).all(1)) | (gflat.abs().amax(1) == 0)).cpu())
+    bad = torch.cat(bad) if bad else torch.zeros(0, dtype=torch.bool)
     pct = 100 * bad.float().mean().item()
     rows.append(_row("gradients", pct <= 1.0, pct, "≤ 1% of images",
                      f"{int(bad.sum())}/{n} images have a zero or non-finite input gradient"))
+    diff, amax = 0.0, 0.0
     with torch.no_grad():
-        a, b = model(x), model(x)
-    diff = (a - b).abs().max().item()
-    rows.append(_row("deterministic", diff <= 1e-6 * max(1.0, a.abs().max().item()), diff, "max |Δlogit| = 0",
+        for s in parts:
+            xb = x[s].to(dev)
+            a, b = model(xb), model(xb)
+            diff, amax = max(diff, (a - b).abs().max().item()), max(amax, a.abs().max().item())
+    rows.append(_row("deterministic", diff <= 1e-6 * max(1.0, amax), diff, "max |Δlogit| = 0",
                      "two forward passes in eval mode"))
-    adv = attack(model, x, target, "apgd_margin", 1.0, seeds=seeds, steps=20)
-    pct = 100 * _flipped(model, adv, target).mean()
+    pct = 100 * _attack_flipped(model, x, target, seeds, parts, "apgd_margin", 1.0, steps=20).mean()
     rows.append(_row("unbounded_attack", pct >= 99.0, pct, "≥ 99% flipped",
                      "APGD-margin (20 steps) at ε = 1: every image can be replaced, so nearly all must flip"))
     base = {k: v for k, v in pgd.items() if k in ("steps", "alpha_ratio", "random_start", "restarts")}
     trace: dict = {}
-    adv1 = attack(model, x, target, "pgd", ref_eps, seeds=seeds, trace=trace, **{**base, "restarts": 1})
-    f1 = _flipped(model, adv1, target)
+    f1 = _attack_flipped(model, x, target, seeds, parts, "pgd", ref_eps, trace=trace, **{**base, "restarts": 1})
     if int(base.get("restarts", 1)) > 1:
-        f1 = _flipped(model, attack(model, x, target, "pgd", ref_eps, seeds=seeds, **base), target)
+        f1 = _attack_flipped(model, x, target, seeds, parts, "pgd", ref_eps, **base)
     steps, restarts = int(base.get("steps", 10)), int(base.get("restarts", 1))
-    f2 = _flipped(model, attack(model, x, target, "pgd", ref_eps, seeds=seeds,
-                                **{**base, "steps": 2 * steps, "restarts": 2 * restarts}), target)
+    f2 = _attack_flipped(model, x, target, seeds, parts, "pgd", ref_eps,
+                         **{**base, "steps": 2 * steps, "restarts": 2 * restarts})
     delta = 100 * abs(f2.mean() - f1.mean())
     rows.append(_row("pgd_convergence", delta < 1.0, delta, "< 1 point",
                      f"PGD {steps} steps × {restarts} restarts flips {100 * f1.mean():.1f}%,"
@@ -115,7 +148,7 @@ def model_checks(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: l
     rows.append(_row("loss_converged", pct < 5.0, pct, "< 5% of unflipped images",
                      f"PGD's loss still rising over its last {last} of {steps} steps"))
     if whitebox_flipped is not None:
-        sq = _flipped(model, attack(model, x, target, "square", ref_eps, seeds=seeds, queries=square_queries), target)
+        sq = _attack_flipped(model, x, target, seeds, parts, "square", ref_eps, queries=square_queries)
         wb = np.asarray(whitebox_flipped, dtype=bool)
         only_sq, only_wb = int((sq & ~wb).sum()), int((wb & ~sq).sum())
         d, lo, hi = paired_difference(only_sq, only_wb, n)

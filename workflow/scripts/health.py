@@ -21,14 +21,22 @@ with step_logging(sm.log[0], "health") as log:
     rows = table_checks(summary, per_image, sm.params.labels)
     test = torch.load(sm.input.test, map_location="cpu", weights_only=True)
     n = min(len(test["x"]), sm.params.health["max_images"])
-    x, ids = test["x"][:n].to(device), test["ids"][:n]
+    x, ids = test["x"][:n], test["ids"][:n]  # stays on the CPU: model_checks moves each batch
+    # images per model call: the attack jobs' batch (from the config, not a param: the checks'
+    # results do not depend on it, so changing it reruns nothing)
+    batch = int(sm.config["attacks"]["batch_size"])
     model = load_model(sm.input.model, device)
-    with torch.no_grad():
-        target = test["y"][:n].to(device) if sm.params.labels == "true" else model(x).argmax(1)
+    if sm.params.labels == "true":
+        target = test["y"][:n]
+    else:
+        with torch.no_grad():
+            target = torch.cat([model(x[i:i + batch].to(device)).argmax(1).cpu() for i in range(0, n, batch)]
+                               or [torch.zeros(0, dtype=torch.int64)])
     ref = float(sm.params.reference_eps)
     flipped = whitebox_flipped(per_image, ref, sm.params.labels, ids)
     rows += model_checks(model, x, target, ids, ref_eps=ref, pgd=sm.params.pgd, seed=sm.params.seed,
-                         square_queries=sm.params.health["square_queries"], whitebox_flipped=flipped)
+                         square_queries=sm.params.health["square_queries"], whitebox_flipped=flipped,
+                         batch_size=batch)
     out = pd.DataFrame(rows).assign(dataset=ds, regime=regime)[COLUMNS]
     write_csv(out, sm.output[0])
     for r in out[out.passed == False].itertuples():  # noqa: E712

@@ -1,0 +1,71 @@
+"""oncorobust.resources: declared memory and run time grow with the model, the input and the batch."""
+
+import pytest
+
+from oncorobust import resources as res
+
+
+def test_param_count_matches_the_models():
+    torch = pytest.importorskip("torch")
+    from oncorobust.models import build_model
+
+    for arch, size, width in (("vgg16", 224, 32), ("vgg16", 116, 32), ("vgg16", 32, 32), ("vgg_small", 32, 16)):
+        model = build_model(arch, classes=2, in_channels=1, size=size, mean=[0.5], std=[0.25], width=width)
+        assert res.param_count(arch, size, width=width) == sum(p.numel() for p in model.parameters())
+    del torch
+
+
+def test_activations_scale_with_the_image_area():
+    assert res.activation_mb("vgg16", 224) == pytest.approx(57.5, abs=0.1)  # documented value
+    assert res.activation_mb("vgg16", 224) / res.activation_mb("vgg16", 112) == pytest.approx(4, rel=0.01)
+
+
+@pytest.mark.parametrize("kind", sorted(res.MODEL_COPIES))
+def test_monotone_in_batch_and_size(kind):
+    by_batch = [res.mem_mb(kind, "vgg16", 224, b) for b in (1, 8, 32, 64, 128)]
+    assert by_batch == sorted(by_batch) and by_batch[-1] > by_batch[0]
+    by_size = [res.mem_mb(kind, "vgg16", s, 64) for s in (32, 64, 116, 160, 224)]
+    assert by_size == sorted(by_size) and by_size[-1] > by_size[0]
+    small = [res.mem_mb(kind, "vgg_small", s, 64, width=16) for s in (16, 32, 64)]
+    assert small == sorted(small)
+    assert all(m % 100 == 0 and m >= res.FLOOR_MB for m in by_batch + by_size + small)
+
+
+def test_paper_shape_far_above_the_demo():
+    paper = res.mem_mb("attack", "vgg16", 224, 64)
+    demo = res.mem_mb("attack", "vgg_small", 32, 64, width=16)
+    assert demo <= 1500 and paper >= 5 * demo
+    # what was measured: ≈ 70 MB per extra image of VGG16 at 224 px (input gradient or SGD step)
+    assert res.mem_mb("attack", "vgg16", 224, 64) - res.mem_mb("attack", "vgg16", 224, 32) >= 32 * 70
+    assert res.mem_mb("train", "vgg16", 224, 50) > res.mem_mb("attack", "vgg16", 224, 50)
+    assert res.mem_mb("transfer", "vgg16", 224, 64) > res.mem_mb("attack", "vgg16", 224, 64)
+    assert res.mem_mb("train", "vgg16", 224, 50, pretrained=True) > res.mem_mb("train", "vgg16", 224, 50)
+
+
+def test_batch_never_larger_than_the_split():
+    full = res.mem_mb("attack", "vgg16", 224, 64)
+    few = res.mem_mb("attack", "vgg16", 224, 64, n_images=4)
+    assert few < full and few == res.mem_mb("attack", "vgg16", 224, 4)
+    # images counted from the tensor files' size (float32, 1 channel): 7 images of 224 px
+    data_mb = 7 * 224 * 224 * 4 / 2 ** 20
+    assert res.images_in(data_mb, 224) == 7
+    assert res.mem_mb("attack", "vgg16", 224, 64, data_mb=data_mb) < full
+    assert res.mem_mb("attack", "vgg16", 224, 64, data_mb=100 * data_mb) > res.mem_mb("attack", "vgg16", 224, 64)
+
+
+def test_restarts_do_not_change_memory_but_runtime_grows():
+    assert res.mem_mb("attack", "vgg16", 224, 64, restarts=20) == res.mem_mb("attack", "vgg16", 224, 64)
+    one = res.runtime_min("vgg16", 224, 500, res.attack_passes("pgd", {"steps": 10, "restarts": 1}), device="cuda")
+    twenty = res.runtime_min("vgg16", 224, 500, res.attack_passes("pgd", {"steps": 10, "restarts": 20}), device="cuda")
+    assert twenty > one >= res.FLOOR_MIN
+    assert res.runtime_min("vgg16", 224, 500, 30) > res.runtime_min("vgg16", 224, 500, 30, device="cuda")
+    assert res.runtime_min("vgg16", 224, 0, 30) == res.FLOOR_MIN
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="kind"):
+        res.mem_mb("predict", "vgg16", 224, 64)
+    with pytest.raises(ValueError, match="arch"):
+        res.mem_mb("attack", "resnet", 224, 64)
+    with pytest.raises(ValueError, match="batch"):
+        res.mem_mb("attack", "vgg16", 224, 0)
