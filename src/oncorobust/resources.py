@@ -24,14 +24,20 @@ Peak resident memory of a job (MB)::
   largest layers). Measured on the CPU (torch 2.x, one thread, peak RSS per extra image of a
   forward + input-gradient pass, or a forward + backward + SGD step):
 
-  ==========  ======  =====================  =========================
-  arch        px      analytic MB / image    measured MB / image
-  ==========  ======  =====================  =========================
-  vgg16       224     57.5                   70 (attack), 70 (train)
-  vgg16       116     15.4                   (see below)
-  vgg16       32      1.17                   (see below)
-  vgg_small   32      0.53 (width 16)        (see below)
-  ==========  ======  =====================  =========================
+  ==========  ======  ===================  ==============================================
+  arch        px      analytic MB / image  measured MB / image (batches compared)
+  ==========  ======  ===================  ==============================================
+  vgg16       224     57.5                 69.8 attack, 69.9 train (16 vs 32)
+  vgg16       116     15.3                 17.1 attack (32 vs 64), 18.9 train (32 vs 64)
+  vgg16       32      1.17                 1.38 train (64 vs 256); attack: below the
+                                           model-building peak
+  vgg_small   32      0.90 (width 16)      0.89 attack, 0.91 train (64 vs 256)
+  ==========  ======  ===================  ==============================================
+
+  Peak RSS measured at a batch of 32 (vgg16, one thread, no checkpoint or data): 3.9 GB
+  (224 px, attack), 4.9 GB (224 px, train), 1.9 / 2.2 GB (116 px attack / train); mem_mb
+  declares 5.8 / 7.5 / 2.9 / 3.4 GB for these (it also counts a loaded state dict, the best-epoch
+  copy and the data).
 
   Restarts, steps and bisection rounds run one after another on the same batch, so they do
   not change the peak (they do change the run time).
@@ -102,8 +108,10 @@ def param_count(arch: str, size: int, classes: int = 2, width: int = 32) -> int:
 
 
 def activation_mb(arch: str, size: int, width: int = 32) -> float:
-    """MB (2**20 bytes) of all conv and pool outputs of one image (float32)."""
-    n = sum(co * side * side * (2 if arch == "vgg_small" and kind == "C" else 1)  # + batch norm
+    """MB (2**20 bytes) of all conv and pool outputs of one image (float32); vgg_small's
+    convolutions count four times (the batch norm's output, and what autograd keeps of both:
+    measured 0.9 MB per image at 32 px, width 16)."""
+    n = sum(co * side * side * (4 if arch == "vgg_small" and kind == "C" else 1)
             for kind, _, co, side in _layers(arch, size, width))
     return 4 * n / 2 ** 20
 
