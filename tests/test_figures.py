@@ -40,7 +40,7 @@ def _visible_axes(fig):
 
 def test_fig2_panels_and_paper_markers(tmp_path):
     fig = figures.fig2_accuracy_vs_eps(_summary(), {"digits"}, paper_values(), {"ct": "ct", "mri": "mri"},
-                                       stem=tmp_path / "fig2")
+                                       stem=tmp_path / "fig2", log_eps=False)
     _png_ok(tmp_path / "fig2.png")
     axes = _visible_axes(fig)
     assert [ax.get_title() for ax in axes] == ["ct", "mri", "digits (control)"]
@@ -50,6 +50,20 @@ def test_fig2_panels_and_paper_markers(tmp_path):
     # curves start at ε = 0 with the clean accuracy (100% in this fixture)
     line = axes[0].get_lines()[0]
     assert line.get_xdata()[0] == 0 and line.get_ydata()[0] == pytest.approx(100)
+
+
+def test_fig2_shares_one_log_axis_when_grids_span_more_than_10x(tmp_path):
+    units = {"ct": {"unit": "HU", "per_eps": 1500.0}}
+    fig = figures.fig2_accuracy_vs_eps(_summary(), {"digits"}, paper_values(), {"ct": "ct"}, units=units)
+    axes = [ax for ax in _visible_axes(fig) if ax.get_title()]
+    assert len(axes) == 3 and all(ax.get_xscale() == "log" for ax in axes)
+    assert len({ax.get_xlim() for ax in axes}) == 1  # medical sets and the control on one axis
+    assert "clean (ε = 0)" in {t.get_text() for t in fig.legends[0].get_texts()}
+    # one dataset with one ε: linear axis, a second axis in HU
+    one = _summary().query("dataset == 'ct' and eps == 0.002")
+    fig = figures.fig2_accuracy_vs_eps(one, set(), units=units)
+    assert fig.axes[0].get_xscale() == "linear"
+    assert any("HU" in ax.get_xlabel() for ax in fig.axes[0].child_axes)
 
 
 def test_fig3_one_panel_per_dataset_with_regimes(tmp_path):

@@ -2,9 +2,13 @@
 
 - ``fig1_examples``: per dataset a test image, its PGD adversarial version and the perturbation
   amplified for visibility, each titled with the model's class probabilities (the paper's Fig. 1).
-- ``fig2_accuracy_vs_eps``: accuracy vs ε for FGSM, BIM and PGD, one panel per dataset, Wilson
-  95% CI bands; medical sets on a shared ×10⁻³ axis, controls on their own; the paper's Table 1
+- ``fig2_accuracy_vs_eps``: accuracy vs ε for every white-box method (FGSM, BIM, PGD, the
+  stronger attacks and the per-image worst case), one panel per dataset, Wilson 95% CI bands;
+  one shared log-ε axis when the grids span more than a factor 10, else medical sets on a
+  ×10⁻³ axis with a second axis in the stored data's units (HU, grey levels); the paper's Table 1
   values as markers where they exist (the paper's Fig. 2).
+- ``fig5_robustness_curves``: the share of images whose prediction survives every perturbation of
+  size ε, and accuracy, from the per-image flipping ε, every dataset on one log-ε axis.
 - ``fig3_adv_training``: accuracy vs ε of the clean and each adversarially trained model (the
   paper's Fig. 3), white-box, CI bands.
 - ``fig4_deferral``: accuracy on the retained test images as the deferred fraction grows, per
@@ -158,37 +162,68 @@ def _stored_axis(ax, scale: float, units: dict | None) -> None:
 
 def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.DataFrame | None = None,
                          paper_names: dict[str, str | None] | None = None,
-                         stem: str | Path | None = None, units: dict[str, dict] | None = None) -> plt.Figure:
-    """``summary``: attack_summary.csv rows (clean regime, white-box methods used); ``units``:
-    per dataset ``stats.json``'s ``eps_units`` — a second ε axis (top) in the stored data's units."""
+                         stem: str | Path | None = None, units: dict[str, dict] | None = None,
+                         log_eps: bool | None = None) -> plt.Figure:
+    """Accuracy under attack vs ε, one panel per dataset (clean models, white-box methods).
+
+    Args:
+        summary: attack_summary.csv rows.
+        controls: the control datasets (titled as such).
+        paper, paper_names: the paper's Table 1 values and each dataset's name there (× markers).
+        stem: write ``stem``.png/.pdf.
+        units: per dataset ``stats.json``'s ``eps_units``: a second ε axis (top) in the stored
+            data's units (linear axes only).
+        log_eps: one shared log-scaled ε axis for every panel (the clean baseline drawn as a
+            dotted line); ``None`` (default) chooses it when the ε grids span more than a factor 10
+            (typically medical sets and controls), else linear axes (×10⁻³ for medical sets).
+    Returns:
+        The figure.
+    """
     _style()
     data = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
     datasets = list(dict.fromkeys(data.dataset))
     if not datasets:
         return _placeholder("No white-box attack result of a clean model: nothing to show.", stem)
+    positive = data.eps[data.eps > 0]
+    if log_eps is None:
+        log_eps = len(positive) > 0 and positive.max() / positive.min() > 10
     medical = [d for d in datasets if d not in controls]
     med_max = data[data.dataset.isin(medical)].eps.max() if medical else 0
     fig, axes = _grid(len(datasets))
     for ax, ds in zip(axes, datasets):
         part = data[data.dataset == ds]
-        scale = _eps_axis(ax, ds not in controls, med_max)
+        if log_eps:
+            scale = 1.0
+            first = part.iloc[0]
+            ax.axhline(first.clean_accuracy, color="grey", ls=":", lw=1, label="clean (ε = 0)")
+            ax.axhspan(first.clean_ci_low, first.clean_ci_high, color="grey", alpha=0.1, lw=0)
+        else:
+            scale = _eps_axis(ax, ds not in controls, med_max)
+            _stored_axis(ax, scale, (units or {}).get(ds))
         for method in METHOD_COLORS:
             m = part[part.method == method]
             if len(m):
-                _band(ax, _with_baseline(m), scale, METHOD_COLORS[method], METHOD_LABELS[method],
+                _band(ax, m if log_eps else _with_baseline(m), scale, METHOD_COLORS[method], METHOD_LABELS[method],
                       ":" if method == "worst" else "-")
-        _stored_axis(ax, scale, (units or {}).get(ds))
         name = (paper_names or {}).get(ds)
         if paper is not None and name:
             pv = paper[(paper.table == "table1") & (paper.dataset == name)]
             for method in ("fgsm", "bim", "pgd"):
-                p = pv[pv.method.isin([method, "baseline"])]
+                p = pv[pv.method.isin([method] if log_eps else [method, "baseline"])]
                 if len(p):
                     ax.plot(p.eps * scale, p.accuracy, "x", color=METHOD_COLORS[method], ms=4, alpha=0.8,
                             label=f"paper {METHOD_LABELS[method]}")
         ax.set_title(ds + (" (control)" if ds in controls else ""))
         ax.set_ylim(0, 102)
         ax.set_ylabel("accuracy (%)")
+        if log_eps:
+            ax.set_xscale("log")
+            ax.set_xlabel("ε ([0,1] pixel units, log scale)")
+    if log_eps:
+        xs = [ax.get_xlim() for ax in axes]
+        lim = (min(x[0] for x in xs), max(x[1] for x in xs))
+        for ax in axes:
+            ax.set_xlim(*lim)
     fig.suptitle("Accuracy under attack (clean models; bands: 95% CI; ×: the paper's values)", fontsize=9)
     _legend_below(fig, axes)
     if stem:
@@ -292,3 +327,61 @@ def example_for(model, test: dict, classes: list[str], eps: float, *, seed: int 
                     "clean_prob": prob[i].cpu().numpy(), "adv_prob": aprob[i].cpu().numpy(),
                     "sample_id": test["ids"][start + i]}
     return None
+
+
+def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd.DataFrame | None = None,
+                           summary: pd.DataFrame | None = None, stem: str | Path | None = None) -> plt.Figure:
+    """Robustness curves: % of test images whose prediction survives every perturbation of size ε
+    (top) and accuracy under attack (bottom), all datasets on one log-scaled ε axis, one column
+    per regime; controls dashed.
+
+    Args:
+        curves: rows of :func:`oncorobust.robustness.curve` with ``dataset`` and ``regime``.
+        controls: the control datasets.
+        markers: optional attack-grid points (dataset, regime, eps, unchanged[, accuracy]) from
+            Table 1's attacks, drawn as markers on the same axes to show the two agree.
+        summary: optional :func:`oncorobust.robustness.summary` rows: ε₅₀ (and its value in the
+            stored data's units) in the legend.
+    Returns:
+        The figure (PNG + PDF written when ``stem`` is given).
+    """
+    _style()
+    regimes = list(dict.fromkeys(curves.regime)) if len(curves) else []
+    if not regimes:
+        return _placeholder("No per-image flipping ε: nothing to show.", stem)
+    datasets = list(dict.fromkeys(curves.dataset))
+    colors = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(datasets)}
+    fig, axes = plt.subplots(2, len(regimes), figsize=(3.2 * len(regimes) + 0.4, 5.0), squeeze=False, sharex=True)
+    for j, regime in enumerate(regimes):
+        for ds in datasets:
+            c = curves[(curves.dataset == ds) & (curves.regime == regime)].sort_values("eps")
+            if not len(c):
+                continue
+            label = ds + (" (control)" if ds in controls else "")
+            if summary is not None:
+                s = summary[(summary.dataset == ds) & (summary.regime == regime)]
+                if len(s) and np.isfinite(s.eps50.iloc[0]):
+                    label += f", ε₅₀ {s.eps50.iloc[0]:.2g}"
+                    if np.isfinite(s.eps50_stored.iloc[0]):
+                        label += f" ≈ {s.eps50_stored.iloc[0]:.2g} {s.stored_unit.iloc[0]}"
+            ls = "--" if ds in controls else "-"
+            for row, col in ((0, "unchanged"), (1, "accuracy")):
+                axes[row][j].plot(c.eps, c[col], ls, color=colors[ds], lw=1.3, label=label if row == 0 else None)
+            if markers is not None:
+                m = markers[(markers.dataset == ds) & (markers.regime == regime)]
+                for row, col in ((0, "unchanged"), (1, "accuracy")):
+                    if col in m and m[col].notna().any():
+                        axes[row][j].plot(m.eps, m[col], "o", mfc="none", color=colors[ds], ms=4)
+        axes[0][j].set_title(f"{regime} models")
+        axes[0][j].set_ylabel("predictions unchanged (%)")
+        axes[1][j].set_ylabel("accuracy under attack (%)")
+        axes[1][j].set_xlabel("ε (L∞, [0,1] pixel units, log scale)")
+        for row in (0, 1):
+            axes[row][j].set_xscale("log")
+            axes[row][j].set_ylim(0, 102)
+    fig.suptitle("Robustness curves from the per-image flipping ε (○: attack-grid points of Table 1's"
+                 " strongest attack)", fontsize=9)
+    _legend_below(fig, list(axes[0]), ncol=3)
+    if stem:
+        save(fig, stem)
+    return fig

@@ -14,6 +14,7 @@ rule sensitivity:
     benchmark:
         f"{R}/benchmarks/sensitivity/{{ds}}/{{regime}}.tsv"
     params:
+        code=code_version("scripts/sensitivity.py"),
         sensitivity=get_dataset_cfg("sensitivity"),
         pgd_alpha_ratio=canon(config["attacks"]["pgd"]["alpha_ratio"]),
         batch_size=config["attacks"]["batch_size"],
@@ -21,8 +22,8 @@ rule sensitivity:
         device=config["device"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=get_train_runtime,
+        mem_mb=get_sensitivity_mem_mb,
+        runtime=get_sensitivity_runtime,
         gpu=get_gpu,
     conda:
         "../envs/oncorobust.yaml"
@@ -44,6 +45,7 @@ rule deferral_tables:
     log:
         f"{R}/logs/tables/deferral_tables.log",
     params:
+        code=code_version("scripts/deferral_tables.py"),
         index=lambda w: canon(get_sensitivity_index(w)),
     threads: 1
     resources:
@@ -53,3 +55,34 @@ rule deferral_tables:
         "../envs/oncorobust.yaml"
     script:
         "../scripts/deferral_tables.py"
+
+
+rule robustness:
+    input:
+        sensitivity=get_sensitivity_csvs,
+        summary=f"{R}/tables/attack_summary.csv",
+        stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
+    output:
+        summary=report(f"{R}/tables/robustness_summary.csv", caption="../report/robustness.rst",
+                       category="Tables", labels={"table": "Robustness summary"}),
+        summary_md=f"{R}/tables/robustness_summary.md",
+        curves=f"{R}/tables/robustness_curves.csv",
+        png=report(f"{R}/figures/fig5_robustness_curves.png", caption="../report/fig5.rst", category="Figures",
+                   labels={"figure": "5 robustness curves"}),
+        pdf=f"{R}/figures/fig5_robustness_curves.pdf",
+    log:
+        f"{R}/logs/tables/robustness.log",
+    params:
+        index=lambda w: canon(get_sensitivity_index(w)),
+        datasets=DATASETS,
+        controls=[ds for ds in DATASETS if is_control(ds)],
+        labels=config["attacks"]["labels"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/oncorobust.yaml"
+    script:
+        "../scripts/robustness.py"

@@ -1,0 +1,100 @@
+"""Robustness curves and ε₅₀: known answers, bootstrap coverage, one line per dataset and regime."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from oncorobust import figures, robustness
+from oncorobust.sensitivity import flip_eps_bracket
+from oncorobust.tables import paper_values
+
+
+def test_curve_of_a_linear_model_follows_its_known_per_image_eps():
+    """A 2-logit linear model: each image's smallest L∞ flip is |margin| / ‖w0 − w1‖₁, so the
+    curve must drop at exactly those values (within the search tolerance)."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), lin).eval()
+    x = 0.4 + 0.2 * torch.rand(40, 1, 4, 4)
+    with torch.no_grad():
+        z = model(x)
+    w = lin.weight.detach()
+    exact = ((z[:, 0] - z[:, 1]).abs() / (w[0] - w[1]).abs().sum()).numpy()
+    keep = exact < 0.35
+    found = flip_eps_bracket(model, x[keep], eps_max=0.4, tol=1e-4, fab_check=False)["eps_upper"].numpy()
+    exact = exact[keep]
+    assert (found >= exact - 1e-6).all() and (found <= exact + 1e-4 + 1e-6).all()
+    correct = np.ones(keep.sum(), bool)
+    n = keep.sum()
+    grid = np.linspace(0, 0.4, 801)
+    grid = grid[np.abs(grid[:, None] - exact[None, :]).min(1) > 2e-4]  # away from every image's ε
+    c = robustness.curve(found, correct, grid)
+    np.testing.assert_allclose(c.unchanged, 100 * (exact[None, :] > grid[:, None]).mean(1))
+    assert (c.accuracy == c.unchanged).all() and c.unchanged.iloc[0] == 100 and c.unchanged.iloc[-1] == 0
+    half = robustness.curve(found, np.arange(n) % 2 == 0, [0.0])
+    assert half.accuracy.iloc[0] == pytest.approx(100 * math.ceil(n / 2) / n)
+
+
+def test_quantile_and_bootstrap_ci_on_known_values():
+    rng = np.random.default_rng(1)
+    e = rng.exponential(0.01, size=400)  # median 0.01·ln 2
+    true_median = 0.01 * math.log(2)
+    assert robustness.quantile(e, 0.5) == pytest.approx(np.quantile(e, 0.5, method="lower"))
+    lo, hi = robustness.ci(robustness.bootstrap(e, 0.5, seed=0))
+    assert lo < true_median < hi and hi - lo < 0.004
+    # coverage over repeated samples is near 95%
+    hits = 0
+    for s in range(60):
+        d = np.random.default_rng(100 + s).exponential(0.01, size=200)
+        lo, hi = robustness.ci(robustness.bootstrap(d, 0.5, n_boot=500, seed=s))
+        hits += lo <= true_median <= hi
+    assert hits >= 51  # ≥ 85% of 60 (binomial noise around 95%)
+    # fewer than half flipped: the median is beyond eps_max
+    assert robustness.quantile(np.r_[np.full(6, np.inf), [0.1, 0.2, 0.3]], 0.5) == math.inf
+
+
+def _frames():
+    rng = np.random.default_rng(2)
+    f = lambda scale, n: pd.DataFrame({"eps_upper": rng.exponential(scale, n), "correct": rng.random(n) < 0.9})  # noqa: E731
+    return {("ct", "clean"): f(0.01, 150), ("digits", "clean"): f(0.1, 300),
+            ("ct", "adv_pgd"): f(0.02, 150), ("digits", "adv_pgd"): f(0.2, 300)}
+
+
+def test_summary_ratio_to_control_and_units():
+    frames = _frames()
+    s = robustness.summary(frames, {"digits"}, n_boot=500, units={"ct": {"unit": "HU", "per_eps": 1500.0}})
+    ct = s[(s.dataset == "ct") & (s.regime == "clean")].iloc[0]
+    assert ct.control_dataset == "digits" and ct.ratio_to_control == pytest.approx(
+        ct.eps50 / s[(s.dataset == "digits") & (s.regime == "clean")].eps50.iloc[0])
+    assert ct.ratio_ci_low < ct.ratio_to_control < ct.ratio_ci_high < 1
+    assert ct.eps50_stored == pytest.approx(1500 * ct.eps50) and ct.stored_unit == "HU"
+    assert s[s.dataset == "digits"].ratio_to_control.isna().all()
+    md = robustness.markdown(s)
+    assert "vs digits" in md and "HU" in md
+
+
+def test_paper_eps50_interpolates_the_papers_table1():
+    paper = pd.DataFrame({"table": "table1", "dataset": "ct", "regime": "clean",
+                          "method": ["baseline", "pgd", "pgd"], "eps": [0, 0.001, 0.002], "accuracy": [80.0, 60.0, 20.0]})
+    assert robustness.paper_eps50(paper, "ct") == pytest.approx(0.001 + 20 / 40 * 0.001)
+    assert robustness.paper_eps50(paper, None) != robustness.paper_eps50(paper, None)  # NaN
+    real = robustness.paper_eps50(paper_values(), "ct")
+    assert 0 < real < 0.01
+
+
+def test_fig5_has_one_line_per_dataset_and_regime(tmp_path):
+    frames = _frames()
+    grid = np.geomspace(1e-4, 1, 50)
+    curves = pd.concat([robustness.curve(f.eps_upper, f.correct, grid).assign(dataset=d, regime=r)
+                        for (d, r), f in frames.items()])
+    s = robustness.summary(frames, {"digits"}, n_boot=200)
+    fig = figures.fig5_robustness_curves(curves, {"digits"}, summary=s, stem=tmp_path / "fig5")
+    assert (tmp_path / "fig5.png").stat().st_size > 1000 and (tmp_path / "fig5.pdf").exists()
+    top = [ax for ax in fig.axes if ax.get_ylabel().startswith("predictions")]
+    assert len(top) == 2 and all(len(ax.get_lines()) == 2 for ax in top)  # 2 datasets × 2 regimes
+    assert all(ax.get_xscale() == "log" for ax in top)
+    one = figures.fig5_robustness_curves(curves[curves.dataset == "ct"].query("regime == 'clean'"), set())
+    assert sum(len(ax.get_lines()) for ax in one.axes) == 2  # one dataset: one line per panel
