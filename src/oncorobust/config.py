@@ -18,7 +18,9 @@ from pathlib import Path
 from .errors import ConfigError
 
 SYNTHETIC_FORMATS = {"lidc", "cbis_ddsm", "manifest"}
-_NEEDS = {"lidc": "root", "cbis_ddsm": "root", "manifest": "manifest", "mnist": "root", "cifar10": "root"}
+_NEEDS = {"lidc": "root", "cbis_ddsm": "root", "manifest": "manifest", "folder": "root", "mnist": "root",
+          "cifar10": "root"}
+_NEW_SOURCES = ("torchvision", "monai", "python", "torchscript")
 ON_BAD_FILE = ("skip", "error")
 
 
@@ -161,6 +163,7 @@ def _check_dataset(ds: str, entry: dict) -> None:
             raise ConfigError(f"{key}.preprocess.intensity.{name} = {list(pair)}: the low value must be"
                               " below the high one (otherwise every image becomes all zeros)")
     model = entry.get("model", {})
+    _check_model_source(key, entry)
     arch, size = model.get("arch", "vgg_small"), prep.get("size")
     if arch == "vgg16" and size is not None and int(size) < 32:
         raise ConfigError(f"{key}.preprocess.size = {size}: model.arch vgg16 needs at least 32 px"
@@ -178,6 +181,63 @@ def _check_dataset(ds: str, entry: dict) -> None:
     if lo > hi:
         raise ConfigError(f"{key}.source.label.benign_below = {lo:g} is above label.malignant_above ="
                           f" {hi:g}: a rating in between would be both benign and malignant")
+
+
+def given_model_file(model: dict) -> str | None:
+    """The file of a dataset's given model (``model.checkpoint``, or a ``torchscript:`` arch's
+    path), None when the workflow trains it."""
+    if model.get("checkpoint"):
+        return str(model["checkpoint"])
+    kind, _, target = str(model.get("arch", "vgg_small")).partition(":")
+    return target if kind == "torchscript" and target else None
+
+
+def _check_model_source(key: str, entry: dict) -> None:
+    """Given models (model.checkpoint / torchscript:) vs trained ones: train, adversarial
+    regimes, model.input, model.pretrained."""
+    model = entry.get("model", {})
+    arch = str(model.get("arch", "vgg_small"))
+    kind = arch.partition(":")[0] if ":" in arch else arch
+    given = given_model_file(model)
+    spec = model.get("input") or {}
+    mode = spec.get("normalize", "dataset")
+    if mode == "custom" and not (spec.get("mean") and spec.get("std")):
+        raise ConfigError(f"{key}.model.input.normalize: custom needs model.input.mean and model.input.std")
+    if mode != "custom" and (spec.get("mean") or spec.get("std")):
+        raise ConfigError(f"{key}.model.input.mean/std are given but model.input.normalize is {mode!r};"
+                          " set normalize: custom to use them")
+    if spec.get("mean") and spec.get("std") and len(spec["mean"]) != len(spec["std"]):
+        raise ConfigError(f"{key}.model.input: {len(spec['mean'])} mean values but {len(spec['std'])} std values")
+    if kind in _NEW_SOURCES and model.get("pretrained", "none") != "none":
+        raise ConfigError(f"{key}.model.pretrained = {model['pretrained']!r}: {arch} is built with random"
+                          " weights (nothing is downloaded); give a state dict as model.weights (initial"
+                          " weights) or model.checkpoint (a trained model) and set pretrained: none")
+    if model.get("checkpoint"):
+        if kind not in ("torchvision", "monai", "python"):
+            raise ConfigError(f"{key}.model.checkpoint is a state dict of the network model.arch names;"
+                              f" model.arch = {arch!r} cannot take one: use torchvision:<builder>,"
+                              " monai:<Network> or python:<module>:<callable>, or torchscript:<file>"
+                              " (without model.checkpoint) for a TorchScript model")
+    if given:
+        if "train" in entry:
+            raise ConfigError(f"{key}.train: the model is given ({given}), so nothing is trained;"
+                              " remove the train block (or remove model.checkpoint to train the arch)")
+        regimes = entry.get("adversarial_training", {}).get("regimes") or []
+        if regimes:
+            raise ConfigError(f"{key}.adversarial_training.regimes = {regimes}: the model is given"
+                              f" ({given}); adversarial training needs a trainable model. Remove the"
+                              " regimes, or train the arch here (no model.checkpoint) to compare them")
+        if not Path(given).is_file():
+            raise ConfigError(f"{key}.model.{'checkpoint' if model.get('checkpoint') else 'arch'}: {given}:"
+                              " no such file (paths are relative to the working directory)")
+        return
+    if "train" not in entry:
+        raise ConfigError(f"{key}.train is required: the workflow trains model.arch {arch}; give a train"
+                          " block (batch_size, epochs, lr), or model.checkpoint for a trained model")
+    if mode != "dataset" or spec.get("channels"):
+        raise ConfigError(f"{key}.model.input describes a given model (model.checkpoint or"
+                          " torchscript:); a model trained here normalises its inputs with the"
+                          " train-set mean/std and takes the data's channels: remove model.input")
 
 
 def check_config(config: dict, workdir: str | os.PathLike | None = None) -> None:

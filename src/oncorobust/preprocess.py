@@ -19,10 +19,10 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from .config import ON_BAD_FILE, check_choice
-from .dicom import read_dicom
 from .errors import DataError, DicomError
 from .sources import ARRAY_FORMATS, source_root
 from .sources.arrays import load_arrays
+from .sources.images import read_image, whole_image
 
 log = logging.getLogger("oncorobust.preprocess")
 
@@ -154,7 +154,7 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
             images.append(resize(arrays[part][0][int(i)], size))
     else:
         root = source_root(source)
-        read = functools.lru_cache(maxsize=4)(read_dicom)
+        read = functools.lru_cache(maxsize=4)(read_image)  # DICOM, PNG/JPEG/TIFF, NIfTI
         crop_cfg = prep.get("crop", {})
         for row in tqdm(manifest.itertuples(index=False), total=len(manifest), desc="crop",
                         mininterval=5, disable=None):
@@ -169,8 +169,11 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
                 images.append(None)
                 continue
             pixels = select_frame(pixels, int(row.frame), f"{row.sample_id} ({path})")
-            side = crop_side(row.roi_size_px, crop_cfg)
-            crop = crop_square(pixels, (row.roi_row, row.roi_col), side, f"{row.sample_id} ({path})")
+            if math.isnan(row.roi_row) and math.isnan(row.roi_col):  # already a lesion crop: used whole
+                crop = whole_image(pixels)
+            else:
+                side = crop_side(row.roi_size_px, crop_cfg)
+                crop = crop_square(pixels, (row.roi_row, row.roi_col), side, f"{row.sample_id} ({path})")
             rng = intensity_range(crop, prep.get("intensity", {}))
             if rng is not None:
                 spans.append(rng[1] - rng[0])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import arrays, cbis_ddsm, lidc, manifest
+from . import arrays, cbis_ddsm, folder, lidc, manifest
 from .common import MANIFEST_COLUMNS, IngestResult
 
 ADAPTERS = {
     "lidc": lidc.ingest,
     "cbis_ddsm": cbis_ddsm.ingest,
     "manifest": manifest.ingest,
+    "folder": folder.ingest,
     "mnist": arrays.ingest,
     "cifar10": arrays.ingest,
     "digits": arrays.ingest,
@@ -19,7 +20,7 @@ ARRAY_FORMATS = {"mnist", "cifar10", "digits"}
 
 
 def source_root(cfg: dict) -> Path:
-    """The folder that manifest ``source`` paths of a DICOM-based source are relative to."""
+    """The folder that manifest ``source`` paths of a file-based source are relative to."""
     if cfg["format"] == "manifest":
         return Path(cfg.get("root") or Path(cfg["manifest"]).parent)
     return Path(cfg["root"])

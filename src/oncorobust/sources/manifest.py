@@ -5,7 +5,8 @@ Columns (see config/README.md):
 - ``patient_id``, ``sample_id``, ``label`` — required; ``label`` is a class name from
   ``source.classes`` (case-insensitive) or its 0-based index;
 - ``path`` — a DICOM file, or a series folder (slices ordered by ImagePositionPatient z, then
-  InstanceNumber), relative to ``source.root`` (default: the manifest's folder) or absolute;
+  InstanceNumber), or a PNG/JPEG/TIFF/NIfTI file (read by :mod:`.images`; a NIfTI volume's slice
+  is ``roi_slice``), relative to ``source.root`` (default: the manifest's folder) or absolute;
 - the ROI, either ``roi_row`` + ``roi_col`` (pixels, origin top-left) with, for a series,
   ``roi_slice`` (0-based index in that order) or ``roi_z_mm``; or ``mask_path``, a mask DICOM of
   the image's size (value > 0 inside; for a series, its ImagePositionPatient z picks the slice;
@@ -14,19 +15,27 @@ Columns (see config/README.md):
   the record's ``frame``);
 - ``roi_size_px`` — optional lesion extent in pixels (sets the crop size with ``crop_margin``);
 - ``split`` — optional: train/val/test given by the user are kept (and checked for leakage).
+
+A manifest without any ROI column (no ``roi_row``/``roi_col``, no ``mask_path``) lists images that
+are already lesion crops: each is used whole (``roi_row``/``roi_col`` stay empty; preprocess pads
+it to a square).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from ..dicom import read_dicom, read_header
+from ..dicom import read_header
 from ..errors import DataError, DicomError
 from .common import IngestResult, bbox_centre, iter_files, record
+from .images import image_kind, image_shape, read_image
+
+log = logging.getLogger("oncorobust.sources.manifest")
 
 REQUIRED = ["patient_id", "sample_id", "label", "path"]
 
@@ -106,7 +115,7 @@ def _frame_index(where: str, image: Path, k: float) -> int:
     """
     if math.isnan(k):
         return -1
-    n_frames = int(read_header(image).get("NumberOfFrames", 1) or 1)
+    n_frames = image_shape(image)[0]  # DICOM: NumberOfFrames; NIfTI: slices; TIFF: pages
     if n_frames > 1:
         if not 0 <= int(k) < n_frames:
             raise DataError(f"{where}: roi_slice {int(k)} outside the {n_frames} frames of {image}")
@@ -140,8 +149,12 @@ def ingest(cfg: dict, result: IngestResult) -> None:
     if missing:
         raise DataError(f"{manifest}: missing column(s) {missing}; required: {REQUIRED}")
     has_centre = {"roi_row", "roi_col"} <= set(df.columns)
-    if not has_centre and "mask_path" not in df.columns:
+    whole = not has_centre and "mask_path" not in df.columns and not ({"roi_row", "roi_col"} & set(df.columns))
+    if not has_centre and "mask_path" not in df.columns and not whole:
         raise DataError(f"{manifest}: give each lesion's ROI as roi_row + roi_col or as mask_path")
+    if whole:
+        log.info("%s has no ROI columns (roi_row/roi_col, mask_path): every image is used whole, as"
+                 " an image that is already the lesion's crop", manifest)
     classes = [str(c).lower() for c in cfg.get("classes", ["benign", "malignant"])]
     for i, row in enumerate(df.to_dict("records"), start=2):  # line 1 is the header
         where = f"{manifest}:{i}"
@@ -164,7 +177,7 @@ def ingest(cfg: dict, result: IngestResult) -> None:
             elif path.is_file():
                 slices = [(math.nan, path)]
             else:
-                result.skip(path, "no such DICOM file or series folder", sid)
+                result.skip(path, "no such DICOM file, series folder or image file", sid)
                 continue
             rr, cc, size = _num(row.get("roi_row")), _num(row.get("roi_col")), _num(row.get("roi_size_px"))
             z_mm, k = _num(row.get("roi_z_mm")), _num(row.get("roi_slice"))
@@ -172,7 +185,10 @@ def ingest(cfg: dict, result: IngestResult) -> None:
             mask_file, mask_shape = None, None
             if mask_rel and (math.isnan(rr) or math.isnan(cc)):
                 mask_file = root / mask_rel
-                mask = read_dicom(mask_file)
+                mask = read_image(mask_file)
+                if mask.ndim == 3 and image_kind(mask_file) != "dicom" and not math.isnan(k) \
+                        and 0 <= int(k) < mask.shape[0]:
+                    mask = mask[int(k)]  # a NIfTI / multi-page mask volume: the lesion's slice
                 if mask.ndim == 3:
                     if mask.shape[0] != 1:
                         result.skip(mask_file, f"ROI mask has {mask.shape[0]} frames; give a single-frame"
@@ -184,10 +200,10 @@ def ingest(cfg: dict, result: IngestResult) -> None:
                     continue
                 mask_shape = mask.shape
                 rr, cc, size = bbox_centre(mask)
-                ipp = read_header(mask_file).get("ImagePositionPatient")
+                ipp = read_header(mask_file).get("ImagePositionPatient") if image_kind(mask_file) == "dicom" else None
                 if ipp is not None and math.isnan(k):
                     z_mm = float(ipp[2])
-            if math.isnan(rr) or math.isnan(cc):
+            if (math.isnan(rr) or math.isnan(cc)) and not whole:
                 raise DataError(f"{where}: no ROI (roi_row/roi_col empty and no mask_path)")
             if len(slices) > 1:
                 if not math.isnan(k):
@@ -202,8 +218,7 @@ def ingest(cfg: dict, result: IngestResult) -> None:
                 chosen = slices[0][1]
                 frame = _frame_index(where, chosen, k)
             if mask_shape is not None:
-                hdr = read_header(chosen)
-                shape = (int(hdr.get("Rows", 0)), int(hdr.get("Columns", 0)))
+                shape = image_shape(chosen)[1:]
                 if tuple(mask_shape) != shape:
                     result.skip(mask_file, f"ROI mask is {mask_shape[0]}x{mask_shape[1]} but its image"
                                 f" {chosen} is {shape[0]}x{shape[1]}: the ROI would be in the wrong place;"
