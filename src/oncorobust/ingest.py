@@ -7,8 +7,6 @@ no patient appears in two splits; every split holds every class.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 
 import numpy as np
@@ -17,22 +15,29 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .config import ON_BAD_FILE, check_choice, check_fraction
 from .errors import DataError
-from .sources import ADAPTERS, MANIFEST_COLUMNS, IngestResult
+from .privacy import Pseudonymizer, Scrubber, enabled, load_salt, protect_ingest
+from .sources import ADAPTERS, ARRAY_FORMATS, MANIFEST_COLUMNS, IngestResult, source_root
 
 log = logging.getLogger("oncorobust.ingest")
 SPLITS = ("train", "val", "test")
 
 
 def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None,
-               on_bad_file: str = "skip") -> tuple[pd.DataFrame, pd.DataFrame]:
+               on_bad_file: str = "skip", *, scrubber: Scrubber | None = None,
+               pseudonymizer: Pseudonymizer | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read the source named by ``source["format"]``; return (manifest, skipped) data frames.
 
     Args:
         source: the dataset's source config.
         split: the dataset's ``split`` config (``test_fraction``, ``val_fraction``).
         seed: seed of the split.
-        privacy: the ``privacy`` config (pseudonymisation).
+        privacy: the ``privacy`` config: with ``pseudonymize_ids`` the returned frames carry
+            pseudonyms only (key from ``privacy.load_salt``; the workflow instead passes no
+            ``privacy`` and calls ``privacy.protect_ingest`` itself, to keep the private mapping).
         on_bad_file: ``skip`` (list unusable inputs in the skipped frame) or ``error``.
+        scrubber, pseudonymizer: when given, the scrubber learns the pseudonyms of every record
+            and skipped input as soon as the adapter has read them (so that log records and
+            errors can be scrubbed).
 
     Returns:
         (manifest, skipped).
@@ -49,7 +54,12 @@ def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None
     if fmt not in ADAPTERS:
         raise DataError(f"source.format {fmt!r} is unknown; choose one of {sorted(ADAPTERS)}")
     result = IngestResult()
-    ADAPTERS[fmt](source, result)
+    try:
+        ADAPTERS[fmt](source, result)
+    finally:
+        if scrubber is not None and pseudonymizer is not None:
+            root = None if fmt in ARRAY_FORMATS else source_root(source)
+            scrubber.learn_records(pseudonymizer, result.records, result.skipped, root)
     skipped = pd.DataFrame(result.skipped, columns=["file", "sample_id", "reason"])
     skipped.insert(0, "stage", "ingest")
     if on_bad_file == "error" and len(skipped):
@@ -60,8 +70,9 @@ def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None
     check_records(df, fmt)
     df = assign_splits(df, test_fraction, val_fraction, seed)
     check_splits(df)
-    if privacy and privacy.get("pseudonymize_ids"):
-        df = pseudonymize(df, str(privacy.get("salt", "")))
+    if enabled(privacy):
+        root = None if fmt in ARRAY_FORMATS else source_root(source)
+        df, skipped, _, _ = protect_ingest(df, skipped, Pseudonymizer(load_salt(privacy)), root, scrubber)
     log.info("ingest: %d samples, %d patients; per split and class:\n%s", len(df),
              df.patient_id.nunique(), pd.crosstab(df.split, df.label_name).to_string())
     if len(skipped):
@@ -151,11 +162,14 @@ def check_splits(df: pd.DataFrame) -> None:
 
 
 def pseudonymize(df: pd.DataFrame, salt: str) -> pd.DataFrame:
-    """Replace patient and sample IDs by keyed hashes (HMAC-SHA256 with ``salt``), stable per salt."""
-    def h(prefix: str, value: str) -> str:
-        return prefix + hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
+    """Replace patient and sample IDs by keyed hashes (HMAC-SHA256 with ``salt``), stable per salt
+    (``source`` is left alone: see ``privacy.protect_ingest`` for the whole manifest).
 
+    Raises:
+        ConfigError: an empty salt.
+    """
+    pz = Pseudonymizer(salt)
     df = df.copy()
-    df["patient_id"] = [h("P-", v) for v in df.patient_id]
-    df["sample_id"] = [h("S-", v) for v in df.sample_id]
+    df["patient_id"] = [pz.patient(v) for v in df.patient_id]
+    df["sample_id"] = [pz.sample(v) for v in df.sample_id]
     return df

@@ -271,19 +271,37 @@ def _checkpoint(path: Path, model, opt, sched, state, hash_: str) -> None:
 
 
 def _resume(path: Path, model, opt, sched, state, hash_: str) -> None:
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    if ck["config_hash"] != hash_:
-        raise TrainingError(f"{path} was written by another configuration (hash {ck['config_hash']},"
+    """Restore ``fit``'s state from the per-epoch resume file ``path``.
+
+    Raises:
+        TrainingError: the file was written by another configuration, code or data (hash), or
+            it is truncated/corrupt (e.g. a node died while copying it); both name the file and
+            say to delete it.
+    """
+    def corrupt(exc: BaseException) -> TrainingError:
+        return TrainingError(f"{path}: the training resume file is truncated or corrupt"
+                             f" ({type(exc).__name__}: {str(exc)[:200]}); delete it to start training afresh")
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        old_hash = ck["config_hash"]
+    except Exception as exc:  # noqa: BLE001 (torch raises many kinds on a damaged file)
+        raise corrupt(exc) from None
+    if old_hash != hash_:
+        raise TrainingError(f"{path} was written by another configuration, code or data (hash {old_hash},"
                             f" now {hash_}); delete it to start training afresh")
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    sched.load_state_dict(ck["scheduler"])
-    torch.set_rng_state(ck["torch_rng"])
-    if ck["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ck["cuda_rng"])
-    state["gen"].set_state(ck["gen"])
-    for key in ("epoch", "history", "best", "best_score", "best_epoch", "wait", "stopped", "delta"):
-        state[key] = ck[key]
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["torch_rng"])
+        if ck["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        state["gen"].set_state(ck["gen"])
+        for key in ("epoch", "history", "best", "best_score", "best_epoch", "wait", "stopped", "delta"):
+            state[key] = ck[key]
+    except Exception as exc:  # noqa: BLE001
+        raise corrupt(exc) from None
     if state["delta"] is not None:
         state["delta"] = state["delta"].to(next(model.parameters()).device)
 
@@ -301,14 +319,28 @@ def check_training_data(data: dict[str, dict], size: int, channels: int, classes
         raise DataError(f"class(es) {missing} missing from the training split")
 
 
+def file_digest(paths: list[str | Path]) -> str:
+    """SHA-256 (16 hex) of the bytes of ``paths``, in order (the training inputs)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
 def run_training(tensor_paths: dict[str, str], stats: dict, *, regime: str, model_cfg: dict,
                  train_cfg: dict, adv_cfg: dict | None, seed: int, device: str, out_model: str | Path,
-                 init_from: str | Path | None = None, progress: bool = True) -> list[dict]:
+                 init_from: str | Path | None = None, progress: bool = True, code: str = "") -> list[dict]:
     """Train one regime of one dataset and write ``out_model`` ({"state_dict", "meta"}); ``meta``
     holds the SHA-256 of the tensors (``models.state_digest``), checked whenever the model is loaded.
 
     A resumable checkpoint ``<out_model>.ckpt.pt`` is written every epoch and removed when the
-    model is complete; a rerun after a kill (or a SLURM requeue) continues from it.
+    model is complete; a rerun after a kill (or a SLURM requeue) continues from it. Its hash
+    covers the configuration, ``code`` (the workflow's ``codehash.code_version`` of the train
+    script) and a digest of the input files (tensors, and ``init_from``), so a resume file left by
+    other code or other data is refused instead of silently continued.
     """
     from .models import build_model, load_checkpoint, load_weights, model_meta, state_digest
 
@@ -322,7 +354,9 @@ def run_training(tensor_paths: dict[str, str], stats: dict, *, regime: str, mode
                         width=int(model_cfg.get("width", 32)))
     if init_from:
         load_weights(model, load_checkpoint(init_from)["state_dict"], init_from)  # digest verified
-    hash_ = config_hash(regime, model_cfg, train_cfg, adv_cfg, seed, stats["size"], stats["mean"])
+    inputs = [tensor_paths[k] for k in sorted(tensor_paths)] + ([init_from] if init_from else [])
+    hash_ = config_hash(regime, model_cfg, train_cfg, adv_cfg, seed, stats["size"], stats["mean"],
+                        code, file_digest(inputs))
     out_model = Path(out_model)
     ckpt = out_model.with_name(out_model.name + ".ckpt.pt")
     model, history = fit(model, data, regime=regime, train=train_cfg, adv=adv_cfg, seed=seed,

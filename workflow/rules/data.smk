@@ -1,4 +1,17 @@
 # Data stage: (demo data) -> manifest.csv (ingest) -> tensors (preprocess).
+#
+# privacy.pseudonymize_ids: ingest also writes the private mapping (pseudonym -> real IDs and
+# source paths) and the real list of skipped inputs under privacy.mapping_dir (outside results/);
+# preprocess reads the real paths from it. The key is never a param: only its one-way fingerprint
+# is (a new key reruns ingest).
+
+from oncorobust.privacy import Pseudonymizer, enabled as _privacy_enabled, load_salt, private_paths
+
+PRIVATE = _privacy_enabled(config["privacy"])
+_PRIV = private_paths(config["privacy"], "{ds}")
+PRIVATE_INGEST = {"private_mapping": _PRIV["mapping"], "private_skipped": _PRIV["skipped"]} if PRIVATE else {}
+PRIVATE_PREPROCESS = {"private_skipped": _PRIV["preprocess_skipped"]} if PRIVATE else {}
+KEY_FINGERPRINT = Pseudonymizer(load_salt(config["privacy"])).fingerprint() if PRIVATE else None
 
 
 rule demo_data:
@@ -7,6 +20,7 @@ rule demo_data:
     log:
         f"{R}/logs/demo_data/{{ds}}.log",
     params:
+        code=code_version("scripts/demo_data.py"),
         fmt=lambda w: config["datasets"][w.ds]["source"]["format"],
         synthetic=lambda w: config["datasets"][w.ds]["source"]["synthetic"],
         seed=config["seed"],
@@ -26,13 +40,16 @@ rule ingest:
     output:
         manifest=f"{R}/{{ds}}/manifest.csv",
         skipped=f"{R}/{{ds}}/skipped.csv",
+        **PRIVATE_INGEST,
     log:
         f"{R}/logs/ingest/{{ds}}.log",
     params:
+        code=code_version("scripts/ingest.py"),
         source=get_source,
         split=get_dataset_cfg("split"),
         seed=config["seed"],
-        privacy=config["privacy"],
+        privacy=canon(config["privacy"]),
+        key=KEY_FINGERPRINT,
         on_bad_file=config["on_bad_file"],
     threads: 1
     resources:
@@ -47,17 +64,21 @@ rule ingest:
 rule preprocess:
     input:
         manifest=f"{R}/{{ds}}/manifest.csv",
+        **({"private_mapping": _PRIV["mapping"]} if PRIVATE else {}),
     output:
         tensors=expand(f"{R}/{{{{ds}}}}/tensors/{{split}}.pt", split=["train", "val", "test"]),
         stats=f"{R}/{{ds}}/tensors/stats.json",
         skipped=f"{R}/{{ds}}/tensors/skipped.csv",
+        **PRIVATE_PREPROCESS,
     log:
         f"{R}/logs/preprocess/{{ds}}.log",
     benchmark:
         f"{R}/benchmarks/preprocess/{{ds}}.tsv"
     params:
+        code=code_version("scripts/preprocess.py"),
         source=get_source,
         preprocess=get_dataset_cfg("preprocess"),
+        privacy=canon(config["privacy"]),
         seed=config["seed"],
         on_bad_file=config["on_bad_file"],
     threads: 1

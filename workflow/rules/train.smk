@@ -1,4 +1,10 @@
 # Train stage: tensors -> results/{ds}/models/{regime}.pt + {regime}.history.csv
+#
+# While a job runs it keeps an undeclared per-epoch resume file {regime}.pt.ckpt.pt next to the
+# model (removed when the model is written), so a killed or requeued job continues where it
+# stopped. Its hash covers the params below (config slices and `code`, the hash of the package
+# modules train.py imports) and a digest of the input files: a resume file left by other config,
+# code or data is refused with a TrainingError naming it (delete it), as is a truncated one.
 
 
 rule train_clean:
@@ -13,6 +19,7 @@ rule train_clean:
     benchmark:
         f"{R}/benchmarks/train/{{ds}}/clean.tsv"
     params:
+        code=code_version("scripts/train.py"),
         regime="clean",
         model=get_dataset_cfg("model"),
         train=get_dataset_cfg("train"),
@@ -44,6 +51,7 @@ rule train_adversarial:
     benchmark:
         f"{R}/benchmarks/train/{{ds}}/{{regime}}.tsv"
     params:
+        code=code_version("scripts/train.py"),
         regime=lambda w: w.regime,
         model=get_dataset_cfg("model"),
         train=get_dataset_cfg("train"),

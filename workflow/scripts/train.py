@@ -18,6 +18,6 @@ with step_logging(sm.log[0], "train") as log:
         {"train": sm.input.train, "val": sm.input.val}, stats, regime=sm.params.regime,
         model_cfg=sm.params.model, train_cfg=sm.params.train, adv_cfg=sm.params.adversarial_training,
         seed=sm.params.seed, device=sm.params.device, out_model=sm.output.model,
-        init_from=sm.input.get("init"), progress=False)
+        init_from=sm.input.get("init"), progress=False, code=sm.params.code)
     write_csv(pd.DataFrame(history), sm.output.history)
     log.info("trained %s in %d epochs", sm.params.regime, len(history))

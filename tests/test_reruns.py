@@ -1,0 +1,319 @@
+"""What reruns after what (issue #12): canonical params, package edits, the training resume file.
+
+The workflow tests here run a frozen copy of ``workflow/`` and ``src/oncorobust/`` (imported
+through ``PYTHONPATH``, which comes before the editable install), so that edits made in the
+checkout while the tests run cannot change what they see, and so that a package module can be
+edited for real in the copy.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from oncorobust import codehash
+from oncorobust import train as train_mod
+from oncorobust.codehash import code_version, module_files
+from oncorobust.train import TrainingError, fit, run_training
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "seed": 3,
+    "device": "cpu",
+    "attacks": {"pgd": {"steps": 3}, "bim": {"steps": 3}},
+    "datasets": {
+        "digits": {"source": {"format": "digits"},
+                   "preprocess": {"size": 16, "intensity": {"mode": "none"}, "balance": "none"},
+                   "model": {"arch": "vgg_small", "width": 4},
+                   "train": {"batch_size": 64, "epochs": 2, "patience": 2, "lr": 0.01},
+                   "attack": {"methods": ["fgsm", "pgd"], "eps": [0.1], "reference_eps": 0.1},
+                   "sensitivity": {"eps_max": 0.3, "tol": 0.02, "steps": 3, "fab_check": False}},
+    },
+}
+
+
+# ------------------------------------------------------------------------------ code_version
+def _tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A fake package ``oncorobust`` and a script: script -> a -> b (relative), sub.c -> ..errors."""
+    pkg = tmp_path / "src" / "oncorobust"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""pkg"""\n')
+    (pkg / "a.py").write_text("from .b import thing\n")
+    (pkg / "b.py").write_text("thing = 1\n")
+    (pkg / "errors.py").write_text("class E(Exception): pass\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "c.py").write_text("def f():\n    from ..errors import E\n    return E\n")
+    (pkg / "unrelated.py").write_text("x = 1\n")
+    script = tmp_path / "scripts" / "step.py"
+    script.parent.mkdir()
+    script.write_text("import numpy\nfrom oncorobust.a import thing\nimport oncorobust.sub.c\n")
+    return pkg, script
+
+
+def test_module_files_follow_imports_transitively(tmp_path):
+    pkg, script = _tree(tmp_path)
+    names = [f.relative_to(pkg).as_posix() for f in module_files(script, pkg)]
+    assert names == ["__init__.py", "a.py", "b.py", "errors.py", "sub/__init__.py", "sub/c.py"]
+
+
+def test_code_version_changes_with_imported_modules_only(tmp_path):
+    pkg, script = _tree(tmp_path)
+    before = code_version(script, pkg)
+    assert re.fullmatch(r"[0-9a-f]{12}", before)
+    (pkg / "unrelated.py").write_text("x = 2\n")
+    codehash._cached.cache_clear()
+    assert code_version(script, pkg) == before  # a module the script does not import
+    (pkg / "b.py").write_text("thing = 1  # edited\n")  # imported through a.py (relative import)
+    codehash._cached.cache_clear()
+    after_b = code_version(script, pkg)
+    assert after_b != before
+    (pkg / "errors.py").write_text("class E(Exception):\n    pass\n")  # ..errors inside a function
+    codehash._cached.cache_clear()
+    assert code_version(script, pkg) not in (before, after_b)
+
+
+def test_code_version_is_the_same_for_a_copy(tmp_path):
+    pkg, script = _tree(tmp_path / "one")
+    pkg2, script2 = _tree(tmp_path / "two")
+    assert code_version(script, pkg) == code_version(script2, pkg2)
+
+
+def test_every_rule_that_runs_a_script_has_the_code_param():
+    rules = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    blocks = re.split(r"\nrule ", rules)[1:]
+    for block in blocks:
+        script = re.search(r'script:\n\s+"\.\./(scripts/\w+\.py)"', block)
+        if script:
+            assert f'code=code_version("{script.group(1)}")' in block, block.split(":")[0]
+
+
+# ------------------------------------------------------------------------------ workflow reruns
+def _dump(config: dict, reverse: bool = False) -> str:
+    """The config as YAML with keys sorted, or in reversed order at every level."""
+    if not reverse:
+        return yaml.safe_dump(config, sort_keys=True)
+
+    def rev(v):
+        if isinstance(v, dict):
+            return {k: rev(v[k]) for k in reversed(list(v))}
+        return [rev(x) for x in v] if isinstance(v, list) else v
+
+    return yaml.safe_dump(rev(config), sort_keys=False)
+
+
+class Run:
+    """A tiny workflow run in ``work`` with a frozen copy of the workflow and package in ``code``."""
+
+    def __init__(self, work: Path, code: Path):
+        self.work, self.code = work, code
+        self.env = {**os.environ, "PYTHONPATH": f"{code / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+    def smk(self, config_text: str, *args: str, overrides: dict | None = None) -> subprocess.CompletedProcess:
+        """snakemake with ``config_text`` as the config file, plus ``overrides`` as a second config
+        file (Snakemake merges it over the first, as in ``--configfile base.yaml mine.yaml``)."""
+        cfg = self.work / "config.yaml"
+        cfg.write_text(config_text)
+        files = [str(cfg)]
+        if overrides is not None:
+            (self.work / "override.yaml").write_text(yaml.safe_dump(overrides))
+            files.append(str(self.work / "override.yaml"))
+        out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(self.code / "workflow" / "Snakefile"),
+                              "--directory", str(self.work), "--configfile", *files, "--cores", "2", *args],
+                             capture_output=True, text=True, env=self.env)
+        out.text = out.stdout + out.stderr
+        return out
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Run:
+    """The tiny config run to completion (about 2 minutes on 2 cores)."""
+    code = tmp_path_factory.mktemp("code")
+    shutil.copytree(REPO / "workflow", code / "workflow")
+    shutil.copytree(REPO / "src" / "oncorobust", code / "src" / "oncorobust",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    run = Run(tmp_path_factory.mktemp("work"), code)
+    out = run.smk(yaml.safe_dump(TINY))
+    assert out.returncode == 0, out.text[-3000:]
+    return run
+
+
+def planned_jobs(text: str) -> list[dict]:
+    """The jobs of a dry run: rule, output and reason of each (group jobs are indented)."""
+    jobs = []
+    for m in re.finditer(r"^\s*(?:local)?rule (\w+):\n(.*?)(?=^\s*(?:local)?rule \w+:|^\[|^Job stats|\Z)",
+                         text, re.M | re.S):
+        out = re.search(r"^\s+output: (.+)$", m.group(2), re.M)
+        reason = re.search(r"^\s+reason: (.+)$", m.group(2), re.M)
+        jobs.append({"rule": m.group(1), "output": out.group(1) if out else "",
+                     "reason": reason.group(1) if reason else ""})
+    return jobs
+
+
+@pytest.mark.slow
+def test_reordered_config_plans_nothing(done):
+    """Same values, keys sorted / reversed at every level: every param is canonical."""
+    for text in (_dump(TINY), _dump(TINY, reverse=True)):
+        out = done.smk(text, "-n")
+        assert out.returncode == 0, out.text[-2000:]
+        assert "Nothing to be done" in out.text, [j["rule"] + ": " + j["reason"] for j in planned_jobs(out.text)]
+        s = summary(done, text)
+        assert len(s) > 30 and {status for _, status, _ in s.values()} == {"ok"}
+        assert {plan for _, _, plan in s.values()} == {"no update"}
+
+
+def summary(run: Run, *args: str, **kw) -> dict[str, tuple[str, str, str]]:
+    """`snakemake --summary`: {output: (rule, status, plan)}. The status says why each output is
+    outdated by itself ("params changed", ...); a dry run shows only the first reason of a job
+    (downstream jobs: "input files updated by another job")."""
+    out = run.smk(*args, "--summary", **kw)
+    assert out.returncode == 0, out.text[-2000:]
+    rows = [line.split("\t") for line in out.stdout.splitlines() if line.startswith("results/")]
+    return {r[0]: (r[2], r[4], r[5]) for r in rows}
+
+
+def params_changed(s: dict) -> set[str]:
+    return {f for f, (_, status, _) in s.items() if status == "params changed"}
+
+
+def pending_rules(s: dict) -> set[str]:
+    return {rule for rule, _, plan in s.values() if plan != "no update"}
+
+
+@pytest.mark.slow
+def test_config_override_replans_only_dependent_jobs(done):
+    """`--config on_bad_file=error` (Snakemake's --config parses only top-level values; nested
+    ones arrive as strings, which the schema refuses): exactly the outputs of ingest and
+    preprocess, the rules that take on_bad_file, have changed params; the rest is pending only
+    because its inputs will change."""
+    s = summary(done, yaml.safe_dump(TINY), "--config", "on_bad_file=error")
+    assert {s[f][0] for f in params_changed(s)} == {"ingest", "preprocess"}
+    assert params_changed(s) == {f for f, (rule, _, _) in s.items() if rule in ("ingest", "preprocess")}
+    plan = done.smk(yaml.safe_dump(TINY), "-n", "--config", "on_bad_file=error")
+    jobs = planned_jobs(plan.text)
+    assert [j["rule"] for j in jobs if "params have changed" in j["reason"].lower()] == ["ingest"]
+
+
+@pytest.mark.slow
+def test_one_attack_param_replans_only_its_method(done):
+    """attacks.pgd.steps in an override config file: the PGD attack, the health check and the
+    Figure 1 example (the rules that take PGD's parameters) have changed params; FGSM, training,
+    data and sensitivity (whose inner-attack steps are its own key) stay as they are."""
+    s = summary(done, yaml.safe_dump(TINY), overrides={"attacks": {"pgd": {"steps": 4}}})
+    assert params_changed(s) == {"results/digits/attacks/clean/pgd/eps=0.1.csv", "results/digits/health/clean.csv",
+                                 "results/figures/fig1_examples.png", "results/figures/fig1_examples.pdf"}
+    assert pending_rules(s) == {"attack", "health", "fig1_examples", "tables", "health_table", "fig2_fig3"}
+    assert s["results/digits/attacks/clean/fgsm/eps=0.1.csv"][2] == "no update"
+
+
+@pytest.mark.slow
+def test_package_edit_reruns_the_jobs_that_import_it(done):
+    """Snakemake's code trigger sees only workflow/scripts/; the `code` param (codehash) covers
+    the package. Here a real edit of a module of the (copied, PYTHONPATH-imported) package:
+    evaluate.py is imported by the attack script only, so exactly the attack outputs have
+    changed params (Snakemake's params trigger), the aggregates after them are pending because
+    their inputs will change, and nothing upstream or beside (training, sensitivity) moves. The
+    edit is undone afterwards, and then nothing is planned again."""
+    module = done.code / "src" / "oncorobust" / "evaluate.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# edited\n")
+        s = summary(done, yaml.safe_dump(TINY))
+        assert params_changed(s) == {"results/digits/attacks/clean/fgsm/eps=0.1.csv",
+                                     "results/digits/attacks/clean/pgd/eps=0.1.csv"}
+        assert pending_rules(s) == {"attack", "tables", "health", "health_table", "fig2_fig3"}
+        jobs = planned_jobs(done.smk(yaml.safe_dump(TINY), "-n").text)
+        assert {j["rule"] for j in jobs if "params have changed" in j["reason"].lower()} == {"attack"}
+    finally:
+        module.write_text(original)
+    assert "Nothing to be done" in done.smk(yaml.safe_dump(TINY), "-n").text
+
+
+# ------------------------------------------------------------------------------ training resume file
+def _toy(n: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.rand(n, 1, 8, 8, generator=g) * 0.3 + y.view(-1, 1, 1, 1) * 0.5
+    return {"x": x, "y": y, "ids": [str(i) for i in range(n)]}
+
+
+TRAIN = {"batch_size": 16, "epochs": 3, "patience": 3, "lr": 0.05, "momentum": 0.9}
+STATS = {"size": 8, "channels": 1, "classes": ["benign", "malignant"], "mean": [0.4], "std": [0.3]}
+
+
+class Killed(Exception):
+    """Stands for SIGKILL right after a resume file was written."""
+
+
+def _train(tmp_path, code="v1", kill=False, monkeypatch=None):
+    paths = {s: tmp_path / f"{s}.pt" for s in ("train", "val")}
+    out = tmp_path / "models" / "clean.pt"
+    if kill:
+        orig = train_mod._checkpoint
+
+        def killer(*a, **k):
+            orig(*a, **k)
+            raise Killed
+
+        monkeypatch.setattr(train_mod, "_checkpoint", killer)
+    try:
+        return run_training(paths, STATS, regime="clean", model_cfg={"arch": "vgg_small", "width": 4},
+                            train_cfg=TRAIN, adv_cfg=None, seed=0, device="cpu", out_model=out,
+                            progress=False, code=code)
+    finally:
+        monkeypatch.undo() if kill else None
+
+
+@pytest.fixture
+def tensors(tmp_path):
+    torch.save(_toy(64, 0), tmp_path / "train.pt")
+    torch.save(_toy(32, 1), tmp_path / "val.pt")
+    return tmp_path
+
+
+def test_resume_file_hash_covers_code_and_data(tensors, monkeypatch):
+    ckpt = tensors / "models" / "clean.pt.ckpt.pt"
+    with pytest.raises(Killed):
+        _train(tensors, "v1", kill=True, monkeypatch=monkeypatch)
+    assert ckpt.exists()
+    with pytest.raises(TrainingError, match=r"clean\.pt\.ckpt\.pt was written by another configuration, code or data"
+                                            r".*delete it"):
+        _train(tensors, "v2")  # other code
+    saved = (tensors / "train.pt").read_bytes()
+    data = _toy(64, 0)
+    data["y"][0] = 1 - data["y"][0]
+    torch.save(data, tensors / "train.pt")
+    with pytest.raises(TrainingError, match="another configuration, code or data"):
+        _train(tensors, "v1")  # other data
+    (tensors / "train.pt").write_bytes(saved)
+    history = _train(tensors, "v1")  # same code and data: resumes after epoch 1
+    assert [r["epoch"] for r in history] == [1, 2, 3] and not ckpt.exists()
+
+
+def test_truncated_resume_file_is_a_clear_error(tensors, monkeypatch):
+    ckpt = tensors / "models" / "clean.pt.ckpt.pt"
+    with pytest.raises(Killed):
+        _train(tensors, kill=True, monkeypatch=monkeypatch)
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(TrainingError, match=r"clean\.pt\.ckpt\.pt: the training resume file is truncated or corrupt"
+                                            r".*delete it to start training afresh"):
+        _train(tensors)
+    ckpt.write_bytes(b"")
+    with pytest.raises(TrainingError, match="truncated or corrupt"):
+        _train(tensors)
+
+
+def test_resume_file_with_missing_state_is_a_clear_error(tmp_path):
+    data = {"train": _toy(64, 0), "val": _toy(32, 1)}
+    ckpt = tmp_path / "m.ckpt.pt"
+    torch.save({"config_hash": "h", "model": {}}, ckpt)
+    from oncorobust.models import build_model
+    model = build_model("vgg_small", classes=2, in_channels=1, size=8, mean=[0.4], std=[0.3], width=4)
+    with pytest.raises(TrainingError, match=r"m\.ckpt\.pt: the training resume file is truncated or corrupt"):
+        fit(model, data, train=TRAIN, progress=False, ckpt_path=ckpt, hash_="h")
