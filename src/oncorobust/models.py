@@ -147,7 +147,12 @@ def build_model(arch: str, *, classes: int, in_channels: int, size: int, mean: l
         if weights:
             state = read_state_dict(weights)
             load_weights(net, state, weights)
-        return Wrapped(Normalize(mean, std, out_channels=channels), net)
+        model = Wrapped(Normalize(mean, std, out_channels=channels), net)
+        problems = _fit_problems(model, [str(i) for i in range(classes)], in_channels, size)
+        if problems:
+            raise ModelError(f"model.arch {arch} does not fit {in_channels}x{size}x{size} inputs and"
+                             f" {classes} classes: {'; '.join(problems)}")
+        return model
     if kind == "torchscript":
         raise ModelError(f"{arch}: a TorchScript model is used as-is, never built or trained here;"
                          " give it as the dataset's model (no train block)")
@@ -461,9 +466,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_torchscript(source: str | os.PathLike | bytes, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
     """``torch.jit.load`` of a TorchScript file or its bytes. This runs the model's own code."""
+    import warnings
+
     try:
-        return torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else str(source),
-                              map_location=device)
+        with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; it still loads
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else str(source),
+                                  map_location=device)
     except Exception as exc:  # noqa: BLE001 (TorchScript raises RuntimeError and more)
         where = "the embedded TorchScript model" if isinstance(source, bytes) else str(source)
         raise CheckpointError(f"{where}: not a loadable TorchScript model ({type(exc).__name__}:"
