@@ -62,10 +62,19 @@ def test_restarts_do_not_change_memory_but_runtime_grows():
     assert res.runtime_min("vgg16", 224, 0, 30) == res.FLOOR_MIN
 
 
+def test_other_archs_get_a_conservative_estimate():
+    for arch in ("torchvision:resnet18", "monai:DenseNet121", "torchscript:model.pt", "python:m.py:f"):
+        assert res.mem_mb("attack", arch, 224, 64) > res.mem_mb("attack", "vgg16", 224, 64)
+        assert res.mem_mb("train", arch, 64, 32) >= res.mem_mb("train", "vgg16", 64, 32)
+        assert res.runtime_min(arch, 224, 1000, 30) >= res.runtime_min("vgg16", 224, 1000, 30)
+    with pytest.raises(ValueError, match="arch"):
+        res.param_count("resnet", 224)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="kind"):
         res.mem_mb("predict", "vgg16", 224, 64)
-    with pytest.raises(ValueError, match="arch"):
-        res.mem_mb("attack", "resnet", 224, 64)
+    with pytest.raises(ValueError, match="batch"):
+        res.mem_mb("attack", "torchvision:resnet18", 224, 0)
     with pytest.raises(ValueError, match="batch"):
         res.mem_mb("attack", "vgg16", 224, 0)

@@ -69,6 +69,12 @@ VGG16_FEATURES = 14_714_688
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 MODEL_COPIES = {"train": 5, "attack": 2, "transfer": 4, "health": 2, "sensitivity": 2, "figure": 2}
 
+# other archs (torchvision:*, monai:*, python:*, torchscript:*): no analytic count; estimated as
+# VGG16 at the same input size (more parameters and activations than most 2-D classifiers of
+# that size) times this factor, for the memory-hungry ones (e.g. DenseNet's concatenations)
+OTHER_ARCH_FACTOR = 1.5
+KNOWN_ARCHS = ("vgg16", "vgg_small")
+
 RATE_GMACS = {"cpu": 20.0, "cuda": 4000.0}
 TIME_SAFETY = 3.0
 START_MIN = 5.0
@@ -135,7 +141,8 @@ def mem_mb(kind: str, arch: str, size: int, batch: int, *, channels: int = 1, da
     Args:
         kind: ``train``, ``attack``, ``transfer`` (an attack that loads the source model too),
             ``health``, ``sensitivity`` or ``figure``.
-        arch, size, width, classes: the model (``model.arch``, ``preprocess.size``).
+        arch, size, width, classes: the model (``model.arch``, ``preprocess.size``); an arch
+            other than vgg16/vgg_small gets ``OTHER_ARCH_FACTOR`` × VGG16's estimate.
         batch: images per model call.
         channels: of the stored images (used to count the images of ``data_mb``).
         data_mb: size of the job's input tensor files (0 when not known yet).
@@ -148,6 +155,12 @@ def mem_mb(kind: str, arch: str, size: int, batch: int, *, channels: int = 1, da
     Returns:
         MB, a multiple of 100, at least ``FLOOR_MB``.
     """
+    if arch not in KNOWN_ARCHS:
+        if batch < 1 or size < 1:
+            raise ValueError(f"need batch >= 1 and size >= 1, got batch={batch}, size={size}")
+        vgg = mem_mb(kind, "vgg16", max(32, size), batch, channels=channels, data_mb=data_mb,
+                     n_images=n_images, classes=classes)
+        return int(math.ceil(OTHER_ARCH_FACTOR * vgg / 100.0)) * 100
     if kind not in MODEL_COPIES:
         raise ValueError(f"unknown job kind {kind!r}; choose from {sorted(MODEL_COPIES)}")
     if batch < 1 or size < 1:
@@ -170,6 +183,9 @@ def runtime_min(arch: str, size: int, n_images: int, passes: float, *, device: s
                 threads: int = 1, width: int = 32) -> int:
     """Rough upper estimate of a job's minutes: ``n_images`` × ``passes`` forward-pass
     equivalents (forward + backward = 3) of the model, at ``RATE_GMACS`` of the device."""
+    if arch not in KNOWN_ARCHS:
+        return runtime_min("vgg16", max(32, size), n_images, passes * OTHER_ARCH_FACTOR, device=device,
+                           threads=threads)
     gpu = str(device).startswith("cuda")
     rate = RATE_GMACS["cuda"] if gpu else RATE_GMACS["cpu"] * max(1, int(threads))
     seconds = TIME_SAFETY * gmacs(arch, size, width) * max(0, n_images) * max(0.0, passes) / rate
