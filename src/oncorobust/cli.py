@@ -59,6 +59,7 @@ def find_snakefile(given: str | None = None) -> Path:
             break
     candidates += [Path(__file__).resolve().parents[2] / "workflow" / "Snakefile",
                    Path.cwd() / "workflow" / "Snakefile"]
+    candidates = list(dict.fromkeys(candidates))
     for c in candidates:
         if c.is_file():
             return c.resolve()
@@ -188,11 +189,13 @@ def _audit(args: argparse.Namespace) -> int:
     base = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(out),
             "--configfile", str(cfg_file), "--cores", str(args.cores)]
     run = base + (["-n"] if args.dry_run else []) + list(args.snakemake_args or [])
-    rc = subprocess.call(run)
+    # the workflow runs in --out: a python:<module>:<callable> model is imported from here
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH")) if p)}
+    rc = subprocess.call(run, env=env)
     if rc != 0 or args.dry_run:
         return rc
     if not args.no_report:
-        rc = subprocess.call(base + ["--report", str(out / "report.html")])
+        rc = subprocess.call(base + ["--report", str(out / "report.html")], env=env)
         if rc != 0:
             return rc
     print(f"oncorobust audit: tables in {out / 'results' / 'tables'}, figures in"
