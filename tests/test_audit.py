@@ -195,3 +195,25 @@ def test_console_script_help_lists_audit():
     assert out.returncode == 0 and "audit" in out.stdout
     out = subprocess.run([str(exe), "audit", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--weights" in out.stdout and "--data" in out.stdout
+
+
+def test_trainable_user_arch_plans_training_not_import(inputs, tmp_path):
+    """A torchvision arch without a checkpoint is trained by the existing regimes (clean and
+    adversarial); its initial weights (model.weights) are an input of training."""
+    weights = tmp_path / "init.pt"
+    net = torchvision.models.resnet18(weights=None, num_classes=2)
+    from oncorobust.models import adapt_first_conv
+
+    adapt_first_conv(net, 1)
+    torch.save(net.state_dict(), weights)
+    cfg = {"device": "cpu", "datasets": {"tv": {
+        "source": {"format": "folder", "root": str(inputs["png"])}, "preprocess": {"size": 16},
+        "model": {"arch": "torchvision:resnet18", "weights": str(weights)},
+        "train": {"batch_size": 8, "epochs": 1, "lr": 0.1},
+        "adversarial_training": {"regimes": ["adv_pgd"], "eps": 0.02, "step": 0.01, "iters": 1, "epochs": 1},
+        "attack": {"methods": ["fgsm"], "eps": [0.02], "reference_eps": 0.02}}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    text = _dry(tmp_path, "--forceall")
+    jobs = _jobs(text)
+    assert jobs.get("train_clean") == 1 and jobs.get("train_adversarial") == 1 and "import_model" not in jobs
+    assert str(weights) in text  # an input of the training jobs
