@@ -9,10 +9,12 @@ Peak resident memory of a job (MB)::
 
     mem = SAFETY × (BASE + model + batch × ACT_FACTOR × activations + DATA_FACTOR × data)
 
-- ``BASE`` (900 MB): Python with torch, torchattacks, pandas and oncorobust imported. Measured RSS
-  after the imports: 808 MB (CPU torch 2.x, Linux; a CUDA build maps more host memory, which the
-  safety factor covers only partly — on GPUs the activations live in GPU memory, so ``mem_mb``
-  is then an upper bound of host memory).
+- ``BASE`` (1000 MB): Python with torch, torchattacks, pandas and oncorobust imported, run as a
+  Snakemake script. Measured RSS after the imports: 808 MB (CPU torch 2.x, Linux); 890-990 MB
+  for the preprocess jobs of the smoke run (no model); a vgg_small adversarial training at 32 px
+  (batch 32, 700 images, checkpoints): 1014 MB. A CUDA build maps more host memory, which the
+  safety factor covers only partly; on a GPU the activations live in GPU memory, so ``mem_mb``
+  is then an upper bound of host memory.
 - ``model``: copies of the parameters (4 bytes each) held at the peak, plus, for vgg16, the
   transient default classifier torchvision builds before the paper's head replaces it (123.6 M
   parameters, 472 MB): attack/health/sensitivity/figure jobs 2 copies (the model and the loaded
@@ -58,7 +60,7 @@ from __future__ import annotations
 
 import math
 
-BASE_MB = 900.0
+BASE_MB = 1000.0
 ACT_FACTOR = 1.25
 DATA_FACTOR = 2.0
 SAFETY = 1.25
