@@ -5,7 +5,7 @@ SMK    := $(VENV)/bin/snakemake
 CORES  ?= all
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean smoke-paper
+.PHONY: setup demo test lint bench clean readme smoke-paper
 
 setup: $(STAMP)
 
@@ -49,6 +49,10 @@ smoke-paper: $(STAMP)
 	$(SMK) --cores $(CORES) --directory $(SMOKE) --configfile $(CURDIR)/config/paper_smoke.yaml \
 		-s $(CURDIR)/workflow/Snakefile
 	$(PY) benchmarks/paper_smoke_report.py $(SMOKE)
+
+# The README's demo numbers and figures, regenerated from results/ (after `make demo`).
+readme: $(STAMP)
+	$(PY) tools/update_readme.py
 
 lint: $(STAMP)
 	$(SMK) --lint --configfile config/config.yaml

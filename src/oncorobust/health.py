@@ -221,7 +221,8 @@ def table_checks(summary: pd.DataFrame, per_image: dict[tuple[str, float], pd.Da
             failed |= bool(lo[j] > hi[j - 1])
     rows.append(_row("monotone_in_eps", None if not math.isfinite(rise) else not failed,
                      rise if math.isfinite(rise) else math.nan, f"{what} not rising with ε beyond the CIs",
-                     f"largest rise: {detail}" if math.isfinite(rise) else detail))
+                     (f"largest rise: {detail}" if rise > 0 else f"never rises; smallest fall: {detail}")
+                     if math.isfinite(rise) else detail))
     tr = summary[summary.method.str.startswith("transfer_")]
     if len(tr):
         gap, detail, failed = -math.inf, "", False
