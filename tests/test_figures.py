@@ -59,6 +59,7 @@ def test_fig2_shares_one_log_axis_when_grids_span_more_than_10x(tmp_path):
     assert len(axes) == 3 and all(ax.get_xscale() == "log" for ax in axes)
     assert len({ax.get_xlim() for ax in axes}) == 1  # medical sets and the control on one axis
     assert "clean (ε = 0)" in {t.get_text() for t in fig.legends[0].get_texts()}
+    assert any("HU" in ax.get_xlabel() for ax in axes[0].child_axes)  # the stored-data axis, log too
     # one dataset with one ε: linear axis, a second axis in HU
     one = _summary().query("dataset == 'ct' and eps == 0.002")
     fig = figures.fig2_accuracy_vs_eps(one, set(), units=units)

@@ -172,7 +172,7 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
         paper, paper_names: the paper's Table 1 values and each dataset's name there (× markers).
         stem: write ``stem``.png/.pdf.
         units: per dataset ``stats.json``'s ``eps_units``: a second ε axis (top) in the stored
-            data's units (linear axes only).
+            data's units.
         log_eps: one shared log-scaled ε axis for every panel (the clean baseline drawn as a
             dotted line); ``None`` (default) chooses it when the ε grids span more than a factor 10
             (typically medical sets and controls), else linear axes (×10⁻³ for medical sets).
@@ -199,7 +199,7 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
             ax.axhspan(first.clean_ci_low, first.clean_ci_high, color="grey", alpha=0.1, lw=0)
         else:
             scale = _eps_axis(ax, ds not in controls, med_max)
-            _stored_axis(ax, scale, (units or {}).get(ds))
+        _stored_axis(ax, scale, (units or {}).get(ds))
         for method in METHOD_COLORS:
             m = part[part.method == method]
             if len(m):

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .attacks import attack
+from .attacks import attack, image_seeds
 from .errors import DataError, OncorobustError
 from .io import save_torch
 
@@ -107,11 +107,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
 
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, *,
                     eps: float, step: float, iters: int, seed: int, batch_size: int = 256) -> float:
-    """Accuracy under PGD (true labels, one random start) at ``eps`` in [0,1] pixel units."""
+    """Accuracy under PGD (true labels, one random start) at ``eps`` in [0,1] pixel units,
+    ``batch_size`` images per attack; each image's random start is keyed by ``seed`` and its
+    index in ``x``, so the result does not depend on ``batch_size``."""
     correct = 0
+    seeds = image_seeds(None, len(x), seed)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        adv = attack(model, xb, yb, "pgd", eps, steps=iters, alpha=step, random_start=True, seed=seed + i)
+        adv = attack(model, xb, yb, "pgd", eps, steps=iters, alpha=step, random_start=True,
+                     seeds=seeds[i:i + batch_size])
         with torch.no_grad():
             was = model.training
             model.eval()
@@ -220,14 +224,15 @@ def fit(model: nn.Module, data: dict[str, dict], *, regime: str = "clean", train
             tot_correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
         train_seconds = time.time() - t0
-        val_loss, val_acc = evaluate(model, xva, yva, dev)
+        val_loss, val_acc = evaluate(model, xva, yva, dev, batch_size=batch_size)  # the training batch
         row = {"epoch": epoch + 1, "loss": tot_loss / seen, "acc": tot_correct / seen,
                "val_loss": val_loss, "val_acc": val_acc, "val_robust_acc": math.nan,
                "lr": sched.get_last_lr()[0]}
         if adversarial:
             row["val_robust_acc"] = robust_accuracy(model, xva[:robust_n], yva[:robust_n], dev,
                                                     eps=adv["eps"], step=adv["step"],
-                                                    iters=adv.get("iters", 7), seed=seed)
+                                                    iters=adv.get("iters", 7), seed=seed,
+                                                    batch_size=batch_size)
             score = row["val_robust_acc"]
         else:
             score = -val_loss

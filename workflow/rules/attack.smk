@@ -8,7 +8,10 @@ rule attack:
         f"{R}/{{ds}}/attacks/{{regime}}/{{method}}/eps={{eps}}.csv",
     log:
         f"{R}/logs/attack/{{ds}}/{{regime}}/{{method}}/eps={{eps}}.log",
+    benchmark:
+        f"{R}/benchmarks/attack/{{ds}}/{{regime}}/{{method}}/eps={{eps}}.tsv"
     params:
+        code=code_version("scripts/attack.py"),
         attack=get_attack_params,
         labels=config["attacks"]["labels"],
         batch_size=config["attacks"]["batch_size"],
@@ -16,8 +19,8 @@ rule attack:
         device=config["device"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=get_attack_mem_mb,
+        runtime=get_attack_runtime,
         gpu=get_gpu,
     group:
         "attacks"
@@ -44,6 +47,7 @@ rule tables:
     log:
         f"{R}/logs/tables/attack_tables.log",
     params:
+        code=code_version("scripts/attack_tables.py"),
         index=get_attack_index,
         labels=config["attacks"]["labels"],
         paper_names=canon({ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS}),
@@ -70,6 +74,7 @@ rule health:
     benchmark:
         f"{R}/benchmarks/health/{{ds}}/{{regime}}.tsv"
     params:
+        code=code_version("scripts/health.py"),
         index=get_health_index,
         health=canon(config["attacks"]["health"]),
         pgd=canon(config["attacks"]["pgd"]),
@@ -79,8 +84,8 @@ rule health:
         device=config["device"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=get_health_mem_mb,
+        runtime=get_health_runtime,
         gpu=get_gpu,
     conda:
         "../envs/oncorobust.yaml"
@@ -97,6 +102,8 @@ rule health_table:
         md=f"{R}/tables/evaluation_health.md",
     log:
         f"{R}/logs/tables/evaluation_health.log",
+    params:
+        code=code_version("scripts/health_table.py"),
     threads: 1
     resources:
         mem_mb=2000,

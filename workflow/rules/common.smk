@@ -3,11 +3,15 @@ import os
 
 from snakemake.utils import validate
 
+from oncorobust.codehash import code_version as _code_version
 from oncorobust.config import check_config, resolve_source, validate_config
+from oncorobust import resources as _res
+from oncorobust.privacy import check_privacy
 
 
 # our own pass first: one line per violation with the key path (Snakemake's names it inside a
 # dump of the whole schema); Snakemake's validate then fills the defaults
+check_privacy(config.get("privacy"), config.get("results", "results"))  # first: privacy.salt is refused by name
 validate_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
@@ -23,6 +27,14 @@ wildcard_constraints:
     regime="clean|adv_pgd|adv_fast|adv_free",
     method="transfer_(fgsm|bim|pgd)|fgsm|bim|pgd|apgd_ce|apgd_margin|fab|square|worst",
     eps="[0-9.e-]+",
+
+
+def code_version(script):
+    """Rule param `code`: a short hash of the oncorobust modules `script` (relative to workflow/)
+    imports, transitively (oncorobust.codehash), computed once at load time. Snakemake's code
+    trigger sees only the script; this param makes an edit of the package rerun the jobs that run
+    it (the params trigger)."""
+    return _code_version(os.path.join(workflow.basedir, script))
 
 
 def get_source(wildcards):
@@ -53,9 +65,18 @@ def get_adv_training_cfg(wildcards):
 
 
 def get_tensor_inputs(wildcards):
-    """The train/val tensors and stats of a dataset (inputs of training)."""
+    """The train/val tensors and stats of a dataset (inputs of training); for a user arch
+    (torchvision:/monai:/python:) also its initial weights (model.weights) and a python:<file.py>
+    factory, so that replacing them retrains."""
     t = f"{R}/{wildcards.ds}/tensors"
-    return {"train": f"{t}/train.pt", "val": f"{t}/val.pt", "stats": f"{t}/stats.json"}
+    inputs = {"train": f"{t}/train.pt", "val": f"{t}/val.pt", "stats": f"{t}/stats.json"}
+    model = config["datasets"][wildcards.ds].get("model", {})
+    arch = str(model.get("arch", "vgg_small"))
+    if ":" in arch and model.get("weights"):
+        inputs["weights"] = model["weights"]
+    if arch.startswith("python:") and arch[len("python:"):].rsplit(":", 1)[0].endswith(".py"):
+        inputs["factory"] = arch[len("python:"):].rsplit(":", 1)[0]
+    return inputs
 
 
 def get_adv_train_inputs(wildcards):
@@ -91,13 +112,159 @@ def get_train_threads(wildcards):
     return 8 if _is_large(wildcards.ds) else 1
 
 
-def get_train_mem_mb(wildcards):
-    return 32000 if _is_large(wildcards.ds) else 4000
+# mem_mb and runtime of the model-running jobs: oncorobust.resources estimates them from the
+# model (arch, input size), the batch and the job's input tensors (their size: images in memory,
+# and a batch never larger than the split). Snakemake evaluates these functions again when a job
+# is scheduled, so the tensor files exist then; before that they count as empty.
 
 
-def get_train_runtime(wildcards):
-    """Minutes: paper-size VGG16 runs take hours, the demo's compact models minutes."""
-    return 24 * 60 if _is_large(wildcards.ds) else 60
+def _shape(ds):
+    d = config["datasets"][ds]
+    m = d.get("model", {})
+    arch = m.get("arch", "vgg_small")
+    # user models (torchvision:, monai:, python:, torchscript:) are estimated as VGG16, the
+    # heaviest network resources.py knows (resnet18/densenet121 need less)
+    arch = arch if arch in ("vgg16", "vgg_small") else "vgg16"
+    return {"arch": arch, "size": int(d["preprocess"]["size"]),
+            "width": int(m.get("width", 32)), "channels": 3 if d["source"]["format"] == "cifar10" else 1}
+
+
+def _mb(*paths):
+    """Total size (MB) of the existing files among ``paths`` (0 before they are written)."""
+    return sum(os.path.getsize(p) for p in paths if p and os.path.exists(p)) / 2 ** 20
+
+
+def _n_images(ds, *paths):
+    shape = _shape(ds)
+    return _res.images_in(_mb(*paths), shape["size"], shape["channels"])
+
+
+def _device():
+    return "cuda" if _uses_gpu() else "cpu"
+
+
+def _unknown_runtime(ds):
+    """Minutes asked while the inputs are not written yet (a dry run): the old fixed values."""
+    return 24 * 60 if _is_large(ds) else 60
+
+
+def _train_batch(wildcards):
+    ds, regime = wildcards.ds, getattr(wildcards, "regime", "clean")
+    d = config["datasets"][ds]
+    if regime == "clean":
+        return int(d["train"]["batch_size"])
+    return int(d.get("adversarial_training", {}).get("batch_size", d["train"]["batch_size"]))
+
+
+def get_train_mem_mb(wildcards, input):
+    """Training: five parameter copies, the (adversarial) training batch's activations."""
+    s = _shape(wildcards.ds)
+    return _res.mem_mb("train", s["arch"], s["size"], _train_batch(wildcards), channels=s["channels"],
+                       width=s["width"], data_mb=_mb(input.train, input.val),
+                       n_images=_n_images(wildcards.ds, input.train) or None,
+                       pretrained=config["datasets"][wildcards.ds].get("model", {}).get("pretrained") == "imagenet")
+
+
+def get_train_runtime(wildcards, input, threads):
+    """Minutes: epochs × (train images × passes + validation), adversarial steps included."""
+    ds, regime = wildcards.ds, getattr(wildcards, "regime", "clean")
+    d = config["datasets"][ds]
+    s = _shape(ds)
+    n_train, n_val = _n_images(ds, input.train), _n_images(ds, input.val)
+    if not n_train:
+        return _unknown_runtime(ds)
+    if regime == "clean":
+        epochs, per_train, per_val = int(d["train"]["epochs"]), 3.0, 1.0
+    else:
+        adv = d.get("adversarial_training", {})
+        iters = float(adv.get("iters", 7))
+        epochs = int(adv.get("epochs", d["train"]["epochs"]))
+        per_train = {"adv_pgd": 3 + 3 * iters * (1 - float(adv.get("clean_fraction", 0.5))),
+                     "adv_fast": 6.0, "adv_free": 3.0}.get(regime, 3 + 3 * iters)
+        per_val = 2 + 3 * iters
+    return _res.runtime_min(s["arch"], s["size"], 1, epochs * (n_train * per_train + n_val * per_val),
+                            device=_device(), threads=threads, width=s["width"])
+
+
+def get_attack_mem_mb(wildcards, input):
+    """An attack job: the model (and the source model of a transfer attack), one attack batch."""
+    s = _shape(wildcards.ds)
+    kind = "transfer" if wildcards.method.startswith("transfer_") else "attack"
+    return _res.mem_mb(kind, s["arch"], s["size"], int(config["attacks"]["batch_size"]),
+                       channels=s["channels"], width=s["width"], data_mb=_mb(input.test),
+                       restarts=int(config["attacks"]["pgd"].get("restarts", 1)))
+
+
+def get_attack_runtime(wildcards, input):
+    s = _shape(wildcards.ds)
+    base = wildcards.method.removeprefix("transfer_")
+    passes = _res.attack_passes(wildcards.method, config["attacks"].get(base, {}))
+    if base == "worst":
+        passes = sum(_res.attack_passes(m, config["attacks"].get(m, {}))
+                     for m in config["attacks"]["worst"]["members"])
+    n = _n_images(wildcards.ds, input.test)
+    if not n:
+        return 60
+    return _res.runtime_min(s["arch"], s["size"], n, passes + 2, device=_device(), width=s["width"])
+
+
+def get_health_mem_mb(wildcards, input):
+    s = _shape(wildcards.ds)
+    n = min(_n_images(wildcards.ds, input.test), int(config["attacks"]["health"]["max_images"]))
+    return _res.mem_mb("health", s["arch"], s["size"], int(config["attacks"]["batch_size"]),
+                       channels=s["channels"], width=s["width"], data_mb=_mb(input.test),
+                       n_images=n or None)
+
+
+def get_health_runtime(wildcards, input):
+    """PGD × 1, × restarts and × 2 steps × 2 restarts, APGD at ε = 1, Square, gradients."""
+    s = _shape(wildcards.ds)
+    att = config["attacks"]
+    steps, restarts = float(att["pgd"].get("steps", 10)), float(att["pgd"].get("restarts", 1))
+    passes = 3 * (20 + steps * (1 + restarts + 4 * restarts)) + float(att["health"]["square_queries"]) + 6
+    n = min(_n_images(wildcards.ds, input.test), int(att["health"]["max_images"]))
+    if not n:
+        return 60
+    return _res.runtime_min(s["arch"], s["size"], n, passes, device=_device(), width=s["width"])
+
+
+def get_sensitivity_mem_mb(wildcards, input):
+    s = _shape(wildcards.ds)
+    n = max(_n_images(wildcards.ds, input.val), _n_images(wildcards.ds, input.test))
+    return _res.mem_mb("sensitivity", s["arch"], s["size"], int(config["attacks"]["batch_size"]),
+                       channels=s["channels"], width=s["width"], data_mb=_mb(input.val, input.test),
+                       n_images=n or None, restarts=int(config["datasets"][wildcards.ds]["sensitivity"]["restarts"]))
+
+
+def get_sensitivity_runtime(wildcards, input):
+    """Val + test images × (restarts × steps per bisection round + FAB's steps)."""
+    import math
+
+    s = _shape(wildcards.ds)
+    c = config["datasets"][wildcards.ds]["sensitivity"]
+    rounds = 1 + max(0, math.ceil(math.log2(float(c["eps_max"]) / float(c["tol"]))))
+    passes = 3 * float(c["steps"]) * float(c["restarts"]) * rounds + (6 * float(c["fab_steps"]) if c["fab_check"] else 0) + 5
+    n = _n_images(wildcards.ds, input.val) + _n_images(wildcards.ds, input.test)
+    if not n:
+        return _unknown_runtime(wildcards.ds)
+    return _res.runtime_min(s["arch"], s["size"], n, passes, device=_device(), width=s["width"])
+
+
+def get_fig1_mem_mb(wildcards, input):
+    """Models are loaded one after another: the largest dataset's job."""
+    return max(_res.mem_mb("figure", _shape(ds)["arch"], _shape(ds)["size"], int(config["attacks"]["batch_size"]),
+                           channels=_shape(ds)["channels"], width=_shape(ds)["width"], data_mb=_mb(test))
+               for ds, test in zip(DATASETS, input.tests))
+
+
+def get_fig1_runtime(wildcards, input):
+    """PGD on each test split (at worst the whole split, when no image yields an example)."""
+    passes = _res.attack_passes("pgd", config["attacks"]["pgd"]) + 2
+    if not any(os.path.exists(t) for t in input.tests):
+        return 60
+    return max(_res.FLOOR_MIN, sum(_res.runtime_min(_shape(ds)["arch"], _shape(ds)["size"], _n_images(ds, test),
+                                                    passes, device=_device(), width=_shape(ds)["width"])
+                                   for ds, test in zip(DATASETS, input.tests)) - (len(DATASETS) - 1) * int(_res.START_MIN))
 
 
 def eps_str(eps):
@@ -225,5 +392,7 @@ def get_final_output():
                                                       "table2.md", "deferral.csv", "deferral_auc.csv",
                                                       "evaluation_health.csv", "evaluation_health.md"])
     targets += expand(f"{R}/figures/{{fig}}.{{ext}}", ext=["png", "pdf"],
-                      fig=["fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral"])
+                      fig=["fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral",
+                           "fig5_robustness_curves"])
+    targets += expand(f"{R}/tables/{{table}}", table=["robustness_summary.csv", "robustness_summary.md"])
     return targets

@@ -11,15 +11,18 @@ rule fig1_examples:
         pdf=f"{R}/figures/fig1_examples.pdf",
     log:
         f"{R}/logs/figures/fig1_examples.log",
+    benchmark:
+        f"{R}/benchmarks/figures/fig1_examples.tsv"
     params:
+        code=code_version("scripts/figures.py"),
         datasets=DATASETS,
         eps=canon({ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS}),
         pgd=canon(config["attacks"]["pgd"]),
         seed=config["seed"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=get_fig1_mem_mb,
+        runtime=get_fig1_runtime,
     conda:
         "../envs/oncorobust.yaml"
     script:
@@ -40,6 +43,7 @@ rule fig2_fig3:
     log:
         f"{R}/logs/figures/fig2_fig3.log",
     params:
+        code=code_version("scripts/figures.py"),
         controls=[ds for ds in DATASETS if is_control(ds)],
         paper_names=canon({ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS}),
         datasets=DATASETS,
@@ -62,6 +66,8 @@ rule fig4_deferral:
         pdf=f"{R}/figures/fig4_deferral.pdf",
     log:
         f"{R}/logs/figures/fig4_deferral.log",
+    params:
+        code=code_version("scripts/figures.py"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -73,6 +73,7 @@ rule robustness:
     log:
         f"{R}/logs/tables/robustness.log",
     params:
+        code=code_version("scripts/robustness.py"),
         index=lambda w: canon(get_sensitivity_index(w)),
         datasets=DATASETS,
         controls=[ds for ds in DATASETS if is_control(ds)],
