@@ -106,6 +106,10 @@ def test_rejects_non_float32_and_unnormalised_inputs(batch):
         attack(Linear(), x, y[:-1], "pgd", 0.01)
     with pytest.raises(AttackError, match="unknown attack method"):
         attack(Linear(), x, y, "cw", 0.01)
+    with pytest.raises(AttackError, match="not a class of this model"):
+        attack(Linear(), x, torch.full_like(y, 2), "pgd", 0.01)
+    with pytest.raises(AttackError, match="int64"):
+        attack(Linear(), x, y.float(), "pgd", 0.01)
 
 
 def test_accuracy_falls_with_eps_to_near_zero(batch):

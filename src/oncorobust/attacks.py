@@ -125,6 +125,7 @@ def _loss_grad(model, x, y, loss):
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
+        check_labels(logits, y)
         value = _loss(loss, logits, y)
         (grad,) = torch.autograd.grad(value.sum(), x)
     return value.detach(), grad.detach(), logits.detach()
@@ -271,8 +272,19 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise AttackError(f"images must lie in [0,1] (got {x.min().item():g}..{x.max().item():g}); scale"
                           " 0–255 data by 1/255 — normalisation belongs inside the model")
-    if y.ndim != 1 or len(y) != len(x):
-        raise AttackError(f"need one label per image: {len(x)} images, labels of shape {tuple(y.shape)}")
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != len(x):
+        raise AttackError(f"need one label per image: {len(x)} images, labels of shape {tuple(getattr(y, 'shape', ()))}")
+    if y.dtype != torch.int64:
+        raise AttackError(f"labels must be class indices (int64), got {y.dtype}")
+    if len(y) and y.min() < 0:
+        raise AttackError(f"labels must be class indices >= 0, got {int(y.min())}")
+
+
+def check_labels(logits: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise AttackError when a label is not one of the model's classes (logits: N×classes)."""
+    if len(y) and int(y.max()) >= logits.shape[1]:
+        raise AttackError(f"label {int(y.max())} is not a class of this model ({logits.shape[1]} logits):"
+                          " labels must be 0 … classes − 1")
 
 
 def method_params(method: str, params: dict | None = None) -> dict:
@@ -387,6 +399,8 @@ def _torchattacks_box(model, x, y, method, e, p, seeds):
     the whole batch, so unlike the other methods their result can depend on the batch)."""
     import torchattacks  # imported here: it pulls in scipy (≈ 1 s), and only FAB and Square need it
 
+    with torch.no_grad():
+        check_labels(model(x[:1]), y)
     out = x.clone()
     devices = [x.device] if x.device.type == "cuda" else []
     for value in torch.unique(e.flatten()):
@@ -423,7 +437,9 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tens
         raise AttackError(f"worst.members must list attacks from {list(METHODS[:-1])}, got {list(members)}")
     out = x.clone()
     with torch.no_grad():
-        best_margin = margin(model(x), y)
+        logits = model(x)
+    check_labels(logits, y)
+    best_margin = margin(logits, y)
     done = best_margin < 0  # already not y: nothing to attack
     counts = {}
     for m in members:
