@@ -1,10 +1,11 @@
 # Config validation, wildcard constraints, input functions and the target list.
 import os
+import re as _re
 
 from snakemake.utils import validate
 
 from oncorobust.codehash import code_version as _code_version
-from oncorobust.config import check_config, resolve_source, validate_config
+from oncorobust.config import check_config, given_model_file, resolve_source, validate_config
 from oncorobust import resources as _res
 from oncorobust.privacy import check_privacy
 
@@ -396,3 +397,25 @@ def get_final_output():
                            "fig5_robustness_curves"])
     targets += expand(f"{R}/tables/{{table}}", table=["robustness_summary.csv", "robustness_summary.md"])
     return targets
+
+
+# Given models (rules/audit.smk): datasets whose model file is given are not trained.
+GIVEN = {ds: given_model_file(config["datasets"][ds]["model"]) for ds in DATASETS
+         if given_model_file(config["datasets"][ds]["model"])}
+
+
+def get_import_inputs(wildcards):
+    """The given model file, the dataset's stats (classes, size, mean/std) and, for a
+    python:<file.py>:<callable> arch, the user's module."""
+    inputs = {"checkpoint": GIVEN[wildcards.ds], "stats": f"{R}/{wildcards.ds}/tensors/stats.json"}
+    arch = str(config["datasets"][wildcards.ds]["model"].get("arch", ""))
+    if arch.startswith("python:"):
+        factory = arch[len("python:"):].rsplit(":", 1)[0]
+        if factory.endswith(".py"):
+            inputs["factory"] = factory
+    return inputs
+
+
+def get_import_mem_mb(wildcards, input):
+    """The file, the network built from it and the wrapped copy: a few times the file."""
+    return int(2000 + 4 * _mb(input.checkpoint))
