@@ -232,7 +232,7 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
 
 
 def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm", "pgd"),
-                      stem: str | Path | None = None) -> plt.Figure:
+                      stem: str | Path | None = None, units: dict[str, dict] | None = None) -> plt.Figure:
     """Clean vs adversarially trained models, white-box, per dataset (datasets with adversarial
     regimes only); colour = regime, line style = method. ``methods`` absent from ``summary`` are
     left out (all white-box methods present are drawn when none of them is). Without any
@@ -252,6 +252,7 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
     fig, axes = _grid(max(1, len(datasets)))
     for ax, ds in zip(axes, datasets):
         scale = _eps_axis(ax, ds not in controls, med_max)
+        _stored_axis(ax, scale, (units or {}).get(ds))
         for regime in ["clean", *regimes]:
             for method in methods:
                 m = wb[(wb.dataset == ds) & (wb.regime == regime) & (wb.method == method)]

@@ -101,7 +101,7 @@ def table1(summary: pd.DataFrame, paper_names: dict[str, str | None], labels: st
 
 
 def table_s5(per_image: dict[tuple, pd.DataFrame], ref_eps: dict[str, float],
-             paper_names: dict[str, str | None]) -> pd.DataFrame:
+             paper_names: dict[str, str | None], units: dict[str, dict] | None = None) -> pd.DataFrame:
     """Clean vs adversarially trained accuracy at each dataset's reference ε, white-box and transfer.
 
     ``per_image`` maps (dataset, regime, method, eps) to the per-image frame. The difference is
@@ -123,11 +123,12 @@ def table_s5(per_image: dict[tuple, pd.DataFrame], ref_eps: dict[str, float],
         d, lo, hi = paired_difference(int((right_a & ~right_c).sum()), int((right_c & ~right_a).sum()), n)
         rows.append({"dataset": ds, "regime": regime, "method": base,
                      "evaluation": "transfer" if method.startswith("transfer_") else "white-box",
-                     "eps": eps, "n": n, "original": 100 * right_c.mean(), "adv_trained": 100 * right_a.mean(),
+                     "eps": eps, "eps_stored": clinical_eps(eps, (units or {}).get(ds))[1],
+                     "n": n, "original": 100 * right_c.mean(), "adv_trained": 100 * right_a.mean(),
                      "difference": 100 * d, "diff_ci_low": 100 * lo, "diff_ci_high": 100 * hi,
                      "paper_original": _paper_lookup(paper, "table1", paper_names.get(ds), "clean", base, eps),
                      "paper_adv_trained": _paper_lookup(paper, "table_s5", paper_names.get(ds), regime, base, eps)})
-    cols = ["dataset", "regime", "method", "evaluation", "eps", "n", "original", "adv_trained",
+    cols = ["dataset", "regime", "method", "evaluation", "eps", "eps_stored", "n", "original", "adv_trained",
             "difference", "diff_ci_low", "diff_ci_high", "paper_original", "paper_adv_trained"]
     return pd.DataFrame(rows, columns=cols).sort_values(["dataset", "regime", "method", "evaluation"])
 

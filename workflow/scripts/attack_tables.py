@@ -27,7 +27,7 @@ with step_logging(sm.log[0], "tables") as log:
         grids = {ds: sorted(summary[summary.dataset == ds].eps.unique()) for ds in sm.params.datasets}
         tmp.write_text("# Table 1: accuracy under attack (clean models)\n\n" + table1_markdown(t1)
                        + "\n## ε in the stored data\n\n" + eps_units_markdown(grids, units))
-    s5 = table_s5(per_image, sm.params.reference_eps, sm.params.paper_names)
+    s5 = table_s5(per_image, sm.params.reference_eps, sm.params.paper_names, units)
     write_csv(s5, sm.output.table_s5)
     with atomic_path(sm.output.table_s5_md) as tmp:
         tmp.write_text("# Table S5: clean vs adversarially trained models (accuracy %, paired difference"

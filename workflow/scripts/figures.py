@@ -38,6 +38,6 @@ with step_logging(sm.log[0], "figures") as log:
         units = {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(sm.params.datasets, sm.input.stats)}
         figures.fig2_accuracy_vs_eps(summary, controls, paper_values(), sm.params.paper_names,
                                      Path(sm.output.fig2).with_suffix(""), units=units)
-        figures.fig3_adv_training(summary, controls, stem=Path(sm.output.fig3).with_suffix(""))
+        figures.fig3_adv_training(summary, controls, stem=Path(sm.output.fig3).with_suffix(""), units=units)
     else:
         figures.fig4_deferral(pd.read_csv(sm.input.deferral), stem=Path(sm.output.png).with_suffix(""))
