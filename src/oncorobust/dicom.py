@@ -8,6 +8,7 @@ clear :class:`~oncorobust.errors.DicomError` for every way a real export can be 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +47,46 @@ def _dcmread(path: str | os.PathLike, stop_before_pixels: bool = False) -> pydic
                          " is read by the source adapters, not here)")
     if not path.is_file():
         raise DicomError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DicomError(f"{path}: not a DICOM file (empty file, 0 bytes); copy it again from the source")
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError as exc:
-        raise DicomError(f"{path}: not a DICOM file ({exc})") from exc
+        raise DicomError(f"{path}: not a DICOM file ({_reason(exc)})") from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DicomError(f"{path}: truncated or corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
+        raise DicomError(f"{path}: truncated or corrupt DICOM header ({type(exc).__name__}:"
+                         f" {_reason(exc)})") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """pydicom's message without its advice to use ``force=True`` (which would read garbage)."""
+    text = re.sub(r"\s*Use force=True to force reading\.?", "", str(exc))
+    return text.strip() or type(exc).__name__
+
+
+#: The SOP class of a DICOMDIR (a file-set directory, not an image).
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+def non_image_reason(hdr: pydicom.Dataset) -> str:
+    """Why a header (:func:`read_header`) is not an image slice; '' when it is, or may be, one.
+
+    A DICOMDIR, a structured report, a presentation state, a key-object selection, an RT
+    structure set... carries a SOP class that is not an image one and no Rows/Columns: such a
+    file in a series folder must not count as a slice. A header that says nothing (no SOP class,
+    no Rows/Columns) is treated as a possible image, so that a broken slice is reported when its
+    pixels are read instead of being dropped silently.
+    """
+    if _image_class(hdr):
+        return ""
+    sop = hdr.get("SOPClassUID") or getattr(getattr(hdr, "file_meta", None), "MediaStorageSOPClassUID", None)
+    if not sop:
+        return ""
+    sop = str(sop).strip()
+    if sop == DICOMDIR_SOP_CLASS:
+        return "a DICOMDIR (file-set directory), not an image"
+    name = pydicom.uid.UID(sop).name
+    return f"SOP class {name if name and name != sop else sop} holds no image"
 
 
 def read_dicom(path: str | os.PathLike) -> np.ndarray:

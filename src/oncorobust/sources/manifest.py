@@ -10,7 +10,12 @@ Columns (see config/README.md):
 - the ROI, either ``roi_row`` + ``roi_col`` (pixels, origin top-left) with, for a series,
   ``roi_slice`` (0-based index in that order) or ``roi_z_mm``; or ``mask_path``, a mask DICOM of
   the image's size (value > 0 inside; for a series, its ImagePositionPatient z picks the slice;
-  a mask of another size is skipped, listed in skipped.csv);
+  a mask of another size is skipped, listed in skipped.csv). A z (``roi_z_mm`` or the mask's)
+  picks the slice within half the series' median slice spacing; a z farther from every slice is
+  skipped with the reason, never snapped to the nearest slice;
+- a series folder holds one series: a folder mixing SeriesInstanceUIDs, or two slices at the same
+  z, is skipped with the reason; files that are not images (DICOMDIR, reports, presentation
+  states) are ignored and do not count as slices;
 - a multi-frame DICOM file as ``path`` needs ``roi_slice``: the 0-based frame index (stored as
   the record's ``frame``);
 - ``roi_size_px`` — optional lesion extent in pixels (sets the crop size with ``crop_margin``);
@@ -28,9 +33,10 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ..dicom import read_header
+from ..dicom import non_image_reason, read_header
 from ..errors import DataError, DicomError
 from .common import IngestResult, bbox_centre, iter_files, record
 from .images import image_kind, image_shape, read_image
@@ -47,16 +53,68 @@ def _num(value) -> float:
         return math.nan
 
 
-def _series_slices(folder: Path) -> list[tuple[float, Path]]:
-    slices = []
+def _series_slices(folder: Path) -> tuple[list[tuple[float, Path]], bool]:
+    """The image slices of a series folder as (z, file), ordered by z then file name, and
+    whether every slice has an ImagePositionPatient (z in mm, so ``roi_z_mm`` can be matched).
+
+    z is ImagePositionPatient's third value (else InstanceNumber, else the file's position).
+    Files that are not images (a DICOMDIR, a structured report, a presentation state...) are not
+    slices: counting them would shift every ``roi_slice``.
+
+    Raises:
+        DicomError: naming the folder when it holds no image, more than one series
+            (SeriesInstanceUID), or two slices at the same z (two series or several
+            echoes/phases mixed: ``roi_slice`` would pick from an interleaved stack).
+    """
+    slices, ignored, uids, positioned = [], [], {}, True
     for f in iter_files(folder, {".dcm", ".dicom", ""}):
         hdr = read_header(f)
+        why = non_image_reason(hdr)
+        if why:
+            ignored.append(f"{f.name} ({why})")
+            continue
         ipp = hdr.get("ImagePositionPatient")
         z = float(ipp[2]) if ipp is not None else float(hdr.get("InstanceNumber", len(slices)))
+        positioned = positioned and ipp is not None
         slices.append((z, f))
+        uid = str(hdr.get("SeriesInstanceUID", "")).strip()
+        if uid:
+            uids.setdefault(uid, f.name)
+    if ignored:
+        log.info("%s: %d file(s) that are not image slices ignored: %s", folder, len(ignored),
+                 "; ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else ""))
     if not slices:
-        raise DicomError(f"{folder}: series folder holds no DICOM files")
-    return sorted(slices, key=lambda t: (t[0], str(t[1])))
+        raise DicomError(f"{folder}: series folder holds no DICOM image"
+                         + (f" (only {'; '.join(ignored[:3])})" if ignored else ""))
+    if len(uids) > 1:
+        found = ", ".join(f"{u} (e.g. {name})" for u, name in list(uids.items())[:4])
+        raise DicomError(f"{folder}: the folder mixes {len(uids)} series (SeriesInstanceUID {found});"
+                         " a series folder must hold one series, or roi_slice would pick a slice of"
+                         " another one. Put each series in its own folder and point path at it")
+    slices.sort(key=lambda t: (t[0], str(t[1])))
+    for (z0, f0), (z1, f1) in zip(slices, slices[1:]):
+        if z0 == z1:
+            raise DicomError(f"{folder}: {f0.name} and {f1.name} lie at the same z ({z0:g}; from"
+                             " ImagePositionPatient, else InstanceNumber): the folder mixes two series,"
+                             " echoes or phases, so roi_slice would be ambiguous. Put each in its own folder")
+    return slices, positioned
+
+
+def _slice_at(slices: list[tuple[float, Path]], z_mm: float) -> tuple[Path | None, str]:
+    """The slice whose z lies within half the slice spacing of ``z_mm`` (the median spacing of
+    the series; 1 mm for a single slice); (None, why) when no slice is that close."""
+    zs = np.array([z for z, _ in slices], dtype=float)
+    spacing = float(np.median(np.diff(zs))) if len(zs) > 1 else 1.0
+    i = int(np.argmin(np.abs(zs - z_mm)))
+    if abs(zs[i] - z_mm) <= spacing / 2 + 1e-6:
+        return slices[i][1], ""
+    return None, (f"z = {z_mm:g} mm is not within half a slice spacing ({spacing / 2:g} mm) of any slice"
+                  f" of the series (z {zs.min():g} to {zs.max():g} mm, {len(zs)} slice(s); nearest"
+                  f" {zs[i]:g} mm)")
+
+
+_NO_POSITIONS = ("the series' slices have no ImagePositionPatient, so a z in mm cannot be"
+                 " matched to a slice")
 
 
 _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
@@ -136,7 +194,8 @@ def ingest(cfg: dict, result: IngestResult) -> None:
     Raises:
         DataError: the manifest is missing, unreadable (see :func:`read_manifest_csv`) or lacks
             columns, or a row has no IDs, an unknown label, no ROI, or a slice/frame index
-            outside its image. Unreadable DICOM files, and masks that are empty or whose size
+            outside its image. Unreadable DICOM files, series folders mixing series or slices at
+            one z, a z that is at no slice of its series, and masks that are empty or whose size
             differs from their image, are skipped with the reason instead.
     """
     manifest = Path(cfg.get("manifest") or "")
@@ -148,6 +207,9 @@ def ingest(cfg: dict, result: IngestResult) -> None:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataError(f"{manifest}: missing column(s) {missing}; required: {REQUIRED}")
+    if df.empty:
+        raise DataError(f"{manifest} has a header but no rows: add one row per lesion"
+                        " (patient_id, sample_id, path, label and its ROI; see config/README.md)")
     has_centre = {"roi_row", "roi_col"} <= set(df.columns)
     whole = not has_centre and "mask_path" not in df.columns and not ({"roi_row", "roi_col"} & set(df.columns))
     if not has_centre and "mask_path" not in df.columns and not whole:
@@ -172,8 +234,9 @@ def ingest(cfg: dict, result: IngestResult) -> None:
         path = root / row["path"].strip()
         frame = -1
         try:
+            positioned = False
             if path.is_dir():
-                slices = _series_slices(path)
+                slices, positioned = _series_slices(path)
             elif path.is_file():
                 slices = [(math.nan, path)]
             else:
@@ -181,6 +244,7 @@ def ingest(cfg: dict, result: IngestResult) -> None:
                 continue
             rr, cc, size = _num(row.get("roi_row")), _num(row.get("roi_col")), _num(row.get("roi_size_px"))
             z_mm, k = _num(row.get("roi_z_mm")), _num(row.get("roi_slice"))
+            z_from = f"roi_z_mm {row.get('roi_z_mm', '').strip()}"
             mask_rel = str(row.get("mask_path", "")).strip()
             mask_file, mask_shape = None, None
             if mask_rel and (math.isnan(rr) or math.isnan(cc)):
@@ -202,7 +266,7 @@ def ingest(cfg: dict, result: IngestResult) -> None:
                 rr, cc, size = bbox_centre(mask)
                 ipp = read_header(mask_file).get("ImagePositionPatient") if image_kind(mask_file) == "dicom" else None
                 if ipp is not None and math.isnan(k):
-                    z_mm = float(ipp[2])
+                    z_mm, z_from = float(ipp[2]), f"the mask {mask_file}'s ImagePositionPatient"
             if (math.isnan(rr) or math.isnan(cc)) and not whole:
                 raise DataError(f"{where}: no ROI (roi_row/roi_col empty and no mask_path)")
             if len(slices) > 1:
@@ -211,11 +275,19 @@ def ingest(cfg: dict, result: IngestResult) -> None:
                         raise DataError(f"{where}: roi_slice {int(k)} outside the series' {len(slices)} slices")
                     chosen = slices[int(k)][1]
                 elif not math.isnan(z_mm):
-                    chosen = min(slices, key=lambda t: abs(t[0] - z_mm))[1]
+                    chosen, why = _slice_at(slices, z_mm) if positioned else (None, _NO_POSITIONS)
+                    if chosen is None:
+                        result.skip(path, f"{z_from}: {why}; give the lesion's z, or roi_slice", sid)
+                        continue
                 else:
                     raise DataError(f"{where}: {path} is a series; give roi_slice or roi_z_mm (or a mask_path)")
             else:
                 chosen = slices[0][1]
+                if path.is_dir() and not math.isnan(z_mm) and math.isnan(k):
+                    why = _slice_at(slices, z_mm)[1] if positioned else _NO_POSITIONS
+                    if why:
+                        result.skip(path, f"{z_from}: {why}; give the lesion's z, or roi_slice", sid)
+                        continue
                 frame = _frame_index(where, chosen, k)
             if mask_shape is not None:
                 shape = image_shape(chosen)[1:]
