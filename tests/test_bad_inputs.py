@@ -23,7 +23,7 @@ from oncorobust.dicom import read_dicom, write_dicom
 from oncorobust.errors import ConfigError, DataError, DicomError, OncorobustError
 from oncorobust.ingest import assign_splits, run_ingest
 from oncorobust.logs import step_logging
-from oncorobust.models import CheckpointError, ModelError, load_model, state_digest
+from oncorobust.models import CheckpointError, ModelError, load_model, read_state_dict, state_digest
 from oncorobust.preprocess import run_preprocess, select_frame
 from oncorobust.sources import manifest
 from oncorobust.sources.common import IngestResult
@@ -486,3 +486,138 @@ def test_read_dicom_of_a_folder_says_folder(tmp_path):
 def test_every_new_error_is_an_oncorobust_error():
     for cls in (ConfigError, DataError, DicomError, ModelError, CheckpointError):
         assert issubclass(cls, OncorobustError)
+
+
+# ------------------------------------------------------------- sweep 2: series folders, z, checkpoints
+
+
+def _series(folder: Path, zs, series_uid="1.2.3", prefix="IM", patient="p") -> None:
+    for i, z in enumerate(zs):
+        write_dicom(folder / f"{prefix}{i}.dcm", np.full((8, 8), i, np.uint16), modality="MR",
+                    patient_id=patient, study_uid="1.2", series_uid=series_uid, z_mm=z, instance_number=i + 1)
+
+
+def test_series_folder_mixing_two_series_or_equal_z_is_skipped(tmp_path):
+    _series(tmp_path / "mixed", [0, 5, 10], series_uid="1.2.3.1", prefix="A")
+    _series(tmp_path / "mixed", [2, 7, 12], series_uid="1.2.3.2", prefix="B")  # interleaves by z
+    _series(tmp_path / "twice", [0, 5, 0, 5])  # one UID, two echoes at the same positions
+    res = IngestResult()
+    manifest.ingest(_manifest(tmp_path, ["p1,s1,mixed,benign,4,4,3", "p2,s2,twice,benign,4,4,1"]), res)
+    assert res.records == []
+    mixed, twice = res.skipped
+    assert mixed["file"].endswith("mixed") and "mixes 2 series" in mixed["reason"]
+    assert "1.2.3.1" in mixed["reason"] and "1.2.3.2" in mixed["reason"]
+    assert twice["file"].endswith("twice") and "at the same z" in twice["reason"]
+
+
+def test_dicomdir_and_report_in_a_series_folder_are_not_slices(tmp_path):
+    _series(tmp_path / "s", [0, 5, 10, 15])
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.FileSetID = "X"
+    ds.save_as(tmp_path / "s" / "DICOMDIR", enforce_file_format=True)
+    sr = pydicom.Dataset()
+    sr.file_meta = FileMetaDataset()
+    sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    sr.SeriesInstanceUID = "9.9.9"  # a report's own series: no slice, so no mixed series either
+    sr.save_as(tmp_path / "s" / "A_report.dcm", enforce_file_format=True)  # sorts first by name
+    res = IngestResult()
+    manifest.ingest(_manifest(tmp_path, [f"p{k},s{k},s,benign,4,4,{k}" for k in range(4)]), res)
+    assert [r["source"] for r in res.records] == [f"s/IM{k}.dcm" for k in range(4)] and res.skipped == []
+
+
+def test_roi_z_far_outside_the_series_is_skipped_not_snapped(tmp_path):
+    _series(tmp_path / "s", [0, 15, 30, 45])
+    mask = np.zeros((8, 8), np.uint16)
+    mask[2:4, 2:4] = 1
+    write_dicom(tmp_path / "far.dcm", mask, **{**MR, "z_mm": 777.0})
+    write_dicom(tmp_path / "near.dcm", mask, **{**MR, "z_mm": 29.0})
+    _series(tmp_path / "noz", [None, None, None])  # no ImagePositionPatient: only InstanceNumber 1-3
+    res = IngestResult()
+    manifest.ingest(_manifest(tmp_path, ["p1,s1,s,benign,4,4,9999,", "p2,s2,s,benign,4,4,37,",
+                                         "p3,s3,s,benign,,,,far.dcm", "p4,s4,s,benign,,,,near.dcm",
+                                         "p5,s5,noz,benign,4,4,2,"],
+                              header="patient_id,sample_id,path,label,roi_row,roi_col,roi_z_mm,mask_path"), res)
+    assert [(r["sample_id"], r["source"]) for r in res.records] == [("s2", "s/IM2.dcm"), ("s4", "s/IM2.dcm")]
+    (z, m, noz) = res.skipped
+    assert z["sample_id"] == "s1" and "roi_z_mm 9999" in z["reason"] and "z 0 to 45 mm" in z["reason"]
+    assert m["sample_id"] == "s3" and "far.dcm" in m["reason"] and "z = 777 mm" in m["reason"]
+    assert noz["sample_id"] == "s5" and "no ImagePositionPatient" in noz["reason"]
+
+
+def test_relative_results_leading_out_of_the_working_directory_is_refused(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").mkdir()
+    (work / "out").symlink_to("../shared")
+    cfg = _config()
+    for results in ("../shared_results", "out", "out/results"):
+        cfg["results"] = results
+        with pytest.raises(ConfigError, match=rf"results = {results} \(resolved: .*\) lies outside the working"):
+            check_config(cfg, workdir=work)
+    cfg["results"] = "sub/../results"
+    check_config(cfg, workdir=work)
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("a,b\n1,2\n", "unreadable: truncated, or not a torch file; IndexError"),
+    ("model: vgg\nepochs: 3\n", "unreadable: truncated, or not a torch file"),
+    ("version https://git-lfs.github.com/spec/v1\noid sha256:ab12\nsize 12345\n", "a Git LFS pointer"),
+])
+def test_text_or_lfs_pointer_as_checkpoint_is_one_clear_error(tmp_path, content, reason):
+    path = tmp_path / "t.pt"
+    path.write_text(content)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value).startswith(f"{path} is not a checkpoint this project wrote ({reason}")
+    with pytest.raises(CheckpointError, match="git lfs pull" if "LFS" in reason else "unreadable"):
+        read_state_dict(path)
+
+
+def test_unexpected_error_is_written_to_the_step_log_with_its_traceback(tmp_path):
+    log = tmp_path / "step.log"
+    with pytest.raises(IndexError, match="pop from empty list"):
+        with step_logging(str(log), "import_model"):
+            [].pop()
+    text = log.read_text()
+    assert "unexpected error" in text and "Traceback" in text and "IndexError: pop from empty list" in text
+    for handler in logging.getLogger().handlers[:]:  # step_logging configured the root logger
+        handler.close()
+        logging.getLogger().removeHandler(handler)
+
+
+def test_manifest_with_a_header_and_no_rows(tmp_path):
+    with pytest.raises(DataError, match=r"m\.csv has a header but no rows"):
+        manifest.ingest(_manifest(tmp_path, []), IngestResult())
+
+
+def test_nan_flipping_eps_is_refused_inf_is_kept():
+    sens = _sensitivity()
+    sens.loc[7, "min_flip_eps"] = np.nan
+    with pytest.raises(DataError, match=r"ct/clean test split: 1 image\(s\) have no flipping ε .*s7"):
+        deferral.table2_rows(sens, "ct", "clean", 0.2)
+    sens.loc[7, "min_flip_eps"] = np.inf  # never flipped: the most robust image, kept
+    assert deferral.table2_rows(sens, "ct", "clean", 0.2)[0]["excluded_fraction"] < 1
+
+
+def test_empty_attack_methods_lists_every_method():
+    from oncorobust.attacks import METHODS
+
+    with pytest.raises(ConfigError) as info:
+        check_config(_config(attack__methods=[]))
+    assert f"list at least one of {', '.join(METHODS)}" in str(info.value) and "square" in str(info.value)
+
+
+def test_empty_or_foreign_dcm_says_why_without_force_advice(tmp_path):
+    (tmp_path / "e.dcm").write_bytes(b"")
+    with pytest.raises(DicomError, match=r"e\.dcm: not a DICOM file \(empty file, 0 bytes\)"):
+        read_dicom(tmp_path / "e.dcm")
+    (tmp_path / "t.dcm").write_text("not dicom")
+    with pytest.raises(DicomError) as info:
+        read_dicom(tmp_path / "t.dcm")
+    assert "not a DICOM file" in str(info.value) and "force" not in str(info.value)

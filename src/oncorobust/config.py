@@ -115,17 +115,18 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> None:
 
 
 def _check_results(config: dict, workdir: str | os.PathLike | None) -> None:
-    """An absolute ``results`` folder must lie inside the working directory (Snakemake's lock)."""
+    """The ``results`` folder must lie inside the working directory (Snakemake's lock), whether
+    given absolute or relative: ``..`` and symlinks are resolved before the check."""
     results = Path(str(config.get("results", "results")))
-    if not results.is_absolute():
-        return
     cwd = Path(workdir if workdir is not None else os.getcwd()).resolve()
-    if not results.resolve().is_relative_to(cwd):
+    where = results.resolve() if results.is_absolute() else (cwd / results).resolve()
+    if not where.is_relative_to(cwd):
+        shown = str(results) if str(results) == str(where) else f"{results} (resolved: {where})"
         raise ConfigError(
-            f"results = {results} lies outside the working directory {cwd}. Snakemake's lock covers"
+            f"results = {shown} lies outside the working directory {cwd}. Snakemake's lock covers"
             " only its working directory, so two runs with different --directory could write the"
-            " same results at once. Use a relative results path, or run snakemake with"
-            f" --directory at a parent of {results}.")
+            " same results at once. Use a relative results path inside it (no '..', no symlink"
+            f" leading out), or run snakemake with --directory at a parent of {where}.")
 
 
 def _check_dataset(ds: str, entry: dict) -> None:
@@ -140,8 +141,11 @@ def _check_dataset(ds: str, entry: dict) -> None:
                               f" {adv['regimes']} are listed")
     att = entry.get("attack", {})
     if "methods" in att and not att["methods"]:
-        raise ConfigError(f"{key}.attack.methods is empty: list at least one of fgsm, bim, pgd (the"
-                          " tables and figures need attack results), or remove the key for all three")
+        from .attacks import METHODS  # here only: attacks imports torch
+
+        raise ConfigError(f"{key}.attack.methods is empty: list at least one of {', '.join(METHODS)}"
+                          " (the tables and figures need attack results), or remove the key for the"
+                          " default methods")
     if "eps" in att and not any(abs(e - att.get("reference_eps", 0.002)) < 1e-12 for e in att["eps"]):
         raise ConfigError(f"{key}.attack.reference_eps = {att.get('reference_eps', 0.002)}"
                           f" is not one of attack.eps {att['eps']}")

@@ -66,10 +66,23 @@ def _acc_row(correct: np.ndarray) -> dict:
 
 def table2_rows(sens: pd.DataFrame, dataset: str, regime: str, exclude_fraction: float,
                 paper_before: float = np.nan, paper_after: float = np.nan) -> list[dict]:
-    """Two rows: threshold from validation (ours) and from the test split (as in the paper)."""
+    """Two rows: threshold from validation (ours) and from the test split (as in the paper).
+
+    Raises:
+        DataError: the val or test split has no rows, or an image's ``min_flip_eps`` is NaN
+            (``inf``, never flipped, is valid).
+    """
     val, test = sens[sens.split == "val"], sens[sens.split == "test"]
     _require_rows(val, f"{dataset}/{regime} validation")
     _require_rows(test, f"{dataset}/{regime} test")
+    for part, name in ((val, "validation"), (test, "test")):
+        eps = pd.to_numeric(part.min_flip_eps, errors="coerce").to_numpy(dtype=float)
+        if np.isnan(eps).any():
+            bad = part.sample_id[np.isnan(eps)].astype(str).tolist() if "sample_id" in part else []
+            raise DataError(f"{dataset}/{regime} {name} split: {int(np.isnan(eps).sum())} image(s) have no"
+                            f" flipping ε (min_flip_eps NaN{', e.g. ' + ', '.join(bad[:3]) if bad else ''}):"
+                            " a threshold on them would be NaN and exclude every image. Rerun the"
+                            " sensitivity step (an image never flipped has ε = inf, not NaN)")
     rows = []
     for how, ref in (("validation quantile (ours)", val), ("test quantile (as in the paper)", test)):
         thr = float(np.quantile(ref.min_flip_eps.to_numpy(), exclude_fraction, method="lower"))

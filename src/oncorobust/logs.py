@@ -13,7 +13,8 @@ from .errors import OncorobustError
 @contextlib.contextmanager
 def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
     """Send the ``oncorobust`` loggers to ``log_path``; turn an OncorobustError into one line on
-    stderr and in the log, then exit with status 1 (no traceback from deep inside a library)."""
+    stderr and in the log, then exit with status 1 (no traceback from deep inside a library).
+    Any other exception is written to the log with its traceback and re-raised."""
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)  # the full story goes to the log file
     handlers: list[logging.Handler] = [console]
@@ -27,3 +28,8 @@ def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
     except OncorobustError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         raise SystemExit(1) from None
+    except Exception:
+        # Not a user error (a bug, or a library's own exception): the rule's log must still hold
+        # what stopped the step, with its traceback; it is then re-raised unchanged.
+        log.exception("the step stopped on an unexpected error (please report it with this log)")
+        raise

@@ -441,16 +441,20 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if _is_torchscript(path):
         raise CheckpointError(f"{path} is a TorchScript model, not a state dict: use model.arch"
                               f" torchscript:{path} (and no model.checkpoint)")
+    if _is_lfs_pointer(path):
+        raise CheckpointError(f"{path}: {LFS_REASON}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if not _foreign_objects(exc):
+            raise CheckpointError(f"{path}: unreadable (truncated, or not a torch file):"
+                                  f" {_first_line(exc)}") from None
         raise CheckpointError(f"{path} holds Python objects other than tensors (a pickled model?),"
                               " which are never loaded: save model.state_dict() with torch.save, or"
                               " export TorchScript (torch.jit.script/trace) and use torchscript:<file>") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, AttributeError,
-            KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 (a text/CSV file raises IndexError, others many more)
         raise CheckpointError(f"{path}: unreadable (truncated, or not a torch file):"
-                              f" {type(exc).__name__}: {str(exc).strip()[:200]}") from None
+                              f" {_first_line(exc)}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict"):
             if isinstance(obj.get(key), dict):
@@ -625,6 +629,38 @@ def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+#: The first line of a Git LFS pointer file (what a clone without ``git lfs pull`` holds).
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+LFS_REASON = ("a Git LFS pointer, not the weights: run `git lfs pull` (with Git LFS installed) in its"
+              " repository to fetch the file")
+
+
+def _is_lfs_pointer(path: Path) -> bool:
+    """Whether ``path`` is a Git LFS pointer (a small text file standing in for the real one)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(LFS_POINTER)) == LFS_POINTER
+    except OSError:
+        return False
+
+
+def _foreign_objects(exc: BaseException) -> bool:
+    """Whether torch's weights_only unpickler refused foreign Python objects (a pickled model),
+    rather than bytes that are no pickle at all (a text file: 'Unsupported operand')."""
+    text = str(exc)
+    return ("weights_only" in text or "Unsupported global" in text) and "Unsupported operand" not in text
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: the gist of the message`` (torch's messages run to many lines of advice; its
+    unpickler's own complaint follows 'WeightsUnpickler error:')."""
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    msg = text.splitlines()[0][:200] if text else ""
+    return type(exc).__name__ + (f": {msg}" if msg else "")
+
+
 def _not_ours(path: Path, reason: str) -> CheckpointError:
     return CheckpointError(f"{path} is not a checkpoint this project wrote ({reason}); retrain"
                            " (delete the file and rerun the workflow) or point at the right file")
@@ -654,18 +690,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: no such model file; run the train step first (or fix the path)")
     if path.stat().st_size == 0:
         raise _not_ours(path, "the file is empty")
+    if _is_lfs_pointer(path):
+        raise _not_ours(path, LFS_REASON)
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:  # includes what weights_only refuses (foreign objects)
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            first = "it holds Python objects other than tensors and plain metadata, which are never loaded"
-        raise _not_ours(path, first) from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, AttributeError,
-            KeyError, TypeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise _not_ours(path, f"unreadable: truncated, or not a torch file; {type(exc).__name__}"
-                        + (f": {msg}" if msg else "")) from None
+        if _foreign_objects(exc):
+            raise _not_ours(path, "it holds Python objects other than tensors and plain metadata, which"
+                            " are never loaded") from None
+        raise _not_ours(path, f"unreadable: truncated, or not a torch file; {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 (a text/CSV file raises IndexError, others many more)
+        raise _not_ours(path, f"unreadable: truncated, or not a torch file; {_first_line(exc)}") from None
     if not isinstance(ck, dict) or not isinstance(ck.get("state_dict"), dict) or not isinstance(ck.get("meta"), dict):
         keys = sorted(map(str, ck)) if isinstance(ck, dict) else type(ck).__name__
         raise _not_ours(path, f"expected a dict with 'state_dict' and 'meta', found {keys}")
