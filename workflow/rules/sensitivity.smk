@@ -33,7 +33,8 @@ rule sensitivity:
 
 rule deferral_tables:
     input:
-        get_sensitivity_csvs,
+        csvs=get_sensitivity_csvs,
+        stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
         table2=report(f"{R}/tables/table2.csv", caption="../report/table2.rst", category="Tables",
                       labels={"table": "Table 2"}),
@@ -47,6 +48,7 @@ rule deferral_tables:
     params:
         code=code_version("scripts/deferral_tables.py"),
         index=lambda w: canon(get_sensitivity_index(w)),
+        datasets=DATASETS,
     threads: 1
     resources:
         mem_mb=2000,

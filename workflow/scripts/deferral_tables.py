@@ -1,16 +1,20 @@
 """Snakemake adapter: sensitivity CSVs -> Table 2, deferral curves and their AUCs."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 
 from oncorobust.deferral import curve_auc, deferral_curves, table2_rows
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.tables import dataframe_markdown, paper_lookup
+from oncorobust.tables import clinical_eps, dataframe_markdown, paper_lookup
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "deferral"):
     t2, curves, aucs = [], [], []
-    for meta, path in zip(sm.params.index, sm.input):
+    units = {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(sm.params.datasets, sm.input.stats)}
+    for meta, path in zip(sm.params.index, sm.input.csvs):
         sens = pd.read_csv(path, dtype={"sample_id": str})
         ds, regime = meta["dataset"], meta["regime"]
         before = paper_lookup("table2", meta["paper_dataset"], "clean", "original", 0) if regime == "clean" else float("nan")
@@ -20,8 +24,10 @@ with step_logging(sm.log[0], "deferral"):
         curves.append(c)
         aucs.append(curve_auc(c).assign(dataset=ds, regime=regime))
     t2 = pd.DataFrame(t2)
+    t2.insert(t2.columns.get_loc("threshold_eps") + 1, "threshold_stored",
+              [clinical_eps(e, units.get(ds))[1] for ds, e in zip(t2.dataset, t2.threshold_eps)])
     write_csv(t2, sm.output.table2)
-    cols = ["dataset", "regime", "threshold_from", "threshold_eps", "excluded_fraction", "n_test", "acc_before",
+    cols = ["dataset", "regime", "threshold_from", "threshold_eps", "threshold_stored", "excluded_fraction", "n_test", "acc_before",
             "n_retained", "acc_after", "acc_after_ci_low", "acc_after_ci_high", "paper_before", "paper_after"]
     with atomic_path(sm.output.table2_md) as tmp:
         tmp.write_text("# Table 2: test accuracy (%) before and after deferring the most sensitive images\n\n"
