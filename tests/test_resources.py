@@ -39,6 +39,8 @@ def test_paper_shape_far_above_the_demo():
     assert res.mem_mb("attack", "vgg16", 224, 64) - res.mem_mb("attack", "vgg16", 224, 32) >= 32 * 70
     assert res.mem_mb("train", "vgg16", 224, 50) > res.mem_mb("attack", "vgg16", 224, 50)
     assert res.mem_mb("transfer", "vgg16", 224, 64) > res.mem_mb("attack", "vgg16", 224, 64)
+    # measured: the sensitivity search keeps about twice an attack's activations per image
+    assert res.mem_mb("sensitivity", "vgg16", 116, 32) - res.mem_mb("sensitivity", "vgg16", 116, 16) >= 16 * 30
     assert res.mem_mb("train", "vgg16", 224, 50, pretrained=True) > res.mem_mb("train", "vgg16", 224, 50)
 
 

@@ -41,6 +41,10 @@ Peak resident memory of a job (MB)::
   declares 5.8 / 7.5 / 2.9 / 3.4 GB for these (it also counts a loaded state dict, the best-epoch
   copy and the data).
 
+  The sensitivity search (APGD bisection + FAB) keeps twice that: measured 35 MB per image at
+  116 px (flip_eps_bracket, batch 16 vs 32: 2.28 / 2.84 GB), so its activations count
+  ``KIND_ACT["sensitivity"]`` = 2 times.
+
   Restarts, steps and bisection rounds run one after another on the same batch, so they do
   not change the peak (they do change the run time).
 - ``batch``: the configured batch (``train.batch_size``, ``adversarial_training.batch_size`` or
@@ -70,6 +74,7 @@ TORCHVISION_VGG16 = 138_357_544  # the ImageNet state dict loaded by model.pretr
 VGG16_FEATURES = 14_714_688
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 MODEL_COPIES = {"train": 5, "attack": 2, "transfer": 4, "health": 2, "sensitivity": 2, "figure": 2}
+KIND_ACT = {"sensitivity": 2.0}  # activation multiplier per job kind (default 1)
 
 # other archs (torchvision:*, monai:*, python:*, torchscript:*): no analytic count; estimated as
 # VGG16 at the same input size (more parameters and activations than most 2-D classifiers of
@@ -177,7 +182,8 @@ def mem_mb(kind: str, arch: str, size: int, batch: int, *, channels: int = 1, da
         model += 4 * TORCHVISION_VGG16_CLASSIFIER / 2 ** 20
         if pretrained:
             model += 4 * TORCHVISION_VGG16 / 2 ** 20
-    total = BASE_MB + model + b * ACT_FACTOR * activation_mb(arch, size, width) + DATA_FACTOR * data_mb
+    act = KIND_ACT.get(kind, 1.0) * ACT_FACTOR * activation_mb(arch, size, width)
+    total = BASE_MB + model + b * act + DATA_FACTOR * data_mb
     return max(FLOOR_MB, int(math.ceil(SAFETY * total / 100.0)) * 100)
 
 
