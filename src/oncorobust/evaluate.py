@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .attacks import AttackError, AttackSanityError, attack, image_seeds, method_params
+from .attacks import DEFAULTS, AttackError, AttackSanityError, attack, image_seeds, method_params
 
 log = logging.getLogger("oncorobust.evaluate")
 COLUMNS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob", "linf"]
@@ -78,7 +78,9 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
     kw = dict(params or {}, early_exit=early_exit, member_params=member_params)
     # ε = 0 must reproduce the clean predictions (Square/FAB/worst: checked with cheap PGD)
     zero_method = base if base in ("fgsm", "bim", "pgd", "apgd_ce", "apgd_margin") else "pgd"
-    zero_kw = kw if zero_method == base else {}
+    zero_kw = dict(kw) if zero_method == base else {}
+    if "restarts" in DEFAULTS[zero_method]:
+        zero_kw["restarts"] = 1  # at ε = 0 no restart can move an image: one run suffices
     rows = []
     starts = range(0, len(x), batch_size)
     for b, i in enumerate(tqdm(starts, desc=f"{method} ε={eps:g}", disable=not progress or None)):

@@ -77,6 +77,7 @@ rule health:
         code=code_version("scripts/health.py"),
         index=get_health_index,
         health=canon(config["attacks"]["health"]),
+        batch_size=config["attacks"]["batch_size"],
         pgd=canon(config["attacks"]["pgd"]),
         reference_eps=lambda w: canon(config["datasets"][w.ds]["attack"]["reference_eps"]),
         labels=config["attacks"]["labels"],

@@ -18,6 +18,7 @@ rule fig1_examples:
         datasets=DATASETS,
         eps=canon({ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS}),
         pgd=canon(config["attacks"]["pgd"]),
+        batch_size=config["attacks"]["batch_size"],
         seed=config["seed"],
     threads: 1
     resources:

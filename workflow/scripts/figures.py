@@ -25,7 +25,7 @@ with step_logging(sm.log[0], "figures") as log:
             # attacked attacks.batch_size images at a time (per-image seeds: the example does not
             # depend on the batch, so the batch size is read from the config, not tracked as a param)
             ex = figures.example_for(model, test, meta["classes"], eps, seed=sm.params.seed,
-                                     batch_size=int(sm.config["attacks"]["batch_size"]), **pgd)
+                                     batch_size=int(sm.params.batch_size), **pgd)
             if ex is None:
                 log.warning("%s: no correctly classified test image flips at ε=%g; not shown", ds, eps)
                 continue

@@ -24,7 +24,7 @@ with step_logging(sm.log[0], "health") as log:
     x, ids = test["x"][:n], test["ids"][:n]  # stays on the CPU: model_checks moves each batch
     # images per model call: the attack jobs' batch (from the config, not a param: the checks'
     # results do not depend on it, so changing it reruns nothing)
-    batch = int(sm.config["attacks"]["batch_size"])
+    batch = int(sm.params.batch_size)
     model = load_model(sm.input.model, device)
     if sm.params.labels == "true":
         target = test["y"][:n]
