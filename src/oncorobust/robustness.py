@@ -145,7 +145,8 @@ def markdown(s: pd.DataFrame) -> str:
         ratio = "–" if not r.control_dataset else f"{f(r.ratio_to_control)} [{f(r.ratio_ci_low)}, {f(r.ratio_ci_high)}] vs {r.control_dataset}"
         stored = "–" if math.isnan(r.eps50_stored) else f"{r.eps50_stored:.3g} {r.stored_unit}"
         lines.append(f"| {r.dataset}{ctrl} | {r.regime} | {r.n} | {f(r.eps50)} [{f(r.eps50_ci_low)}, {f(r.eps50_ci_high)}]"
-                     f" | {stored} | {f(r.eps10)} [{f(r.eps10_ci_low)}, {f(r.eps10_ci_high)}] | {ratio} | {f(r.paper_eps50)} |")
+                     f" | {stored} | {f(r.eps10)} [{f(r.eps10_ci_low)}, {f(r.eps10_ci_high)}] | {ratio} |"
+                     f" {'not reached in its grid' if r.paper_eps50 == math.inf else f(r.paper_eps50)} |")
     return ("\n".join(lines) + "\n\nε₅₀ / ε₁₀: the perturbation size (L∞, [0,1] pixel units) at which half / a tenth of the"
             " test images change their prediction, from the per-image flipping ε (an upper bound: a stronger attack can"
             " only lower them). CIs: percentile bootstrap over images (2000 resamples). The paper's value is the ε at"
