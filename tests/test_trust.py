@@ -139,6 +139,7 @@ def test_early_exit_never_raises_accuracy_and_saves_gradients(images):
         adv = attack(counter, images, y, "pgd", 0.3, seed=3, early_exit=early)
         flipped[early] = model(adv).argmax(1) != y
         counts[early] = counter.grad_images
+    assert not model.training  # counting through the wrapper leaves the model's mode alone
     assert (flipped[True] | ~flipped[False]).all()  # every final-iterate flip is kept
     assert flipped[True].sum() >= flipped[False].sum() > 0
     assert counts[True] < counts[False] == 10 * len(images)

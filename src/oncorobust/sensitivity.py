@@ -43,6 +43,7 @@ class GradCounter(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model, self.grad_images = model, 0
+        self.train(model.training)  # same mode: restoring the wrapper's mode restores the model's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
