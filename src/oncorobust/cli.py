@@ -18,12 +18,12 @@ import os
 import re
 import subprocess
 import sys
-import zipfile
 from importlib import metadata
 from pathlib import Path
 
 from . import __version__
 from .errors import OncorobustError
+from .zipformat import is_torchscript
 
 
 def package_version() -> str:
@@ -68,14 +68,6 @@ def find_snakefile(given: str | None = None) -> Path:
                           f" to its workflow folder (looked at {[str(c) for c in candidates]})")
 
 
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
 def _deep_merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
@@ -95,7 +87,7 @@ def audit_config(args: argparse.Namespace) -> dict:
     model: dict = {}
     if Path(model_arg).expanduser().is_file():
         path = Path(model_arg).expanduser().resolve()
-        if not _is_torchscript(path):
+        if not is_torchscript(path):
             raise OncorobustError(f"--model {model_arg}: a file that is not a TorchScript model; for a"
                                   " state dict give the architecture and the file: --model"
                                   " torchvision:resnet18 --weights model.pt")

@@ -40,13 +40,13 @@ import logging
 import os
 import pickle
 import sys
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import OncorobustError
+from .zipformat import is_torchscript
 
 log = logging.getLogger("oncorobust.models")
 
@@ -414,14 +414,6 @@ def build_net(arch: str, *, classes: int, in_channels: int, size: int) -> nn.Mod
     raise ModelError(f"build_net: {arch!r} is not a torchvision:, monai: or python: arch")
 
 
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state-dict file (``torch.save(model.state_dict(), f)``) read with ``weights_only=True``.
 
@@ -438,7 +430,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: no such checkpoint file (model.checkpoint / model.weights)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the checkpoint file is empty")
-    if _is_torchscript(path):
+    if is_torchscript(path):
         raise CheckpointError(f"{path} is a TorchScript model, not a state dict: use model.arch"
                               f" torchscript:{path} (and no model.checkpoint)")
     if _is_lfs_pointer(path):
