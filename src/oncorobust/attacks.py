@@ -107,6 +107,11 @@ def _uniform(shape: torch.Size, seeds: Sequence[int], restart: int, like: torch.
     return out.to(like)
 
 
+def signed_noise(shape: torch.Size, seeds: Sequence[int], restart: int, like: torch.Tensor) -> torch.Tensor:
+    """U[−1,1) noise of ``shape`` (N×…), keyed per image like :func:`_uniform`: the random starts."""
+    return 2 * _uniform(shape, seeds, restart, like) - 1
+
+
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """z_y − max_{j≠y} z_j per image (N): negative when the prediction is not ``y``."""
     z_y = logits.gather(1, y[:, None]).squeeze(1)
@@ -180,6 +185,11 @@ def _check_oscillation(losses: np.ndarray, j: int, k: int, k3: float) -> np.ndar
     for c in range(k):
         t += losses[j - c] > losses[j - c - 1]
     return t <= k * k3
+
+
+def pgd_start(x: torch.Tensor, e: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """PGD's random start x + ε·t (``t``: N×C×H×W noise in [−1,1], ``e``: N×1×1×1), clipped to [0,1]."""
+    return (x + t * e).clamp(0, 1)
 
 
 def apgd_start(x: torch.Tensor, e: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -374,11 +384,11 @@ def _run(model, x, y, method, e, p, seeds, early_exit, trace):
             alpha = es * p["alpha_ratio"] if alpha is None else torch.full_like(es, float(alpha))
             start = None
             if method == "pgd" and p.get("random_start", True):
-                start = (xs + (2 * _uniform(xs.shape, ss, r, xs) - 1) * es).clamp(0, 1)
+                start = pgd_start(xs, es, signed_noise(xs.shape, ss, r, xs))
             adv, ok = _sign_iterate(model, xs, ys, es, steps=int(p["steps"]), alpha=alpha, start=start,
                                     early_exit=bool(early_exit), flags=restarts > 1, trace=tr)
         else:
-            start = apgd_start(xs, es, 2 * _uniform(xs.shape, ss, r, xs) - 1)
+            start = apgd_start(xs, es, signed_noise(xs.shape, ss, r, xs))
             adv, ok = _apgd(model, xs, ys, es, steps=int(p["steps"]), rho=float(p["rho"]),
                             loss="ce" if method == "apgd_ce" else "margin", start=start, trace=tr)
         if restarts == 1:

@@ -30,8 +30,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .attacks import (AttackError, AttackSanityError, _apgd, _project, _sign_iterate, _uniform, apgd_start, check_adversarial,
-                      check_inputs, first_order_eps, image_seeds)
+from .attacks import (AttackError, AttackSanityError, _apgd, _project, _sign_iterate, apgd_start, check_adversarial,
+                      check_inputs, first_order_eps, image_seeds, pgd_start, signed_noise)
 
 INNER = ("apgd_margin", "pgd")
 
@@ -64,11 +64,11 @@ def _strong_attack(model, x, pred, eps, *, method, steps, restarts, alpha_ratio,
         if not len(todo):
             break
         xs, ps, es = x[todo], pred[todo], e[todo]
-        noise = 2 * _uniform(xs.shape, [seeds[i] for i in todo.tolist()], 1000 * rnd + r, xs) - 1
+        noise = signed_noise(xs.shape, [seeds[i] for i in todo.tolist()], 1000 * rnd + r, xs)
         if init is not None and r == 0:
             start = _project(xs + init[todo], xs, es)
         elif method == "pgd":
-            start = (xs + noise * es).clamp(0, 1) if random_start else None
+            start = pgd_start(xs, es, noise) if random_start else None
         else:
             start = apgd_start(xs, es, noise)
         if method == "pgd":
@@ -242,7 +242,7 @@ def grid_flip_eps(model: nn.Module, x: torch.Tensor, grid: list[float], *, steps
         e = torch.full((len(x), 1, 1, 1), float(eps))
         hit = torch.zeros(len(x), dtype=torch.bool)
         for r in range(restarts):
-            start = (x + (2 * _uniform(x.shape, seeds, 1000 * k + r, x) - 1) * e).clamp(0, 1)
+            start = pgd_start(x, e, signed_noise(x.shape, seeds, 1000 * k + r, x))
             _, ok = _sign_iterate(counter, x, pred, e, steps=steps, alpha=alpha_ratio * e, start=start,
                                   early_exit=False)
             hit |= ok.cpu()
