@@ -6,7 +6,9 @@ All accuracies are percentages with Wilson 95% CIs and n; the paper's value (fro
 
 from __future__ import annotations
 
+import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,6 +49,12 @@ def _paper_lookup(paper: pd.DataFrame, table: str, name: str | None, regime: str
     hit = paper[(paper.table == table) & (paper.dataset == name) & (paper.regime == regime)
                 & (paper.method == method) & np.isclose(paper.eps, eps)]
     return float(hit.accuracy.iloc[0]) if len(hit) else np.nan
+
+
+def read_eps_units(datasets: list[str], stats_paths: list[str]) -> dict[str, dict | None]:
+    """Each dataset's ``eps_units`` from its ``tensors/stats.json`` (None where preprocessing
+    recorded none), for :func:`clinical_eps` and the figures' stored-data axes."""
+    return {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(datasets, stats_paths)}
 
 
 def clinical_eps(eps: float, units: dict | None) -> tuple[float, str, bool]:

@@ -1,13 +1,10 @@
 """Snakemake adapter: all per-image attack CSVs -> Table 1, Table S5, sanity warnings."""
 
-import json
-from pathlib import Path
-
 import pandas as pd
 
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.tables import (dataframe_markdown, eps_units_markdown, sanity_warnings, summarize, table1,
+from oncorobust.tables import (dataframe_markdown, eps_units_markdown, read_eps_units, sanity_warnings, summarize, table1,
                                table1_markdown, table_s5)
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
@@ -20,7 +17,7 @@ with step_logging(sm.log[0], "tables") as log:
         rows.append(summarize(df, *key))
     summary = pd.DataFrame(rows)
     write_csv(summary, sm.output.summary)
-    units = {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(sm.params.datasets, sm.input.stats)}
+    units = read_eps_units(sm.params.datasets, sm.input.stats)
     t1 = table1(summary, sm.params.paper_names, sm.params.labels, units)
     write_csv(t1, sm.output.table1)
     with atomic_path(sm.output.table1_md) as tmp:

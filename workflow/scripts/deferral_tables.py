@@ -1,19 +1,16 @@
 """Snakemake adapter: sensitivity CSVs -> Table 2, deferral curves and their AUCs."""
 
-import json
-from pathlib import Path
-
 import pandas as pd
 
 from oncorobust.deferral import curve_auc, deferral_curves, table2_rows
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.tables import clinical_eps, dataframe_markdown, paper_lookup
+from oncorobust.tables import clinical_eps, dataframe_markdown, paper_lookup, read_eps_units
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "deferral"):
     t2, curves, aucs = [], [], []
-    units = {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(sm.params.datasets, sm.input.stats)}
+    units = read_eps_units(sm.params.datasets, sm.input.stats)
     for meta, path in zip(sm.params.index, sm.input.csvs):
         sens = pd.read_csv(path, dtype={"sample_id": str})
         ds, regime = meta["dataset"], meta["regime"]

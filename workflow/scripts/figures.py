@@ -1,6 +1,5 @@
 """Snakemake adapter: tables / models -> the paper's figures (PNG + PDF)."""
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +8,7 @@ import torch
 from oncorobust import figures
 from oncorobust.logs import step_logging
 from oncorobust.models import load_model
-from oncorobust.tables import paper_values
+from oncorobust.tables import paper_values, read_eps_units
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "figures") as log:
@@ -35,7 +34,7 @@ with step_logging(sm.log[0], "figures") as log:
     elif sm.rule == "fig2_fig3":
         summary = pd.read_csv(sm.input.summary)
         controls = set(sm.params.controls)
-        units = {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(sm.params.datasets, sm.input.stats)}
+        units = read_eps_units(sm.params.datasets, sm.input.stats)
         figures.fig2_accuracy_vs_eps(summary, controls, paper_values(), sm.params.paper_names,
                                      Path(sm.output.fig2).with_suffix(""), units=units)
         figures.fig3_adv_training(summary, controls, stem=Path(sm.output.fig3).with_suffix(""), units=units)

@@ -1,6 +1,5 @@
 """Snakemake adapter: sensitivity CSVs + attack summary -> robustness curves (Figure 5) and ε₅₀ table."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +8,11 @@ import pandas as pd
 from oncorobust import figures, robustness
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.tables import paper_values
+from oncorobust.tables import paper_values, read_eps_units
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "robustness") as log:
-    units = {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(sm.params.datasets, sm.input.stats)}
+    units = read_eps_units(sm.params.datasets, sm.input.stats)
     frames = {}
     for meta, path in zip(sm.params.index, sm.input.sensitivity):
         sens = pd.read_csv(path, dtype={"sample_id": str})
