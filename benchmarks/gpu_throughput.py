@@ -74,7 +74,8 @@ from oncorobust.sensitivity import GradCounter, flip_eps_bracket
 
 N_JOB = 10_000  # images of the jobs whose runtime estimate is checked
 ADV = {"eps": 0.002, "step": 0.0005, "iters": 7, "clean_fraction": 0.5}  # mammo's adversarial_training
-SENS = {"eps_max": 0.02, "tol": 1e-5, "steps": 10, "restarts": 1, "fab_steps": 100}  # schema defaults
+SENS = {"eps_max": 0.02, "tol": 1e-5, "rel_tol": 0.005, "steps": 10, "restarts": 1, "fab_steps": 100,
+        "refine_steps": 50}  # schema defaults
 BRACKET_METHOD = inspect.signature(flip_eps_bracket).parameters["method"].default  # its default inner attack
 
 
@@ -265,7 +266,11 @@ def bench_shape(arch: str, size: int, args, dev: torch.device, timer: Timer) -> 
 
     xu, yu = x[:ab], y[:ab]
 
-    def fwd_bwd(_warm):  # ten passes, like PGD-10 (and ten times less noise than one)
+    def fwd_bwd(_warm):  # ten passes, like PGD-10 (and ten times less noise than one); strict fp32
+        with fp32_mode("ieee"):  # as the attacks run (oncorobust.attacks.strict_fp32)
+            _ten_passes()
+
+    def _ten_passes():
         for _ in range(10):
             xi = xu.clone().requires_grad_(True)
             torch.autograd.grad(F.cross_entropy(model(xi), yu), xi)
@@ -295,8 +300,8 @@ def bench_shape(arch: str, size: int, args, dev: torch.device, timer: Timer) -> 
 
     pgd_kw = dict(steps=10, alpha_ratio=0.25, random_start=True, restarts=1)
     adv_passes = 3 + 3 * ADV["iters"] * (1 - ADV["clean_fraction"])  # as common.smk's get_train_runtime
-    rounds = 1 + max(0, math.ceil(math.log2(SENS["eps_max"] / args.bracket_tol)))
-    sens_passes = 3 * SENS["steps"] * SENS["restarts"] * rounds + 6 * args.bracket_fab_steps + 5  # common.smk
+    sens_passes = res.sensitivity_passes({**SENS, "tol": args.bracket_tol, "fab_steps": args.bracket_fab_steps,
+                                          "method": BRACKET_METHOD})  # as common.smk counts them
     measures = {
         f"10 x forward+backward ({ab})": dict(fn=fwd_bwd, images=ab, passes=30.0, mem=("attack", ab)),
         f"train step (batch {tb})": dict(fn=train, images=tb * args.train_steps, passes=3.0, mem=("train", tb)),
@@ -425,14 +430,18 @@ def bench_precision(args, dev: torch.device, timer: Timer) -> dict:
     margins = (logits["ieee"].gather(1, y[:, None]).squeeze(1) - logits["ieee"].scatter(1, y[:, None], -math.inf).amax(1))
     out["median_abs_margin"] = margins.abs().median().item()
 
+    # attack() and flip_eps_bracket() force strict fp32 (strict_fp32 decorator); their undecorated
+    # bodies (__wrapped__) run under whatever fp32_mode sets, which is what is compared here
+    raw_attack, raw_bracket = attack.__wrapped__, flip_eps_bracket.__wrapped__
+
     def pgd(e):
-        return torch.cat([attack(model, x[i:j], y[i:j], "pgd", e, seed=0, steps=10, alpha_ratio=0.25,
+        return torch.cat([raw_attack(model, x[i:j], y[i:j], "pgd", e, seed=0, steps=10, alpha_ratio=0.25,
                                  random_start=True) for i, j in batches(n, ab)])
 
     br = {}
     for mode in modes:
         with fp32_mode(mode):
-            br[mode] = flip_eps_bracket(model, x[:nb], eps_max=SENS["eps_max"], tol=args.bracket_tol,
+            br[mode] = raw_bracket(model, x[:nb], eps_max=SENS["eps_max"], tol=args.bracket_tol,
                                         fab_steps=args.bracket_fab_steps, batch_size=ab, seed=0)["eps_upper"]
     up_d, up_i = br["default"], br["ieee"]
     both_inf = torch.isinf(up_d) & torch.isinf(up_i)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from oncorobust.deferral import curve_auc, deferral_curves, sensitivity_frame, table2_rows
-from oncorobust.sensitivity import grid_flip_eps, min_flip_eps
+from oncorobust.sensitivity import flip_eps_bracket, grid_flip_eps, min_flip_eps
 
 
 class Linear2(nn.Module):
@@ -28,6 +28,9 @@ class Linear2(nn.Module):
     def forward(self, x):
         s = self.score(x)
         return torch.stack([torch.zeros_like(s), s], 1)
+
+
+PLAIN = dict(method="apgd_margin", rel_tol=0, refine_steps=0, fab_check=False)
 
 
 @pytest.fixture
@@ -60,7 +63,8 @@ def test_unflippable_images_are_inf_and_budget_counted(images):
     truth = exact(model, images)
     eps_max = float(np.median(truth))
     stats = {}
-    eps = min_flip_eps(model, images, eps_max=eps_max, tol=1e-4, stats=stats).numpy()
+    # the plain bisection (one attack, tol only, no refinement): its budget is the claim here
+    eps = flip_eps_bracket(model, images, eps_max=eps_max, tol=1e-4, stats=stats, **PLAIN)["eps_upper"].numpy()
     assert np.all(np.isinf(eps[truth > eps_max * 1.01]))
     assert np.all(np.isfinite(eps[truth < eps_max * 0.99]))
     rounds = math.ceil(math.log2(eps_max / 1e-4)) + 1
@@ -75,7 +79,7 @@ def test_agrees_with_grid_scan_within_one_step(images):
     grid = [step * k for k in range(1, 31)]
     g_stats, b_stats = {}, {}
     g = grid_flip_eps(model, images, grid, stats=g_stats).numpy()
-    b = min_flip_eps(model, images, eps_max=grid[-1], tol=step, stats=b_stats).numpy()
+    b = flip_eps_bracket(model, images, eps_max=grid[-1], tol=step, stats=b_stats, **PLAIN)["eps_upper"].numpy()
     both = np.isfinite(g) & np.isfinite(b)
     assert np.array_equal(np.isfinite(g), np.isfinite(b))
     assert np.all(np.abs(g[both] - b[both]) <= step + 1e-9)

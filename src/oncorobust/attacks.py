@@ -37,6 +37,11 @@ PGD/BIM step for step and :func:`_apgd` follows torchattacks' (= AutoAttack's) A
 including its step-size schedule; ``tests/test_attacks.py`` checks both against torchattacks on
 the same random start.
 
+Precision: on a GPU, PyTorch runs float32 convolutions in TF32 by default (10-bit mantissa, logit
+errors of ~1e-3 that depend on the batch's composition). Every attack, the sensitivity search and
+the health checks therefore run inside :func:`strict_fp32` (IEEE float32 convolutions and matrix
+products; the previous setting is restored). Training keeps the default.
+
 Early exit (``early_exit=True``, always on for APGD and ``worst``, an option for BIM/PGD): an
 image that has flipped is no longer attacked and keeps its first successful iterate. Other
 images' trajectories are unchanged (eval mode: no image influences another), so accuracy under
@@ -45,9 +50,10 @@ attack can only go down and compute drops.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -69,6 +75,29 @@ DEFAULTS: dict[str, dict] = {
     "square": {"queries": 5000, "restarts": 1, "p_init": 0.8},
     "worst": {"members": ["apgd_ce", "apgd_margin", "fab", "square"]},
 }
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Float32 convolutions and matrix products in IEEE precision (no TF32) inside the block, the
+    previous setting restored after it; also usable as a decorator. Without CUDA it changes
+    nothing that the CPU uses. torch ≥ 2.9 has per-backend ``fp32_precision`` flags, older
+    releases ``allow_tf32`` (mixing the two APIs is an error in torch ≥ 2.9, so only one is set)."""
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    if conv is not None:
+        flags = [(torch.backends.cudnn.conv, "fp32_precision"), (torch.backends.cuda.matmul, "fp32_precision")]
+        value = "ieee"
+    else:  # torch < 2.9
+        flags = [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+        value = False
+    old = [getattr(obj, name) for obj, name in flags]
+    try:
+        for obj, name in flags:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for (obj, name), v in zip(flags, old):
+            setattr(obj, name, v)
 
 
 class AttackError(OncorobustError, ValueError):
@@ -312,6 +341,7 @@ def method_params(method: str, params: dict | None = None) -> dict:
     return out
 
 
+@strict_fp32()
 def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, eps, *,
            seed: int = 0, seeds: Sequence[int] | None = None, early_exit: bool | None = None,
            member_params: dict[str, dict] | None = None, trace: dict | None = None,
@@ -493,6 +523,7 @@ def check_adversarial(x: torch.Tensor, x_adv: torch.Tensor, eps, atol: float = 1
         raise AttackSanityError("adversarial images leave [0,1]")
 
 
+@strict_fp32()
 def first_order_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One-gradient estimate of the smallest flipping L∞ ε: |margin| / ‖∇ₓ margin‖₁ per image.
 

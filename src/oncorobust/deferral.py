@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import DataError
+from .attacks import strict_fp32
 from .sensitivity import flip_eps_bracket
 from .stats import wilson
 
@@ -28,6 +29,7 @@ SENSITIVITY_COLUMNS = ["sample_id", "split", "label", "clean_pred", "correct", "
                        "eps_upper", "first_order_eps", "confidence"]
 
 
+@strict_fp32()
 def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu", batch_size: int = 256,
                       **search) -> pd.DataFrame:
     """One row per image of each split: prediction, confidence and the flipping-ε bracket.

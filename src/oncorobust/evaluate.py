@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .attacks import DEFAULTS, AttackError, AttackSanityError, attack, image_seeds, method_params
+from .attacks import DEFAULTS, AttackError, AttackSanityError, attack, image_seeds, method_params, strict_fp32
 
 log = logging.getLogger("oncorobust.evaluate")
 COLUMNS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob", "linf"]
@@ -36,6 +36,7 @@ def _predict(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return pred, conf
 
 
+@strict_fp32()
 def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: list[str], method: str,
                     eps: float, *, params: dict | None = None, labels: str = "predicted", seed: int = 0,
                     batch_size: int = 128, device: torch.device | str = "cpu",

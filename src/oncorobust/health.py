@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import attack, image_seeds
+from .attacks import attack, image_seeds, strict_fp32
 from .stats import paired_difference, wilson
 
 COLUMNS = ["dataset", "regime", "check", "passed", "value", "threshold", "detail"]
@@ -75,6 +75,7 @@ def _attack_flipped(model, x, target, seeds, parts, method, eps, trace=None, **p
     return np.concatenate(flipped) if flipped else np.zeros(0, dtype=bool)
 
 
+@strict_fp32()
 def model_checks(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: list[str], *, ref_eps: float,
                  pgd: dict, seed: int = 0, square_queries: int = 1000,
                  whitebox_flipped: np.ndarray | None = None, batch_size: int | None = None) -> list[dict]:
@@ -129,7 +130,10 @@ def model_checks(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: l
                      "APGD-margin (20 steps) at ε = 1: every image can be replaced, so nearly all must flip"))
     base = {k: v for k, v in pgd.items() if k in ("steps", "alpha_ratio", "random_start", "restarts")}
     trace: dict = {}
-    f1 = _attack_flipped(model, x, target, seeds, parts, "pgd", ref_eps, trace=trace, **{**base, "restarts": 1})
+    # the loss trace is of one restart (a restart's own trajectory); with more restarts the
+    # configured attack is run in full for the convergence check (its first restart repeats)
+    f_traced = _attack_flipped(model, x, target, seeds, parts, "pgd", ref_eps, trace=trace, **{**base, "restarts": 1})
+    f1 = f_traced
     if int(base.get("restarts", 1)) > 1:
         f1 = _attack_flipped(model, x, target, seeds, parts, "pgd", ref_eps, **base)
     steps, restarts = int(base.get("steps", 10)), int(base.get("restarts", 1))
@@ -143,8 +147,8 @@ def model_checks(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: l
     last = max(1, math.ceil(0.1 * steps))
     earlier, tail = losses[:-last].max(0), losses[-last:].max(0)
     gain = np.maximum(losses.max(0) - losses[0], 1e-6)  # the whole trajectory's improvement
-    rising = ((tail - earlier) > 0.02 * gain) & ~f1
-    pct = 100 * rising.sum() / max(1, (~f1).sum())
+    rising = ((tail - earlier) > 0.02 * gain) & ~f_traced  # unflipped by the traced restart
+    pct = 100 * rising.sum() / max(1, (~f_traced).sum())
     rows.append(_row("loss_converged", pct < 5.0, pct, "< 5% of unflipped images",
                      f"PGD's loss still rising over its last {last} of {steps} steps"))
     if whitebox_flipped is not None:

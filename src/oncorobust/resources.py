@@ -200,6 +200,21 @@ def runtime_min(arch: str, size: int, n_images: int, passes: float, *, device: s
     return max(FLOOR_MIN, int(math.ceil(START_MIN + seconds / 60)))
 
 
+def sensitivity_passes(c: dict) -> float:
+    """Forward-pass equivalents per image of one sensitivity search (``flip_eps_bracket``) with
+    the ``sensitivity`` config ``c``: every bisection round a full attack of every member and
+    restart (the worst case: an image that flips exits early), the refinement's rounds, FAB."""
+    rounds = 1 + max(0, math.ceil(math.log2(float(c["eps_max"]) / float(c["tol"]))))
+    rel = float(c.get("rel_tol", 0))
+    if rel > 0:  # finer than tol for small ε: down to rel_tol of 1/100 of eps_max
+        rounds = max(rounds, 1 + math.ceil(math.log2(100 / rel)))
+    per_step = 3 * float(c.get("restarts", 1)) * len(str(c.get("method", "apgd_margin+pgd")).split("+"))
+    refine = float(c.get("refine_steps", 0))
+    refine_rounds = 1 + math.ceil(math.log2(0.1 / rel)) if refine and rel > 0 else rounds
+    fab = 6 * float(c.get("fab_steps", 100)) if c.get("fab_check", True) else 0
+    return per_step * (float(c.get("steps", 10)) * rounds + refine * refine_rounds) + fab + 5
+
+
 def attack_passes(method: str, params: dict) -> float:
     """Forward-pass equivalents per image of one attack (all restarts counted)."""
     base = method.removeprefix("transfer_")

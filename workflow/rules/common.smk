@@ -238,13 +238,10 @@ def get_sensitivity_mem_mb(wildcards, input):
 
 
 def get_sensitivity_runtime(wildcards, input):
-    """Val + test images × (restarts × steps per bisection round + FAB's steps)."""
-    import math
-
+    """Val + test images × the search's passes per image (resources.sensitivity_passes)."""
     s = _shape(wildcards.ds)
     c = config["datasets"][wildcards.ds]["sensitivity"]
-    rounds = 1 + max(0, math.ceil(math.log2(float(c["eps_max"]) / float(c["tol"]))))
-    passes = 3 * float(c["steps"]) * float(c["restarts"]) * rounds + (6 * float(c["fab_steps"]) if c["fab_check"] else 0) + 5
+    passes = _res.sensitivity_passes(c)
     n = _n_images(wildcards.ds, input.val) + _n_images(wildcards.ds, input.test)
     if not n:
         return _unknown_runtime(wildcards.ds)

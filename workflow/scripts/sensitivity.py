@@ -17,13 +17,15 @@ with step_logging(sm.log[0], "sensitivity") as log:
     stats = {}
     frame = sensitivity_frame(load_model(sm.input.model, device), splits, device=device,
                               batch_size=sm.params.batch_size, eps_max=cfg["eps_max"], tol=cfg["tol"],
+                              rel_tol=cfg["rel_tol"], refine_steps=cfg["refine_steps"],
                               method=cfg["method"], steps=cfg["steps"], restarts=cfg["restarts"],
                               alpha_ratio=sm.params.pgd_alpha_ratio, fab_check=cfg["fab_check"],
                               fab_steps=cfg["fab_steps"], seed=sm.params.seed, stats=stats)
     write_csv(frame, sm.output[0])
     finite = frame.min_flip_eps[frame.min_flip_eps < float("inf")]
     log.info("flipping eps (eps_upper): %d images, %d not flipped at eps_max=%g, median %.4g;"
-             " median bracket width %.3g; %d gradient evaluations (%.0f per image), FAB lowered %d",
+             " median bracket width %.3g; %d gradient evaluations (%.0f per image), FAB lowered %d,"
+             " %d boundary flips pushed",
              len(frame), len(frame) - len(finite), cfg["eps_max"], finite.median() if len(finite) else float("nan"),
              (frame.eps_upper - frame.eps_lower)[frame.eps_upper < float("inf")].median() if len(finite) else float("nan"),
-             stats["grad_evals"], stats["grad_evals"] / max(len(frame), 1), stats["lowered_by_fab"])
+             stats["grad_evals"], stats["grad_evals"] / max(len(frame), 1), stats["lowered_by_fab"], stats["pushed"])
