@@ -68,6 +68,15 @@ def evaluate(name: str, model_path: str, tensor_paths: list[str], n: int, eps_ma
     return out
 
 
+def report(r: dict) -> None:
+    """Print one dataset's runs (as soon as it is done: the whole benchmark takes long on a CPU)."""
+    print(f"{r['dataset']}: {r['n_images']} images, {r['flipped_by_any']} flipped by some search;"
+          f" reference budget {r['reference_budget_ratio']:.1f}x ours")
+    for run_ in r["runs"]:
+        print(f"  {run_['label']:<100} optimality {run_['optimality']:.4f}  grad evals/image"
+              f" {run_['grad_evals_per_image']:8.1f}  {run_['seconds']:6.1f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="results/benchmarks/sensitivity_optimality.json")
@@ -78,7 +87,10 @@ def main() -> None:
     sets = [("digits", "results/digits/models/clean.pt", ["results/digits/tensors/test.pt"], 0.4, 0.002),
             ("mammo", "results/mammo/models/clean.pt",
              ["results/mammo/tensors/test.pt", "results/mammo/tensors/val.pt"], 0.1, 0.0005)]
-    results = [evaluate(name, m, t, args.n, e, tol, args.device) for name, m, t, e, tol in sets]
+    results = []
+    for name, m, t, e, tol in sets:
+        results.append(evaluate(name, m, t, args.n, e, tol, args.device))
+        report(results[-1])
     total_n = sum(r["n_images"] for r in results)
     ours = [r["runs"][0] for r in results]
     summary = {"device": args.device, "torch": torch.__version__,
@@ -87,12 +99,6 @@ def main() -> None:
         "reference_grad_evals_per_image": sum(r["runs"][-1]["grad_evals_per_image"] * r["n_images"] for r in results) / total_n,
         "n_images": total_n, "goal": ">= 0.99", "per_dataset": results,
     }
-    for r in results:
-        print(f"{r['dataset']}: {r['n_images']} images, {r['flipped_by_any']} flipped by some search;"
-              f" reference budget {r['reference_budget_ratio']:.1f}x ours")
-        for run_ in r["runs"]:
-            print(f"  {run_['label']:<75} optimality {run_['optimality']:.4f}  grad evals/image"
-                  f" {run_['grad_evals_per_image']:8.1f}  {run_['seconds']:6.1f} s")
     print(f"overall optimality {summary['optimality']:.4f} (goal >= 0.99) at {summary['grad_evals_per_image']:.0f}"
           f" gradient evaluations per image; reference {summary['reference_grad_evals_per_image']:.0f}")
     write_json(summary, args.out)

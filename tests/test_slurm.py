@@ -161,3 +161,33 @@ def test_slurm_profile_run_equals_local_run(cluster, tmp_path):
     slurm_logs = list((tmp_path / "slurm_logs").rglob("*.log"))
     assert {p.parent.parent.name for p in slurm_logs} >= {"rule_ingest", "rule_train_clean"}, slurm_logs
     shutil.rmtree(tmp_path / "local" / "results" / "demo_data", ignore_errors=True)
+
+
+def _group_resources(threads: int, cores: int, n: int = 25) -> dict:
+    """Snakemake's own sizing of one sbatch for ``n`` grouped attack jobs (1 GPU, 1400 MB each)."""
+    from snakemake.resources import GroupResources, Resources
+
+    class Job:
+        pipe_group = None
+
+        def __init__(self):
+            self.resources = {"_cores": threads, "mem_mb": 1400, "gpu": 1, "runtime": 10}
+
+    return GroupResources.basic_layered([[Job() for _ in range(n)]], Resources.from_mapping({"_cores": cores, "_nodes": 1}),
+                                        run_local=False)
+
+
+def test_grouped_jobs_never_ask_for_more_than_one_gpu():
+    """Snakemake sums mem_mb and gpu over a group's jobs that fit side by side within `cores`: 25
+    one-thread attack jobs under cores 8 asked for 8 GPUs. The profile may group a rule only if
+    set-threads makes its jobs run one after another."""
+    assert _group_resources(threads=1, cores=8)["gpu"] == 8  # the hazard (Snakemake's behaviour)
+    serial = _group_resources(threads=8, cores=8)  # one job per layer: max, not sum
+    assert (serial["gpu"], serial["mem_mb"]) == (1, 1400)
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    groups = dict(item.split("=") for item in profile.get("group-components", []))
+    rule_of = {"attacks": "attack"}
+    for group, n in groups.items():
+        threads = profile.get("set-threads", {}).get(rule_of[group], 1)
+        res = _group_resources(int(threads), int(profile["cores"]), int(n))
+        assert res["gpu"] <= 1 and res["mem_mb"] <= 1400, (group, res)
