@@ -96,20 +96,31 @@ REL_FLOOR = 1e-6
 REFINE_BELOW = 0.1
 
 
-def _confirm(model, x, pred, best, hi, found, eps_max):
-    """Re-score every stored flip on the whole batch; (best, hi, found, number pushed).
+def _alone(model, x):
+    """Predicted class of each image scored on its own (batch of one): a verdict that does not
+    depend on which other images share the batch."""
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + 1]).argmax(1) for i in range(len(x))]) if len(x) else \
+            torch.zeros(0, dtype=torch.long, device=x.device)
 
-    A flip found on a sub-batch can sit within rounding of the decision boundary (early exit keeps
-    the first iterate past it), and a different batch composition can score it on the other side:
-    floating-point sums depend on the batch shape (cuDNN picks its algorithm by shape; seen on an
-    H200 in strict float32). Such a flip is pushed further along its own perturbation, by the
-    factors and steps ``PUSH`` in turn (its ε grows by at most 6% + 1.1e-5), until one re-score of the whole
-    batch confirms every flip; one that would need more than ``eps_max`` counts as not flipped.
-    One that still does not reproduce is a bug: AttackSanityError."""
+
+def _confirm(model, x, pred, best, hi, found, eps_max):
+    """Re-score every stored flip, each image on its own; (best, hi, found, number pushed).
+
+    A flip found in a batch can sit within rounding of the decision boundary (early exit keeps the
+    first iterate past it), and another batch composition can score it on the other side:
+    floating-point sums depend on the batch's shape (cuDNN picks its algorithm by shape; seen on an
+    H200 in strict float32). Each flip is therefore confirmed on its own (a batch of one), and one
+    that does not reproduce is pushed further along its own perturbation, by the factors and steps
+    ``PUSH`` in turn (its ε grows by at most 6% + 1.1e-5), until it does; one that would need more
+    than ``eps_max`` counts as not flipped. One that still does not reproduce is a bug:
+    AttackSanityError."""
     pushed = torch.zeros_like(found)
+    todo = found.clone()
     for attempt in range(len(PUSH) + 1):
-        with torch.no_grad():
-            todo = found & (model(best).argmax(1) == pred)
+        idx = todo.nonzero().flatten()
+        ok = _alone(model, best[idx]) != pred[idx]
+        todo[idx[ok]] = False
         if not todo.any():
             return best, hi, found, int(pushed.sum())
         if attempt == len(PUSH):
@@ -151,11 +162,11 @@ def _fab_min_norm(model, x, pred, eps_max, *, steps, seed):
 
 @strict_fp32()
 def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: float,
-                     method: str = "apgd_margin+pgd", steps: int = 10, restarts: int = 1,
+                     method: str = "apgd_margin+pgd", steps: int = 10, restarts: int = 2,
                      alpha_ratio: float = 0.25, random_start: bool = True, seed: int = 0,
                      ids: Sequence[str] | None = None, batch_size: int = 256, warm_start: bool = True,
                      fab_check: bool = True, fab_steps: int = 100, rel_tol: float = 0.005,
-                     refine_steps: int = 50,
+                     refine_steps: int = 100,
                      stats: dict | None = None) -> dict[str, torch.Tensor]:
     """Per image, a bracket on the smallest ε (pixel units) at which the prediction changes.
 
@@ -268,7 +279,7 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
 
 
 def min_flip_eps(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: float, method: str = "apgd_margin+pgd",
-                 steps: int = 10, restarts: int = 1, alpha_ratio: float = 0.25, random_start: bool = True,
+                 steps: int = 10, restarts: int = 2, alpha_ratio: float = 0.25, random_start: bool = True,
                  seed: int = 0, batch_size: int = 256, warm_start: bool = True,
                  stats: dict | None = None) -> torch.Tensor:
     """For each image of x (N×C×H×W in [0,1]) a confirmed flipping ε (pixel units) within
