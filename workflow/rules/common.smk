@@ -18,7 +18,23 @@ validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
 
 R = config["results"]
-DATASETS = list(config["datasets"])
+CONTROL_FORMATS = ("mnist", "cifar10", "digits")
+PAPER_ORDER = ("ct", "mammogram", "mri", "mnist", "cifar10")
+
+
+def _is_control(entry):
+    return entry.get("paper_dataset") in ("mnist", "cifar10") or entry["source"]["format"] in CONTROL_FORMATS
+
+
+def _dataset_order(ds):
+    """Medical sets before controls, each in the paper's order, then by name: tables and figures
+    do not depend on the order of the config's keys (a config dumped with sorted keys reruns nothing)."""
+    entry = config["datasets"][ds]
+    paper = entry.get("paper_dataset")
+    return (_is_control(entry), PAPER_ORDER.index(paper) if paper in PAPER_ORDER else len(PAPER_ORDER), ds)
+
+
+DATASETS = sorted(config["datasets"], key=_dataset_order)
 SYNTHETIC = [ds for ds in DATASETS if "synthetic" in config["datasets"][ds]["source"]]
 
 
@@ -370,12 +386,7 @@ def get_sensitivity_index(wildcards=None):
 
 
 def is_control(ds):
-    entry = config["datasets"][ds]
-    return entry.get("paper_dataset") in ("mnist", "cifar10") or entry["source"]["format"] in (
-        "mnist",
-        "cifar10",
-        "digits",
-    )
+    return _is_control(config["datasets"][ds])
 
 
 def get_final_output():
