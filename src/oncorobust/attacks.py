@@ -37,8 +37,8 @@ PGD/BIM step for step and :func:`_apgd` follows torchattacks' (= AutoAttack's) A
 including its step-size schedule; ``tests/test_attacks.py`` checks both against torchattacks on
 the same random start.
 
-Precision: on a GPU, PyTorch runs float32 convolutions in TF32 by default (10-bit mantissa, logit
-errors of ~1e-3 that depend on the batch's composition). Every attack, the sensitivity search and
+Precision: on a GPU, PyTorch runs float32 convolutions in TF32 by default (a 10-bit mantissa; how
+far that moves attack outcomes is not measured yet). Every attack, the sensitivity search and
 the health checks therefore run inside :func:`strict_fp32` (IEEE float32 convolutions and matrix
 products; the previous setting is restored). Training keeps the default.
 

@@ -34,8 +34,7 @@ import torch
 from torch import nn
 
 from .attacks import (AttackError, AttackSanityError, _apgd, _project, _sign_iterate, apgd_start, check_adversarial,
-                      check_inputs, first_order_eps, image_seeds, margin, pgd_start, signed_noise,
-                      strict_fp32)
+                      check_inputs, first_order_eps, image_seeds, pgd_start, signed_noise, strict_fp32)
 
 INNER = ("apgd_margin+pgd", "apgd_margin", "pgd")
 
@@ -260,7 +259,6 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
             # the stored flip may lie inside its ball: its own norm is a (smaller) confirmed ε
             norm = (best - xb).flatten(1).abs().amax(1)
             hi = torch.where(found & (norm > 0), torch.minimum(hi, norm), hi)
-            lo = torch.minimum(lo, hi)
             # confirm every finite answer on its stored adversarial image
             best, hi, found, pushed = _confirm(model, xb, pred, best, hi, found, eps_max)
             nudged += pushed
