@@ -15,7 +15,7 @@ from oncorobust.attacks import (METHODS, _apgd, _uniform, apgd_start, attack, fi
                                 margin, worst_case)
 from oncorobust.evaluate import evaluate_attack
 from oncorobust.health import model_checks, table_checks, whitebox_flipped
-from oncorobust.sensitivity import GradCounter, flip_eps_bracket, min_flip_eps
+from oncorobust.sensitivity import GradCounter, flip_eps_bracket, min_flip_eps, target_order
 from oncorobust.tables import summarize
 
 FAST = {"square": {"queries": 300}, "fab": {"steps": 30}, "apgd_ce": {"steps": 30}, "apgd_margin": {"steps": 30}}
@@ -42,10 +42,13 @@ class Linear2(nn.Module):
         return self.fc(x.flatten(1))
 
     def exact_eps(self, x):
+        """min over classes t ≠ the predicted p of (z_p − z_t) / ‖w_p − w_t‖₁ per image."""
         with torch.no_grad():
             z = self(x)
-        w = self.fc.weight
-        return (z[:, 0] - z[:, 1]).abs() / (w[0] - w[1]).abs().sum()
+            p = z.argmax(1)
+            w = self.fc.weight
+            dist = (z.gather(1, p[:, None]) - z) / (w[p][:, None, :] - w[None]).abs().sum(-1)
+            return dist.scatter(1, p[:, None], float("inf")).min(1).values
 
 
 @pytest.fixture
@@ -183,6 +186,68 @@ def test_bracket_contains_the_analytic_minimum_of_a_linear_model():
     assert (up >= exact - 1e-5).all() and (up - exact).max() <= tol + 1e-5
     small = min_flip_eps(model, x, eps_max=float(exact.min()) / 2, tol=1e-4)
     assert torch.isinf(small).all()
+
+
+class LinearK(Linear2):
+    """Four logits, z = W·x + b, for x near 0.5: class 0 predicted; class 1 the runner-up by logit
+    (gap 0.3) but far in L∞ (‖w_0 − w_1‖₁ = 3.2: 0.094); class 2 further by logit (gap 0.8) but
+    closest in L∞ (‖w_0 − w_2‖₁ = 32: 0.025); class 3 out of reach. The smallest L∞ flip is
+    min over t of (z_0 − z_t) / ‖w_0 − w_t‖₁ (the box does not bind)."""
+
+    def __init__(self, d=64):
+        nn.Module.__init__(self)
+        g = torch.Generator().manual_seed(2)
+        w = torch.zeros(4, d)
+        w[1], w[2] = 0.05 * torch.randn(d, generator=g).sign(), 0.5 * torch.randn(d, generator=g).sign()
+        centre = 0.5 * w.sum(1)
+        self.fc = nn.Linear(d, 4)
+        with torch.no_grad():
+            self.fc.weight.copy_(w)
+            self.fc.bias.copy_(torch.tensor([1.0, 0.7, 0.2, -5.0]) - centre)
+
+
+def test_targets_ranked_by_first_order_distance_not_by_logit():
+    model = LinearK()
+    x = 0.5 + 0.002 * torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = model(x)
+    pred = z.argmax(1)
+    assert (pred == 0).all() and (z[:, 1] > z[:, 2]).all()  # by logit, class 1 is the runner-up
+    order = target_order(model, x, pred)
+    assert order.shape == (12, 3)
+    assert (order[:, 0] == 2).all() and (order[:, 1] == 1).all() and (order[:, 2] == 3).all()
+    assert target_order(model, x, pred, k=1).tolist() == [[1]] * 12  # only the top logit is a candidate
+
+
+def test_default_bracket_finds_the_closest_class_that_the_margin_attack_misses():
+    """The smallest flip is towards class 2; the untargeted margin (towards the logit runner-up,
+    class 1) never looks there. The default ensemble's APGD-T aims at class 2 and brackets the
+    analytic minimum; APGD-margin alone mostly stops near class 1's boundary, ~3.7× further out
+    (it finds class 2 only where its random start at ``eps_max`` happened to rank class 2 above 1)."""
+    model = LinearK()
+    x = 0.5 + 0.002 * torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    exact = model.exact_eps(x)
+    tol = 5e-4
+    b = flip_eps_bracket(model, x, eps_max=0.2, tol=tol, refine_steps=20)
+    assert (b["eps_upper"] >= exact - 1e-5).all() and (b["eps_upper"] - exact).max() <= tol + 1e-5
+    assert (b["eps_lower"] <= exact + 1e-5).all()
+    margin_only = flip_eps_bracket(model, x, eps_max=0.2, tol=tol, method="apgd_margin", fab_check=False,
+                                   refine_steps=0)["eps_upper"]
+    assert (margin_only > 3 * exact).float().mean() >= 2 / 3
+
+
+def test_binary_default_is_apgd_margin_then_pgd():
+    """With 2 classes APGD-T's targeted margin is the margin: the default ensemble runs it once,
+    and gives exactly what ``apgd_margin+pgd`` gives, at the same gradient count."""
+    model = small_cnn(2, seed=8)
+    x = 0.3 + 0.4 * torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    kw = dict(eps_max=0.2, tol=0.002, refine_steps=10, fab_steps=10)
+    s1, s2 = {}, {}
+    a = flip_eps_bracket(model, x, stats=s1, **kw)
+    b = flip_eps_bracket(model, x, method="apgd_margin+pgd", stats=s2, **kw)
+    for k in ("eps_lower", "eps_upper"):
+        assert torch.equal(a[k], b[k]), k
+    assert s1["grad_evals"] == s2["grad_evals"]
 
 
 def test_bracket_does_not_depend_on_batch_size(images):

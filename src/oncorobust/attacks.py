@@ -148,19 +148,23 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return z_y - other
 
 
-def _loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image loss to maximise: cross-entropy (``ce``) or negative margin (``margin``)."""
+def _loss(name: str, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image loss to maximise: cross-entropy (``ce``), negative margin (``margin``), or with a
+    ``target`` class per image, z_target − z_y (the targeted margin of APGD-T; with 2 classes the
+    same as the negative margin)."""
+    if target is not None:
+        return (logits.gather(1, target[:, None]) - logits.gather(1, y[:, None])).squeeze(1)
     if name == "ce":
         return F.cross_entropy(logits, y, reduction="none")
     return -margin(logits, y)
 
 
-def _loss_grad(model, x, y, loss):
+def _loss_grad(model, x, y, loss, target=None):
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
         check_labels(logits, y)
-        value = _loss(loss, logits, y)
+        value = _loss(loss, logits, y, target)
         (grad,) = torch.autograd.grad(value.sum(), x)
     return value.detach(), grad.detach(), logits.detach()
 
@@ -226,7 +230,7 @@ def apgd_start(x: torch.Tensor, e: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     return (x + e * t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)).clamp(0, 1)
 
 
-def _apgd(model, x, y, e, *, steps, rho, loss, start, early_exit=True, trace=None):
+def _apgd(model, x, y, e, *, steps, rho, loss, start, early_exit=True, trace=None, target=None):
     """APGD, L∞ (Croce & Hein 2020, Alg. 1), as torchattacks.APGD.attack_single_run, per-image ε.
 
     ``start``: N×C×H×W first iterate (:func:`apgd_start`, or a warm start inside the ball).
@@ -235,7 +239,7 @@ def _apgd(model, x, y, e, *, steps, rho, loss, start, early_exit=True, trace=Non
     n = len(x)
     steps_2, steps_min, size_decr = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
     x_adv = start.clone()
-    loss_indiv, grad, logits = _loss_grad(model, x_adv, y, loss)
+    loss_indiv, grad, logits = _loss_grad(model, x_adv, y, loss, target)
     flipped = logits.argmax(1) != y
     x_best_adv = x_adv.clone()
     x_best, grad_best, loss_best = x_adv.clone(), grad.clone(), loss_indiv.clone()
@@ -257,7 +261,7 @@ def _apgd(model, x, y, e, *, steps, rho, loss, start, early_exit=True, trace=Non
             a = 0.75 if i > 0 else 1.0
             z = _project(xa + step_size[act] * torch.sign(grad[act]), xx, ea)
             x_adv[act] = _project(xa + (z - xa) * a + grad2 * (1 - a), xx, ea)
-        li, g, lg = _loss_grad(model, x_adv[act], y[act], loss)
+        li, g, lg = _loss_grad(model, x_adv[act], y[act], loss, None if target is None else target[act])
         grad[act] = g
         now = lg.argmax(1) != y[act]
         first = now & ~flipped[act] if early_exit else now

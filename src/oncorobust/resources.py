@@ -208,7 +208,7 @@ def sensitivity_passes(c: dict) -> float:
     rel = float(c.get("rel_tol", 0))
     if rel > 0:  # finer than tol for small ε: down to rel_tol of 1/100 of eps_max
         rounds = max(rounds, 1 + math.ceil(math.log2(100 / rel)))
-    per_step = 3 * float(c.get("restarts", 1)) * len(str(c.get("method", "apgd_margin+pgd")).split("+"))
+    per_step = 3 * float(c.get("restarts", 1)) * len(str(c.get("method", "apgd_t+apgd_margin+pgd")).split("+"))
     refine = float(c.get("refine_steps", 0))
     refine_rounds = 1 + math.ceil(math.log2(0.1 / rel)) if refine and rel > 0 else rounds
     fab = 6 * float(c.get("fab_steps", 100)) if c.get("fab_check", True) else 0

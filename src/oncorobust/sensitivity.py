@@ -5,10 +5,12 @@ batched bisection gives every image its own ε (an N×1×1×1 tensor), so one at
 every image's search at once: ⌈log2(eps_max / tol)⌉ + 1 attacks instead of one per grid value.
 
 The inner attack decides the answer (AttackBench, AAAI 2025: a bisection over torchattacks' PGD
-reaches 0.886 "optimality", over APGD 0.99). The default inner attack is therefore an ensemble:
-APGD on the logit margin, then PGD on the images APGD left unflipped (early exit, AutoAttack-style;
-:mod:`oncorobust.attacks`), the first run warm-started in each round from the perturbation that
-flipped the image at its current upper end; ``method="pgd"`` keeps the paper's PGD. The bisection
+reaches 0.886 "optimality", over APGD 0.99). The default inner attack is therefore an ensemble
+run AutoAttack-style (each member only on the images the ones before left unflipped, early exit;
+:mod:`oncorobust.attacks`): APGD-T aimed at the class closest to first order (a new class each
+restart), APGD on the logit margin, then PGD; the first run warm-started in each round from the
+perturbation that flipped the image at its current upper end. With 2 classes the targeted margin
+is the margin, so APGD-T runs once, as APGD-margin. ``method="pgd"`` keeps the paper's PGD. The bisection
 stops at an absolute ``tol`` and a relative ``rel_tol``; FAB's minimum-norm flip and a refinement
 bisection with longer attacks follow (``benchmarks/sensitivity_optimality.py`` measures what each
 part is worth). Each image gets a **bracket**:
@@ -36,7 +38,9 @@ from torch import nn
 from .attacks import (AttackError, AttackSanityError, _apgd, _project, _sign_iterate, apgd_start, check_adversarial,
                       check_inputs, first_order_eps, image_seeds, pgd_start, signed_noise, strict_fp32)
 
-INNER = ("apgd_margin+pgd", "apgd_margin", "pgd")
+INNER = ("apgd_t+apgd_margin+pgd", "apgd_margin+pgd", "apgd_margin", "pgd")
+#: APGD-T's candidate target classes: the runner-ups by clean logit (AutoAttack's default 9)
+N_TARGETS = 9
 
 
 class GradCounter(nn.Module):
@@ -54,18 +58,47 @@ class GradCounter(nn.Module):
         return self.model(x)
 
 
+def target_order(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, k: int = N_TARGETS) -> torch.Tensor:
+    """The classes other than ``pred`` (N) ordered by their first-order distance, closest first:
+    N×min(k, classes − 1) class indices.
+
+    Among the ``k`` runner-ups by clean logit, class t's distance is the linearised L∞ distance to
+    its boundary with the predicted class, (z_pred − z_t) / ‖∇ₓ(z_pred − z_t)‖₁ (as FAB and
+    DeepFool rank classes; one gradient per class). On a 10-class demo model the class of the
+    smallest flip was often the third or fourth by logit but the first or second by this distance
+    (``benchmarks/sensitivity_optimality.py``)."""
+    with torch.no_grad():
+        logits = model(x)
+    cand = logits.scatter(1, pred[:, None], float("-inf")).argsort(1, descending=True)[:, :min(k, logits.shape[1] - 1)]
+    dist = torch.empty(cand.shape, device=x.device)
+    for j in range(cand.shape[1]):
+        t = cand[:, j]
+        xg = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            z = model(xg)
+            gap = (z.gather(1, pred[:, None]) - z.gather(1, t[:, None])).squeeze(1)
+            (grad,) = torch.autograd.grad(gap.sum(), xg)
+        dist[:, j] = gap.detach().abs() / grad.flatten(1).abs().sum(1).clamp_min(1e-12)
+    return cand.gather(1, dist.argsort(1))
+
+
 def _strong_attack(model, x, pred, eps, *, method, steps, restarts, alpha_ratio, random_start, seeds,
-                   rnd, init=None):
+                   rnd, init=None, targets=None):
     """(flipped mask, images): ``restarts`` rounds of the inner attack at per-image ``eps`` (N).
     ``method`` names one attack or an ensemble ``a+b`` run AutoAttack-style: in each restart every
     member in turn attacks only the images not yet flipped. The first member's first run starts
     from ``init`` (a perturbation, projected into the ball) when given, all others at random (noise
-    keyed by image, round, restart and member)."""
+    keyed by image, round, restart and member). ``apgd_t`` (APGD-T, targeted margin) aims restart
+    r at column r (cyclically) of ``targets`` (N×K, :func:`target_order`)."""
     e = eps.view(-1, 1, 1, 1)
     hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     best = x.clone()
+    members = method.split("+")
+    if "apgd_margin" in members and (targets is None or targets.shape[1] == 1):
+        # 2 classes: the targeted margin is the margin, APGD-T is APGD-margin; run it once
+        members.remove("apgd_t") if "apgd_t" in members else None
     for r in range(max(1, restarts)):
-        for m, member in enumerate(method.split("+")):
+        for m, member in enumerate(members):
             todo = (~hit).nonzero().flatten()
             if not len(todo):
                 return hit, best
@@ -81,7 +114,8 @@ def _strong_attack(model, x, pred, eps, *, method, steps, restarts, alpha_ratio,
                 adv, ok = _sign_iterate(model, xs, ps, es, steps=steps, alpha=alpha_ratio * es, start=start,
                                         early_exit=True)
             else:
-                adv, ok = _apgd(model, xs, ps, es, steps=steps, rho=0.75, loss="margin", start=start)
+                aim = targets[todo, r % targets.shape[1]] if member == "apgd_t" else None
+                adv, ok = _apgd(model, xs, ps, es, steps=steps, rho=0.75, loss="margin", start=start, target=aim)
             hit[todo[ok]] = True
             best[todo[ok]] = adv[ok]
     return hit, best
@@ -161,7 +195,7 @@ def _fab_min_norm(model, x, pred, eps_max, *, steps, seed):
 
 @strict_fp32()
 def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: float,
-                     method: str = "apgd_margin+pgd", steps: int = 10, restarts: int = 2,
+                     method: str = "apgd_t+apgd_margin+pgd", steps: int = 10, restarts: int = 2,
                      alpha_ratio: float = 0.25, random_start: bool = True, seed: int = 0,
                      ids: Sequence[str] | None = None, batch_size: int = 256, warm_start: bool = True,
                      fab_check: bool = True, fab_steps: int = 100, rel_tol: float = 0.005,
@@ -182,8 +216,10 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
         eps_max: the largest ε searched (pixel units).
         tol: the bracket width at which bisection stops (0 < tol < eps_max).
         rel_tol: ... and at most this fraction of ``hi`` (0: ``tol`` alone).
-        method: inner attack: ``apgd_margin+pgd`` (default: APGD on the margin, then PGD on the
-            images it left unflipped, in every restart), ``apgd_margin`` or ``pgd`` (the paper's).
+        method: inner attack: ``apgd_t+apgd_margin+pgd`` (default: in every restart APGD-T on
+            the next-closest class of :func:`target_order`, then APGD on the margin, then PGD, each
+            on the images still unflipped; with 2 classes APGD-T is APGD-margin and runs once, as
+            ``apgd_margin+pgd``), ``apgd_margin+pgd``, ``apgd_margin`` or ``pgd`` (the paper's).
         steps, restarts: of the inner attack per round; ``alpha_ratio``/``random_start``: PGD only.
         seed, ids: per-image random starts are keyed by the seed and each image's ID (or index),
             so results do not depend on ``batch_size``.
@@ -219,11 +255,13 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
             xb = x[i:i + batch_size].to(dev)
             sb = seeds[i:i + batch_size]
             with torch.no_grad():
-                pred = model(xb).argmax(1)
+                logits = model(xb)
+            pred = logits.argmax(1)
             n = len(xb)
             lo = torch.zeros(n, device=dev)
             hi = torch.full((n,), float(eps_max), device=dev)
-            found, best = _strong_attack(counter, xb, pred, hi, seeds=sb, rnd=0, **kw)
+            targets = target_order(counter, xb, pred) if "apgd_t" in method and logits.shape[1] > 2 else None
+            found, best = _strong_attack(counter, xb, pred, hi, seeds=sb, rnd=0, targets=targets, **kw)
 
             def bisect(lo, hi, best, r, kw):
                 active = found.clone()
@@ -236,7 +274,7 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
                     idx = active.nonzero().flatten()
                     warm = (best[idx] - xb[idx]) if warm_start else None
                     hit, adv = _strong_attack(counter, xb[idx], pred[idx], mid[idx], seeds=[sb[j] for j in idx.tolist()],
-                                              rnd=r, init=warm, **kw)
+                                              rnd=r, init=warm, targets=None if targets is None else targets[idx], **kw)
                     r += 1
                     hi[idx[hit]] = mid[idx[hit]]
                     best[idx[hit]] = adv[hit]
@@ -276,7 +314,8 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
     return {"eps_lower": lower, "eps_upper": upper, "first_order": first}
 
 
-def min_flip_eps(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: float, method: str = "apgd_margin+pgd",
+def min_flip_eps(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: float,
+                 method: str = "apgd_t+apgd_margin+pgd",
                  steps: int = 10, restarts: int = 2, alpha_ratio: float = 0.25, random_start: bool = True,
                  seed: int = 0, batch_size: int = 256, warm_start: bool = True,
                  stats: dict | None = None) -> torch.Tensor:
@@ -285,8 +324,8 @@ def min_flip_eps(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: floa
     (without the FAB cross-check); ``inf`` if nothing flips the image at ``eps_max``.
 
     Attack success is not strictly monotone in ε, so this is an upper bound on the true minimum,
-    not a guarantee of it. ``method``: ``apgd_margin+pgd`` (default), ``apgd_margin`` or ``pgd``
-    (the paper's); the relative tolerance and refinement of :func:`flip_eps_bracket` at their
+    not a guarantee of it. ``method``: ``apgd_t+apgd_margin+pgd`` (default), ``apgd_margin+pgd``,
+    ``apgd_margin`` or ``pgd`` (the paper's); the relative tolerance and refinement of :func:`flip_eps_bracket` at their
     defaults. ``stats`` receives ``grad_evals`` and ``rounds``.
 
     Returns:
