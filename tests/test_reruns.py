@@ -34,7 +34,8 @@ TINY = {
                    "model": {"arch": "vgg_small", "width": 4},
                    "train": {"batch_size": 64, "epochs": 2, "patience": 2, "lr": 0.01},
                    "attack": {"methods": ["fgsm", "pgd"], "eps": [0.1], "reference_eps": 0.1},
-                   "sensitivity": {"eps_max": 0.3, "tol": 0.02, "steps": 3, "fab_check": False}},
+                   "sensitivity": {"eps_max": 0.3, "tol": 0.02, "steps": 3, "fab_check": False,
+                                   "restarts": 1, "refine_steps": 5}},
     },
 }
 

@@ -30,7 +30,9 @@ TINY = {
                 "preprocess": {"size": 16}, "model": dict(MODEL), "train": dict(TRAIN), "attack": dict(ATTACK)},
         "digits": {"source": {"format": "digits"},
                    "preprocess": {"size": 16, "intensity": {"mode": "none"}, "balance": "none"},
-                   "model": dict(MODEL), "train": dict(TRAIN), "attack": dict(ATTACK)},
+                   "model": dict(MODEL), "train": dict(TRAIN), "attack": dict(ATTACK),
+                   # 10 classes: the default search's three attacks (APGD-T on top), shortened here
+                   "sensitivity": {"restarts": 1, "refine_steps": 10}},
     },
 }
 
