@@ -35,8 +35,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .attacks import (AttackError, AttackSanityError, _apgd, _project, _sign_iterate, apgd_start, check_adversarial,
-                      check_inputs, first_order_eps, image_seeds, pgd_start, signed_noise, strict_fp32)
+from .attacks import (AttackError, AttackSanityError, _apgd, _loss_grad, _project, _sign_iterate, apgd_start,
+                      check_adversarial, check_inputs, first_order_eps, image_seeds, pgd_start, signed_noise,
+                      strict_fp32)
 
 INNER = ("apgd_t+apgd_margin+pgd", "apgd_margin+pgd", "apgd_margin", "pgd")
 #: APGD-T's candidate target classes: the runner-ups by clean logit (AutoAttack's default 9)
@@ -72,13 +73,8 @@ def target_order(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, k: int =
     cand = logits.scatter(1, pred[:, None], float("-inf")).argsort(1, descending=True)[:, :min(k, logits.shape[1] - 1)]
     dist = torch.empty(cand.shape, device=x.device)
     for j in range(cand.shape[1]):
-        t = cand[:, j]
-        xg = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            z = model(xg)
-            gap = (z.gather(1, pred[:, None]) - z.gather(1, t[:, None])).squeeze(1)
-            (grad,) = torch.autograd.grad(gap.sum(), xg)
-        dist[:, j] = gap.detach().abs() / grad.flatten(1).abs().sum(1).clamp_min(1e-12)
+        gap, grad, _ = _loss_grad(model, x, pred, "margin", target=cand[:, j])  # z_t − z_pred and its gradient
+        dist[:, j] = gap.abs() / grad.flatten(1).abs().sum(1).clamp_min(1e-12)
     return cand.gather(1, dist.argsort(1))
 
 
@@ -93,12 +89,8 @@ def _strong_attack(model, x, pred, eps, *, method, steps, restarts, alpha_ratio,
     e = eps.view(-1, 1, 1, 1)
     hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     best = x.clone()
-    members = method.split("+")
-    if "apgd_margin" in members and (targets is None or targets.shape[1] == 1):
-        # 2 classes: the targeted margin is the margin, APGD-T is APGD-margin; run it once
-        members.remove("apgd_t") if "apgd_t" in members else None
     for r in range(max(1, restarts)):
-        for m, member in enumerate(members):
+        for m, member in enumerate(method.split("+")):
             todo = (~hit).nonzero().flatten()
             if not len(todo):
                 return hit, best
@@ -260,7 +252,9 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
             n = len(xb)
             lo = torch.zeros(n, device=dev)
             hi = torch.full((n,), float(eps_max), device=dev)
-            targets = target_order(counter, xb, pred) if "apgd_t" in method and logits.shape[1] > 2 else None
+            if logits.shape[1] == 2:  # the targeted margin is the margin: APGD-T is APGD-margin, run once
+                kw["method"] = method.replace("apgd_t+", "")
+            targets = target_order(counter, xb, pred) if "apgd_t" in kw["method"] else None
             found, best = _strong_attack(counter, xb, pred, hi, seeds=sb, rnd=0, targets=targets, **kw)
 
             def bisect(lo, hi, best, r, kw):
