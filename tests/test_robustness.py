@@ -96,5 +96,8 @@ def test_fig5_has_one_line_per_dataset_and_regime(tmp_path):
     top = [ax for ax in fig.axes if ax.get_ylabel().startswith("predictions")]
     assert len(top) == 2 and all(len(ax.get_lines()) == 2 for ax in top)  # 2 datasets × 2 regimes
     assert all(ax.get_xscale() == "log" for ax in top)
+    # one legend for both panels: every entry names its regime
+    labels = [line.get_label() for ax in top for line in ax.get_lines()]
+    assert len(set(labels)) == 4 and all(lab.split(",")[0].endswith((" clean", " adv_pgd")) for lab in labels)
     one = figures.fig5_robustness_curves(curves[curves.dataset == "ct"].query("regime == 'clean'"), set())
     assert sum(len(ax.get_lines()) for ax in one.axes) == 2  # one dataset: one line per panel

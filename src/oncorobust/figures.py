@@ -359,6 +359,8 @@ def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd
             if not len(c):
                 continue
             label = ds + (" (control)" if ds in controls else "")
+            if len(regimes) > 1:  # one legend below all panels: name the panel's models
+                label += f" {regime}"
             if summary is not None:
                 s = summary[(summary.dataset == ds) & (summary.regime == regime)]
                 if len(s) and np.isfinite(s.eps50.iloc[0]):
