@@ -60,7 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import OncorobustError
+from .errors import AttackError, OncorobustError
+from .progress import monitored
 
 PAPER_METHODS = ("fgsm", "bim", "pgd")
 METHODS = (*PAPER_METHODS, "apgd_ce", "apgd_margin", "fab", "square", "worst")
@@ -98,10 +99,6 @@ def strict_fp32() -> Iterator[None]:
     finally:
         for (obj, name), v in zip(flags, old):
             setattr(obj, name, v)
-
-
-class AttackError(OncorobustError, ValueError):
-    """An attack was called with unusable arguments (the message names the argument)."""
 
 
 class AttackSanityError(OncorobustError):
@@ -370,7 +367,9 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, eps,
         N×C×H×W float32 adversarial images with ‖x_adv − x‖∞ ≤ ε and values in [0,1]. With
         ``restarts`` > 1 an image keeps the first restart that flips it, else the highest-loss one.
     Raises:
-        AttackError: bad arguments (dtype, range, NaN, label count, ε, method, parameters).
+        AttackError: bad arguments (dtype, range, NaN, label count, ε, method, parameters), or
+            the model returned NaN/inf logits during the attack
+            (:class:`~oncorobust.progress.NonFiniteOutputError`).
         AttackSanityError: the result left the ε-ball or [0,1].
     """
     check_inputs(x, y)
@@ -383,13 +382,14 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, eps,
         raise AttackError(f"{len(seeds)} seeds for {n} images")
     was_training = model.training
     model.eval()
+    guarded = monitored(model, method)  # NaN/inf logits are an AttackError; passes counted for progress
     try:
         if n == 0:
             out = x.clone()
         elif method == "worst":
-            out = worst_case(model, x, y, e, p["members"], seeds, member_params or {})
+            out = worst_case(guarded, x, y, e, p["members"], seeds, member_params or {})
         else:
-            out = _run(model, x, y, method, e, p, seeds, early_exit, trace)
+            out = _run(guarded, x, y, method, e, p, seeds, early_exit, trace)
     finally:
         model.train(was_training)
     check_adversarial(x, out, e)

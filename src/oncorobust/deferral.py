@@ -22,6 +22,8 @@ from torch import nn
 
 from .errors import DataError
 from .attacks import strict_fp32
+from .progress import meter, monitored
+from .resources import sensitivity_passes
 from .sensitivity import flip_eps_bracket
 from .stats import wilson
 
@@ -43,7 +45,17 @@ def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu"
         A DataFrame with :data:`SENSITIVITY_COLUMNS`; ``min_flip_eps`` = ``eps_upper`` (a confirmed
         flipping ε, ``inf`` where none), ``first_order_eps`` the one-gradient estimate.
     """
-    model = model.to(device).eval()
+    model = monitored(model.to(device).eval(), "the sensitivity search")
+    n = sum(len(t["x"]) for t in splits.values())
+    plan = sensitivity_passes({"method": "apgd_t+apgd_margin+pgd", **search, "fab_steps": search.get("fab_steps", 100)})
+    with meter("sensitivity", n * (plan + 2), images=n) as progress_meter:
+        rows = _frames(model, splits, device, batch_size, search, progress_meter)
+    return pd.concat(rows, ignore_index=True)[SENSITIVITY_COLUMNS]
+
+
+def _frames(model, splits, device, batch_size, search, progress_meter) -> list[pd.DataFrame]:
+    """The per-split loop of :func:`sensitivity_frame` (a split's images count as finished when
+    its search ends)."""
     rows = []
     for split, t in splits.items():
         x = t["x"]
@@ -52,12 +64,13 @@ def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu"
                               for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0, 2)
         conf, pred = prob.max(1)
         br = flip_eps_bracket(model, x, ids=t["ids"], batch_size=batch_size, **search)
+        progress_meter.finished(len(x))
         rows.append(pd.DataFrame({
             "sample_id": t["ids"], "split": split, "label": t["y"].numpy(), "clean_pred": pred.numpy(),
             "correct": (pred == t["y"]).numpy(), "min_flip_eps": br["eps_upper"].numpy(),
             "eps_lower": br["eps_lower"].numpy(), "eps_upper": br["eps_upper"].numpy(),
             "first_order_eps": br["first_order"].numpy(), "confidence": conf.numpy()}))
-    return pd.concat(rows, ignore_index=True)[SENSITIVITY_COLUMNS]
+    return rows
 
 
 def _acc_row(correct: np.ndarray) -> dict:

@@ -15,3 +15,8 @@ class DicomError(OncorobustError):
 
 class DataError(OncorobustError):
     """The data set as a whole is unusable: no labels, one class in a split, leakage, bad ROI..."""
+
+
+class AttackError(OncorobustError, ValueError):
+    """An attack was called with unusable arguments, or the model misbehaved during it (the
+    message names the argument or what the model returned)."""

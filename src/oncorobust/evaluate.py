@@ -24,6 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .attacks import DEFAULTS, AttackError, AttackSanityError, attack, image_seeds, method_params, strict_fp32
+from .progress import meter, monitored
+from .resources import attack_passes
 
 log = logging.getLogger("oncorobust.evaluate")
 COLUMNS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob", "linf"]
@@ -69,13 +71,29 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
     method_params(base, params)  # unknown methods and parameters fail before any work
     if len(ids) != len(x) or len(y) != len(x):
         raise AttackError(f"{len(x)} images, {len(y)} labels and {len(ids)} IDs: need one each per image")
+    what = f"{method} ε={eps:g}"
+    model = monitored(model.to(device).eval(), what)
     craft = model
     if method.startswith("transfer_"):
         if source_model is None:
             raise AttackError(f"{method} needs the source (clean) model")
-        craft = source_model.to(device).eval()
-    model = model.to(device).eval()
+        craft = monitored(source_model.to(device).eval(), what)
     seeds = image_seeds(ids, len(x), seed)
+    p = method_params(base, params)
+    planned = len(x) * (attack_passes(base, p, {m: method_params(m, (member_params or {}).get(m))
+                                                for m in p.get("members", [])}) + 3)
+    with meter(f"attack {what}", planned, images=len(x)) as progress_meter:
+        out = _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels, batch_size, device,
+                        early_exit, member_params, progress, progress_meter)
+    log.info("%s ε=%g (%s labels): accuracy %.4f → %.4f, flip rate %.4f, n=%d", method, eps, labels,
+             np.mean(out.clean_pred == out.label), np.mean(out.adv_pred == out.label),
+             np.mean(out.adv_pred != out.clean_pred), len(out))
+    return out[COLUMNS]
+
+
+def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels, batch_size, device,
+              early_exit, member_params, progress, progress_meter) -> pd.DataFrame:
+    """The batch loop of :func:`evaluate_attack` (models already on ``device``, in eval mode)."""
     kw = dict(params or {}, early_exit=early_exit, member_params=member_params)
     # ε = 0 must reproduce the clean predictions (Square/FAB/worst: checked with cheap PGD)
     zero_method = base if base in ("fgsm", "bim", "pgd", "apgd_ce", "apgd_margin") else "pgd"
@@ -102,8 +120,5 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
             "clean_pred": clean_pred.cpu().numpy(), "adv_pred": adv_pred.cpu().numpy(),
             "clean_prob": clean_prob.cpu().numpy(), "adv_prob": adv_prob.cpu().numpy(),
             "linf": linf.cpu().numpy()}))
-    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
-    log.info("%s ε=%g (%s labels): accuracy %.4f → %.4f, flip rate %.4f, n=%d", method, eps, labels,
-             np.mean(out.clean_pred == out.label), np.mean(out.adv_pred == out.label),
-             np.mean(out.adv_pred != out.clean_pred), len(out))
-    return out[COLUMNS]
+        progress_meter.finished(len(xb))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks import attack, image_seeds, strict_fp32
+from .progress import meter, monitored
+from .resources import health_passes
 from .stats import paired_difference, wilson
 
 COLUMNS = ["dataset", "regime", "check", "passed", "value", "threshold", "detail"]
@@ -99,7 +101,16 @@ def model_checks(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: l
     Returns:
         A list of row dicts (check, passed, value, threshold, detail).
     """
-    model.eval()
+    plan = len(x) * health_passes(pgd, square_queries if whitebox_flipped is not None else 0)
+    with meter("health checks", plan, images=len(x)):
+        return _model_checks(monitored(model.eval(), "the health checks"), x, target, ids, ref_eps=ref_eps,
+                             pgd=pgd, seed=seed, square_queries=square_queries,
+                             whitebox_flipped=whitebox_flipped, batch_size=batch_size)
+
+
+def _model_checks(model, x, target, ids, *, ref_eps, pgd, seed, square_queries, whitebox_flipped,
+                  batch_size) -> list[dict]:
+    """The body of :func:`model_checks` (``model`` monitored, in eval mode)."""
     n = len(x)
     seeds = image_seeds(ids, n, seed)
     parts = _slices(n, batch_size)

@@ -16,7 +16,9 @@ def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
     stderr and in the log, then exit with status 1 (no traceback from deep inside a library).
     Any other exception is written to the log with its traceback and re-raised."""
     console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.WARNING)  # the full story goes to the log file
+    console.setLevel(logging.INFO)
+    # the full story goes to the log file; the console gets warnings and the progress lines
+    console.addFilter(lambda r: r.levelno >= logging.WARNING or r.name == "oncorobust.progress")
     handlers: list[logging.Handler] = [console]
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w"))

@@ -21,7 +21,15 @@ Any other model (``model.arch`` with a source prefix; see :func:`parse_arch`):
 - ``python:<module or file.py>:<callable>``: the user's own factory, called with the keyword
   arguments it declares among ``classes``, ``in_channels`` and ``size``;
 - ``torchscript:<path>``: a scripted or traced model, used as-is (never trained; loading it runs
-  the user's code).
+  the user's code);
+- ``export:<path.pt2>``: a ``torch.export`` program (``torch.export.save``), used as-is; a program
+  exported with a fixed batch size is run in chunks of that size.
+
+Output heads (``model.output``, given models only; see :class:`OutputHead`): ``logits`` (N×classes),
+``logit`` (N×1 on two classes, a sigmoid/BCE head: wrapped as the two logits ``[0, z]``) and
+``probabilities`` (softmax rows, or a sigmoid probability N×1: wrapped as clamped
+log-probabilities). Every later stage then sees N×classes logits, so attacks, margins, health
+checks and ε keep their meaning.
 
 These are wrapped in :class:`Wrapped` (``model.input``'s normalisation → the network), so every
 model still takes [0,1] images and ε keeps its meaning. A given model (``model.checkpoint``, or a
@@ -46,7 +54,7 @@ import torch
 from torch import nn
 
 from .errors import OncorobustError
-from .zipformat import is_torchscript
+from .zipformat import is_exported_program, is_torchscript
 
 log = logging.getLogger("oncorobust.models")
 
@@ -153,9 +161,9 @@ def build_model(arch: str, *, classes: int, in_channels: int, size: int, mean: l
             raise ModelError(f"model.arch {arch} does not fit {in_channels}x{size}x{size} inputs and"
                              f" {classes} classes: {'; '.join(problems)}")
         return model
-    if kind == "torchscript":
-        raise ModelError(f"{arch}: a TorchScript model is used as-is, never built or trained here;"
-                         " give it as the dataset's model (no train block)")
+    if kind in SERIALIZED:
+        raise ModelError(f"{arch}: a serialized model ({kind}) is used as-is, never built or trained"
+                         " here; give it as the dataset's model (no train block)")
     if arch == "vgg16":
         from torchvision.models import vgg16
 
@@ -185,16 +193,16 @@ def build_model(arch: str, *, classes: int, in_channels: int, size: int, mean: l
 # Model sources beyond the paper's networks
 # --------------------------------------------------------------------------------------------
 
-SOURCES = ("torchvision", "monai", "python", "torchscript")
-#: sources the workflow can train (torchscript models are used as-is)
-TRAINABLE = ("vgg16", "vgg_small", "torchvision", "monai", "python")
+SOURCES = ("torchvision", "monai", "python", "torchscript", "export")
+#: sources of serialized models, used as-is (never built or trained here)
+SERIALIZED = ("torchscript", "export")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def parse_arch(arch: str) -> tuple[str, str]:
     """``model.arch`` as (source, target): ``("vgg16", "")``, ``("torchvision", "resnet18")``,
-    ``("python", "pkg.mod:factory")``, ``("torchscript", "model.ts")``.
+    ``("python", "pkg.mod:factory")``, ``("torchscript", "model.ts")``, ``("export", "model.pt2")``.
 
     Raises:
         ModelError: an unknown source prefix or an empty target.
@@ -205,34 +213,19 @@ def parse_arch(arch: str) -> tuple[str, str]:
     if not sep or kind not in SOURCES or not target.strip():
         raise ModelError(f"unknown model.arch {arch!r}; choose vgg16, vgg_small, torchvision:<builder>"
                          " (e.g. torchvision:resnet18), monai:<Network> (e.g. monai:DenseNet121),"
-                         " torchscript:<file> or python:<module>:<callable>")
+                         " torchscript:<file>, export:<file.pt2> or python:<module>:<callable>")
     if kind == "python" and ":" not in target.rstrip(":"):
         raise ModelError(f"model.arch {arch!r}: write python:<module or file.py>:<callable>,"
                          " e.g. python:my_models:build")
     return kind, target
 
 
-def is_given(model_cfg: dict) -> bool:
-    """Whether a dataset's model is given (``model.checkpoint`` or a TorchScript file), not trained."""
-    return bool(model_cfg.get("checkpoint")) or parse_arch(model_cfg.get("arch", "vgg_small"))[0] == "torchscript"
-
-
 def given_file(model_cfg: dict) -> str | None:
-    """The file of a given model: ``model.checkpoint``, else a ``torchscript:`` arch's path."""
+    """The file of a given model: ``model.checkpoint``, else a ``torchscript:``/``export:`` arch's path."""
     if model_cfg.get("checkpoint"):
         return str(model_cfg["checkpoint"])
     kind, target = parse_arch(model_cfg.get("arch", "vgg_small"))
-    return target if kind == "torchscript" else None
-
-
-def python_factory_file(arch: str) -> str | None:
-    """The ``.py`` file of a ``python:<file.py>:<callable>`` arch (a DAG input), else None."""
-    kind, target = parse_arch(arch)
-    if kind == "python":
-        module = target.rsplit(":", 1)[0]
-        if module.endswith(".py"):
-            return module
-    return None
+    return target if kind in SERIALIZED else None
 
 
 def input_normalization(model_cfg: dict, stats: dict) -> tuple[list[float], list[float], int]:
@@ -265,24 +258,175 @@ def input_normalization(model_cfg: dict, stats: dict) -> tuple[list[float], list
     return [float(v) for v in mean], [float(v) for v in std], channels
 
 
-class Wrapped(nn.Module):
-    """normalize (``model.input``) → a user's network: [0,1] images in, logits out.
+#: What a given model's output means (``model.output``); ``auto`` detects it at import.
+OUTPUTS = ("auto", "logits", "logit", "probabilities")
+#: Floor of a probability before its log (float32: log(1e-12) = -27.6, far below any real logit gap).
+PROB_FLOOR = 1e-12
 
-    A network returning a tuple (e.g. auxiliary heads) or a dict with ``logits``/``out`` is
-    reduced to its main logits.
+
+class OutputHead(nn.Module):
+    """Turns a network's output into N×classes logits, so every attack and margin keeps its meaning.
+
+    - ``logits``: N×classes, unchanged.
+    - ``logit``: N×1 (or N) on two classes, z > 0 meaning class ``positive`` (default 1): the
+      logits ``[0, z]`` (``[z, 0]`` when ``positive`` is 0). Softmax of them is sigmoid(z), the
+      margin is |z| and the flipping ε of a linear model is |z| / ‖w‖₁, as for the one logit.
+    - ``probabilities``: softmax rows N×classes → log(max(p, PROB_FLOOR)); a sigmoid probability
+      N×1 of class ``positive`` → the log-probabilities of both classes. Log-probabilities are
+      valid logits (softmax returns p) and keep gradients where p saturates less than p itself.
+
+    Args:
+        kind: one of ``logits``, ``logit``, ``probabilities``.
+        positive: for one-output heads, the class index (0 or 1) that a high output means.
     """
 
-    def __init__(self, normalize: Normalize, net: nn.Module):
+    def __init__(self, kind: str = "logits", positive: int = 1):
+        super().__init__()
+        if kind not in OUTPUTS[1:]:
+            raise ModelError(f"model.output = {kind!r}: choose one of {list(OUTPUTS[1:])}")
+        if positive not in (0, 1):
+            raise ModelError(f"model.positive_class = {positive!r}: give 0 or 1 (the class a high output means)")
+        self.kind, self.positive = kind, int(positive)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, positive={self.positive}"
+
+    def _two(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Columns (class 0, class 1) from the scores of the negative and the positive class."""
+        return torch.stack([low, high] if self.positive == 1 else [high, low], dim=1)
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        if self.kind == "logits":
+            return out
+        single = out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)
+        if self.kind == "logit":
+            if not single:
+                raise ModelError(f"model.output = logit, but the model returns shape {tuple(out.shape)},"
+                                 " not one value per image; set model.output: logits")
+            z = out.reshape(-1)
+            return self._two(torch.zeros_like(z), z)
+        if single:
+            p = out.reshape(-1)
+            return self._two(torch.log(torch.clamp(1 - p, min=PROB_FLOOR)), torch.log(torch.clamp(p, min=PROB_FLOOR)))
+        return torch.log(torch.clamp(out, min=PROB_FLOOR))
+
+
+def _main_output(out):
+    """A network's main output: the first of a tuple (auxiliary heads), ``logits``/``out`` of a dict."""
+    if isinstance(out, dict):
+        return out.get("logits", out.get("out"))
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out
+
+
+class Wrapped(nn.Module):
+    """normalize (``model.input``) → a user's network → :class:`OutputHead`: [0,1] images
+    (N×C×H×W) in, N×classes logits out.
+
+    A network returning a tuple (e.g. auxiliary heads) or a dict with ``logits``/``out`` is
+    reduced to its main output before the head.
+    """
+
+    def __init__(self, normalize: Normalize, net: nn.Module, head: OutputHead | None = None):
         super().__init__()
         self.normalize, self.net = normalize, net
+        self.head = head or OutputHead("logits")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(self.normalize(x))
-        if isinstance(out, dict):
-            out = out.get("logits", out.get("out"))
-        elif isinstance(out, (tuple, list)):
-            out = out[0]
-        return out
+        return self.head(_main_output(self.net(self.normalize(x))))
+
+
+def detect_output(out: torch.Tensor, classes: int) -> str | None:
+    """What a given model's raw output (N×K on real or random images) looks like.
+
+    Args:
+        out: the network's main output for a batch (N×K, or N).
+        classes: the dataset's class count.
+
+    Returns:
+        ``logits``, ``logit`` (N×1 with values outside [0,1] on two classes), ``probabilities``
+        (N×classes rows in [0,1] summing to 1), or None when ambiguous (N×1 with every value in
+        [0,1]: a one-logit head or a sigmoid probability) or unusable (another shape).
+    """
+    if out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1):
+        if classes != 2:
+            return None
+        inside = bool(((out >= 0) & (out <= 1)).all())
+        return None if inside else "logit"
+    if out.ndim != 2 or out.shape[1] != classes:
+        return None
+    rows_sum_to_one = bool(((out >= 0) & (out <= 1)).all()) and bool(
+        torch.allclose(out.sum(1), torch.ones(len(out), dtype=out.dtype), atol=1e-3))
+    return "probabilities" if rows_sum_to_one else "logits"
+
+
+def resolve_output(declared: str, out: torch.Tensor, classes: int, where: str) -> str:
+    """The output head of a given model: ``model.output`` checked against what the model returns.
+
+    Args:
+        declared: ``model.output`` (``auto``, ``logits``, ``logit`` or ``probabilities``).
+        out: the network's main output on a batch of images (N×K, N ≥ 2).
+        classes: the dataset's class count.
+        where: the model file or arch, named in errors.
+
+    Returns:
+        The head kind to wrap the network with.
+
+    Raises:
+        ModelError: non-finite outputs; a shape that fits no head; probabilities not declared as
+            such (attacks on probabilities saturate); an ambiguous one-output head under ``auto``.
+    """
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"{where}: the model returns {type(out).__name__}, not a tensor of logits")
+    bad = ~torch.isfinite(out.reshape(len(out), -1)).all(1) if out.ndim else torch.tensor([True])
+    if bad.any():
+        raise ModelError(f"{where}: the model returns NaN or infinite outputs on {int(bad.sum())} of"
+                         f" {len(out)} images; no attack result on it would mean anything. Check the"
+                         " weights (a diverged training run?) and the input normalisation (model.input)")
+    seen = detect_output(out, classes)
+    single = out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)
+    shape = tuple(out.shape)
+    if single and classes != 2:
+        raise ModelError(f"{where}: the model returns one value per image (shape {shape}) but the data"
+                         f" have {classes} classes; a one-output head fits two classes only")
+    if declared == "auto":
+        if seen is None and single:
+            raise ModelError(f"{where}: the model returns one value per image, every one in [0, 1]:"
+                             " a one-logit head or a sigmoid probability? Say which: model.output:"
+                             " logit or probabilities (oncorobust audit --output logit|probabilities)")
+        if seen == "probabilities":
+            raise ModelError(f"{where}: the model's outputs look like probabilities (each row in [0,1]"
+                             " summing to 1). Attacks on probabilities saturate; declare model.output:"
+                             " probabilities (--output probabilities) and they run on log-probabilities,"
+                             " or give the model without its final softmax (model.output: logits)")
+        if seen is None:
+            raise ModelError(f"{where}: expected logits of shape (batch, {classes}), got {shape}")
+        return seen
+    if declared == "logits":
+        if single or out.ndim != 2 or out.shape[1] != classes:
+            hint = " (a one-logit head: set model.output: logit)" if single else ""
+            raise ModelError(f"{where}: model.output = logits, but the model returns shape {shape};"
+                             f" expected (batch, {classes}){hint}")
+        if seen == "probabilities":
+            raise ModelError(f"{where}: model.output = logits, but every output row lies in [0,1] and"
+                             " sums to 1: these are probabilities. Set model.output: probabilities")
+        return "logits"
+    if declared == "logit":
+        if not single:
+            raise ModelError(f"{where}: model.output = logit, but the model returns shape {shape}, not"
+                             " one value per image; set model.output: logits")
+        return "logit"
+    if declared == "probabilities":
+        if not bool(((out >= 0) & (out <= 1)).all()):
+            raise ModelError(f"{where}: model.output = probabilities, but the outputs leave [0, 1]"
+                             f" ({out.min().item():.3g} … {out.max().item():.3g}); set model.output:"
+                             f" {'logit' if single else 'logits'}")
+        if not single and seen != "probabilities":
+            raise ModelError(f"{where}: model.output = probabilities, but the output rows do not sum to 1;"
+                             " set model.output: logits (or add the softmax)")
+        return "probabilities"
+    raise ModelError(f"model.output = {declared!r}: choose one of {list(OUTPUTS)}")
 
 
 def _first_conv(net: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
@@ -386,44 +530,127 @@ def import_factory(target: str):
     return factory
 
 
-def _python_net(target: str, classes: int, in_channels: int, size: int) -> nn.Module:
+#: The ``python:`` factory contract, stated once (README, schema and errors point here).
+FACTORY_CONTRACT = ("the factory is called with the keyword arguments it declares among num_classes"
+                    " (int: the number of classes), classes (int: the same number), class_names (list"
+                    " of str: the class names in label order), in_channels (int) and size (int, input"
+                    " side in pixels), and returns a torch.nn.Module mapping N×in_channels×size×size"
+                    " images to N×num_classes logits")
+
+
+def _python_net(target: str, classes: int | list[str], in_channels: int, size: int) -> nn.Module:
+    """Call the user's factory under :data:`FACTORY_CONTRACT`; ``classes``: a count or the names."""
     factory = import_factory(target)
-    offered = {"classes": classes, "in_channels": in_channels, "size": size}
+    names = [str(c) for c in classes] if isinstance(classes, (list, tuple)) else [str(i) for i in range(int(classes))]
+    offered = {"num_classes": len(names), "classes": len(names), "class_names": names,
+               "in_channels": in_channels, "size": size}
     try:
         params = inspect.signature(factory).parameters
         takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         kwargs = offered if takes_all else {k: v for k, v in offered.items() if k in params}
     except (TypeError, ValueError):  # no signature (a builtin): offer everything
         kwargs = offered
-    net = factory(**kwargs)
+    try:
+        net = factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001 (the user's code may raise anything)
+        raise ModelError(f"model.arch python:{target}: the factory failed when called with"
+                         f" {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}: {type(exc).__name__}:"
+                         f" {_reason(exc)}. Contract: {FACTORY_CONTRACT}") from None
     if not isinstance(net, nn.Module):
         raise ModelError(f"model.arch python:{target} returned {type(net).__name__}, not a torch.nn.Module")
     return net
 
 
-def build_net(arch: str, *, classes: int, in_channels: int, size: int) -> nn.Module:
-    """The bare network of a ``torchvision:``/``monai:``/``python:`` arch (no normalisation):
-    input ``in_channels``×size×size, ``classes`` logits, random weights."""
+def build_net(arch: str, *, classes: int | list[str], in_channels: int, size: int) -> nn.Module:
+    """The bare network of a ``torchvision:``/``monai:``/``python:`` arch (no normalisation).
+
+    Args:
+        arch: the ``model.arch`` string.
+        classes: the class count, or the class names in label order (a ``python:`` factory may
+            ask for either, see :data:`FACTORY_CONTRACT`).
+        in_channels: input channels of the network's first layer.
+        size: input side in pixels.
+
+    Returns:
+        The network (random weights), mapping N×in_channels×size×size to N×classes logits.
+
+    Raises:
+        ModelError: the arch cannot be built (unknown builder, failing factory, ...).
+    """
     kind, target = parse_arch(arch)
+    count = len(classes) if isinstance(classes, (list, tuple)) else int(classes)
     if kind == "torchvision":
-        return _torchvision_net(target, classes, in_channels, size)
+        return _torchvision_net(target, count, in_channels, size)
     if kind == "monai":
-        return _monai_net(target, classes, in_channels, size)
+        return _monai_net(target, count, in_channels, size)
     if kind == "python":
         return _python_net(target, classes, in_channels, size)
     raise ModelError(f"build_net: {arch!r} is not a torchvision:, monai: or python: arch")
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state-dict file (``torch.save(model.state_dict(), f)``) read with ``weights_only=True``.
+#: Keys under which training frameworks store the weights, in order of preference:
+#: Lightning/timm/generic (``state_dict``), the common tutorial form (``model_state_dict``),
+#: torchvision's reference scripts (``model``), then exponential-moving-average copies.
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "ema", "model_ema",
+                "state_dict_ema", "ema_state_dict")
+#: Key prefixes that wrappers add to every parameter name (DataParallel/DDP ``module.``, a
+#: Lightning module's ``model.``/``net.`` attribute, ``torch.compile``'s ``_orig_mod.``).
+WRAPPER_PREFIXES = ("module.", "model.", "net.", "_orig_mod.")
+#: Non-weight entries of EMA wrappers (torch.optim.swa_utils.AveragedModel keeps a counter).
+EMA_COUNTERS = ("n_averaged",)
 
-    Accepted: a plain mapping of names to tensors, or one under ``state_dict`` /
-    ``model_state_dict`` (training-framework checkpoints); a ``module.`` prefix on every key
-    (``DataParallel``) is removed.
+
+def _torch_load_weights(path: Path):
+    """``torch.load(weights_only=True)``, also allowing ``argparse.Namespace`` (torchvision's
+    reference scripts store their ``args`` beside the weights); anything else foreign refused."""
+    import argparse
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not _foreign_objects(exc):
+            raise
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unwrap(obj, path: Path, key: str | None = None) -> tuple[dict, str]:
+    """The state dict inside a training checkpoint, and where it was found (``""``: top level)."""
+    if not isinstance(obj, dict):
+        return obj, ""
+    if key:
+        if not isinstance(obj.get(key), dict):
+            raise CheckpointError(f"{path}: model.checkpoint_key = {key!r}, but the file has no mapping"
+                                  f" under that key (its keys: {_few(sorted(map(str, obj)))})")
+        return obj[key], key
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, ""
+    for name in WRAPPER_KEYS:
+        if isinstance(obj.get(name), dict) and obj[name]:
+            return obj[name], name
+    return obj, ""
+
+
+def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str, torch.Tensor]:
+    """A state-dict file, or the weights inside a training checkpoint, read with ``weights_only=True``.
+
+    Accepted: a plain mapping of names to tensors (``torch.save(model.state_dict(), f)``), or one
+    under one of :data:`WRAPPER_KEYS` (``{"model": ..., "optimizer": ..., "epoch": ...}`` from
+    torchvision's reference scripts, Lightning's and timm's ``state_dict``, ``model_state_dict``,
+    EMA copies), or under ``key``; the key used is logged. A ``module.`` prefix on every key
+    (``DataParallel``) is removed; other wrapper prefixes are matched against the network in
+    :func:`import_checkpoint`.
+
+    Args:
+        path: the file.
+        key: the checkpoint key holding the weights (``model.checkpoint_key``); default: found.
+
+    Returns:
+        parameter/buffer name → tensor.
 
     Raises:
-        CheckpointError: missing, empty, unreadable, a TorchScript file, or holding anything but
-            tensors.
+        CheckpointError: missing, empty, unreadable, a TorchScript/export file, or holding
+            anything but tensors where the weights should be.
     """
     path = Path(path)
     if not path.is_file():
@@ -433,31 +660,78 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if is_torchscript(path):
         raise CheckpointError(f"{path} is a TorchScript model, not a state dict: use model.arch"
                               f" torchscript:{path} (and no model.checkpoint)")
+    if is_exported_program(path):
+        raise CheckpointError(f"{path} is a torch.export program, not a state dict: use model.arch"
+                              f" export:{path} (and no model.checkpoint)")
     if _is_lfs_pointer(path):
         raise CheckpointError(f"{path}: {LFS_REASON}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load_weights(path)
     except pickle.UnpicklingError as exc:
         if not _foreign_objects(exc):
             raise CheckpointError(f"{path}: unreadable (truncated, or not a torch file):"
                                   f" {_first_line(exc)}") from None
-        raise CheckpointError(f"{path} holds Python objects other than tensors (a pickled model?),"
-                              " which are never loaded: save model.state_dict() with torch.save, or"
-                              " export TorchScript (torch.jit.script/trace) and use torchscript:<file>") from None
+        found = _unsupported_global(exc)
+        raise CheckpointError(f"{path} holds Python objects other than tensors{found} (a pickled model"
+                              " or a training checkpoint with custom objects), which are never loaded:"
+                              " in a trusted session run torch.load(f, weights_only=False) and save"
+                              " only the weights with torch.save(model.state_dict(), 'weights.pt'), or"
+                              " export the model (torch.export.save → export:<file.pt2>)") from None
     except Exception as exc:  # noqa: BLE001 (a text/CSV file raises IndexError, others many more)
         raise CheckpointError(f"{path}: unreadable (truncated, or not a torch file):"
                               f" {_first_line(exc)}") from None
+    top = sorted(map(str, obj)) if isinstance(obj, dict) else []
+    obj, where = _unwrap(obj, path, key)
+    if where:
+        others = [k for k in WRAPPER_KEYS if k != where and k in top]
+        log.info("%s: a training checkpoint (keys %s); the weights are taken from its key %r%s", path,
+                 _few(top), where, f" (it also holds {', '.join(others)}: set model.checkpoint_key to"
+                                   " audit that one instead)" if others else "")
     if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
+        obj = {k: v for k, v in obj.items() if str(k) not in EMA_COUNTERS}
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         found = type(obj).__name__ if not isinstance(obj, dict) else f"a dict with keys {_few(sorted(map(str, obj)))}"
-        raise CheckpointError(f"{path}: expected a state dict (parameter name -> tensor), found {found}")
+        raise CheckpointError(f"{path}: expected a state dict (parameter name -> tensor), or a training"
+                              f" checkpoint holding one under {', '.join(WRAPPER_KEYS[:4])}, ...; found"
+                              f" {found}. Name the key holding the weights with model.checkpoint_key")
     if all(str(k).startswith("module.") for k in obj):
         obj = {str(k)[len("module."):]: v for k, v in obj.items()}
     return obj
+
+
+def _unsupported_global(exc: BaseException) -> str:
+    """`` (x.y.Z)``: the class torch's weights-only unpickler refused, when its message names one."""
+    import re
+
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return f" ({m.group(1)})" if m else ""
+
+
+def match_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> tuple[dict[str, torch.Tensor], str]:
+    """Strip wrapper prefixes (:data:`WRAPPER_PREFIXES`, e.g. Lightning's ``model.``) shared by
+    every key of ``state`` while that makes more keys match the network's ``own`` keys.
+
+    Args:
+        state: the checkpoint's weights.
+        own: the network's state-dict keys.
+
+    Returns:
+        (the weights with the prefixes removed, the removed prefix text, ``""`` if none).
+    """
+    removed = ""
+
+    def hits(d):
+        return len(set(d) & own)
+
+    while True:
+        for prefix in WRAPPER_PREFIXES:
+            if state and all(str(k).startswith(prefix) for k in state):
+                stripped = {str(k)[len(prefix):]: v for k, v in state.items()}
+                if hits(stripped) > hits(state):
+                    state, removed = stripped, removed + prefix
+                    break
+        else:
+            return state, removed
 
 
 def load_torchscript(source: str | os.PathLike | bytes, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
@@ -476,6 +750,86 @@ def load_torchscript(source: str | os.PathLike | bytes, device: str | torch.devi
                               " export it with torch.jit.script(model).save(f) or torch.jit.trace") from None
 
 
+class ExportedNet(nn.Module):
+    """A ``torch.export`` program as a module: [N×C×H×W] → its output, batch by batch.
+
+    The program's graph module is held outside the module tree: it has no train/eval switch (it
+    runs as it was exported: export in eval mode), and this wrapper's ``train()``/``eval()`` only
+    set its own flag. A program exported with a fixed batch size B is run in chunks of B, the last
+    one padded with detached copies (their outputs are dropped and no gradient reaches them).
+
+    Args:
+        program: the ``torch.export.ExportedProgram``.
+        device: where its graph module runs.
+    """
+
+    def __init__(self, program, device: str | torch.device = "cpu"):
+        super().__init__()
+        gm = program.module()
+        try:
+            gm = gm.to(device)
+        except Exception:  # noqa: BLE001 (moving a graph module can fail on exotic programs)
+            pass
+        object.__setattr__(self, "_gm", gm)
+        self.batch = _static_batch(program)
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.batch
+        if b is None or len(x) == b:
+            return self._gm(x)
+        outs = []
+        for i in range(0, len(x), b):
+            chunk = x[i:i + b]
+            k = len(chunk)
+            if k < b:
+                chunk = torch.cat([chunk, chunk[-1:].detach().expand(b - k, *chunk.shape[1:])])
+            outs.append(_main_output(self._gm(chunk))[:k])
+        return torch.cat(outs)
+
+
+def _static_batch(program) -> int | None:
+    """The program's fixed batch size (its first user input's first dimension), None if dynamic."""
+    try:
+        name = program.graph_signature.user_inputs[0]
+        node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name)
+        first = node.meta["val"].shape[0]
+    except Exception:  # noqa: BLE001 (no example value: treat as dynamic)
+        return None
+    return int(first) if isinstance(first, int) else None
+
+
+def load_export(source: str | os.PathLike | bytes, device: str | torch.device = "cpu") -> ExportedNet:
+    """``torch.export.load`` of a ``.pt2`` file or its bytes, as an :class:`ExportedNet`.
+
+    Args:
+        source: the file, or its bytes (as embedded in this project's checkpoint).
+        device: where the program runs.
+
+    Returns:
+        The program as a module taking N×C×H×W batches of any N.
+
+    Raises:
+        CheckpointError: the file is not a loadable ``torch.export`` program.
+    """
+    try:
+        program = torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+    except Exception as exc:  # noqa: BLE001 (torch.export raises many kinds)
+        where = "the embedded torch.export program" if isinstance(source, bytes) else str(source)
+        raise CheckpointError(f"{where}: not a loadable torch.export program ({type(exc).__name__}:"
+                              f" {_reason(exc)}); save it with torch.export.save(torch.export.export("
+                              "model.eval(), (x,)), 'model.pt2')") from None
+    return ExportedNet(program, device)
+
+
+def load_serialized(kind: str, source: str | os.PathLike | bytes, device: str | torch.device = "cpu") -> nn.Module:
+    """A serialized network (``torchscript`` or ``export``) from its file or bytes."""
+    return load_torchscript(source, device) if kind == "torchscript" else load_export(source, device)
+
+
 def _fit_problems(model: nn.Module, classes: list[str], channels: int, size: int) -> list[str]:
     """What goes wrong when ``model`` (wrapped) runs on 2×channels×size×size [0,1] inputs."""
     was = model.training
@@ -488,12 +842,17 @@ def _fit_problems(model: nn.Module, classes: list[str], channels: int, size: int
                 " preprocess.size to the size it was trained on, or model.input.channels"]
     finally:
         model.train(was)
+    out = _main_output(out)
+    if isinstance(out, torch.Tensor) and out.ndim == 1 and len(out) == 2 and len(classes) == 2:
+        return []  # one value per image (model.output: logit or probabilities)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         return [f"output: expected logits of shape (batch, {len(classes)}), got {shape}"]
+    if out.shape[1] == 1 and len(classes) == 2:
+        return []
     if out.shape[1] != len(classes):
         return [f"class count: the model returns {out.shape[1]} logits, the data have {len(classes)}"
-                f" classes {classes}"]
+                f" classes {classes}" + ("; a one-output head fits two classes only" if out.shape[1] == 1 else "")]
     return []
 
 
@@ -508,7 +867,7 @@ def _reason(exc: BaseException) -> str:
 
 def _key_problems(net: nn.Module, state: dict[str, torch.Tensor], classes: list[str]) -> list[str]:
     own = net.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     shapes = [k for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
     problems = []
@@ -532,26 +891,60 @@ def _key_problems(net: nn.Module, state: dict[str, torch.Tensor], classes: list[
     return problems
 
 
-def import_checkpoint(model_cfg: dict, stats: dict) -> dict:
-    """A given model (``model.checkpoint`` or ``torchscript:<file>``) in this project's format.
+def _fill_bn_counters(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add BatchNorm's ``num_batches_tracked`` where a checkpoint lacks it (as PyTorch's own
+    ``load_state_dict`` does for old checkpoints): it counts training steps, no inference uses it."""
+    own = net.state_dict()
+    missing = {k: torch.zeros_like(own[k]) for k in own if k.endswith("num_batches_tracked") and k not in state}
+    return {**state, **missing} if missing else state
 
-    State dicts (torchvision/monai/python archs) are read with ``weights_only=True`` and must fit
-    the network built for this dataset (classes, input channels, size); TorchScript files are
-    loaded with ``torch.jit.load`` (running the user's code) and embedded as bytes. Either way the
-    model is wrapped with ``model.input``'s normalisation and must map a batch of the dataset's
-    images to one logit per class.
+
+@torch.no_grad()
+def _raw_outputs(model: Wrapped, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """The wrapped network's main output (before the head) on ``images``, in eval mode, batched."""
+    outs = []
+    was = model.training
+    model.eval()
+    try:
+        for i in range(0, len(images), batch_size):
+            out = _main_output(model.net(model.normalize(images[i:i + batch_size])))
+            if not isinstance(out, torch.Tensor):
+                return out
+            outs.append(out.float())
+    finally:
+        model.train(was)
+    return torch.cat(outs)
+
+
+def import_checkpoint(model_cfg: dict, stats: dict, images: torch.Tensor | None = None) -> dict:
+    """A given model (``model.checkpoint``, ``torchscript:<file>`` or ``export:<file.pt2>``) in
+    this project's format.
+
+    State dicts (torchvision/monai/python archs) are read with ``weights_only=True`` (training
+    checkpoints unwrapped, see :func:`read_state_dict`; wrapper prefixes matched, see
+    :func:`match_prefixes`; BatchNorm counters may be missing) and must fit the network built for
+    this dataset (classes, input channels, size); TorchScript files and ``torch.export`` programs
+    are loaded (TorchScript runs the user's code) and embedded as bytes. The model is wrapped with
+    ``model.input``'s normalisation and ``model.output``'s head (:class:`OutputHead`; ``auto`` is
+    resolved on ``images`` and logged) and must map a batch of the dataset's images to finite
+    outputs.
 
     Args:
         model_cfg: the dataset's ``model`` block.
         stats: the dataset's ``tensors/stats.json`` (size, channels, classes, mean, std).
+        images: N×C×H×W float32 images in [0,1] of the dataset (e.g. the test and validation
+            splits): the output head is detected on them and every one must give finite outputs.
+            Default: 8 random images.
 
     Returns:
-        ``{"state_dict", "meta"}`` for :func:`load_model` (``meta["sha256"]`` set).
+        ``{"state_dict", "meta"}`` for :func:`load_model` (``meta["sha256"]`` and
+        ``meta["output"]`` set).
 
     Raises:
         CheckpointError: the file is unreadable or does not fit: one message listing every
             difference (missing/unexpected keys, shape mismatches, class count, input size).
-        ModelError: the architecture cannot be built.
+        ModelError: the architecture cannot be built; the outputs are NaN/inf on some images; the
+            output head is ambiguous or not what ``model.output`` declares.
     """
     arch = model_cfg.get("arch", "vgg_small")
     kind, target = parse_arch(arch)
@@ -561,32 +954,53 @@ def import_checkpoint(model_cfg: dict, stats: dict) -> dict:
     file_sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
     extra = {"source": kind, "checkpoint": str(path), "checkpoint_sha256": file_sha,
              "input_channels": channels, "input": dict(model_cfg.get("input") or {})}
-    if kind == "torchscript":
+    normalize = Normalize(mean, std, out_channels=channels)
+    if kind in SERIALIZED:
         if not path.is_file():
-            raise CheckpointError(f"{path}: no such TorchScript file (model.arch {arch})")
-        net = load_torchscript(path)
-        model = Wrapped(Normalize(mean, std, out_channels=channels), net)
+            raise CheckpointError(f"{path}: no such {'TorchScript' if kind == 'torchscript' else 'torch.export'}"
+                                  f" file (model.arch {arch})")
+        net = load_serialized(kind, path)
+        model = Wrapped(normalize, net)
         problems = _fit_problems(model, classes, int(stats["channels"]), size)
-        state = {"torchscript": torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).clone(),
-                 "normalize.mean": model.normalize.mean.clone(), "normalize.std": model.normalize.std.clone()}
+        state = {kind if kind == "torchscript" else "export":
+                 torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).clone()}
     else:
         if kind not in ("torchvision", "monai", "python"):
             raise ModelError(f"model.checkpoint is given for model.arch {arch!r}; give one of"
                              " torchvision:<builder>, monai:<Network>, python:<module>:<callable>"
-                             " (a state dict for that network) or torchscript:<file>")
-        loaded = read_state_dict(path)
-        net = build_net(arch, classes=len(classes), in_channels=channels, size=size)
+                             " (a state dict for that network), torchscript:<file> or export:<file.pt2>")
+        loaded = read_state_dict(path, model_cfg.get("checkpoint_key"))
+        net = build_net(arch, classes=classes, in_channels=channels, size=size)
+        loaded, prefix = match_prefixes(loaded, set(net.state_dict()))
+        if prefix:
+            log.info("%s: removed the key prefix %r (a training wrapper's) to match %s", path, prefix, arch)
         problems = _key_problems(net, loaded, classes)
         if not problems:
-            net.load_state_dict(loaded)
-            model = Wrapped(Normalize(mean, std, out_channels=channels), net)
+            net.load_state_dict(_fill_bn_counters(net, loaded))
+            model = Wrapped(normalize, net)
             problems = _fit_problems(model, classes, int(stats["channels"]), size)
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state = {}
     if problems:
         raise CheckpointError(f"{path} does not fit model.arch {arch} on this dataset ({len(classes)}"
                               f" classes, {stats['channels']}x{size}x{size} images"
                               f"{'' if channels == int(stats['channels']) else f', network input {channels} channels'}):\n  - "
                               + "\n  - ".join(problems))
+    if images is None:
+        images = torch.rand(8, int(stats["channels"]), size, size, generator=torch.Generator().manual_seed(0))
+    declared = str(model_cfg.get("output") or "auto")
+    output = resolve_output(declared, _raw_outputs(model, images), len(classes), str(path))
+    positive = int(model_cfg.get("positive_class", 1))
+    model.head = OutputHead(output, positive)
+    if declared == "auto":
+        log.info("%s: output head detected on %d images: %s%s", path, len(images), output,
+                 f" (z > 0 means class {classes[positive]!r})" if output == "logit" else "")
+    else:
+        log.info("%s: output head as declared (model.output): %s", path, output)
+    if not state:
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    else:
+        state.update({"normalize.mean": model.normalize.mean.clone(), "normalize.std": model.normalize.std.clone()})
+    extra.update(output=output, positive_class=positive)
     meta = model_meta(arch, {**stats, "mean": mean, "std": std}, model_cfg, regime="clean",
                       sha256=state_digest(state), **extra)
     return {"state_dict": state, "meta": meta}
@@ -732,17 +1146,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         kind = parse_arch(meta["arch"])[0]
     except ModelError as exc:
         raise _not_ours(path, str(exc)) from None
-    if kind == "torchscript":
+    head = OutputHead(meta.get("output", "logits"), int(meta.get("positive_class", 1)))
+    if kind in SERIALIZED:
         state = ck["state_dict"]
-        if "torchscript" not in state:
-            raise _not_ours(path, "a torchscript model without its embedded TorchScript bytes")
-        net = load_torchscript(state["torchscript"].cpu().numpy().tobytes(), device)
+        if kind not in state:
+            raise _not_ours(path, f"a {kind} model without its embedded bytes")
+        net = load_serialized(kind, state[kind].cpu().numpy().tobytes(), device)
         channels = int(meta.get("input_channels") or meta["channels"])
-        model = Wrapped(Normalize(meta["mean"], meta["std"], out_channels=channels), net)
+        model = Wrapped(Normalize(meta["mean"], meta["std"], out_channels=channels), net, head)
         return model.to(device).eval()
     model = build_model(meta["arch"], classes=len(meta["classes"]), in_channels=meta["channels"],
                         size=meta["size"], mean=meta["mean"], std=meta["std"], width=meta["width"],
                         input_channels=meta.get("input_channels"))
+    if isinstance(model, Wrapped):
+        model.head = head
     load_weights(model, ck["state_dict"], path)
     return model.to(device).eval()
 

@@ -215,9 +215,21 @@ def sensitivity_passes(c: dict) -> float:
     return per_step * (float(c.get("steps", 10)) * rounds + refine * refine_rounds) + fab + 5
 
 
-def attack_passes(method: str, params: dict) -> float:
-    """Forward-pass equivalents per image of one attack (all restarts counted)."""
+def health_passes(pgd: dict, square_queries: float) -> float:
+    """Forward-pass equivalents per image of the model-running health checks
+    (:func:`oncorobust.health.model_checks`): PGD × 1, × restarts and × 2 steps × 2 restarts,
+    APGD at ε = 1, Square, gradients and determinism."""
+    steps, restarts = float(pgd.get("steps", 10)), float(pgd.get("restarts", 1))
+    return 3 * (20 + steps * (1 + restarts + 4 * restarts)) + float(square_queries) + 6
+
+
+def attack_passes(method: str, params: dict, member_params: dict | None = None) -> float:
+    """Forward-pass equivalents per image of one attack (all restarts counted; an upper bound:
+    early exit stops on flipped images). ``worst``: the sum of its members' (``params["members"]``,
+    each with its ``member_params`` entry; without them the defaults' Square-dominated figure)."""
     base = method.removeprefix("transfer_")
+    if base == "worst" and member_params is not None and params.get("members"):
+        return sum(attack_passes(m, member_params.get(m) or {}) for m in params["members"]) + 2
     if base == "fgsm":
         return 4.0
     steps = float(params.get("steps", 10))
