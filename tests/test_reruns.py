@@ -207,8 +207,10 @@ def test_one_attack_param_replans_only_its_method(done):
     Figure 1 example (the rules that take PGD's parameters) have changed params; FGSM, training,
     data and sensitivity (whose inner-attack steps are its own key) stay as they are."""
     s = summary(done, yaml.safe_dump(TINY), overrides={"attacks": {"pgd": {"steps": 4}}})
+    # the card states the budgets of the attacks it ran
     assert params_changed(s) == {"results/digits/attacks/clean/pgd/eps=0.1.csv", "results/digits/health/clean.csv",
-                                 "results/figures/fig1_examples.png", "results/figures/fig1_examples.pdf"}
+                                 "results/figures/fig1_examples.png", "results/figures/fig1_examples.pdf",
+                                 "results/cards/digits_clean.md", "results/cards/digits_clean.html"}
     assert {"attack", "health", "fig1_examples", "tables", "health_table", "fig2_fig3"} <= pending_rules(s)
     assert not pending_rules(s) & {"ingest", "preprocess", "train_clean", "sensitivity", "deferral_tables"}
     assert s["results/digits/attacks/clean/fgsm/eps=0.1.csv"][2] == "no update"

@@ -16,14 +16,19 @@ import argparse
 import importlib.util
 import os
 import re
+import shlex
 import subprocess
+import time
 import sys
 from importlib import metadata
 from pathlib import Path
 
 from . import __version__
+from .budgets import BUDGETS, apply_budget, deep_merge, estimate_seconds, planned_passes
 from .errors import OncorobustError
-from .zipformat import is_torchscript
+from .progress import fmt_seconds
+from .workflow_files import find_snakefile, schema_file
+from .zipformat import is_exported_program, is_torchscript
 
 
 def package_version() -> str:
@@ -43,36 +48,7 @@ def _version(args: argparse.Namespace) -> int:
     return 0
 
 
-def find_snakefile(given: str | None = None) -> Path:
-    """The workflow's Snakefile: ``--snakefile``, else ``$ONCOROBUST_WORKFLOW`` (the Snakefile or
-    its folder), else the source checkout this package runs from, else ``./workflow/Snakefile``.
-
-    Raises:
-        OncorobustError: none of them exists.
-    """
-    candidates = []
-    for value in (given, os.environ.get("ONCOROBUST_WORKFLOW")):
-        if value:
-            p = Path(value)
-            candidates.append(p / "Snakefile" if p.is_dir() and (p / "Snakefile").is_file() else
-                              p / "workflow" / "Snakefile" if p.is_dir() else p)
-            break
-    candidates += [Path(__file__).resolve().parents[2] / "workflow" / "Snakefile",
-                   Path.cwd() / "workflow" / "Snakefile"]
-    candidates = list(dict.fromkeys(candidates))
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
-    raise OncorobustError("the oncorobust workflow (workflow/Snakefile) was not found: run from a"
-                          " clone of the repository, or give --snakefile / set ONCOROBUST_WORKFLOW"
-                          f" to its workflow folder (looked at {[str(c) for c in candidates]})")
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii", ".gz")
 
 
 def audit_config(args: argparse.Namespace) -> dict:
@@ -81,25 +57,29 @@ def audit_config(args: argparse.Namespace) -> dict:
     Raises:
         OncorobustError: the model or data argument names nothing usable.
     """
-    import yaml
 
     model_arg, data = args.model, Path(args.data).expanduser()
     model: dict = {}
     if Path(model_arg).expanduser().is_file():
         path = Path(model_arg).expanduser().resolve()
-        if not is_torchscript(path):
-            raise OncorobustError(f"--model {model_arg}: a file that is not a TorchScript model; for a"
-                                  " state dict give the architecture and the file: --model"
-                                  " torchvision:resnet18 --weights model.pt")
+        if is_torchscript(path):
+            kind = "torchscript"
+        elif is_exported_program(path):
+            kind = "export"
+        else:
+            raise OncorobustError(f"--model {model_arg}: a file that is neither a TorchScript model nor a"
+                                  " torch.export program (.pt2); for a state dict or a training checkpoint"
+                                  " give the architecture and the file: --model torchvision:resnet18"
+                                  " --weights model.pt")
         if args.weights:
-            raise OncorobustError("--weights is for a state dict of --model <arch>; a TorchScript"
-                                  " model carries its weights")
-        model["arch"] = f"torchscript:{path}"
+            raise OncorobustError(f"--weights is for a state dict of --model <arch>; a {kind} model"
+                                  " carries its weights")
+        model["arch"] = f"{kind}:{path}"
     else:
         if ":" not in model_arg and model_arg not in ("vgg16", "vgg_small"):
             raise OncorobustError(f"--model {model_arg}: no such file, and not an architecture"
                                   " (vgg_small, torchvision:<builder>, monai:<Network>,"
-                                  " python:<module>:<callable>, torchscript:<file>)")
+                                  " python:<module>:<callable>, torchscript:<file>, export:<file.pt2>)")
         model["arch"] = model_arg
         if model_arg.startswith("python:"):
             module = model_arg[len("python:"):].rsplit(":", 1)[0]
@@ -107,22 +87,31 @@ def audit_config(args: argparse.Namespace) -> dict:
                 model["arch"] = f"python:{Path(module).expanduser().resolve()}:{model_arg.rsplit(':', 1)[1]}"
         if args.weights:
             model["checkpoint"] = str(Path(args.weights).expanduser().resolve())
-    given = "checkpoint" in model or model["arch"].startswith("torchscript:")
+    given = "checkpoint" in model or model["arch"].startswith(("torchscript:", "export:"))
     if given:
         spec = {"normalize": args.normalize}
         if args.channels:
             spec["channels"] = args.channels
         model["input"] = spec
-    elif args.normalize != "dataset" or args.channels:
-        raise OncorobustError("--normalize/--channels describe a given model (--weights or a"
-                              " TorchScript file); a model trained here uses the data's statistics")
+        model["output"] = args.output
+        if args.positive_class is not None:
+            model["positive_class"] = args.positive_class
+        if args.checkpoint_key:
+            model["checkpoint_key"] = args.checkpoint_key
+    elif args.normalize != "dataset" or args.channels or args.output != "auto" or args.checkpoint_key:
+        raise OncorobustError("--normalize/--channels/--output/--checkpoint-key describe a given model"
+                              " (--weights, a TorchScript file or a .pt2 program); a model trained here"
+                              " uses the data's statistics and returns logits")
     if data.is_dir():
-        folders = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
-        source = {"format": "folder", "root": str(data.resolve()), "classes": args.classes or folders}
+        from .sources.folder import class_folders
+
+        source = {"format": "folder", "root": str(data.resolve()), "classes": args.classes or class_folders(data)}
         if args.patient_pattern:
             source["patient_pattern"] = args.patient_pattern
-        intensity = {"mode": "window", "window": list(args.window)} if args.intensity in ("auto", "window") \
-            else {"mode": args.intensity}
+        # auto: integer images scaled by their bit depth (8-bit: [0, 255]; 12-bit values in 16-bit
+        # PNGs: [0, 4095]); --intensity window uses --window
+        intensity = {"mode": "bitdepth"} if args.intensity in ("auto", "bitdepth") else \
+            {"mode": "window", "window": list(args.window)} if args.intensity == "window" else {"mode": args.intensity}
     elif data.is_file():
         source = {"format": "manifest", "manifest": str(data.resolve())}
         if args.classes:
@@ -137,19 +126,101 @@ def audit_config(args: argparse.Namespace) -> dict:
     entry: dict = {
         "source": source,
         "split": {"test_fraction": args.test_fraction},
-        "preprocess": {"size": args.size, "intensity": intensity},
+        "preprocess": {"size": args.size, "intensity": intensity, "color": args.color},
         "model": model,
         "attack": {"methods": args.methods, "eps": eps, "reference_eps": eps[(len(eps) - 1) // 2]},
     }
     if not given:
         entry["train"] = {"batch_size": 32, "epochs": args.epochs, "patience": 5, "lr": 0.01}
     config = {"results": "results", "seed": args.seed, "device": args.device, "datasets": {args.name: entry}}
+    config = apply_budget(config, args.budget, args.name)
     if args.config:
-        extra = yaml.safe_load(Path(args.config).read_text()) or {}
+        from .config import load_yaml
+
+        extra = load_yaml(Path(args.config).expanduser()) or {}
         ds_extra = extra.pop("dataset", None) or {}
-        config = _deep_merge(config, extra)
-        config["datasets"][args.name] = _deep_merge(config["datasets"][args.name], ds_extra)
+        config = deep_merge(config, extra)
+        config["datasets"][args.name] = deep_merge(config["datasets"][args.name], ds_extra)
+        if extra.get("attacks") or ds_extra.get("sensitivity"):
+            config["attacks"]["budget"] = f"{args.budget} + {Path(args.config).name}"
     return config
+
+
+def _count_images(data: Path) -> int:
+    """Image files under a folder (recursively), or the rows of a manifest CSV."""
+    if data.is_dir():
+        return sum(1 for p in data.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(data).parts))
+    with open(data, newline="") as fh:
+        return max(0, sum(1 for line in fh if line.strip()) - 1)
+
+
+def time_one_pass(config: dict, name: str, batch: int) -> float:
+    """Seconds of one image's forward pass (forward + backward = 3 passes) of the audit's model on
+    one thread, from a forward + input-gradient pass of ``batch`` random images at the config's
+    size (the median of three after a warm-up). Weights do not matter for the time, so a state
+    dict's architecture is built with random ones.
+
+    Raises:
+        OncorobustError: the model cannot be loaded or built (the import step would say the same).
+    """
+    import torch
+
+    from . import models
+
+    entry = config["datasets"][name]
+    size, model_cfg = int(entry["preprocess"]["size"]), entry["model"]
+    channels = int(model_cfg.get("input", {}).get("channels") or (3 if entry["preprocess"].get("color") == "rgb" else 1))
+    kind, target = models.parse_arch(model_cfg["arch"])
+    classes = len(entry["source"].get("classes") or ["benign", "malignant"])
+    if kind in models.SERIALIZED:
+        net = models.load_serialized(kind, target)
+    elif kind in ("torchvision", "monai", "python"):
+        net = models.build_net(model_cfg["arch"], classes=classes, in_channels=channels, size=size)
+    else:
+        net = models.build_model(model_cfg["arch"], classes=classes, in_channels=channels, size=size,
+                                 mean=[0.5] * channels, std=[0.25] * channels, width=int(model_cfg.get("width", 32)))
+    net.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workflow's jobs
+    times = []
+    try:
+        for _ in range(4):
+            x = torch.rand(batch, channels, size, size, requires_grad=True)
+            start = time.perf_counter()
+            out = models._main_output(net(x))
+            (grad,) = torch.autograd.grad(out.float().sum(), x)
+            times.append(time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001 (the user's model may raise anything)
+        raise OncorobustError(f"timing the model on {batch}x{channels}x{size}x{size} random images failed:"
+                              f" {type(exc).__name__}: {exc}") from None
+    finally:
+        torch.set_num_threads(threads)
+    return sorted(times[1:])[1] / (3 * batch)
+
+
+def print_estimate(config: dict, name: str, data: Path, cores: int) -> float:
+    """Time the model, then print the planned work and the estimated total before the run.
+
+    Returns:
+        The estimate in seconds.
+    """
+    entry = config["datasets"][name]
+    n = _count_images(data)
+    test_fraction = float(entry.get("split", {}).get("test_fraction", 0.33))
+    n_test = int(round(n * test_fraction))
+    n_val = int(round((n - n_test) * float(entry.get("split", {}).get("val_fraction", 0.15))))
+    batch = max(1, min(int(config.get("attacks", {}).get("batch_size", 128)), n_test or 1))
+    t = time_one_pass(config, name, batch)
+    passes = planned_passes(config, name, n_test, n_val, n - n_test - n_val)
+    total = estimate_seconds(passes, t, cores)
+    work = ", ".join(f"{k} {v:,.0f}" for k, v in passes.items() if k != "jobs")
+    print(f"oncorobust audit: one forward + backward pass of {batch} images at"
+          f" {entry['preprocess']['size']} px takes {3 * batch * t:.2f} s on one thread; about"
+          f" {n} images ({n_test} test, {n_val} validation); planned passes per image and family:"
+          f" {work}; budget {config['attacks'].get('budget', 'standard')}: estimated total"
+          f" {fmt_seconds(total)} on {cores} core(s)", file=sys.stderr)
+    return total
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -159,11 +230,13 @@ def _audit(args: argparse.Namespace) -> int:
 
     if not re.fullmatch(r"[A-Za-z0-9_]+", args.name):
         raise OncorobustError(f"--name {args.name!r}: use letters, digits and _ (it names result folders)")
+    if args.snakefile and not Path(args.snakefile).expanduser().exists():
+        raise OncorobustError(f"--snakefile {args.snakefile}: no such file or folder")
     snakefile = find_snakefile(args.snakefile)
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     config = audit_config(args)
-    validate_config(config, snakefile.parent / "schemas" / "config.schema.yaml")
+    validate_config(config, schema_file(snakefile))
     cwd = os.getcwd()
     os.chdir(out)  # check_config resolves results (and relative paths) against the working directory
     try:
@@ -171,13 +244,16 @@ def _audit(args: argparse.Namespace) -> int:
     finally:
         os.chdir(cwd)
     cfg_file = out / "config.yaml"
-    cfg_file.write_text("# written by `oncorobust audit`; rerun with:\n# snakemake -s"
-                        f" {snakefile} --directory {out} --configfile {cfg_file} --cores {args.cores}\n"
-                        + yaml.safe_dump(config, sort_keys=False))
+    rerun = shlex.join([sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(out),
+                        "--configfile", str(cfg_file), "--cores", str(args.cores)])
+    cfg_file.write_text(f"# written by `oncorobust audit` (budget {config['attacks']['budget']}); rerun with:\n"
+                        f"# {rerun}\n" + yaml.safe_dump(config, sort_keys=False))
     print(f"oncorobust audit: config written to {cfg_file}", file=sys.stderr)
     if importlib.util.find_spec("snakemake") is None:
         raise OncorobustError(f"snakemake is not installed in {sys.executable}'s environment:"
                               " pip install 'snakemake>=9,<10'")
+    if not args.no_estimate:
+        print_estimate(config, args.name, Path(args.data).expanduser(), args.cores)
     base = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(out),
             "--configfile", str(cfg_file), "--cores", str(args.cores)]
     run = base + (["-n"] if args.dry_run else []) + list(args.snakemake_args or [])
@@ -193,6 +269,10 @@ def _audit(args: argparse.Namespace) -> int:
     print(f"oncorobust audit: tables in {out / 'results' / 'tables'}, figures in"
           f" {out / 'results' / 'figures'}" + ("" if args.no_report else f", report {out / 'report.html'}"),
           file=sys.stderr)
+    from .cards import find_cards, verdict_line
+
+    for card in find_cards(out / config.get("results", "results")):
+        print(f"oncorobust audit: robustness card {verdict_line(card)}", file=sys.stderr)
     return 0
 
 
@@ -220,10 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
                " model.ts --data manifest.csv --eps 0.002 0.004")
     audit.add_argument("--model", required=True,
                        help="an architecture (vgg_small, torchvision:<builder>, monai:<Network>,"
-                            " python:<module|file.py>:<callable>; trained on the data unless --weights)"
-                            " or a TorchScript file (used as-is)")
-    audit.add_argument("--weights", help="a state dict of --model's architecture (read with"
-                                         " weights_only=True): audited as given, not trained")
+                            " python:<module|file.py>:<callable>; trained on the data unless --weights),"
+                            " a TorchScript file or a torch.export program (.pt2), used as-is")
+    audit.add_argument("--weights", help="a state dict or training checkpoint of --model's architecture"
+                                         " (read with weights_only=True): audited as given, not trained")
+    audit.add_argument("--output", choices=["auto", "logits", "logit", "probabilities"], default="auto",
+                       help="what a given model returns: logits (N x classes), logit (one value per image,"
+                            " a sigmoid/BCE head), probabilities (softmax or sigmoid); auto: detected at"
+                            " import and logged (default: %(default)s)")
+    audit.add_argument("--positive-class", type=int, choices=[0, 1],
+                       help="one-output heads: the class index a high output means (default 1)")
+    audit.add_argument("--checkpoint-key", help="the key of a training checkpoint holding the weights"
+                                                " (default: found, e.g. model, state_dict, model_ema)")
+    audit.add_argument("--budget", choices=list(BUDGETS), default="standard",
+                       help="attack budget: quick (APGD-margin 25 steps, no Square), standard (the"
+                            " defaults), thorough (AutoAttack budgets, 3 restarts) (default: %(default)s)")
     audit.add_argument("--data", required=True,
                        help="a manifest CSV (config/README.md) or a folder with one sub-folder per class")
     audit.add_argument("--eps", type=float, nargs="+", default=[0.001, 0.002, 0.004, 0.008],
@@ -239,10 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                      " sub-folders, sorted; a manifest's benign malignant)")
     audit.add_argument("--patient-pattern", help="folder: regular expression whose group 'patient' (or"
                                                  " first group) in the file path is the patient ID")
-    audit.add_argument("--intensity", choices=["auto", "window", "percentile", "none"], default="auto",
-                       help="intensity scaling (auto: a fixed --window for a folder, percentile for a manifest)")
+    audit.add_argument("--intensity", choices=["auto", "bitdepth", "window", "percentile", "none"], default="auto",
+                       help="intensity scaling (auto: a folder's integer images by their bit depth, e.g."
+                            " [0, 255] for 8-bit and [0, 4095] for 12-bit values; a manifest by percentiles)")
     audit.add_argument("--window", type=float, nargs=2, default=[0.0, 255.0], metavar=("LOW", "HIGH"),
                        help="raw values mapped to 0 and 1 by --intensity window (default: %(default)s)")
+    audit.add_argument("--color", choices=["luminance", "rgb"], default="luminance",
+                       help="colour images: rgb keeps three channels (for a 3-channel model), luminance"
+                            " reads them as grey (default: %(default)s)")
     audit.add_argument("--methods", nargs="+", default=["fgsm", "bim", "pgd", "worst"],
                        help="attack methods (default: %(default)s)")
     audit.add_argument("--test-fraction", type=float, default=0.33,
@@ -256,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--snakefile", help="the workflow's Snakefile (default: found automatically)")
     audit.add_argument("--dry-run", action="store_true", help="write the config and show what would run")
     audit.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    audit.add_argument("--no-estimate", action="store_true", help="skip timing the model and the estimate")
     audit.add_argument("snakemake_args", nargs="*", metavar="-- SNAKEMAKE_ARGS",
                        help="extra arguments for snakemake after --")
     audit.set_defaults(func=_audit)

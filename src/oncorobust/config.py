@@ -20,7 +20,7 @@ from .errors import ConfigError
 SYNTHETIC_FORMATS = {"lidc", "cbis_ddsm", "manifest"}
 _NEEDS = {"lidc": "root", "cbis_ddsm": "root", "manifest": "manifest", "folder": "root", "mnist": "root",
           "cifar10": "root"}
-_NEW_SOURCES = ("torchvision", "monai", "python", "torchscript")
+_NEW_SOURCES = ("torchvision", "monai", "python", "torchscript", "export")
 ON_BAD_FILE = ("skip", "error")
 
 
@@ -71,6 +71,142 @@ def _key_path(parts) -> str:
     return ".".join(str(p) for p in parts) or "(top level)"
 
 
+def _as_number(value: object) -> float | None:
+    """``value`` as a float when it is a string that reads as a number (YAML's ``1e-3``), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def _yaml_float_text(value: str) -> str:
+    """How to write the number ``value`` (a string such as ``1e-3``) so that YAML reads a number:
+    PyYAML (YAML 1.1) needs a dot in the mantissa and a sign in the exponent (``1.0e-3``)."""
+    text = value.strip()
+    mantissa, _, exponent = text.lower().partition("e")
+    if exponent:
+        if "." not in mantissa:
+            mantissa += ".0"
+        if exponent[0] not in "+-":
+            exponent = "+" + exponent
+        return f"{mantissa}e{exponent}"
+    return f"{float(text)!r}"
+
+
+def _numeric_string_hint(err) -> str:
+    """For a type error on a string that reads as a number: the hint to write it as one."""
+    if err.validator != "type" or _as_number(err.instance) is None:
+        return ""
+    wanted = err.validator_value if isinstance(err.validator_value, str) else "number"
+    if wanted not in ("number", "integer") and not (isinstance(err.validator_value, list)
+                                                    and {"number", "integer"} & set(err.validator_value)):
+        return ""
+    return (f"; YAML read {err.instance!r} as a string (PyYAML needs a dot and a signed exponent in a"
+            f" number): write {_yaml_float_text(err.instance)}")
+
+
+# ------------------------------------------------------------------------- strict YAML loading
+
+
+def yaml_duplicate_keys(path: str | os.PathLike) -> list[tuple[str, str, int, int]]:
+    """The keys that a YAML file gives twice in one mapping (PyYAML keeps the last silently).
+
+    Args:
+        path: a YAML (or JSON) config file.
+
+    Returns:
+        ``(key path of the mapping, key, first line, second line)`` per duplicate, lines 1-based;
+        ``<<`` merge keys are not duplicates. Empty when the file is not YAML (e.g. JSON with
+        tabs): its loader reports that.
+    """
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            root = yaml.compose(fh, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return []
+    found: list[tuple[str, str, int, int]] = []
+    seen_nodes: set[int] = set()
+
+    def walk(node, parts: tuple) -> None:
+        if node is None or id(node) in seen_nodes:
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    walk(value_node, parts)
+                    continue
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                line = key_node.start_mark.line + 1
+                if key is not None:
+                    if key in first:
+                        found.append((_key_path(parts), str(key), first[key], line))
+                    else:
+                        first[key] = line
+                walk(value_node, parts + (key if key is not None else "?",))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, parts[:-1] + (f"{parts[-1]}[{i}]",) if parts else (f"[{i}]",))
+
+    walk(root, ())
+    return found
+
+
+def check_yaml_files(paths) -> None:
+    """Refuse config files that give a key twice in one mapping.
+
+    YAML loaders (PyYAML, and so Snakemake's ``configfile:`` / ``--configfile``) keep the last of
+    two equal keys silently, e.g. a second ``attack:`` block replacing the first. Call this with
+    the files the config was loaded from (in a Snakefile: ``workflow.configfiles``).
+
+    Args:
+        paths: the config files (str or Path); files that do not exist are ignored.
+
+    Raises:
+        ConfigError: naming the file, the key (with its key path) and both line numbers.
+    """
+    problems = []
+    for path in paths or []:
+        if not Path(path).is_file():
+            continue
+        for where, key, first, second in yaml_duplicate_keys(path):
+            inside = "" if where == "(top level)" else f" inside {where}"
+            problems.append(f"{path}: key {key!r}{inside} is given twice, on lines {first} and {second};"
+                            " YAML would keep only the second silently. Merge the two into one")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def load_yaml(path: str | os.PathLike):
+    """Load a YAML config file with PyYAML's safe loader, refusing duplicate keys.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The loaded object (None for an empty file).
+
+    Raises:
+        ConfigError: a key is given twice in one mapping (naming the key and both lines), or the
+            file is not valid YAML (naming the line).
+    """
+    import yaml
+
+    check_yaml_files([path])
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+
+
 def validate_config(config: dict, schema_path: str | os.PathLike) -> None:
     """Validate ``config`` against the JSON Schema file; one line per violation.
 
@@ -109,7 +245,8 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> None:
         elif err.validator == "required":
             lines.append(f"{where}: {err.message} (see config/README.md)")
         else:
-            lines.append(f"{where} = {_short(repr(err.instance))}: {_short(err.message)}")
+            lines.append(f"{where} = {_short(repr(err.instance))}: {_short(err.message)}"
+                         + _numeric_string_hint(err))
     raise ConfigError(f"the config does not match {Path(schema_path).name} ({len(lines)} problem(s)):\n  "
                       + "\n  ".join(lines))
 
@@ -146,6 +283,7 @@ def _check_dataset(ds: str, entry: dict) -> None:
         raise ConfigError(f"{key}.attack.methods is empty: list at least one of {', '.join(METHODS)}"
                           " (the tables and figures need attack results), or remove the key for the"
                           " default methods")
+    _check_eps(key, att)
     if "eps" in att and not any(abs(e - att.get("reference_eps", 0.002)) < 1e-12 for e in att["eps"]):
         raise ConfigError(f"{key}.attack.reference_eps = {att.get('reference_eps', 0.002)}"
                           f" is not one of attack.eps {att['eps']}")
@@ -187,13 +325,44 @@ def _check_dataset(ds: str, entry: dict) -> None:
                           f" {hi:g}: a rating in between would be both benign and malignant")
 
 
+def _eps_value(value: object, key: str) -> float:
+    """One ε as a float: a finite number in (0, 1] (pixel units), else a ConfigError naming ``key``."""
+    if isinstance(value, str) and _as_number(value) is not None:
+        raise ConfigError(f"{key} = {value!r} is a string, not a number: YAML reads it so (PyYAML needs a"
+                          f" dot and a signed exponent); write {_yaml_float_text(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} = {value!r} is not a number: give an L-inf budget in (0, 1], e.g. 0.002")
+    eps = float(value)
+    if not math.isfinite(eps) or not 0 < eps <= 1:
+        raise ConfigError(f"{key} = {value!r}: an ε must be a finite number in (0, 1] (pixel units of"
+                          " the [0, 1] images), e.g. 0.002")
+    return eps
+
+
+def _check_eps(key: str, att: dict) -> None:
+    """``attack.eps`` and ``attack.reference_eps``: finite, in (0, 1], and no two ε with one file
+    name (``eps={eps:g}.csv``: 0.01 and 0.0100000001 would share one result file)."""
+    names: dict[str, tuple[int, float]] = {}
+    for i, value in enumerate(att.get("eps") or []):
+        eps = _eps_value(value, f"{key}.attack.eps[{i}]")
+        name = f"{eps:g}"
+        if name in names:
+            j, other = names[name]
+            raise ConfigError(f"{key}.attack.eps: {other!r} (item {j}) and {eps!r} (item {i}) both give the"
+                              f" result file name eps={name}.csv (6 significant digits), so their results"
+                              " would be merged; give ε values that differ within 6 significant digits")
+        names[name] = (i, eps)
+    if "reference_eps" in att:
+        _eps_value(att["reference_eps"], f"{key}.attack.reference_eps")
+
+
 def given_model_file(model: dict) -> str | None:
-    """The file of a dataset's given model (``model.checkpoint``, or a ``torchscript:`` arch's
-    path), None when the workflow trains it."""
+    """The file of a dataset's given model (``model.checkpoint``, or a ``torchscript:``/``export:``
+    arch's path), None when the workflow trains it."""
     if model.get("checkpoint"):
         return str(model["checkpoint"])
     kind, _, target = str(model.get("arch", "vgg_small")).partition(":")
-    return target if kind == "torchscript" and target else None
+    return target if kind in ("torchscript", "export") and target else None
 
 
 def _check_model_source(key: str, entry: dict) -> None:
@@ -235,6 +404,9 @@ def _check_model_source(key: str, entry: dict) -> None:
             raise ConfigError(f"{key}.model.{'checkpoint' if model.get('checkpoint') else 'arch'}: {given}:"
                               " no such file (paths are relative to the working directory)")
         return
+    if str(model.get("output", "auto")) not in ("auto", "logits"):
+        raise ConfigError(f"{key}.model.output = {model['output']!r} describes a given model (model.checkpoint,"
+                          " torchscript: or export:); a model trained here returns logits: remove the key")
     if "train" not in entry:
         raise ConfigError(f"{key}.train is required: the workflow trains model.arch {arch}; give a train"
                           " block (batch_size, epochs, lr), or model.checkpoint for a trained model")

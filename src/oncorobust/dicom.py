@@ -7,8 +7,10 @@ clear :class:`~oncorobust.errors.DicomError` for every way a real export can be 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,14 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
 
 from .errors import DicomError
+
+log = logging.getLogger("oncorobust.dicom")
+
+
+class DicomPlausibilityWarning(UserWarning):
+    """A DICOM file decodes, but its stored values are implausible for its header (e.g. signed
+    data written with PixelRepresentation 0). The image is still returned; the message names the
+    file and what is probably wrong."""
 
 # Which pip package adds a decoder for which family of transfer syntaxes (pydicom's plugin names).
 _DECODER_PACKAGES = {
@@ -89,6 +99,95 @@ def non_image_reason(hdr: pydicom.Dataset) -> str:
     return f"SOP class {name if name and name != sop else sop} holds no image"
 
 
+# ----------------------------------------------------------------------------- slice geometry
+
+
+def _has_values(value) -> bool:
+    """False for an element present but empty ('' or an empty multi-value): treated as absent."""
+    try:
+        return len(value) > 0
+    except TypeError:
+        return True
+
+
+def slice_normal(hdr: pydicom.Dataset, where: str | os.PathLike = "") -> np.ndarray | None:
+    """The unit normal of a slice's image plane, from ImageOrientationPatient.
+
+    ``n = row direction × column direction`` (the first and the last three values of
+    ImageOrientationPatient, in patient coordinates), turned so that its largest component is
+    positive. The position of a slice along ``n`` (:func:`slice_position`) is then the patient
+    coordinate its stack steps along: z (mm) for an axial series, x for a sagittal one, y for a
+    coronal one, and for an oblique plane the coordinate along its own normal (closest to the
+    axis it is nearest to). An axial series' positions are exactly its ImagePositionPatient z
+    values.
+
+    Args:
+        hdr: the slice's header (:func:`read_header`).
+        where: the file, named in the error.
+
+    Returns:
+        ``n`` as a float64 array of 3, or None when the header has no ImageOrientationPatient.
+
+    Raises:
+        DicomError: ImageOrientationPatient is not six finite numbers, or its row and column
+            directions are zero or parallel (no plane).
+    """
+    iop = hdr.get("ImageOrientationPatient")
+    if iop is None or not _has_values(iop):
+        return None
+    try:
+        values = np.array([float(v) for v in iop], dtype=float)
+    except (TypeError, ValueError):
+        values = np.array([])
+    if values.shape != (6,) or not np.all(np.isfinite(values)):
+        raise DicomError(f"{where}: ImageOrientationPatient {iop!r}"
+                         " is not six numbers (row and column direction cosines); the header is"
+                         " broken, so the slice cannot be placed in the series")
+    n = np.cross(values[:3], values[3:])
+    norm = float(np.linalg.norm(n))
+    if norm < 1e-6:
+        raise DicomError(f"{where}: ImageOrientationPatient {values.tolist()} has parallel or zero row"
+                         " and column directions (no image plane); the header is broken")
+    n = n / norm
+    if n[int(np.argmax(np.abs(n)))] < 0:
+        n = -n
+    return n
+
+
+def slice_position(hdr: pydicom.Dataset, normal: np.ndarray | None = None,
+                   where: str | os.PathLike = "") -> float | None:
+    """A slice's position (mm) along its series' slice normal: ``n · ImagePositionPatient``.
+
+    Args:
+        hdr: the slice's header.
+        normal: the series' normal (:func:`slice_normal` of one of its slices); default this
+            slice's own. Without any ImageOrientationPatient the slice is taken as axial, so its
+            position is ImagePositionPatient's z.
+        where: the file, named in the error.
+
+    Returns:
+        The position in mm, or None when the header has no ImagePositionPatient.
+
+    Raises:
+        DicomError: ImagePositionPatient is not three finite numbers, or
+            ImageOrientationPatient is broken (see :func:`slice_normal`).
+    """
+    ipp = hdr.get("ImagePositionPatient")
+    if ipp is None or not _has_values(ipp):
+        return None
+    try:
+        p = np.array([float(v) for v in ipp], dtype=float)
+    except (TypeError, ValueError):
+        p = np.array([])
+    if p.shape != (3,) or not np.all(np.isfinite(p)):
+        raise DicomError(f"{where}: ImagePositionPatient {ipp!r} is not three numbers (x, y, z in mm);"
+                         " the header is broken, so the slice cannot be placed in the series")
+    n = normal if normal is not None else slice_normal(hdr, where)
+    if n is None:
+        return float(p[2])
+    return float(np.dot(n, p))
+
+
 def read_dicom(path: str | os.PathLike) -> np.ndarray:
     """Decode one DICOM file to float32 in the modality's units.
 
@@ -103,6 +202,16 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     Returns an (H, W) array for a single-frame file and (frames, H, W) for a multi-frame file.
     Colour images (SamplesPerPixel > 1) are refused: no modality in this project uses them.
     Every failure is a :class:`DicomError` naming the file and the reason.
+
+    Stored values that are implausible for the header (outside the range BitsStored and
+    PixelRepresentation allow, or signed data written with PixelRepresentation 0, which reads
+    e.g. -1024..-25 as 64512..65511) are kept as stored but flagged: a warning is logged and a
+    :class:`DicomPlausibilityWarning` is issued (``warnings``), both naming the file.
+
+    Raises:
+        DicomError: the file is unreadable or undecodable, its RescaleSlope is 0 (every pixel
+            would become RescaleIntercept: a constant image), or its values are not finite
+            after the modality LUT.
     """
     path = Path(path)
     ds = _dcmread(path)
@@ -136,6 +245,12 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     except Exception as exc:  # pydicom raises ValueError/RuntimeError/... from many decoders
         raise DicomError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc});"
                          " the file is probably truncated or corrupt") from exc
+    _check_rescale_slope(path, ds)
+    problem = stored_value_problem(ds, stored)
+    if problem:
+        message = f"{path}: {problem}"
+        log.warning("%s", message)
+        warnings.warn(message, DicomPlausibilityWarning, stacklevel=2)
     try:
         pixels = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
     except Exception as exc:
@@ -146,6 +261,106 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
         lo, hi = _rescaled_range(ds)
         pixels = np.float32(lo + hi) - pixels
     return pixels
+
+
+def _check_rescale_slope(path: Path, ds: pydicom.Dataset) -> None:
+    """Refuse RescaleSlope 0 (used when there is no Modality LUT Sequence): it maps every
+    stored value to RescaleIntercept, a constant image that would train and attack as silently
+    wrong data.
+
+    Raises:
+        DicomError: naming the file, when RescaleSlope is 0 (or not a number).
+    """
+    if "ModalityLUTSequence" in ds or "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return
+    raw = ds.RescaleSlope
+    if raw is None or raw == "":
+        return
+    try:
+        slope = float(raw)
+    except (TypeError, ValueError):
+        raise DicomError(f"{path}: RescaleSlope {raw!r} is not a number; fix the header") from None
+    if slope == 0:
+        raise DicomError(f"{path}: RescaleSlope is 0, so every pixel would become RescaleIntercept"
+                         f" ({ds.RescaleIntercept}): a constant image. The header is broken; fix"
+                         " RescaleSlope (usually 1) or export the image again")
+
+
+def stored_value_problem(ds: pydicom.Dataset, stored: np.ndarray) -> str:
+    """Why the decoded stored values are implausible for the header; '' when they look fine.
+
+    Two checks, on the values before the modality LUT:
+
+    - values outside the range BitsStored and PixelRepresentation allow (unsigned:
+      0..2**BitsStored - 1; signed: -2**(BitsStored-1)..2**(BitsStored-1) - 1);
+    - unsigned data (PixelRepresentation 0) that are signed data in disguise: the values span
+      more than half the unsigned range, but read as two's-complement signed numbers of
+      BitsStored bits they fit in a quarter of it (CT's -1024..-25 stored as 64512..65511 next
+      to 0..1000). Binary images (two values, e.g. a 0/65535 mask) are not flagged.
+
+    Args:
+        ds: the header (BitsStored, BitsAllocated, PixelRepresentation).
+        stored: the stored values (``ds.pixel_array``).
+
+    Returns:
+        A sentence naming the values and what is probably wrong, or ''.
+    """
+    if stored.size == 0 or not np.issubdtype(stored.dtype, np.integer):
+        return ""
+    unused = _unused_bits_problem(ds)
+    if unused:
+        return unused
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    if not 1 <= bits <= 32:
+        return ""
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    vmin, vmax = int(stored.min()), int(stored.max())
+    if vmin < lo or vmax > hi:
+        return (f"stored values {vmin}..{vmax} lie outside the range {lo}..{hi} that BitsStored {bits}"
+                f" with PixelRepresentation {int(signed)} allows: the header's BitsStored or"
+                " PixelRepresentation is wrong, so the modality LUT (and any HU window) is applied to"
+                " wrong numbers; the image is used as stored, check it")
+    if signed or bits < 8 or vmax - vmin <= 2 ** (bits - 1):
+        return ""
+    values = stored.astype(np.int64)
+    as_signed = np.where(values >= 2 ** (bits - 1), values - 2 ** bits, values)
+    smin, smax = int(as_signed.min()), int(as_signed.max())
+    if smax - smin >= 2 ** (bits - 2) or len(np.unique(values[:: max(1, values.size // 65536)])) <= 2:
+        return ""
+    high = values[values >= 2 ** (bits - 1)]
+    return (f"PixelRepresentation 0 (unsigned), but the stored values look like signed data: values"
+            f" {int(high.min())}..{int(high.max())} next to {int(values[values < 2 ** (bits - 1)].min())}.."
+            f"{int(values[values < 2 ** (bits - 1)].max())} would read {smin}..{smax} as signed"
+            f" {bits}-bit numbers (e.g. CT air stored as 64512 instead of -1024). The header's"
+            " PixelRepresentation is probably wrong (it should be 1); the image is used as stored, check it")
+
+
+def _unused_bits_problem(ds: pydicom.Dataset) -> str:
+    """For uncompressed pixel data with BitsStored < BitsAllocated: '' unless some raw values do
+    not fit BitsStored (pydicom then drops the high bits, as the standard says, so the decoded
+    values are the raw ones modulo 2**BitsStored)."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    alloc = int(ds.get("BitsAllocated", 16) or 16)
+    bits = int(ds.get("BitsStored", alloc) or alloc)
+    if ts is None or ts.is_encapsulated or "PixelData" not in ds or alloc not in (8, 16, 32) \
+            or not 1 <= bits < alloc:
+        return ""
+    n = int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * int(ds.get("NumberOfFrames", 1) or 1) \
+        * int(ds.get("SamplesPerPixel", 1) or 1)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    order = ">" if str(ts) == "1.2.840.10008.1.2.2" else "<"
+    dtype = np.dtype(f"{order}{'i' if signed else 'u'}{alloc // 8}")
+    raw = np.frombuffer(ds.PixelData, dtype=dtype, count=min(n, len(ds.PixelData) // dtype.itemsize))
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    bad = (raw < lo) | (raw > hi)
+    if not bad.any():
+        return ""
+    return (f"{int(bad.sum())} pixel(s) hold raw values outside the range {lo}..{hi} of BitsStored"
+            f" {bits} (PixelRepresentation {int(signed)}; raw {int(raw.min())}..{int(raw.max())}):"
+            " the bits above BitsStored are ignored, as the DICOM standard says (old files kept"
+            " overlays there), so those pixels read modulo 2**BitsStored. If the image looks wrong,"
+            " the header's BitsStored is wrong; the image is used as decoded, check it")
 
 
 def _image_class(ds: pydicom.Dataset) -> str:

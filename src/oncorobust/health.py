@@ -192,6 +192,40 @@ def whitebox_flipped(per_image: dict[tuple[str, float], pd.DataFrame], eps: floa
     return pd.concat(cols, axis=1).any(axis=1).reindex(ids).fillna(False).to_numpy(dtype=bool)
 
 
+def worst_vs_bracket(per_image: dict[tuple[str, float], pd.DataFrame], sens: pd.DataFrame | None, labels: str) -> dict | None:
+    """Check ``worst_vs_bracket``: images the sensitivity search flips at a confirmed ε ≤ an ε of
+    the ``worst`` attack, which ``worst`` left unflipped there (Table 1 counts them as flipped,
+    :func:`oncorobust.tables.merge_bracket`). Passes when they are ≤ 1% of the images at every ε.
+
+    Args:
+        per_image: (method, eps) → per-image attack CSV of one (dataset, regime).
+        sens: its sensitivity CSV (None: not available).
+        labels: ``predicted`` or ``true``.
+
+    Returns:
+        A row dict, or None without a ``worst`` result or a sensitivity CSV.
+    """
+    from .tables import merge_bracket
+
+    if sens is None:
+        return None
+    worst = {e: df for (m, e), df in per_image.items() if m == "worst"}
+    if not worst:
+        return None
+    most, where, n = 0, "", 0
+    for e in sorted(worst):
+        df = worst[e]
+        missed = int(merge_bracket(df, sens, e, labels, 2).from_bracket.sum())
+        n = len(df)
+        if missed > most or not where:
+            most, where = max(most, missed), f"ε = {e:g}"
+    share = 100 * most / n if n else 0.0
+    return _row("worst_vs_bracket", share <= 1.0, share, "≤ 1% of images",
+                f"worst missed {most}/{n} images at {where} that the sensitivity search flips at or below"
+                " that ε (Table 1 counts them as flipped)" if most else
+                "the sensitivity search flips no image at or below an ε at which worst did not")
+
+
 def table_checks(summary: pd.DataFrame, per_image: dict[tuple[str, float], pd.DataFrame], labels: str) -> list[dict]:
     """The checks computed from the attack results of one (dataset, regime).
 

@@ -1,8 +1,15 @@
-"""Atomic writes: a result is either complete or absent, never half written."""
+"""Atomic writes: a result is either complete or absent, never half written.
+
+A write that fails for lack of space (``ENOSPC``, a quota), on a read-only or failing file system,
+or for any other ``OSError`` is reported as a :class:`WriteError` naming the result file, e.g.
+"no space left on device while writing results/ct/tensors/train.pt", and leaves no file behind
+(neither the result nor its temporary file).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -11,6 +18,53 @@ from typing import Any, Iterator
 
 import pandas as pd
 import torch
+
+from .errors import OncorobustError
+
+
+class WriteError(OncorobustError):
+    """A result file could not be written (disk full, quota, read-only file system...). The
+    message names the file and what to do; nothing is left half written."""
+
+
+#: errno values that only a write can raise: mapped to WriteError wherever they come from in the
+#: block of :func:`atomic_path` (any OSError of the write helpers below is mapped too).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+#: What torch.save's C++ writer says when the disk fills (it does not raise OSError).
+_TORCH_SHORT_WRITE = ("unexpected pos", "inline_container.cc", "PytorchStreamWriter failed writing")
+
+
+def write_failure(exc: BaseException, path: str | os.PathLike) -> WriteError:
+    """The :class:`WriteError` to raise for ``exc``, a failure while writing ``path``.
+
+    Args:
+        exc: the OSError (or torch's RuntimeError) the write raised.
+        path: the result file being written (not its temporary file).
+
+    Returns:
+        A WriteError whose message starts with what happened: "no space left on device while
+        writing <path>" for ENOSPC and torch's short write, "disk quota exceeded ...",
+        "read-only file system ...", else the system's reason, and says what to do.
+    """
+    path = Path(path)
+    where = path.parent if str(path.parent) else Path(".")
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or (isinstance(exc, RuntimeError) and not isinstance(exc, OSError)):
+        detail = "" if isinstance(exc, OSError) else f" (torch.save: {str(exc).strip().splitlines()[0]})"
+        return WriteError(f"no space left on device while writing {path}{detail}; free space on the"
+                          f" disk that holds {where} (`df -h {where}`) or point `results` at a larger"
+                          " one, then rerun: nothing was left half written")
+    if code == errno.EDQUOT:
+        return WriteError(f"disk quota exceeded while writing {path}; free space in your quota"
+                          f" (`quota -s`) or point `results` at another disk, then rerun")
+    if code == errno.EROFS:
+        return WriteError(f"read-only file system while writing {path}; point `results` at a"
+                          " writable folder, then rerun")
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    name = errno.errorcode.get(code, "") if code is not None else ""
+    return WriteError(f"cannot write {path}: {reason}{f' ({name})' if name else ''}; check the"
+                      f" folder {where} (space, permissions, the disk itself), then rerun")
 
 
 def _umask() -> int:
@@ -24,31 +78,86 @@ _UMASK = _umask()
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
+
+    Args:
+        path: the result file.
+
+    Yields:
+        The temporary file to write (removed when the block fails).
+
+    Raises:
+        WriteError: the folder, the temporary file or the rename cannot be written, or the block
+            raised an OSError that only a write raises (no space, quota, read-only, I/O error).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_failure(exc, path) from exc
     tmp = Path(tmp)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.errno in _WRITE_ERRNOS:
+                raise write_failure(exc, path) from exc
+            raise
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_failure(exc, path) from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            if tmp.exists():
+                tmp.unlink()
+
+
+@contextlib.contextmanager
+def _writing(path: str | os.PathLike) -> Iterator[Path]:
+    """atomic_path for a block that only writes: every OSError is a WriteError naming ``path``."""
+    try:
+        with atomic_path(path) as tmp:
+            yield tmp
+    except OSError as exc:
+        raise write_failure(exc, path) from exc
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
+    """Write ``df`` (no index) to ``path`` atomically.
+
+    Raises:
+        WriteError: naming ``path``, when the disk is full or the write fails otherwise.
+    """
+    with _writing(path) as tmp:
         df.to_csv(tmp, index=False)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
+    """Write ``obj`` as indented JSON (sorted keys) to ``path`` atomically.
+
+    Raises:
+        WriteError: naming ``path``, when the disk is full or the write fails otherwise.
+    """
+    with _writing(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` ``obj`` to ``path`` atomically.
+
+    Raises:
+        WriteError: naming ``path``, when the disk is full (torch's C++ writer then raises a
+            RuntimeError "... inline_container.cc ... unexpected pos", reported as "no space left
+            on device while writing <path>") or the write fails otherwise.
+    """
+    with _writing(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:
+            if any(s in str(exc) for s in _TORCH_SHORT_WRITE):
+                raise write_failure(exc, path) from exc
+            raise

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import DataError
 from .stats import paired_difference, wilson
 
 METHOD_ORDER = ["fgsm", "pgd", "bim"]  # the paper's Table 1 order
@@ -36,6 +37,79 @@ def summarize(df: pd.DataFrame, dataset: str, regime: str, method: str, eps: flo
             "flip_rate": 100 * float((df.adv_pred != df.clean_pred).mean()) if n else np.nan,
             "clean_accuracy": 100 * k0 / n if n else np.nan,
             "clean_ci_low": 100 * lo0, "clean_ci_high": 100 * hi0}
+
+
+def read_per_image(path: str | Path, ids: list[str] | None = None) -> pd.DataFrame:
+    """A per-image result CSV (attack or sensitivity), checked against the test images it scores.
+
+    Args:
+        path: the CSV.
+        ids: the sample IDs of the test split (``tensors/test.pt``), or None to skip the check.
+            A sensitivity CSV's ``split == "test"`` rows are compared.
+
+    Returns:
+        The frame (``sample_id`` as text).
+
+    Raises:
+        DataError: the file is unreadable, or its rows are not exactly one per test image (a
+            truncated or foreign file): naming the file, the counts and what to do.
+    """
+    try:
+        df = pd.read_csv(path, dtype={"sample_id": str})
+    except Exception as exc:  # noqa: BLE001 (pandas raises many kinds on a damaged file)
+        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); delete it and rerun the workflow"
+                        " (it is rebuilt from the model and the test images)") from None
+    if ids is None:
+        return df
+    rows = df[df.split == "test"] if "split" in df.columns else df
+    got, want = list(rows.sample_id), [str(i) for i in ids]
+    if len(got) != len(want) or set(got) != set(want):
+        missing, extra = len(set(want) - set(got)), len(set(got) - set(want))
+        raise DataError(f"{path}: {len(got)} test rows for {len(want)} test images ({missing} test images"
+                        f" missing, {extra} rows of other images{', duplicated IDs' if len(set(got)) != len(got) else ''}):"
+                        " the file was truncated or changed outside the workflow. Delete it and rerun"
+                        " the workflow, which rebuilds it")
+    return df
+
+
+def test_ids(path: str | Path) -> list[str]:
+    """The sample IDs of a split's tensor file (``tensors/test.pt``), in order."""
+    import torch
+
+    return [str(i) for i in torch.load(path, map_location="cpu", weights_only=True)["ids"]]
+
+
+def merge_bracket(worst: pd.DataFrame, sens: pd.DataFrame, eps: float, labels: str, n_classes: int) -> pd.DataFrame:
+    """One verdict per image: ``worst``'s result at ``eps`` with every image that the sensitivity
+    search flipped at a confirmed ``eps_upper`` ≤ ``eps`` counted as flipped.
+
+    The search's flips are confirmed images (re-scored one at a time) inside the same L∞ ball, so
+    an image it flips at or below ε is one the worst case missed. Its adversarial class is the
+    other class on two classes; on more it is unknown and recorded as −1 (wrong: the worst case).
+    With ``labels: true`` only images the model classifies correctly change (the search pushes
+    away from the prediction, which is then the label).
+
+    Args:
+        worst: the per-image CSV of ``worst`` at ``eps`` (sample_id, label, clean_pred, adv_pred, ...).
+        sens: the sensitivity CSV of the same (dataset, regime) (sample_id, split, eps_upper).
+        eps: the attack's ε (pixel units).
+        labels: ``predicted`` or ``true``.
+        n_classes: the model's class count.
+
+    Returns:
+        A copy of ``worst`` with ``adv_pred`` updated and a bool column ``from_bracket``.
+    """
+    out = worst.copy()
+    test = sens[sens.split == "test"] if "split" in sens.columns else sens
+    upper = out.sample_id.map(test.set_index("sample_id").eps_upper).astype(float)
+    unflipped = out.adv_pred == out.clean_pred
+    if labels == "true":
+        unflipped &= out.clean_pred == out.label
+    extra = unflipped & (upper <= float(eps) * (1 + 1e-9))
+    other = (1 - out.clean_pred) if n_classes == 2 else -1
+    out["adv_pred"] = np.where(extra, other, out.adv_pred)
+    out["from_bracket"] = extra.to_numpy()
+    return out
 
 
 def paper_lookup(table: str, name: str | None, regime: str, method: str, eps: float) -> float:

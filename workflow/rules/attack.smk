@@ -33,6 +33,8 @@ rule attack:
 rule tables:
     input:
         csvs=get_all_attack_csvs,
+        sensitivity=get_sensitivity_csvs,
+        tests=get_test_tensors,
         stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
         table1=report(f"{R}/tables/table1.csv", caption="../report/table1.rst", category="Tables",
@@ -49,6 +51,7 @@ rule tables:
     params:
         code=code_version("scripts/attack_tables.py"),
         index=get_attack_index,
+        sensitivity_index=get_sensitivity_pairs(),
         labels=config["attacks"]["labels"],
         paper_names=canon({ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS}),
         reference_eps=canon({ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS}),

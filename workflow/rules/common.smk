@@ -5,13 +5,14 @@ import re as _re
 from snakemake.utils import validate
 
 from oncorobust.codehash import code_version as _code_version
-from oncorobust.config import check_config, given_model_file, resolve_source, validate_config
+from oncorobust.config import check_config, check_yaml_files, given_model_file, resolve_source, validate_config
 from oncorobust import resources as _res
 from oncorobust.privacy import check_privacy
 
 
 # our own pass first: one line per violation with the key path (Snakemake's names it inside a
 # dump of the whole schema); Snakemake's validate then fills the defaults
+check_yaml_files(workflow.configfiles)  # a key given twice: Snakemake's YAML loader kept the last silently
 check_privacy(config.get("privacy"), config.get("results", "results"))  # first: privacy.salt is refused by name
 validate_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
@@ -215,10 +216,9 @@ def get_attack_mem_mb(wildcards, input):
 def get_attack_runtime(wildcards, input):
     s = _shape(wildcards.ds)
     base = wildcards.method.removeprefix("transfer_")
-    passes = _res.attack_passes(wildcards.method, config["attacks"].get(base, {}))
-    if base == "worst":
-        passes = sum(_res.attack_passes(m, config["attacks"].get(m, {}))
-                     for m in config["attacks"]["worst"]["members"])
+    att = config["attacks"]
+    passes = _res.attack_passes(wildcards.method, att.get(base, {}),
+                                {m: att.get(m, {}) for m in att["worst"]["members"]})
     n = _n_images(wildcards.ds, input.test)
     if not n:
         return 60
@@ -237,8 +237,7 @@ def get_health_runtime(wildcards, input):
     """PGD × 1, × restarts and × 2 steps × 2 restarts, APGD at ε = 1, Square, gradients."""
     s = _shape(wildcards.ds)
     att = config["attacks"]
-    steps, restarts = float(att["pgd"].get("steps", 10)), float(att["pgd"].get("restarts", 1))
-    passes = 3 * (20 + steps * (1 + restarts + 4 * restarts)) + float(att["health"]["square_queries"]) + 6
+    passes = _res.health_passes(att["pgd"], att["health"]["square_queries"])
     n = min(_n_images(wildcards.ds, input.test), int(att["health"]["max_images"]))
     if not n:
         return 60
@@ -346,6 +345,7 @@ def get_health_inputs(wildcards):
     """The model, test tensors and the attack CSVs of one (dataset, regime)."""
     return {"model": f"{R}/{wildcards.ds}/models/{wildcards.regime}.pt",
             "test": f"{R}/{wildcards.ds}/tensors/test.pt",
+            "sensitivity": f"{R}/{wildcards.ds}/sensitivity/{wildcards.regime}.csv",
             "attacks": [attack_csv(wildcards.ds, *job) for job in attack_jobs(wildcards.ds, wildcards.regime)]}
 
 
@@ -370,6 +370,17 @@ def get_attack_index(wildcards=None):
 
 def get_sensitivity_csvs(wildcards=None):
     return [f"{R}/{ds}/sensitivity/{regime}.csv" for ds in DATASETS for regime in regimes(ds)]
+
+
+def get_test_tensors(wildcards=None):
+    """Each dataset's test tensors, in DATASETS order (aggregates check every per-image CSV
+    against its test images)."""
+    return expand(f"{R}/{{ds}}/tensors/test.pt", ds=DATASETS)
+
+
+def get_sensitivity_pairs(wildcards=None):
+    """(dataset, regime) of every sensitivity CSV, in the order of get_sensitivity_csvs."""
+    return [{"dataset": ds, "regime": regime} for ds in DATASETS for regime in regimes(ds)]
 
 
 def get_sensitivity_index(wildcards=None):
@@ -404,6 +415,8 @@ def get_final_output():
                       fig=["fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral",
                            "fig5_robustness_curves"])
     targets += expand(f"{R}/tables/{{table}}", table=["robustness_summary.csv", "robustness_summary.md"])
+    # one robustness card per (dataset, regime) (rules/cards.smk)
+    targets += [f"{R}/cards/{ds}_{regime}.{ext}" for ds in DATASETS for regime in regimes(ds) for ext in ("md", "html")]
     return targets
 
 
@@ -413,9 +426,12 @@ GIVEN = {ds: given_model_file(config["datasets"][ds]["model"]) for ds in DATASET
 
 
 def get_import_inputs(wildcards):
-    """The given model file, the dataset's stats (classes, size, mean/std) and, for a
+    """The given model file, the dataset's stats (classes, size, mean/std), its validation and
+    test images (the output head is detected on them; each must give finite outputs) and, for a
     python:<file.py>:<callable> arch, the user's module."""
-    inputs = {"checkpoint": GIVEN[wildcards.ds], "stats": f"{R}/{wildcards.ds}/tensors/stats.json"}
+    t = f"{R}/{wildcards.ds}/tensors"
+    inputs = {"checkpoint": GIVEN[wildcards.ds], "stats": f"{t}/stats.json", "val": f"{t}/val.pt",
+              "test": f"{t}/test.pt"}
     arch = str(config["datasets"][wildcards.ds]["model"].get("arch", ""))
     if arch.startswith("python:"):
         factory = arch[len("python:"):].rsplit(":", 1)[0]

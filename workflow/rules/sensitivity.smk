@@ -34,6 +34,7 @@ rule sensitivity:
 rule deferral_tables:
     input:
         csvs=get_sensitivity_csvs,
+        tests=get_test_tensors,
         stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
         table2=report(f"{R}/tables/table2.csv", caption="../report/table2.rst", category="Tables",
@@ -62,6 +63,7 @@ rule deferral_tables:
 rule robustness:
     input:
         sensitivity=get_sensitivity_csvs,
+        tests=get_test_tensors,
         summary=f"{R}/tables/attack_summary.csv",
         stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:

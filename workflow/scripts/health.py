@@ -3,11 +3,11 @@
 import pandas as pd
 import torch
 
-from oncorobust.health import COLUMNS, model_checks, table_checks, whitebox_flipped
+from oncorobust.health import COLUMNS, model_checks, table_checks, whitebox_flipped, worst_vs_bracket
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
 from oncorobust.models import load_model
-from oncorobust.tables import summarize
+from oncorobust.tables import read_per_image, summarize
 from oncorobust.train import resolve_device
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
@@ -15,11 +15,14 @@ with step_logging(sm.log[0], "health") as log:
     torch.set_num_threads(sm.threads)
     device = resolve_device(sm.params.device)
     ds, regime = sm.wildcards.ds, sm.wildcards.regime
-    per_image = {(m["method"], m["eps"]): pd.read_csv(p, dtype={"sample_id": str})
-                 for m, p in zip(sm.params.index, sm.input.attacks)}
+    test = torch.load(sm.input.test, map_location="cpu", weights_only=True)
+    all_ids = [str(i) for i in test["ids"]]
+    per_image = {(m["method"], m["eps"]): read_per_image(p, all_ids) for m, p in zip(sm.params.index, sm.input.attacks)}
     summary = pd.DataFrame([summarize(df, ds, regime, method, eps) for (method, eps), df in per_image.items()])
     rows = table_checks(summary, per_image, sm.params.labels)
-    test = torch.load(sm.input.test, map_location="cpu", weights_only=True)
+    bracket = worst_vs_bracket(per_image, read_per_image(sm.input.sensitivity, all_ids), sm.params.labels)
+    if bracket:
+        rows.append(bracket)
     n = min(len(test["x"]), sm.params.health["max_images"])
     x, ids = test["x"][:n], test["ids"][:n]  # stays on the CPU: model_checks moves each batch
     # images per model call: the attack jobs' batch (from the config, not a param: the checks'
@@ -33,7 +36,8 @@ with step_logging(sm.log[0], "health") as log:
             target = torch.cat([model(x[i:i + batch].to(device)).argmax(1).cpu() for i in range(0, n, batch)]
                                or [torch.zeros(0, dtype=torch.int64)])
     ref = float(sm.params.reference_eps)
-    flipped = whitebox_flipped(per_image, ref, sm.params.labels, ids)
+    # square_queries 0 (oncorobust audit --budget quick): no Square comparison
+    flipped = whitebox_flipped(per_image, ref, sm.params.labels, ids) if sm.params.health["square_queries"] else None
     rows += model_checks(model, x, target, ids, ref_eps=ref, pgd=sm.params.pgd, seed=sm.params.seed,
                          square_queries=sm.params.health["square_queries"], whitebox_flipped=flipped,
                          batch_size=batch)

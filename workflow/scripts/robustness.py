@@ -8,14 +8,15 @@ import pandas as pd
 from oncorobust import figures, robustness
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.tables import paper_values, read_eps_units
+from oncorobust.tables import paper_values, read_eps_units, read_per_image, test_ids
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "robustness") as log:
     units = read_eps_units(sm.params.datasets, sm.input.stats)
     frames = {}
+    ids = {ds: test_ids(p) for ds, p in zip(sm.params.datasets, sm.input.tests)}
     for meta, path in zip(sm.params.index, sm.input.sensitivity):
-        sens = pd.read_csv(path, dtype={"sample_id": str})
+        sens = read_per_image(path, ids[meta["dataset"]])
         frames[(meta["dataset"], meta["regime"])] = sens[sens.split == "test"]
     paper = paper_values()
     paper_e50 = {m["dataset"]: robustness.paper_eps50(paper, m["paper_dataset"]) for m in sm.params.index}

@@ -5,8 +5,12 @@ on the file name and returns what :func:`~oncorobust.dicom.read_dicom` returns, 
 or (F, H, W) for a file holding several images (multi-page TIFF, a NIfTI volume's slices).
 
 - Pillow images: greyscale modes (``L``, ``I;16``, ``I``, ``F``) keep their stored values (e.g.
-  16-bit PNG); colour images (``RGB``, palette, ...) are converted to luminance (``L``, 0–255),
-  because every dataset of this project is one-channel.
+  16-bit PNG); colour images (``RGB``, palette, ...) are converted to luminance (``L``, 0–255)
+  with ``color="luminance"`` (the default), or kept as three channels (R, G, B; 0–255; alpha
+  dropped) with ``color="rgb"``, which returns (H, W, 3) / (F, H, W, 3) for every file: a grey
+  image (PNG, DICOM, NIfTI) is repeated to three equal channels. :func:`decode_image` also says
+  the stored bit depth (8 for 8-bit images, 16/32 for 16/32-bit integer images, None for float
+  data, DICOM after its rescale and NIfTI) so that preprocess can scale integers by it.
 - NIfTI (``.nii``, ``.nii.gz``): the data with the header's scaling applied (``get_fdata``);
   slice ``k`` of a volume is ``data[:, :, k].T`` (rows = the second voxel axis, columns = the
   first), so a manifest's ``roi_row``/``roi_col`` are row/column of that picture and ``roi_slice``
@@ -19,6 +23,7 @@ Unreadable files raise :class:`ImageError`, a :class:`~oncorobust.errors.DicomEr
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,40 +76,131 @@ def _read_nifti(path: Path) -> np.ndarray:
     raise ImageError(f"{path}: a NIfTI file of shape {data.shape}; give one 2-D image or one 3-D volume")
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+#: Pillow's greyscale modes whose values are kept as stored, and their bit depth (None: float)
+GREY_MODES = {"L": 8, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": None}
+#: ``preprocess.color`` values: one luminance channel, or three colour channels
+COLORS = ("luminance", "rgb")
+#: smallest side (pixels) of an image preprocess accepts
+MIN_SIDE = 8
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image file.
+
+    Attributes:
+        pixels: float32 (H, W) or (F, H, W) for ``color="luminance"``; (H, W, 3) or
+            (F, H, W, 3) for ``color="rgb"``. Values as stored (grey levels; 0–255 for 8-bit
+            colour), after the modality LUT for DICOM and the header scaling for NIfTI.
+        bits: bit depth of integer Pillow images (8: 8-bit grey, colour, palette, bilevel;
+            16: 16-bit grey PNG/TIFF; 32: 32-bit integer TIFF); None for float TIFFs, DICOM
+            (rescaled values) and NIfTI.
+        colour: the file holds colour (three channels, or a palette) rather than grey.
+    """
+
+    pixels: np.ndarray
+    bits: int | None
+    colour: bool
+
+
+def _read_pillow(path: Path, color: str = "luminance") -> tuple[np.ndarray, int | None, bool]:
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
+    bits: set = set()
+    colour = False
     try:
         with Image.open(path) as img:
             frames = []
             for frame in ImageSequence.Iterator(img):
-                if frame.mode not in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
-                    frame = frame.convert("L")
+                if frame.mode not in GREY_MODES:
+                    grey = frame.mode in ("1", "LA", "La")
+                    colour = colour or not grey
+                    frame = frame.convert("RGB" if color == "rgb" and not grey else "L")
+                bits.add(GREY_MODES.get(frame.mode, 8))
                 frames.append(np.asarray(frame, dtype=np.float32))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
     if not frames:
         raise ImageError(f"{path}: the image file holds no picture")
+    if color == "rgb":
+        frames = [f if f.ndim == 3 else np.repeat(f[..., None], 3, axis=-1) for f in frames]
+    depth = None if None in bits else max(bits)
     if len(frames) == 1:
-        return frames[0]
+        return frames[0], depth, colour
     if len({f.shape for f in frames}) > 1:
         raise ImageError(f"{path}: a multi-page image whose pages differ in size")
-    return np.stack(frames)
+    return np.stack(frames), depth, colour
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def decode_image(path: str | os.PathLike, color: str = "luminance") -> DecodedImage:
+    """Decode a DICOM, PNG/JPEG/TIFF/BMP or NIfTI file, with its bit depth.
+
+    Args:
+        path: the image file.
+        color: ``luminance`` (colour converted to one grey channel, the default) or ``rgb``
+            (three channels; grey images repeated to three equal channels).
+
+    Returns:
+        A :class:`DecodedImage`: pixels float32 (H, W) / (F, H, W), or with ``rgb``
+        (H, W, 3) / (F, H, W, 3); the stored bit depth (None for float data).
+
+    Raises:
+        DicomError: (``ImageError`` for non-DICOM files) the file is missing or cannot be decoded.
+        ValueError: an unknown ``color``.
+    """
+    if color not in COLORS:
+        raise ValueError(f"color must be one of {COLORS}, not {color!r}")
+    path = Path(path)
+    kind = image_kind(path)
+    if kind == "dicom":
+        pixels, bits, colour = read_dicom(path), None, False
+    elif not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    elif kind == "nifti":
+        pixels, bits, colour = _read_nifti(path), None, False
+    else:
+        pixels, bits, colour = _read_pillow(path, color)
+    if color == "rgb" and kind != "pillow":
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    return DecodedImage(pixels, bits, colour)
+
+
+def read_image(path: str | os.PathLike, color: str = "luminance") -> np.ndarray:
     """Pixels of a DICOM, PNG/JPEG/TIFF/BMP or NIfTI file as float32 (H, W) or (F, H, W).
+
+    Args:
+        path: the image file.
+        color: ``luminance`` (default) or ``rgb``: then (H, W, 3) or (F, H, W, 3), grey repeated.
+
+    Returns:
+        The stored values (grey levels; DICOM after the modality LUT; NIfTI after its scaling).
 
     Raises:
         DicomError: (``ImageError`` for non-DICOM files) the file is missing or cannot be decoded.
     """
-    path = Path(path)
-    kind = image_kind(path)
-    if kind == "dicom":
-        return read_dicom(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
-    return _read_nifti(path) if kind == "nifti" else _read_pillow(path)
+    return decode_image(path, color).pixels
+
+
+def require_min_side(pixels: np.ndarray, path: str | os.PathLike, rgb: bool = False) -> None:
+    """Refuse an image smaller than :data:`MIN_SIDE` pixels on either side.
+
+    Such an image (e.g. 1×1 or 3×3) would be upscaled to the model's input size into a smooth
+    blur that says nothing about the lesion.
+
+    Args:
+        pixels: one image, (H, W), or (H, W, C) when ``rgb``.
+        path: its file, named in the message.
+        rgb: ``pixels`` has a trailing channel axis.
+
+    Raises:
+        ImageError: a side shorter than :data:`MIN_SIDE` pixels (handled by ``on_bad_file``:
+            listed in skipped.csv, or the run stops).
+    """
+    h, w = pixels.shape[:2] if rgb else pixels.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(f"{path}: a {h}x{w} image (rows x columns) is smaller than {MIN_SIDE} pixels"
+                         " on a side; it would be upscaled silently into a blur: remove it, or give"
+                         " the larger image it was cut from with a ROI in a manifest")
 
 
 def image_shape(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -137,12 +233,19 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int, int]:
 
 
 def whole_image(pixels: np.ndarray) -> np.ndarray:
-    """A (H, W) image padded to a square with its minimum (an image that is already the lesion's
-    crop is used whole; the square keeps its aspect ratio through the resize)."""
-    h, w = pixels.shape
+    """An image padded to a square with its minimum (an image that is already the lesion's crop
+    is used whole; the square keeps its aspect ratio through the resize).
+
+    Args:
+        pixels: (H, W), or (H, W, C) for colour (padded with the minimum over all channels).
+
+    Returns:
+        (S, S) or (S, S, C) with S = max(H, W), the image centred.
+    """
+    h, w = pixels.shape[:2]
     side = max(h, w)
     if h == w:
         return pixels
     top, left = (side - h) // 2, (side - w) // 2
-    return np.pad(pixels, ((top, side - h - top), (left, side - w - left)), mode="constant",
-                  constant_values=float(pixels.min()))
+    pad = ((top, side - h - top), (left, side - w - left)) + ((0, 0),) * (pixels.ndim - 2)
+    return np.pad(pixels, pad, mode="constant", constant_values=float(pixels.min()))

@@ -24,7 +24,11 @@ Nodule grouping (``source.grouping``):
 
 The label is the aggregate (median-high by default) of the readers' malignancy ratings: above
 ``malignant_above`` is malignant (1), below ``benign_below`` benign (0), anything between is
-excluded.
+excluded. A malignancy outside the ratings 1-5 (e.g. -1, -2, 6, or 0 beside other rated
+characteristics) is not a rating: that reader's mark is skipped and listed with the XML line (a
+zero malignancy with all other characteristics blank or zero is a nodule < 3 mm, as in the real
+files). A slice file copied twice (same SOPInstanceUID and z) is used once and the copy listed; a
+series that is not axial is listed and not used (the XMLs place contours by z).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import cdist
 
-from ..errors import DataError
+from ..dicom import slice_normal
+from ..errors import DataError, DicomError
 from .common import IngestResult, iter_files, log, record, require_dir, scan_headers
 
 #: Values of ``source.grouping``.
@@ -113,6 +118,50 @@ def _number(text: str, what: str, line: int | str, blank_ok: bool = True) -> flo
     raise _BadValue(f"{what} at line {line} is {text!r}, not a number")
 
 
+#: The malignancy ratings a reader can give (LIDC: 1 highly unlikely ... 5 highly suspicious).
+MALIGNANCY_RATINGS = range(1, 6)
+
+
+def _malignancy(nod: ET.Element, lines: dict[ET.Element, int]) -> int | None:
+    """A mark's malignancy rating (1-5), or None for a nodule < 3 mm (no characteristics, or
+    blank/zero ones: a zero malignancy whose other characteristics are all blank or zero too).
+
+    Args:
+        nod: the ``unblindedReadNodule`` element.
+        lines: element → line number (:func:`_parse_with_lines`).
+
+    Returns:
+        The rating, or None when the mark carries none.
+
+    Raises:
+        _BadValue: naming the line, when the malignancy is not a whole number from 1 to 5
+            (e.g. -1, -2, 6, 2.5, or 0 beside other ratings): such a reading is left out and
+            listed, never read as a benign (low) rating.
+    """
+    ch = _child(nod, "characteristics")
+    el = _child(ch, "malignancy") if ch is not None else None
+    raw = (el.text or "").strip() if el is not None else ""
+    line = lines.get(el, lines.get(nod, "?")) if el is not None else lines.get(nod, "?")
+    if not raw:
+        return None
+    value = _number(raw, "malignancy", line)
+    if value == 0 and all(_zero_or_blank(c.text) for c in ch if c is not el):
+        return None  # blank/zero characteristics: a nodule < 3 mm, not rated
+    if value != int(value) or int(value) not in MALIGNANCY_RATINGS:
+        raise _BadValue(f"malignancy at line {line} is {raw!r}, outside the ratings 1-5"
+                        f"{' (the other characteristics are rated)' if value == 0 else ''}; the reading"
+                        " is left out, not counted as a rating (a value below 1 would read as benign)")
+    return int(value)
+
+
+def _zero_or_blank(text: str | None) -> bool:
+    text = (text or "").strip()
+    try:
+        return not text or float(text) == 0
+    except ValueError:
+        return False
+
+
 def parse_xml(path: Path, problems: list[dict] | None = None) -> tuple[str, list[list[dict]]] | None:
     """Parse one LIDC reader XML.
 
@@ -120,7 +169,8 @@ def parse_xml(path: Path, problems: list[dict] | None = None) -> tuple[str, list
         path: the XML file.
         problems: if given, one ``{"line", "reader", "reader_id", "nodule_id", "reason"}`` dict is appended for
             every mark left out because a value cannot be read (an ``edgeMap`` coordinate such as
-            ``33,5``, a malignancy that is no number); without it such marks are left out silently.
+            ``33,5``, a malignancy that is no number or not a rating 1-5, e.g. -1 or 6); without
+            it such marks are left out silently.
 
     Returns:
         ``(SeriesInstanceUID, readers)``, or None for a file that is not a CT read (e.g. a chest
@@ -146,10 +196,7 @@ def parse_xml(path: Path, problems: list[dict] | None = None) -> tuple[str, list
         for nod in _children(session, "unblindedReadNodule"):
             nodule_id = _text(nod, "noduleID")
             try:
-                raw = _text(_child(nod, "characteristics"), "malignancy")
-                malignancy = int(_number(raw, "malignancy", lines.get(nod, "?"))) if raw else None
-                if malignancy == 0:
-                    malignancy = None
+                malignancy = _malignancy(nod, lines)
                 rois = []
                 for roi in _children(nod, "roi"):
                     pts = [(_number(_text(e, "xCoord"), "edgeMap xCoord", lines.get(e, "?"), False),
@@ -274,17 +321,33 @@ def ingest(cfg: dict, result: IngestResult) -> None:
 
     # 1. index the CT slices by series
     series: dict[str, list[dict]] = defaultdict(list)
+    seen: dict[tuple[str, str], dict] = {}
     for path, hdr in scan_headers(root, result):
         uid = str(hdr.get("SeriesInstanceUID", ""))
         ipp = hdr.get("ImagePositionPatient")
         if not uid or ipp is None:
             result.skip(path, "no SeriesInstanceUID or ImagePositionPatient (not a CT slice?)")
             continue
+        try:
+            normal = slice_normal(hdr, path)
+        except DicomError as exc:
+            result.skip(path, str(exc).split(": ", 1)[-1])
+            continue
         spacing = hdr.get("PixelSpacing", [1.0, 1.0])
-        series[uid].append({"path": path, "sop": str(hdr.get("SOPInstanceUID", "")),
-                            "z": float(ipp[2]), "patient": str(hdr.get("PatientID", "")),
-                            "spacing": (float(spacing[0]), float(spacing[1])),
-                            "thickness": float(hdr.get("SliceThickness", 0) or 0)})
+        entry = {"path": path, "sop": str(hdr.get("SOPInstanceUID", "")),
+                 "z": float(ipp[2]), "patient": str(hdr.get("PatientID", "")),
+                 "spacing": (float(spacing[0]), float(spacing[1])),
+                 "thickness": float(hdr.get("SliceThickness", 0) or 0),
+                 "axial": normal is None or abs(float(normal[2])) >= 0.5}
+        first = seen.get((uid, entry["sop"])) if entry["sop"] else None
+        if first is not None and first["z"] == entry["z"]:
+            reason = (f"duplicate of {first['path'].name} (same SOPInstanceUID {entry['sop']}, same z):"
+                      " the slice is kept once")
+            log.warning("%s: %s", path, reason)
+            result.skip(path, reason)
+            continue
+        seen.setdefault((uid, entry["sop"]), entry)
+        series[uid].append(entry)
 
     # 2. the reader XMLs, one per series (an erratum "resubmitted"/"correction" file wins)
     by_series: dict[str, list[Path]] = defaultdict(list)
@@ -306,6 +369,11 @@ def ingest(cfg: dict, result: IngestResult) -> None:
         slices = series.get(uid)
         if not slices:
             result.skip(paths[0], f"no DICOM series with SeriesInstanceUID {uid} under {root}")
+            continue
+        if not all(s["axial"] for s in slices):
+            result.skip(slices[0]["path"].parent, f"series {uid} is not axial (its ImageOrientationPatient"
+                        " normal is closer to x or y than to z): the reader XML places contours by"
+                        " imageZposition, the patient z, so its slices cannot be matched; not used")
             continue
         slices.sort(key=lambda s: s["z"])
         zs = np.array([s["z"] for s in slices])
