@@ -217,3 +217,51 @@ def test_trainable_user_arch_plans_training_not_import(inputs, tmp_path):
     jobs = _jobs(text)
     assert jobs.get("train_clean") == 1 and jobs.get("train_adversarial") == 1 and "import_model" not in jobs
     assert str(weights) in text  # an input of the training jobs
+
+
+class _OneLogitCNN(nn.Module):
+    """A sigmoid/BCE-style head: one logit per image."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x - 0.5)).mean((2, 3))) * 20
+
+
+def test_audit_one_logit_export_program_quick_budget(inputs, tmp_path, capfd):
+    """A torch.export program with one output logit, audited with --budget quick into a folder
+    whose name has a space: the head is detected and logged, the budget's settings are in the
+    config, the estimate is printed before the run, every attack job logs its progress, the card
+    is printed at the end, and the rerun command in the config works as written (shell-quoted)."""
+    torch.manual_seed(0)
+    program = tmp_path / "one logit.pt2"
+    torch.export.save(torch.export.export(_OneLogitCNN().eval(), (torch.rand(1, 1, 16, 16),)), program)
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"dataset": {"sensitivity": SENS}}))
+    out = tmp_path / "audit out"
+    rc = cli.main(["audit", "--model", str(program), "--data", str(inputs["png"]), "--normalize", "none",
+                   "--size", "16", "--eps", "0.02", "--methods", "fgsm", "worst", "--budget", "quick",
+                   "--patient-pattern", r"^p(?P<patient>\d+)_", "--config", str(extra), "--out", str(out),
+                   "--cores", "2", "--device", "cpu", "--no-report"])
+    err = capfd.readouterr().err
+    assert rc == 0, err[-3000:]
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    model = cfg["datasets"]["audit"]["model"]
+    assert model["arch"] == f"export:{program}" and model["output"] == "auto"
+    assert cfg["attacks"]["worst"]["members"] == ["apgd_margin"] and cfg["attacks"]["apgd_margin"]["steps"] == 25
+    assert cfg["attacks"]["health"]["square_queries"] == 0 and cfg["attacks"]["budget"] == "quick + extra.yaml"
+    assert cfg["datasets"]["audit"]["preprocess"]["intensity"] == {"mode": "bitdepth"}
+    assert re.search(r"one forward \+ backward pass of \d+ images at 16 px takes .* estimated total", err)
+    res = out / "results"
+    assert "output head logit" in (res / "logs" / "import_model" / "audit.log").read_text()
+    attack_log = (res / "logs" / "attack" / "audit" / "clean" / "worst" / "eps=0.02.log").read_text()
+    assert re.search(r"attack worst ε=0.02: done, \d+ passes", attack_log)
+    assert "square_vs_whitebox" not in (res / "tables" / "evaluation_health.md").read_text()
+    card = res / "cards" / "audit_clean.md"
+    assert f"robustness card {card} (also .html): " in err
+    rerun = (out / "config.yaml").read_text().splitlines()[1].removeprefix("# ")
+    again = subprocess.run(rerun + " -n", shell=True, capture_output=True, text=True)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-2000:]

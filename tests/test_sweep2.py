@@ -200,6 +200,26 @@ def test_rescale_slope_zero_in_a_manifest_is_a_listed_skip_at_preprocess(tmp_pat
     assert list(skipped.sample_id) == ["s0"] and "RescaleSlope is 0" in skipped.reason[0]
 
 
+def test_implausible_stored_values_are_listed_at_preprocess(tmp_path):
+    from oncorobust.preprocess import run_preprocess
+
+    rows = []
+    hu = np.linspace(-1024, 1000, 256).reshape(16, 16).astype(np.int16)
+    for i in range(12):
+        pixels = hu.view(np.uint16) if i == 3 else np.full((16, 16), 100 + i, np.uint16)
+        write_dicom(tmp_path / f"i{i}.dcm", pixels, **{**CT, "patient_id": f"p{i}"})
+        rows.append({"sample_id": f"s{i}", "patient_id": f"p{i}", "label": i % 2,
+                     "label_name": ["benign", "malignant"][i % 2], "split": ["train", "val", "test"][(i // 2) % 3],
+                     "source": f"i{i}.dcm", "frame": -1, "roi_row": 8.0, "roi_col": 8.0, "roi_size_px": float("nan")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DicomPlausibilityWarning)
+        tensors, _, listed = run_preprocess(pd.DataFrame(rows), {"format": "manifest", "manifest": str(tmp_path / "m.csv"),
+                                                                  "root": str(tmp_path)}, {"size": 8, "balance": "none"}, 0)
+    assert list(listed.stage) == ["plausibility"] and list(listed.sample_id) == ["s3"]
+    assert "look like signed" in listed.reason[0]
+    assert sum(len(t["ids"]) for t in tensors.values()) == 12  # kept as stored
+
+
 def test_signed_data_stored_as_unsigned_is_flagged(tmp_path, caplog):
     hu = np.linspace(-1024, 1000, 256).reshape(16, 16).astype(np.int16)
     path = write_dicom(tmp_path / "wrap.dcm", hu.view(np.uint16), **CT)  # PixelRepresentation 0

@@ -122,20 +122,11 @@ def _inputs(root: Path) -> tuple[Path, Path]:
     """A tiny TorchScript CNN (1 channel, 2 logits) and 2×20 16×16 8-bit PNGs in class folders."""
     import torch
     from PIL import Image
-    from torch import nn
-
-    class Tiny(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 8, 3, padding=1)
-            self.fc = nn.Linear(8, 2)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+    from test_audit import _Tiny  # the audit tests' tiny CNN
 
     torch.manual_seed(0)
     model = root / "tiny.ts"
-    torch.jit.script(Tiny().eval()).save(str(model))
+    torch.jit.script(_Tiny().eval()).save(str(model))
     rng = np.random.default_rng(0)
     data = root / "png"
     yy, xx = np.mgrid[:16, :16]

@@ -147,6 +147,7 @@ def card_config(config: dict, dataset: str, regime: str, control: bool) -> dict:
         attacks["early_exit"] = att["early_exit"]
     attacks["labels"] = att.get("labels", "predicted")
     attacks["health"] = dict(att.get("health") or {})
+    attacks["budget"] = att.get("budget", "custom")
     adv = d.get("adversarial_training") or {}
     return {"attack": dict(d.get("attack", {})), "attacks": attacks, "sensitivity": dict(d.get("sensitivity") or {}),
             "adversarial": None if regime == "clean" else {k: v for k, v in adv.items() if k != "regimes"},
@@ -427,6 +428,7 @@ def _run(attack_cfg, attacks_cfg, sens, adversarial_cfg, methods_present, model,
     return {"methods": methods, "eps": [float(e) for e in attack_cfg.get("eps", [])],
             "reference_eps": _float(attack_cfg.get("reference_eps")), "labels": attacks_cfg.get("labels", ""),
             "budgets": budgets, "worst_members": members, "early_exit": attacks_cfg.get("early_exit"),
+            "budget": attacks_cfg.get("budget", "custom"),
             "health": dict(attacks_cfg.get("health") or {}), "sensitivity": sens,
             "adversarial": dict(adversarial_cfg) if adversarial_cfg else None,
             "model": dict(model or {}), "runtime": dict(runtime or {}), "grad_evals": grad_evals,
@@ -602,6 +604,11 @@ def _run_lines(card: dict) -> list[str]:
         grid = ", ".join(f"{e:g}" for e in run["eps"]) or "–"
         lines.append(f"Attacks: {', '.join(run['methods'])} at ε = {grid} (L∞, pixel units); reference ε for the"
                      f" health checks {_f3(run['reference_eps'])}.")
+    if run.get("budget"):
+        lines.append(f"Attack budget: {run['budget']}" + {"quick": " (a first look: APGD-margin 25 steps as the"
+                     " worst case, no Square; the true fragility may be greater)", "thorough": " (AutoAttack's"
+                     " budgets with 3 restarts)", "standard": " (the defaults)"}.get(str(run["budget"]).split(" ")[0], "")
+                     + ".")
     for meth, params in run["budgets"].items():
         lines.append(f"Budget of {meth}: {_params_text(params)}"
                      + ("; early exit" if run.get("early_exit") and meth in ("bim", "pgd") else "") + ".")

@@ -214,12 +214,14 @@ def print_estimate(config: dict, name: str, data: Path, cores: int) -> float:
     t = time_one_pass(config, name, batch)
     passes = planned_passes(config, name, n_test, n_val, n - n_test - n_val)
     total = estimate_seconds(passes, t, cores)
+    bound = estimate_seconds(passes, t, cores, early_exit={})
     work = ", ".join(f"{k} {v:,.0f}" for k, v in passes.items() if k != "jobs")
     print(f"oncorobust audit: one forward + backward pass of {batch} images at"
           f" {entry['preprocess']['size']} px takes {3 * batch * t:.2f} s on one thread; about"
-          f" {n} images ({n_test} test, {n_val} validation); planned passes per image and family:"
-          f" {work}; budget {config['attacks'].get('budget', 'standard')}: estimated total"
-          f" {fmt_seconds(total)} on {cores} core(s)", file=sys.stderr)
+          f" {n} images ({n_test} test, {n_val} validation); planned passes (images × passes) per"
+          f" family: {work}; budget {config['attacks'].get('budget', 'standard')}: estimated total"
+          f" {fmt_seconds(total)} on {cores} core(s) (at most {fmt_seconds(bound)} if no image flips"
+          " early)", file=sys.stderr)
     return total
 
 

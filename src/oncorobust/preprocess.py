@@ -26,6 +26,7 @@ import functools
 import hashlib
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from .config import ON_BAD_FILE, check_choice
+from .dicom import DicomPlausibilityWarning
 from .errors import DataError, DicomError
 from .sources import ARRAY_FORMATS, source_root
 from .sources.arrays import load_arrays
@@ -353,7 +355,12 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
             path = root / row.source
             sample = f"{row.sample_id} ({path})"
             try:
-                decoded = read(path)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", DicomPlausibilityWarning)
+                    decoded = read(path)
+                notes += [{"stage": "plausibility", "file": str(path), "sample_id": row.sample_id,
+                           "reason": str(w.message).split(": ", 1)[-1]}
+                          for w in caught if issubclass(w.category, DicomPlausibilityWarning)]
                 pixels = select_frame(decoded.pixels, int(row.frame), sample, rgb=rgb)
                 require_min_side(pixels, path, rgb=rgb)
             except DicomError as exc:
@@ -401,10 +408,14 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
             log.info("preprocess.color rgb: %d grey image(s) repeated to three equal channels", n_grey_repeated)
     if skipped:
         log.warning("preprocess: %d image(s) could not be decoded and were skipped", len(skipped))
-    if notes:
+    clipped = sum(n["stage"] == "clipped" for n in notes)
+    if clipped:
         log.warning("preprocess: %d image(s) had more than %g%% of their pixels clipped by the intensity"
-                    " window (kept; listed in tensors/skipped.csv with stage 'clipped')", len(notes),
+                    " window (kept; listed in tensors/skipped.csv with stage 'clipped')", clipped,
                     100 * CLIP_NOTE)
+    if len(notes) > clipped:
+        log.warning("preprocess: %d DICOM file(s) hold implausible stored values (kept as stored; listed in"
+                    " tensors/skipped.csv with stage 'plausibility')", len(notes) - clipped)
     ok = np.array([im is not None for im in images])
     y = manifest.label.to_numpy(dtype=np.int64)
     splits = manifest.split.to_numpy()
