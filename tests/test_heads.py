@@ -320,3 +320,23 @@ def test_progress_meter_logs_rate_and_time_left(caplog):
     assert any("10% of the planned passes, 0/10 images finished" in ln and "left" in ln for ln in lines)
     assert lines[-1].startswith("attack pgd ε=0.01: done, 30 passes (10% of the plan)")
     assert isinstance(m, Meter)
+
+
+def test_one_logit_torchvision_checkpoint_is_built_with_one_output(tmp_path, caplog):
+    """torchvision's resnet18 trained with num_classes=1 (BCE), saved by its reference scripts."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=1)
+    net.eval()
+    torch.save({"model": net.state_dict(), "epoch": 1, "args": argparse.Namespace(lr=0.1)}, tmp_path / "r18.pth")
+    cfg = {"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "r18.pth"),
+           "input": {"normalize": "none", "channels": 3}, "output": "logit"}
+    stats = {**STATS, "size": 32}
+    payload = M.import_checkpoint(cfg, stats, torch.rand(6, 1, 32, 32))
+    save_torch(payload, tmp_path / "clean.pt")
+    model = M.load_model(tmp_path / "clean.pt")
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        z = net(x.expand(-1, 3, -1, -1)).squeeze(1)
+        assert torch.allclose(model(x)[:, 1] - model(x)[:, 0], z, atol=1e-5)

@@ -220,9 +220,9 @@ def worst_vs_bracket(per_image: dict[tuple[str, float], pd.DataFrame], sens: pd.
         if missed > most or not where:
             most, where = max(most, missed), f"ε = {e:g}"
     share = 100 * most / n if n else 0.0
-    return _row("worst_vs_bracket", share <= 1.0, share, "≤ 1% of images",
-                f"worst missed {most}/{n} images at {where} that the sensitivity search flips at or below"
-                " that ε (Table 1 counts them as flipped)" if most else
+    return _row("worst_vs_bracket", share <= 1.0, share, f"≤ 1% of images ({n // 100} of {n})",
+                f"worst missed {most}/{n} images ({share:.2f}%) at {where} that the sensitivity search flips at"
+                " or below that ε (Table 1 counts them as flipped)" if most else
                 "the sensitivity search flips no image at or below an ε at which worst did not")
 
 

@@ -891,6 +891,15 @@ def _key_problems(net: nn.Module, state: dict[str, torch.Tensor], classes: list[
     return problems
 
 
+def _one_output(net: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Whether ``state``'s output layer (the network's last weight of rank ≥ 2) has one output
+    where ``net``'s has more: a one-logit checkpoint of a network built for two classes."""
+    own = net.state_dict()
+    last = [k for k, v in own.items() if v.ndim >= 2][-1:]
+    return bool(last) and last[0] in state and state[last[0]].ndim >= 2 and state[last[0]].shape[0] == 1 \
+        and own[last[0]].shape[0] > 1
+
+
 def _fill_bn_counters(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Add BatchNorm's ``num_batches_tracked`` where a checkpoint lacks it (as PyTorch's own
     ``load_state_dict`` does for old checkpoints): it counts training steps, no inference uses it."""
@@ -975,6 +984,14 @@ def import_checkpoint(model_cfg: dict, stats: dict, images: torch.Tensor | None 
         if prefix:
             log.info("%s: removed the key prefix %r (a training wrapper's) to match %s", path, prefix, arch)
         problems = _key_problems(net, loaded, classes)
+        if problems and len(classes) == 2 and _one_output(net, loaded):
+            # a one-output head (sigmoid/BCE) on two classes: build the arch with one output; the
+            # head (model.output logit or probabilities) makes the two logits
+            net = build_net(arch, classes=1, in_channels=channels, size=size)
+            problems = _key_problems(net, loaded, classes)
+            extra["net_outputs"] = 1
+            log.info("%s: the checkpoint's output layer has one output on two classes: %s built with"
+                     " one output (model.output: logit or probabilities)", path, arch)
         if not problems:
             net.load_state_dict(_fill_bn_counters(net, loaded))
             model = Wrapped(normalize, net)
@@ -1155,7 +1172,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         channels = int(meta.get("input_channels") or meta["channels"])
         model = Wrapped(Normalize(meta["mean"], meta["std"], out_channels=channels), net, head)
         return model.to(device).eval()
-    model = build_model(meta["arch"], classes=len(meta["classes"]), in_channels=meta["channels"],
+    model = build_model(meta["arch"], classes=int(meta.get("net_outputs") or len(meta["classes"])), in_channels=meta["channels"],
                         size=meta["size"], mean=meta["mean"], std=meta["std"], width=meta["width"],
                         input_channels=meta.get("input_channels"))
     if isinstance(model, Wrapped):
