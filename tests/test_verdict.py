@@ -56,7 +56,8 @@ def test_health_worst_vs_bracket():
     per_image = {("worst", 0.01): _worst([1]), ("worst", 0.02): _worst([1, 3]), ("pgd", 0.01): _worst([])}
     row = worst_vs_bracket(per_image, _sens({"s3": 0.009}), "predicted")
     assert row["check"] == "worst_vs_bracket" and row["passed"] is False
-    assert row["value"] == 10.0 and "1/10 images at ε = 0.01" in row["detail"]
+    assert row["value"] == 10.0 and "1/10 images (10.00%) at ε = 0.01" in row["detail"]
+    assert row["threshold"] == "≤ 1% of images (0 of 10)"
     ok = worst_vs_bracket(per_image, _sens({"s3": 0.015}), "predicted")
     assert ok["passed"] is True and ok["value"] == 0
     assert worst_vs_bracket({("pgd", 0.01): _worst([])}, _sens({}), "predicted") is None
