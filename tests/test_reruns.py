@@ -240,6 +240,23 @@ def test_package_edit_reruns_the_jobs_that_import_it(done):
     assert "Nothing to be done" in done.smk(yaml.safe_dump(TINY), "-n").text
 
 
+@pytest.mark.slow
+def test_training_edit_reruns_training_not_the_attack_params(done):
+    """train.py holds the training loop only (resolve_device moved to device.py): editing it
+    changes the params of the training jobs alone; attacks, health and sensitivity wait for the
+    new model (their inputs) but their own params (code hash) stay as they are."""
+    module = done.code / "src" / "oncorobust" / "train.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# edited\n")
+        s = summary(done, yaml.safe_dump(TINY))
+        assert params_changed(s) and {s[f][0] for f in params_changed(s)} == {"train_clean"}
+        assert {"attack", "health", "sensitivity"} <= pending_rules(s)
+    finally:
+        module.write_text(original)
+    assert "Nothing to be done" in done.smk(yaml.safe_dump(TINY), "-n").text
+
+
 # ------------------------------------------------------------------------------ training resume file
 def _toy(n: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)

@@ -41,6 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .attacks import attack, image_seeds
+from .device import resolve_device  # noqa: F401 (also the old import path: oncorobust.train.resolve_device)
 from .errors import DataError, OncorobustError
 from .io import save_torch
 
@@ -54,14 +55,6 @@ class TrainingError(OncorobustError):
 
 def config_hash(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OncorobustError(f"device: {device} but CUDA is not available here; use auto or cpu")
-    return torch.device(device)
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, *, hflip: bool = True, vflip: bool = True,

@@ -6,7 +6,7 @@ from oncorobust.evaluate import evaluate_attack
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
 from oncorobust.models import load_model
-from oncorobust.train import resolve_device
+from oncorobust.device import resolve_device
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "attack"):

@@ -8,7 +8,7 @@ from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
 from oncorobust.models import load_model
 from oncorobust.tables import read_per_image, summarize
-from oncorobust.train import resolve_device
+from oncorobust.device import resolve_device
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "health") as log:
