@@ -26,7 +26,7 @@ from pathlib import Path
 from . import __version__
 from .budgets import BUDGETS, apply_budget, deep_merge, estimate_seconds, planned_passes
 from .errors import OncorobustError
-from .progress import fmt_seconds
+from .logs import fmt_seconds
 from .workflow_files import find_snakefile, schema_file
 from .zipformat import is_exported_program, is_torchscript
 
@@ -188,7 +188,7 @@ def time_one_pass(config: dict, name: str, batch: int) -> float:
         for _ in range(4):
             x = torch.rand(batch, channels, size, size, requires_grad=True)
             start = time.perf_counter()
-            out = models._main_output(net(x))
+            out = models.main_output(net(x))
             (grad,) = torch.autograd.grad(out.float().sum(), x)
             times.append(time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 (the user's model may raise anything)

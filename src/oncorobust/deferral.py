@@ -47,7 +47,7 @@ def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu"
     """
     model = monitored(model.to(device).eval(), "the sensitivity search")
     n = sum(len(t["x"]) for t in splits.values())
-    plan = sensitivity_passes({"method": "apgd_t+apgd_margin+pgd", **search, "fab_steps": search.get("fab_steps", 100)})
+    plan = sensitivity_passes(search)  # its own defaults stand for the keys search leaves out
     with meter("sensitivity", n * (plan + 2), images=n) as progress_meter:
         rows = _frames(model, splits, device, batch_size, search, progress_meter)
     return pd.concat(rows, ignore_index=True)[SENSITIVITY_COLUMNS]

@@ -110,6 +110,25 @@ def _has_values(value) -> bool:
         return True
 
 
+def _numbers(hdr: pydicom.Dataset, keyword: str, count: int, what: str, where) -> np.ndarray | None:
+    """A multi-valued geometry attribute as ``count`` finite float64 values; None when absent.
+
+    Raises:
+        DicomError: present but not ``count`` finite numbers (``what`` says what they should be).
+    """
+    raw = hdr.get(keyword)
+    if raw is None or not _has_values(raw):
+        return None
+    try:
+        values = np.array([float(v) for v in raw], dtype=float)
+    except (TypeError, ValueError):
+        values = np.array([])
+    if values.shape != (count,) or not np.all(np.isfinite(values)):
+        raise DicomError(f"{where}: {keyword} {raw!r} is not {what}; the header is broken, so the"
+                         " slice cannot be placed in the series")
+    return values
+
+
 def slice_normal(hdr: pydicom.Dataset, where: str | os.PathLike = "") -> np.ndarray | None:
     """The unit normal of a slice's image plane, from ImageOrientationPatient.
 
@@ -132,17 +151,9 @@ def slice_normal(hdr: pydicom.Dataset, where: str | os.PathLike = "") -> np.ndar
         DicomError: ImageOrientationPatient is not six finite numbers, or its row and column
             directions are zero or parallel (no plane).
     """
-    iop = hdr.get("ImageOrientationPatient")
-    if iop is None or not _has_values(iop):
+    values = _numbers(hdr, "ImageOrientationPatient", 6, "six numbers (row and column direction cosines)", where)
+    if values is None:
         return None
-    try:
-        values = np.array([float(v) for v in iop], dtype=float)
-    except (TypeError, ValueError):
-        values = np.array([])
-    if values.shape != (6,) or not np.all(np.isfinite(values)):
-        raise DicomError(f"{where}: ImageOrientationPatient {iop!r}"
-                         " is not six numbers (row and column direction cosines); the header is"
-                         " broken, so the slice cannot be placed in the series")
     n = np.cross(values[:3], values[3:])
     norm = float(np.linalg.norm(n))
     if norm < 1e-6:
@@ -172,16 +183,9 @@ def slice_position(hdr: pydicom.Dataset, normal: np.ndarray | None = None,
         DicomError: ImagePositionPatient is not three finite numbers, or
             ImageOrientationPatient is broken (see :func:`slice_normal`).
     """
-    ipp = hdr.get("ImagePositionPatient")
-    if ipp is None or not _has_values(ipp):
+    p = _numbers(hdr, "ImagePositionPatient", 3, "three numbers (x, y, z in mm)", where)
+    if p is None:
         return None
-    try:
-        p = np.array([float(v) for v in ipp], dtype=float)
-    except (TypeError, ValueError):
-        p = np.array([])
-    if p.shape != (3,) or not np.all(np.isfinite(p)):
-        raise DicomError(f"{where}: ImagePositionPatient {ipp!r} is not three numbers (x, y, z in mm);"
-                         " the header is broken, so the slice cannot be placed in the series")
     n = normal if normal is not None else slice_normal(hdr, where)
     if n is None:
         return float(p[2])

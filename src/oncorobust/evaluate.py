@@ -68,7 +68,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
     if labels not in ("predicted", "true"):
         raise AttackError(f"labels must be 'predicted' or 'true', got {labels!r}")
     base = method.removeprefix("transfer_")
-    method_params(base, params)  # unknown methods and parameters fail before any work
+    p = method_params(base, params)  # unknown methods and parameters fail before any work
     if len(ids) != len(x) or len(y) != len(x):
         raise AttackError(f"{len(x)} images, {len(y)} labels and {len(ids)} IDs: need one each per image")
     what = f"{method} ε={eps:g}"
@@ -79,7 +79,6 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
             raise AttackError(f"{method} needs the source (clean) model")
         craft = monitored(source_model.to(device).eval(), what)
     seeds = image_seeds(ids, len(x), seed)
-    p = method_params(base, params)
     planned = len(x) * (attack_passes(base, p, {m: method_params(m, (member_params or {}).get(m))
                                                 for m in p.get("members", [])}) + 3)
     with meter(f"attack {what}", planned, images=len(x)) as progress_meter:

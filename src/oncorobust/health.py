@@ -38,6 +38,7 @@ from torch import nn
 from .attacks import attack, image_seeds, strict_fp32
 from .progress import meter, monitored
 from .resources import health_passes
+from .tables import merge_bracket
 from .stats import paired_difference, wilson
 
 COLUMNS = ["dataset", "regime", "check", "passed", "value", "threshold", "detail"]
@@ -205,8 +206,6 @@ def worst_vs_bracket(per_image: dict[tuple[str, float], pd.DataFrame], sens: pd.
     Returns:
         A row dict, or None without a ``worst`` result or a sensitivity CSV.
     """
-    from .tables import merge_bracket
-
     if sens is None:
         return None
     worst = {e: df for (m, e), df in per_image.items() if m == "worst"}

@@ -1,4 +1,5 @@
-"""Logging for workflow steps: everything to the rule's log file, user errors as one clear line."""
+"""Logging for workflow steps: everything to the rule's log file, user errors as one clear line;
+durations written for people (:func:`fmt_seconds`). No torch import (the command line uses it)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
         # what stopped the step, with its traceback; it is then re-raised unchanged.
         log.exception("the step stopped on an unexpected error (please report it with this log)")
         raise
+
+
+def fmt_seconds(s: float) -> str:
+    """``1 h 02 min``, ``3 min 05 s``, ``42 s`` (``?`` when unknown)."""
+    if s != s or s == float("inf"):
+        return "?"
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"

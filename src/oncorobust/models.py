@@ -311,7 +311,7 @@ class OutputHead(nn.Module):
         return torch.log(torch.clamp(out, min=PROB_FLOOR))
 
 
-def _main_output(out):
+def main_output(out):
     """A network's main output: the first of a tuple (auxiliary heads), ``logits``/``out`` of a dict."""
     if isinstance(out, dict):
         return out.get("logits", out.get("out"))
@@ -334,7 +334,7 @@ class Wrapped(nn.Module):
         self.head = head or OutputHead("logits")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(_main_output(self.net(self.normalize(x))))
+        return self.head(main_output(self.net(self.normalize(x))))
 
 
 def detect_output(out: torch.Tensor, classes: int) -> str | None:
@@ -787,7 +787,7 @@ class ExportedNet(nn.Module):
             k = len(chunk)
             if k < b:
                 chunk = torch.cat([chunk, chunk[-1:].detach().expand(b - k, *chunk.shape[1:])])
-            outs.append(_main_output(self._gm(chunk))[:k])
+            outs.append(main_output(self._gm(chunk))[:k])
         return torch.cat(outs)
 
 
@@ -842,7 +842,7 @@ def _fit_problems(model: nn.Module, classes: list[str], channels: int, size: int
                 " preprocess.size to the size it was trained on, or model.input.channels"]
     finally:
         model.train(was)
-    out = _main_output(out)
+    out = main_output(out)
     if isinstance(out, torch.Tensor) and out.ndim == 1 and len(out) == 2 and len(classes) == 2:
         return []  # one value per image (model.output: logit or probabilities)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
@@ -916,7 +916,7 @@ def _raw_outputs(model: Wrapped, images: torch.Tensor, batch_size: int = 64) -> 
     model.eval()
     try:
         for i in range(0, len(images), batch_size):
-            out = _main_output(model.net(model.normalize(images[i:i + batch_size])))
+            out = main_output(model.net(model.normalize(images[i:i + batch_size])))
             if not isinstance(out, torch.Tensor):
                 return out
             outs.append(out.float())

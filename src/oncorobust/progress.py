@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import AttackError
+from .logs import fmt_seconds
 
 log = logging.getLogger("oncorobust.progress")
 #: Seconds between two progress lines (at most; a line is written on the first pass after it).
@@ -87,18 +88,6 @@ class Meter:
 
 
 _METER: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("oncorobust_meter", default=None)
-
-
-def fmt_seconds(s: float) -> str:
-    """``1 h 02 min``, ``3 min 05 s``, ``42 s`` (``?`` when unknown)."""
-    if s != s or s == float("inf"):
-        return "?"
-    s = int(round(s))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    if s >= 60:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s} s"
 
 
 @contextlib.contextmanager

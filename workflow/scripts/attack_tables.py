@@ -2,6 +2,7 @@
 image in `worst`) -> Table 1, Table S5, sanity warnings."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -13,7 +14,7 @@ from oncorobust.tables import (dataframe_markdown, eps_units_markdown, merge_bra
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "tables") as log:
     ids = {ds: test_ids(p) for ds, p in zip(sm.params.datasets, sm.input.tests)}
-    n_classes = {ds: len(json.load(open(p))["classes"]) for ds, p in zip(sm.params.datasets, sm.input.stats)}
+    n_classes = {ds: len(json.loads(Path(p).read_text())["classes"]) for ds, p in zip(sm.params.datasets, sm.input.stats)}
     sens = {(m["dataset"], m["regime"]): read_per_image(p, ids[m["dataset"]])
             for m, p in zip(sm.params.sensitivity_index, sm.input.sensitivity)}
     per_image, rows = {}, []
