@@ -3,7 +3,7 @@
 The workflow lives at the repository root (``workflow/``: the README, the Makefile, the tests and
 ``snakemake`` run from the checkout use it there). A wheel (``pip install .``, ``pip wheel .``,
 ``python -m build``) gets a copy of it as ``oncorobust/workflow/`` so that ``oncorobust audit``
-finds it after a non-editable install (``oncorobust.workflow_files.find_snakefile``). An editable
+finds it after a non-editable install (``oncorobust.pipeline.workflow_files.find_snakefile``). An editable
 install (``pip install -e .``) copies nothing: the package then runs from ``src/`` and finds the
 checkout's own ``workflow/``. The sdist carries ``workflow/`` through MANIFEST.in, so a wheel built
 from it gets the same copy.

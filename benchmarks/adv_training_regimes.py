@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from oncorobust.io import write_json
-from oncorobust.models import build_model
-from oncorobust.train import fit, robust_accuracy
+from oncorobust.models.loading import build_model
+from oncorobust.training.train import fit, robust_accuracy
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from oncorobust.attacks import attack
+from oncorobust.attacks.methods import attack
 from oncorobust.io import write_json
-from oncorobust.models import build_model, load_model
-from oncorobust.sensitivity import GradCounter
+from oncorobust.models.loading import build_model, load_model
+from oncorobust.evaluation.sensitivity import GradCounter
 
 
 def load(args, dev):

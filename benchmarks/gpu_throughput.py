@@ -1,5 +1,5 @@
 """GPU throughput of the paper's workloads, checked against physical limits and the scheduler's
-assumptions (``oncorobust.resources``), and the effect of TF32 on attack outcomes.
+assumptions (``oncorobust.pipeline.resources``), and the effect of TF32 on attack outcomes.
 
 For each shape (default: VGG16 at 224 px — ct/mri —, 116 px — mammo — and 32 px — mnist/cifar10;
 random weights, seeded; random images in [0,1], seeded; labels = the model's own predictions;
@@ -66,11 +66,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from oncorobust import resources as res
-from oncorobust.attacks import attack
+from oncorobust.pipeline import resources as res
+from oncorobust.attacks.methods import attack
 from oncorobust.io import write_json
-from oncorobust.models import build_model
-from oncorobust.sensitivity import GradCounter, flip_eps_bracket
+from oncorobust.models.loading import build_model
+from oncorobust.evaluation.sensitivity import GradCounter, flip_eps_bracket
 
 N_JOB = 10_000  # images of the jobs whose runtime estimate is checked
 ADV = {"eps": 0.002, "step": 0.0005, "iters": 7, "clean_fraction": 0.5}  # mammo's adversarial_training
@@ -267,7 +267,7 @@ def bench_shape(arch: str, size: int, args, dev: torch.device, timer: Timer) -> 
     xu, yu = x[:ab], y[:ab]
 
     def fwd_bwd(_warm):  # ten passes, like PGD-10 (and ten times less noise than one); strict fp32
-        with fp32_mode("ieee"):  # as the attacks run (oncorobust.attacks.strict_fp32)
+        with fp32_mode("ieee"):  # as the attacks run (oncorobust.attacks.methods.strict_fp32)
             _ten_passes()
 
     def _ten_passes():

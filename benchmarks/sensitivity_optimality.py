@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from oncorobust.io import write_json
-from oncorobust.models import load_model
-from oncorobust.sensitivity import flip_eps_bracket
+from oncorobust.models.loading import load_model
+from oncorobust.evaluation.sensitivity import flip_eps_bracket
 
 
 def run(label, model, x, **kw):

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from oncorobust.io import write_json
-from oncorobust.models import load_model
-from oncorobust.sensitivity import grid_flip_eps, min_flip_eps
+from oncorobust.models.loading import load_model
+from oncorobust.evaluation.sensitivity import grid_flip_eps, min_flip_eps
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oncorobust.sources.synthetic import generate
+from oncorobust.data.sources.synthetic import generate
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from oncorobust.attacks import AttackError, AttackSanityError, attack, check_adversarial, method_params
-from oncorobust.evaluate import COLUMNS, evaluate_attack
-from oncorobust.stats import paired_difference, wilson
-from oncorobust.tables import sanity_warnings, summarize, table1, table1_markdown, table_s5
+from oncorobust.attacks.methods import AttackError, AttackSanityError, attack, check_adversarial, method_params
+from oncorobust.evaluation.evaluate import COLUMNS, evaluate_attack
+from oncorobust.evaluation.stats import paired_difference, wilson
+from oncorobust.reporting.tables import sanity_warnings, summarize, table1, table1_markdown, table_s5
 
 
 class Linear(nn.Module):

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from oncorobust import cli
-from oncorobust.sources.synthetic import generate
+from oncorobust.data.sources.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
@@ -202,7 +202,7 @@ def test_trainable_user_arch_plans_training_not_import(inputs, tmp_path):
     adversarial); its initial weights (model.weights) are an input of training."""
     weights = tmp_path / "init.pt"
     net = torchvision.models.resnet18(weights=None, num_classes=2)
-    from oncorobust.models import adapt_first_conv
+    from oncorobust.models.loading import adapt_first_conv
 
     adapt_first_conv(net, 1)
     torch.save(net.state_dict(), weights)

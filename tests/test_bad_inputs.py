@@ -17,18 +17,20 @@ import torch
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from oncorobust import deferral, figures, tables
+from oncorobust.evaluation import deferral
+from oncorobust.reporting import figures
+from oncorobust.reporting import tables
 from oncorobust.config import check_config, validate_config
-from oncorobust.dicom import read_dicom, write_dicom
+from oncorobust.data.dicom import read_dicom, write_dicom
 from oncorobust.errors import ConfigError, DataError, DicomError, OncorobustError
-from oncorobust.ingest import assign_splits, run_ingest
+from oncorobust.data.ingest import assign_splits, run_ingest
 from oncorobust.logs import step_logging
-from oncorobust.models import CheckpointError, ModelError, load_model, read_state_dict, state_digest
-from oncorobust.preprocess import run_preprocess, select_frame
-from oncorobust.sources import manifest
-from oncorobust.sources.common import IngestResult
-from oncorobust.tables import summarize
-from oncorobust.train import run_training
+from oncorobust.models.loading import CheckpointError, ModelError, load_model, read_state_dict, state_digest
+from oncorobust.data.preprocess import run_preprocess, select_frame
+from oncorobust.data.sources import manifest
+from oncorobust.data.sources.common import IngestResult
+from oncorobust.reporting.tables import summarize
+from oncorobust.training.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -280,7 +282,7 @@ def test_checkpoint_without_digest_loads_with_a_warning(checkpoint, tmp_path, ca
     ck = torch.load(checkpoint, weights_only=True)
     del ck["meta"]["sha256"]
     torch.save(ck, tmp_path / "old.pt")
-    with caplog.at_level(logging.WARNING, logger="oncorobust.models"):
+    with caplog.at_level(logging.WARNING, logger="oncorobust.models.loading"):
         load_model(tmp_path / "old.pt")
     assert "old.pt has no tensor digest" in caplog.text
 
@@ -606,7 +608,7 @@ def test_nan_flipping_eps_is_refused_inf_is_kept():
 
 
 def test_empty_attack_methods_lists_every_method():
-    from oncorobust.attacks import METHODS
+    from oncorobust.attacks.methods import METHODS
 
     with pytest.raises(ConfigError) as info:
         check_config(_config(attack__methods=[]))

@@ -7,8 +7,9 @@ import argparse
 import pytest
 import torch
 
-from oncorobust import budgets, cli
-from oncorobust.resources import attack_passes, health_passes, sensitivity_passes
+from oncorobust import cli
+from oncorobust.pipeline import budgets
+from oncorobust.pipeline.resources import attack_passes, health_passes, sensitivity_passes
 
 CONFIG = {"attacks": {}, "datasets": {"a": {"attack": {"methods": ["fgsm", "pgd", "worst"], "eps": [0.001, 0.002]},
                                             "model": {"arch": "torchscript:x.ts"}}}}

@@ -18,13 +18,14 @@ import pytest
 import torch
 import yaml
 
-from oncorobust import cards, robustness
-from oncorobust.deferral import SENSITIVITY_COLUMNS, curve_auc, deferral_curves, table2_rows
-from oncorobust.health import COLUMNS as HEALTH_COLUMNS
+from oncorobust.reporting import cards
+from oncorobust.evaluation import robustness
+from oncorobust.evaluation.deferral import SENSITIVITY_COLUMNS, curve_auc, deferral_curves, table2_rows
+from oncorobust.evaluation.health import COLUMNS as HEALTH_COLUMNS
 from oncorobust.io import write_csv
-from oncorobust.models import state_digest
-from oncorobust.preprocess import eps_units
-from oncorobust.tables import clinical_eps, dataframe_markdown, summarize, table1, table1_markdown
+from oncorobust.models.loading import state_digest
+from oncorobust.data.preprocess import eps_units
+from oncorobust.reporting.tables import clinical_eps, dataframe_markdown, summarize, table1, table1_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 CT_UNITS = eps_units("lidc", {"mode": "window", "window": [-1350, 150]}, [])
@@ -333,7 +334,7 @@ def test_given_model_digest_and_runtime(tmp_path):
     rt = cards.read_benchmarks({"attacks": [bench / "a.tsv", bench / "b.tsv"], "train": [bench / "missing.tsv"]})
     assert rt == {"attacks": {"seconds": 72.5, "jobs": 2}}
     log = tmp_path / "sens.log"
-    log.write_text("x INFO oncorobust.sensitivity: flipping eps (eps_upper): 130 images, 0 not flipped at eps_max=0.1,"
+    log.write_text("x INFO oncorobust.evaluation.sensitivity: flipping eps (eps_upper): 130 images, 0 not flipped at eps_max=0.1,"
                    " median 0.03; median bracket width 0.0004; 24310 gradient evaluations (187 per image), FAB lowered 3,"
                    " 0 boundary flips pushed\n")
     assert cards.read_grad_evals(log) == {"total": 24310, "per_image": 187.0}

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from oncorobust.errors import DataError
-from oncorobust.ingest import run_ingest
-from oncorobust.sources import IngestResult, cbis_ddsm
+from oncorobust.data.ingest import run_ingest
+from oncorobust.data.sources import IngestResult, cbis_ddsm
 
 
 def _table(root):

@@ -5,7 +5,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless,
                          generate_uid)
 
-from oncorobust.dicom import read_dicom, write_dicom
+from oncorobust.data.dicom import read_dicom, write_dicom
 from oncorobust.errors import DicomError, OncorobustError
 
 COMMON = dict(modality="CT", patient_id="P1", study_uid="1.2.3", series_uid="1.2.3.4")
@@ -107,7 +107,7 @@ def test_missing_plugin_names_the_package(tmp_path, pixels, monkeypatch):
     class Unavailable:
         is_available = False
 
-    monkeypatch.setattr("oncorobust.dicom.get_decoder", lambda ts: Unavailable())
+    monkeypatch.setattr("oncorobust.data.dicom.get_decoder", lambda ts: Unavailable())
     with pytest.raises(DicomError, match="pip install pylibjpeg-openjpeg"):
         read_dicom(path)
 

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from oncorobust import figures
-from oncorobust.deferral import deferral_curves
-from oncorobust.tables import paper_values, summarize
+from oncorobust.reporting import figures
+from oncorobust.evaluation.deferral import deferral_curves
+from oncorobust.reporting.tables import paper_values, summarize
 
 
 def _summary():

@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from oncorobust import models as M
-from oncorobust.attacks import attack, first_order_eps, margin
+from oncorobust.models import loading as M
+from oncorobust.attacks.methods import attack, first_order_eps, margin
 from oncorobust.errors import AttackError
-from oncorobust.evaluate import evaluate_attack
+from oncorobust.evaluation.evaluate import evaluate_attack
 from oncorobust.io import save_torch
 from oncorobust.progress import Meter, NonFiniteOutputError, meter, monitored
-from oncorobust.sensitivity import flip_eps_bracket
+from oncorobust.evaluation.sensitivity import flip_eps_bracket
 
 SIZE = 8
 STATS = {"size": SIZE, "channels": 1, "classes": ["benign", "malignant"], "mean": [0.0], "std": [1.0]}
@@ -71,7 +71,7 @@ def _imported(cfg, tmp_path, images=None, name="clean.pt"):
 
 def test_one_logit_head_detected_wrapped_and_flipping_eps_is_analytic(tmp_path, caplog):
     net = OneLogit()
-    with caplog.at_level(logging.INFO, logger="oncorobust.models"):
+    with caplog.at_level(logging.INFO, logger="oncorobust.models.loading"):
         payload, model = _imported(_script(net, tmp_path / "one.ts"), tmp_path)
     assert payload["meta"]["output"] == "logit"
     assert "output head detected on 24 images: logit" in caplog.text
@@ -235,7 +235,7 @@ def test_training_checkpoint_forms(tmp_path, form, caplog):
     cfg = _factory_cfg(tmp_path, tmp_path / "ck.pt")
     if key:
         cfg["checkpoint_key"] = key
-    with caplog.at_level(logging.INFO, logger="oncorobust.models"):
+    with caplog.at_level(logging.INFO, logger="oncorobust.models.loading"):
         _, model = _imported(cfg, tmp_path)
     x = _images(6)
     with torch.no_grad():

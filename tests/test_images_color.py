@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from oncorobust.dicom import write_dicom
+from oncorobust.data.dicom import write_dicom
 from oncorobust.errors import DataError, OncorobustError
-from oncorobust.preprocess import (IntensityError, bitdepth_window, crop_square, eps_units,
+from oncorobust.data.preprocess import (IntensityError, bitdepth_window, crop_square, eps_units,
                                    run_preprocess, select_frame)
-from oncorobust.sources import folder as folder_src
-from oncorobust.sources.common import IngestResult
-from oncorobust.sources.images import ImageError, decode_image, read_image, whole_image
+from oncorobust.data.sources import folder as folder_src
+from oncorobust.data.sources.common import IngestResult
+from oncorobust.data.sources.images import ImageError, decode_image, read_image, whole_image
 
 SPLITS = ["train", "train", "val", "test"]
 MR = {"modality": "MR", "patient_id": "P1", "study_uid": "1.2.3.4", "series_uid": "1.2.3.4.5"}
@@ -204,7 +204,7 @@ def test_window_clipping_a_few_percent_is_noted_and_kept(tmp_path, caplog):
             "malignant": [base + 10 + k for k in range(4)]}
     root = _folder(tmp_path / "few", imgs)
     df = _ingest_folder(root)
-    with caplog.at_level(logging.WARNING, logger="oncorobust.preprocess"):
+    with caplog.at_level(logging.WARNING, logger="oncorobust.data.preprocess"):
         tensors, stats, skipped = _prep(df, root, intensity={"mode": "window", "window": [0, 255]})
     assert len(skipped) == 1 and stats["n_skipped"] == 0
     row = skipped.iloc[0]
@@ -379,7 +379,7 @@ def test_macosx_and_hidden_folders_are_ignored(tmp_path, caplog):
     _images(root / ".git", 1, start=60)
     assert folder_src.class_folders(root) == ["benign", "malignant"]
     res = IngestResult()
-    with caplog.at_level(logging.INFO, logger="oncorobust.sources.folder"):
+    with caplog.at_level(logging.INFO, logger="oncorobust.data.sources.folder"):
         folder_src.ingest({"root": str(root), "classes": ["benign", "malignant"]}, res)
     assert len(res.records) == 6 and not res.skipped
     assert not any("MACOSX" in r["sample_id"] or "thumbs" in r["sample_id"] for r in res.records)

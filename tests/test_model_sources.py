@@ -13,15 +13,15 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from oncorobust import models as M
+from oncorobust.models import loading as M
 from oncorobust.config import check_config
 from oncorobust.errors import ConfigError, DataError, DicomError
 from oncorobust.io import save_torch
-from oncorobust.preprocess import run_preprocess
-from oncorobust.sources import ADAPTERS, IngestResult
-from oncorobust.sources import folder as folder_src
-from oncorobust.sources import manifest as manifest_src
-from oncorobust.sources.images import ImageError, image_shape, read_image
+from oncorobust.data.preprocess import run_preprocess
+from oncorobust.data.sources import ADAPTERS, IngestResult
+from oncorobust.data.sources import folder as folder_src
+from oncorobust.data.sources import manifest as manifest_src
+from oncorobust.data.sources.images import ImageError, image_shape, read_image
 
 STATS = {"size": 32, "channels": 1, "classes": ["benign", "malignant"], "mean": [0.4], "std": [0.2]}
 
@@ -121,7 +121,7 @@ def test_python_factory_from_file_and_module(tmp_path, monkeypatch):
 
 def test_monai_densenet121_builds_and_runs_one_attack():
     pytest.importorskip("monai", reason="MONAI is the optional extra 'monai' (pip install 'oncorobust[monai]')")
-    from oncorobust.attacks import attack
+    from oncorobust.attacks.methods import attack
 
     model = M.build_model("monai:DenseNet121", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2])
     model.eval()
@@ -320,7 +320,7 @@ def test_folder_format_patients_and_errors(tmp_path, caplog):
     _png_folder(tmp_path / "imgs")
     assert "folder" in ADAPTERS
     res = IngestResult()
-    with caplog.at_level(logging.INFO, logger="oncorobust.sources.folder"):
+    with caplog.at_level(logging.INFO, logger="oncorobust.data.sources.folder"):
         folder_src.ingest({"root": str(tmp_path / "imgs"), "classes": ["benign", "malignant"]}, res)
     assert len(res.records) == 12 and len({r["patient_id"] for r in res.records}) == 12
     assert "every image is its own patient" in caplog.text
@@ -373,7 +373,7 @@ def test_manifest_nifti_slice(tmp_path):
 
 def test_trainable_sources_train_with_the_existing_regimes(tmp_path):
     """torchvision:/python: archs go through train.run_training (clean and adv_pgd) and reload."""
-    from oncorobust.train import run_training
+    from oncorobust.training.train import run_training
 
     (tmp_path / "nets.py").write_text(
         "from torch import nn\n"

@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from oncorobust import figures
-from oncorobust.health import model_checks
-from oncorobust.train import evaluate, robust_accuracy
+from oncorobust.reporting import figures
+from oncorobust.evaluation.health import model_checks
+from oncorobust.training.train import evaluate, robust_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 

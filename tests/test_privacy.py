@@ -16,10 +16,10 @@ import torch
 import yaml
 
 from oncorobust.errors import ConfigError
-from oncorobust.ingest import run_ingest
-from oncorobust.privacy import (SALT_ENV, Pseudonymizer, Scrubber, check_privacy, load_salt, protect_ingest,
+from oncorobust.data.ingest import run_ingest
+from oncorobust.data.privacy import (SALT_ENV, Pseudonymizer, Scrubber, check_privacy, load_salt, protect_ingest,
                                 real_manifest)
-from oncorobust.sources.synthetic import generate
+from oncorobust.data.sources.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 import yaml
 
-from oncorobust import codehash
-from oncorobust import train as train_mod
-from oncorobust.codehash import code_version, module_files
-from oncorobust.train import TrainingError, fit, run_training
+from oncorobust.pipeline import codehash
+from oncorobust.training import train as train_mod
+from oncorobust.pipeline.codehash import code_version, module_files
+from oncorobust.training.train import TrainingError, fit, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -335,7 +335,7 @@ def test_resume_file_with_missing_state_is_a_clear_error(tmp_path):
     data = {"train": _toy(64, 0), "val": _toy(32, 1)}
     ckpt = tmp_path / "m.ckpt.pt"
     torch.save({"config_hash": "h", "model": {}}, ckpt)
-    from oncorobust.models import build_model
+    from oncorobust.models.loading import build_model
     model = build_model("vgg_small", classes=2, in_channels=1, size=8, mean=[0.4], std=[0.3], width=4)
     with pytest.raises(TrainingError, match=r"m\.ckpt\.pt: the training resume file is truncated or corrupt"):
         fit(model, data, train=TRAIN, progress=False, ckpt_path=ckpt, hash_="h")

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from oncorobust import figures, robustness
-from oncorobust.sensitivity import flip_eps_bracket
-from oncorobust.tables import paper_values
+from oncorobust.reporting import figures
+from oncorobust.evaluation import robustness
+from oncorobust.evaluation.sensitivity import flip_eps_bracket
+from oncorobust.reporting.tables import paper_values
 
 
 def test_curve_of_a_linear_model_follows_its_known_per_image_eps():

@@ -14,12 +14,12 @@ from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from oncorobust.dicom import write_dicom
+from oncorobust.data.dicom import write_dicom
 from oncorobust.errors import DataError, OncorobustError
-from oncorobust.preprocess import crop_side, crop_square, resize, scale_intensity
-from oncorobust.sources import IngestResult, manifest
-from oncorobust.sources.images import read_image
-from oncorobust.sources.rois import RoiReferenceError, rtstruct_roi, seg_roi
+from oncorobust.data.preprocess import crop_side, crop_square, resize, scale_intensity
+from oncorobust.data.sources import IngestResult, manifest
+from oncorobust.data.sources.images import read_image
+from oncorobust.data.sources.rois import RoiReferenceError, rtstruct_roi, seg_roi
 
 SHAPE = (48, 48)
 SPACING = (0.8, 0.7)  # mm between rows, between columns
@@ -376,7 +376,7 @@ def test_holes_points_and_open_contours(case):
 
 
 def test_on_bad_file_error_stops_ingest_with_the_reason(case):
-    from oncorobust.ingest import run_ingest
+    from oncorobust.data.ingest import run_ingest
 
     root, files, dss = case
     _write_rtstruct(root / "other_for.dcm", dss, frame_of_reference=generate_uid())

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from oncorobust.dicom import read_dicom, write_dicom
+from oncorobust.data.dicom import read_dicom, write_dicom
 from oncorobust.errors import DataError
-from oncorobust.sources import IngestResult, cbis_ddsm, lidc, manifest
-from oncorobust.sources.arrays import ingest as ingest_arrays
-from oncorobust.sources.arrays import load_arrays
-from oncorobust.sources.synthetic import _lidc_xml
+from oncorobust.data.sources import IngestResult, cbis_ddsm, lidc, manifest
+from oncorobust.data.sources.arrays import ingest as ingest_arrays
+from oncorobust.data.sources.arrays import load_arrays
+from oncorobust.data.sources.synthetic import _lidc_xml
 
 # ----------------------------------------------------------------------------- LIDC
 

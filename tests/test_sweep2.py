@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from oncorobust.dicom import DicomPlausibilityWarning, read_dicom, read_header, slice_position, write_dicom
+from oncorobust.data.dicom import DicomPlausibilityWarning, read_dicom, read_header, slice_position, write_dicom
 from oncorobust.errors import ConfigError, DicomError, OncorobustError
-from oncorobust.preprocess import crop_square
-from oncorobust.sources import IngestResult, manifest
+from oncorobust.data.preprocess import crop_square
+from oncorobust.data.sources import IngestResult, manifest
 
 MR = dict(modality="MR", patient_id="p", study_uid="1.2")
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -184,7 +184,7 @@ def test_rescale_slope_zero_is_a_dicom_error_not_a_constant_image(tmp_path):
 
 
 def test_rescale_slope_zero_in_a_manifest_is_a_listed_skip_at_preprocess(tmp_path):
-    from oncorobust.preprocess import run_preprocess
+    from oncorobust.data.preprocess import run_preprocess
 
     rows = []
     for i in range(12):
@@ -201,7 +201,7 @@ def test_rescale_slope_zero_in_a_manifest_is_a_listed_skip_at_preprocess(tmp_pat
 
 
 def test_implausible_stored_values_are_listed_at_preprocess(tmp_path):
-    from oncorobust.preprocess import run_preprocess
+    from oncorobust.data.preprocess import run_preprocess
 
     rows = []
     hu = np.linspace(-1024, 1000, 256).reshape(16, 16).astype(np.int16)
@@ -319,7 +319,7 @@ def _lidc_xml(path: Path, sessions) -> None:
 
 
 def test_lidc_malignancy_outside_1_to_5_is_a_listed_skip_not_benign(tmp_path):
-    from oncorobust.sources import lidc
+    from oncorobust.data.sources import lidc
 
     folder = tmp_path / "ct" / "LIDC-IDRI-0099" / "s"
     zs, sops = _lidc_series(folder)
@@ -340,7 +340,7 @@ def test_lidc_malignancy_outside_1_to_5_is_a_listed_skip_not_benign(tmp_path):
 
 
 def test_lidc_duplicated_slice_file_is_used_once_and_listed(tmp_path):
-    from oncorobust.sources import lidc
+    from oncorobust.data.sources import lidc
 
     folder = tmp_path / "ct" / "LIDC-IDRI-0099" / "s"
     zs, sops = _lidc_series(folder)
@@ -354,7 +354,7 @@ def test_lidc_duplicated_slice_file_is_used_once_and_listed(tmp_path):
 
 
 def test_lidc_non_axial_series_is_listed_not_matched_by_z(tmp_path):
-    from oncorobust.sources import lidc
+    from oncorobust.data.sources import lidc
 
     folder = tmp_path / "ct" / "LIDC-IDRI-0099" / "s"
     zs, sops = _lidc_series(folder, iop=SAGITTAL)

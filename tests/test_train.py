@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from oncorobust.errors import DataError
-from oncorobust.models import ModelError, Normalize, build_model, find_vgg16_weights, load_model
-from oncorobust.train import (TrainingError, augment, check_training_data, evaluate, fit,
+from oncorobust.models.loading import ModelError, Normalize, build_model, find_vgg16_weights, load_model
+from oncorobust.training.train import (TrainingError, augment, check_training_data, evaluate, fit,
                               robust_accuracy, run_training)
 
 CPU = torch.device("cpu")

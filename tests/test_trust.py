@@ -11,12 +11,12 @@ import torch
 import torchattacks
 from torch import nn
 
-from oncorobust.attacks import (METHODS, _apgd, _uniform, apgd_start, attack, first_order_eps, image_seeds,
+from oncorobust.attacks.methods import (METHODS, _apgd, _uniform, apgd_start, attack, first_order_eps, image_seeds,
                                 margin, worst_case)
-from oncorobust.evaluate import evaluate_attack
-from oncorobust.health import model_checks, table_checks, whitebox_flipped
-from oncorobust.sensitivity import GradCounter, flip_eps_bracket, min_flip_eps, target_order
-from oncorobust.tables import summarize
+from oncorobust.evaluation.evaluate import evaluate_attack
+from oncorobust.evaluation.health import model_checks, table_checks, whitebox_flipped
+from oncorobust.evaluation.sensitivity import GradCounter, flip_eps_bracket, min_flip_eps, target_order
+from oncorobust.reporting.tables import summarize
 
 FAST = {"square": {"queries": 300}, "fab": {"steps": 30}, "apgd_ce": {"steps": 30}, "apgd_margin": {"steps": 30}}
 
@@ -86,7 +86,7 @@ def test_pgd_equals_torchattacks_on_the_same_random_start(images):
     ref = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=True)(images, y)
     torch.manual_seed(11)
     noise = torch.empty_like(images).uniform_(-eps, eps)
-    from oncorobust.attacks import _sign_iterate
+    from oncorobust.attacks.methods import _sign_iterate
     e = torch.full((len(images), 1, 1, 1), eps)
     ours, _ = _sign_iterate(model, images, y, e, steps=10, alpha=e / 4, start=(images + noise).clamp(0, 1),
                             early_exit=False)
@@ -336,7 +336,7 @@ def test_pgd_convergence_fires_when_doubling_changes_the_answer(images):
 
 def _summary(rows):
     return pd.DataFrame([{"dataset": "d", "regime": "r", "method": m, "eps": e, "n": n, "accuracy": 100 * k / n,
-                          **dict(zip(("ci_low", "ci_high"), [100 * v for v in __import__("oncorobust.stats", fromlist=["wilson"]).wilson(k, n)])),
+                          **dict(zip(("ci_low", "ci_high"), [100 * v for v in __import__("oncorobust.evaluation.stats", fromlist=["wilson"]).wilson(k, n)])),
                           "flip_rate": 100 * f / n} for m, e, k, f, n in rows])
 
 
@@ -368,7 +368,7 @@ def test_transfer_stronger_than_white_box_is_flagged():
 
 
 def test_health_markdown_marks_failures():
-    from oncorobust.health import markdown
+    from oncorobust.evaluation.health import markdown
     h = pd.DataFrame([{"dataset": "ct", "regime": "clean", "check": "gradients", "passed": False, "value": 100.0,
                        "threshold": "≤ 1%", "detail": "x"},
                       {"dataset": "ct", "regime": "clean", "check": "deterministic", "passed": True, "value": 0.0,

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from oncorobust.errors import DataError
-from oncorobust.health import worst_vs_bracket
-from oncorobust.tables import merge_bracket, read_per_image, summarize
+from oncorobust.evaluation.health import worst_vs_bracket
+from oncorobust.reporting.tables import merge_bracket, read_per_image, summarize
 
 IDS = [f"s{i}" for i in range(10)]
 

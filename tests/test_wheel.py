@@ -1,4 +1,4 @@
-"""Where the workflow is found (oncorobust.workflow_files), and a wheel of the package, installed
+"""Where the workflow is found (oncorobust.pipeline.workflow_files), and a wheel of the package, installed
 into a fresh virtual environment, auditing a tiny model from a directory outside the repository
 without --snakefile (the workflow ships inside the wheel; the slow test).
 
@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import yaml
 
-from oncorobust import workflow_files
+from oncorobust.pipeline import workflow_files
 from oncorobust.errors import OncorobustError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def test_wheel_in_a_fresh_venv_audits_from_another_directory(tmp_path):
     work = tmp_path / "elsewhere"  # outside the repository: no ./workflow, no src/
     work.mkdir()
     probe = _run([py, "-c", "import json, sys, oncorobust, torchattacks, requests;"
-                            " from oncorobust.workflow_files import find_snakefile;"
+                            " from oncorobust.pipeline.workflow_files import find_snakefile;"
                             " print(oncorobust.__file__); print(torchattacks.__file__);"
                             " print(find_snakefile()); print(requests.__version__); print(json.dumps(sys.path))"],
                  cwd=work).stdout.splitlines()
@@ -225,7 +225,7 @@ def test_wheel_in_a_fresh_venv_audits_from_another_directory(tmp_path):
     assert not [p for p in json.loads(path) if p.startswith(str(REPO))], path  # the checkout is not on it
     assert tuple(int(x) for x in requests_version.split(".")[:2]) > (2, 25)  # not downgraded
 
-    # the rules' `code` param (oncorobust.codehash) follows the scripts' imports into site-packages
+    # the rules' `code` param (oncorobust.pipeline.codehash) follows the scripts' imports into site-packages
     # and hashes the same as the checkout the wheel was built from
     scripts = sorted(p.name for p in (tmp_path / "src_copy" / "workflow" / "scripts").glob("*.py"))
     hashes = _run([py, "-c", "import json, sys; from pathlib import Path; from oncorobust import codehash as c;"

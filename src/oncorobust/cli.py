@@ -23,12 +23,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__
-from .budgets import BUDGETS, apply_budget, deep_merge, estimate_seconds, planned_passes
-from .errors import OncorobustError
-from .logs import fmt_seconds
-from .workflow_files import find_snakefile, schema_file
-from .zipformat import is_exported_program, is_torchscript
+from oncorobust import __version__
+from oncorobust.pipeline.budgets import BUDGETS, apply_budget, deep_merge, estimate_seconds, planned_passes
+from oncorobust.errors import OncorobustError
+from oncorobust.logs import fmt_seconds
+from oncorobust.pipeline.workflow_files import find_snakefile, schema_file
+from oncorobust.models.zipformat import is_exported_program, is_torchscript
 
 
 def package_version() -> str:
@@ -103,7 +103,7 @@ def audit_config(args: argparse.Namespace) -> dict:
                               " (--weights, a TorchScript file or a .pt2 program); a model trained here"
                               " uses the data's statistics and returns logits")
     if data.is_dir():
-        from .sources.folder import class_folders
+        from oncorobust.data.sources.folder import class_folders
 
         source = {"format": "folder", "root": str(data.resolve()), "classes": args.classes or class_folders(data)}
         if args.patient_pattern:
@@ -135,7 +135,7 @@ def audit_config(args: argparse.Namespace) -> dict:
     config = {"results": "results", "seed": args.seed, "device": args.device, "datasets": {args.name: entry}}
     config = apply_budget(config, args.budget, args.name)
     if args.config:
-        from .config import load_yaml
+        from oncorobust.config import load_yaml
 
         extra = load_yaml(Path(args.config).expanduser()) or {}
         ds_extra = extra.pop("dataset", None) or {}
@@ -166,7 +166,7 @@ def time_one_pass(config: dict, name: str, batch: int) -> float:
     """
     import torch
 
-    from . import models
+    from oncorobust.models import loading as models
 
     entry = config["datasets"][name]
     size, model_cfg = int(entry["preprocess"]["size"]), entry["model"]
@@ -228,7 +228,7 @@ def print_estimate(config: dict, name: str, data: Path, cores: int) -> float:
 def _audit(args: argparse.Namespace) -> int:
     import yaml
 
-    from .config import check_config, validate_config
+    from oncorobust.config import check_config, validate_config
 
     if not re.fullmatch(r"[A-Za-z0-9_]+", args.name):
         raise OncorobustError(f"--name {args.name!r}: use letters, digits and _ (it names result folders)")
@@ -271,7 +271,7 @@ def _audit(args: argparse.Namespace) -> int:
     print(f"oncorobust audit: tables in {out / 'results' / 'tables'}, figures in"
           f" {out / 'results' / 'figures'}" + ("" if args.no_report else f", report {out / 'report.html'}"),
           file=sys.stderr)
-    from .cards import find_cards, verdict_line
+    from oncorobust.reporting.cards import find_cards, verdict_line
 
     for card in find_cards(out / config.get("results", "results")):
         print(f"oncorobust audit: robustness card {verdict_line(card)}", file=sys.stderr)

@@ -15,7 +15,7 @@ import math
 import os
 from pathlib import Path
 
-from .errors import ConfigError
+from oncorobust.errors import ConfigError
 
 SYNTHETIC_FORMATS = {"lidc", "cbis_ddsm", "manifest"}
 _NEEDS = {"lidc": "root", "cbis_ddsm": "root", "manifest": "manifest", "folder": "root", "mnist": "root",
@@ -278,7 +278,7 @@ def _check_dataset(ds: str, entry: dict) -> None:
                               f" {adv['regimes']} are listed")
     att = entry.get("attack", {})
     if "methods" in att and not att["methods"]:
-        from .attacks import METHODS  # here only: attacks imports torch
+        from oncorobust.attacks.methods import METHODS  # here only: attacks imports torch
 
         raise ConfigError(f"{key}.attack.methods is empty: list at least one of {', '.join(METHODS)}"
                           " (the tables and figures need attack results), or remove the key for the"

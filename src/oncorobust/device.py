@@ -1,13 +1,13 @@
 """Where the model runs. Its own module so that the jobs which only need a device (attacks, health
 checks, sensitivity) do not import the training loop: an edit of ``train.py`` then replans the
 training jobs and what follows from their outputs, not every attack job's params
-(``oncorobust.codehash`` hashes the modules a script imports)."""
+(``oncorobust.pipeline.codehash`` hashes the modules a script imports)."""
 
 from __future__ import annotations
 
 import torch
 
-from .errors import OncorobustError
+from oncorobust.errors import OncorobustError
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
-from .errors import OncorobustError
+from oncorobust.errors import OncorobustError
 
 
 class WriteError(OncorobustError):

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Iterator
 
-from .errors import OncorobustError
+from oncorobust.errors import OncorobustError
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 no model output is NaN or infinite while they run.
 
 A job opens a :func:`meter` with its planned work in *passes* (the unit of
-:mod:`oncorobust.resources`: one image forward = 1, forward + backward = 3) and wraps its model in
+:mod:`oncorobust.pipeline.resources`: one image forward = 1, forward + backward = 3) and wraps its model in
 :class:`Monitored`. Every forward of the wrapped model counts its images (× 3 with an input
 gradient), and at most every ``every`` seconds (30 by default) the meter logs, to the job's log and
 the console (logger ``oncorobust.progress``)::
@@ -25,8 +25,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .errors import AttackError
-from .logs import fmt_seconds
+from oncorobust.errors import AttackError
+from oncorobust.logs import fmt_seconds
 
 log = logging.getLogger("oncorobust.progress")
 #: Seconds between two progress lines (at most; a line is written on the first pass after it).

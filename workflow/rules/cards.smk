@@ -1,6 +1,6 @@
 # Robustness cards: one page per (dataset, regime), from the tables and the model's own files
-# (the config slices it shows: oncorobust.cards.card_config).
-from oncorobust.cards import benchmark_files, card_config
+# (the config slices it shows: oncorobust.reporting.cards.card_config).
+from oncorobust.reporting.cards import benchmark_files, card_config
 
 
 rule card:

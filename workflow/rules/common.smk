@@ -4,10 +4,10 @@ import re as _re
 
 from snakemake.utils import validate
 
-from oncorobust.codehash import code_version as _code_version
+from oncorobust.pipeline.codehash import code_version as _code_version
 from oncorobust.config import check_config, check_yaml_files, given_model_file, resolve_source, validate_config
-from oncorobust import resources as _res
-from oncorobust.privacy import check_privacy
+from oncorobust.pipeline import resources as _res
+from oncorobust.data.privacy import check_privacy
 
 
 # our own pass first: one line per violation with the key path (Snakemake's names it inside a
@@ -49,7 +49,7 @@ wildcard_constraints:
 
 def code_version(script):
     """Rule param `code`: a short hash of the oncorobust modules `script` (relative to workflow/)
-    imports, transitively (oncorobust.codehash), computed once at load time. Snakemake's code
+    imports, transitively (oncorobust.pipeline.codehash), computed once at load time. Snakemake's code
     trigger sees only the script; this param makes an edit of the package rerun the jobs that run
     it (the params trigger)."""
     return _code_version(os.path.join(workflow.basedir, script))
@@ -130,7 +130,7 @@ def get_train_threads(wildcards):
     return 8 if _is_large(wildcards.ds) else 1
 
 
-# mem_mb and runtime of the model-running jobs: oncorobust.resources estimates them from the
+# mem_mb and runtime of the model-running jobs: oncorobust.pipeline.resources estimates them from the
 # model (arch, input size), the batch and the job's input tensors (their size: images in memory,
 # and a batch never larger than the split). Snakemake evaluates these functions again when a job
 # is scheduled, so the tensor files exist then; before that they count as empty.

@@ -5,7 +5,7 @@
 # preprocess reads the real paths from it. The key is never a param: only its one-way fingerprint
 # is (a new key reruns ingest).
 
-from oncorobust.privacy import Pseudonymizer, enabled as _privacy_enabled, load_salt, private_paths
+from oncorobust.data.privacy import Pseudonymizer, enabled as _privacy_enabled, load_salt, private_paths
 
 PRIVATE = _privacy_enabled(config["privacy"])
 _PRIV = private_paths(config["privacy"], "{ds}")

@@ -2,10 +2,10 @@
 
 import torch
 
-from oncorobust.evaluate import evaluate_attack
+from oncorobust.evaluation.evaluate import evaluate_attack
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
-from oncorobust.models import load_model
+from oncorobust.models.loading import load_model
 from oncorobust.device import resolve_device
 
 sm = snakemake  # noqa: F821 (injected by snakemake)

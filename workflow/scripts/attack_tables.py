@@ -8,7 +8,7 @@ import pandas as pd
 
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.tables import (dataframe_markdown, eps_units_markdown, merge_bracket, read_eps_units, read_per_image,
+from oncorobust.reporting.tables import (dataframe_markdown, eps_units_markdown, merge_bracket, read_eps_units, read_per_image,
                                sanity_warnings, summarize, table1, table1_markdown, table_s5, test_ids)
 
 sm = snakemake  # noqa: F821 (injected by snakemake)

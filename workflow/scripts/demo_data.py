@@ -1,7 +1,7 @@
 """Snakemake adapter: write synthetic demo data in the dataset's native format."""
 
 from oncorobust.logs import step_logging
-from oncorobust.sources.synthetic import generate
+from oncorobust.data.sources.synthetic import generate
 
 with step_logging(snakemake.log[0], "demo_data") as log:  # noqa: F821 (injected by snakemake)
     syn = dict(snakemake.params.synthetic)  # noqa: F821

@@ -5,10 +5,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from oncorobust import figures
+from oncorobust.reporting import figures
 from oncorobust.logs import step_logging
-from oncorobust.models import load_model
-from oncorobust.tables import paper_values, read_eps_units
+from oncorobust.models.loading import load_model
+from oncorobust.reporting.tables import paper_values, read_eps_units
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "figures") as log:

@@ -3,11 +3,11 @@
 import pandas as pd
 import torch
 
-from oncorobust.health import COLUMNS, model_checks, table_checks, whitebox_flipped, worst_vs_bracket
+from oncorobust.evaluation.health import COLUMNS, model_checks, table_checks, whitebox_flipped, worst_vs_bracket
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
-from oncorobust.models import load_model
-from oncorobust.tables import read_per_image, summarize
+from oncorobust.models.loading import load_model
+from oncorobust.reporting.tables import read_per_image, summarize
 from oncorobust.device import resolve_device
 
 sm = snakemake  # noqa: F821 (injected by snakemake)

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from oncorobust.health import markdown
+from oncorobust.evaluation.health import markdown
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
 

@@ -7,7 +7,7 @@ import torch
 
 from oncorobust.io import save_torch
 from oncorobust.logs import step_logging
-from oncorobust.models import import_checkpoint
+from oncorobust.models.loading import import_checkpoint
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "import_model") as log:

@@ -7,11 +7,11 @@ privacy.mapping_dir (outside results/); the key comes from $ONCOROBUST_SALT or p
 
 import contextlib
 
-from oncorobust.ingest import run_ingest
+from oncorobust.data.ingest import run_ingest
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
-from oncorobust.privacy import Pseudonymizer, Scrubber, enabled, load_salt, protect_ingest, write_private_csv
-from oncorobust.sources import ARRAY_FORMATS, source_root
+from oncorobust.data.privacy import Pseudonymizer, Scrubber, enabled, load_salt, protect_ingest, write_private_csv
+from oncorobust.data.sources import ARRAY_FORMATS, source_root
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 private = enabled(sm.params.privacy)

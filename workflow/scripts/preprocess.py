@@ -12,9 +12,9 @@ import torch
 
 from oncorobust.io import write_csv, write_json
 from oncorobust.logs import step_logging
-from oncorobust.preprocess import run_preprocess, save_tensors
-from oncorobust.privacy import Scrubber, enabled, read_mapping, real_manifest, write_private_csv
-from oncorobust.sources import ARRAY_FORMATS, source_root
+from oncorobust.data.preprocess import run_preprocess, save_tensors
+from oncorobust.data.privacy import Scrubber, enabled, read_mapping, real_manifest, write_private_csv
+from oncorobust.data.sources import ARRAY_FORMATS, source_root
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 private = enabled(sm.params.privacy)

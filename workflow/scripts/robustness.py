@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from oncorobust import figures, robustness
+from oncorobust.reporting import figures
+from oncorobust.evaluation import robustness
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.tables import paper_values, read_eps_units, read_per_image, test_ids
+from oncorobust.reporting.tables import paper_values, read_eps_units, read_per_image, test_ids
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "robustness") as log:

@@ -7,7 +7,7 @@ import torch
 
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
-from oncorobust.train import run_training
+from oncorobust.training.train import run_training
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "train") as log:

@@ -1,0 +1,1 @@
+"""Data stage: DICOM reading, dataset sources, ingest, preprocessing, pseudonymisation."""

@@ -1,0 +1,463 @@
+"""Reading DICOM pixels correctly: modality LUT, MONOCHROME1, compressed transfer syntaxes.
+
+Decoding goes through pydicom's pixel handlers (pydicom >= 3 with the pylibjpeg plugins); this
+module adds only what pydicom leaves to the caller: one float32 convention for every file and one
+clear :class:`~oncorobust.errors.DicomError` for every way a real export can be broken.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, get_decoder
+
+from oncorobust.errors import DicomError
+
+log = logging.getLogger("oncorobust.data.dicom")
+
+
+class DicomPlausibilityWarning(UserWarning):
+    """A DICOM file decodes, but its stored values are implausible for its header (e.g. signed
+    data written with PixelRepresentation 0). The image is still returned; the message names the
+    file and what is probably wrong."""
+
+# Which pip package adds a decoder for which family of transfer syntaxes (pydicom's plugin names).
+_DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",   # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",   # JPEG Extended
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",   # JPEG Lossless
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",   # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg",   # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg",   # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle",           # RLE Lossless
+}
+
+
+def read_header(path: str | os.PathLike) -> pydicom.Dataset:
+    """Read a DICOM file's header only (no pixel data). Raises DicomError when unreadable."""
+    return _dcmread(path, stop_before_pixels=True)
+
+
+def _dcmread(path: str | os.PathLike, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    path = Path(path)
+    if path.is_dir():
+        raise DicomError(f"{path}: is a folder, not a DICOM file; give one file of it (a series folder"
+                         " is read by the source adapters, not here)")
+    if not path.is_file():
+        raise DicomError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DicomError(f"{path}: not a DICOM file (empty file, 0 bytes); copy it again from the source")
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as exc:
+        raise DicomError(f"{path}: not a DICOM file ({_reason(exc)})") from exc
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DicomError(f"{path}: truncated or corrupt DICOM header ({type(exc).__name__}:"
+                         f" {_reason(exc)})") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """pydicom's message without its advice to use ``force=True`` (which would read garbage)."""
+    text = re.sub(r"\s*Use force=True to force reading\.?", "", str(exc))
+    return text.strip() or type(exc).__name__
+
+
+#: The SOP class of a DICOMDIR (a file-set directory, not an image).
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+def non_image_reason(hdr: pydicom.Dataset) -> str:
+    """Why a header (:func:`read_header`) is not an image slice; '' when it is, or may be, one.
+
+    A DICOMDIR, a structured report, a presentation state, a key-object selection, an RT
+    structure set... carries a SOP class that is not an image one and no Rows/Columns: such a
+    file in a series folder must not count as a slice. A header that says nothing (no SOP class,
+    no Rows/Columns) is treated as a possible image, so that a broken slice is reported when its
+    pixels are read instead of being dropped silently.
+    """
+    if _image_class(hdr):
+        return ""
+    sop = hdr.get("SOPClassUID") or getattr(getattr(hdr, "file_meta", None), "MediaStorageSOPClassUID", None)
+    if not sop:
+        return ""
+    sop = str(sop).strip()
+    if sop == DICOMDIR_SOP_CLASS:
+        return "a DICOMDIR (file-set directory), not an image"
+    name = pydicom.uid.UID(sop).name
+    return f"SOP class {name if name and name != sop else sop} holds no image"
+
+
+# ----------------------------------------------------------------------------- slice geometry
+
+
+def _has_values(value) -> bool:
+    """False for an element present but empty ('' or an empty multi-value): treated as absent."""
+    try:
+        return len(value) > 0
+    except TypeError:
+        return True
+
+
+def _numbers(hdr: pydicom.Dataset, keyword: str, count: int, what: str, where) -> np.ndarray | None:
+    """A multi-valued geometry attribute as ``count`` finite float64 values; None when absent.
+
+    Raises:
+        DicomError: present but not ``count`` finite numbers (``what`` says what they should be).
+    """
+    raw = hdr.get(keyword)
+    if raw is None or not _has_values(raw):
+        return None
+    try:
+        values = np.array([float(v) for v in raw], dtype=float)
+    except (TypeError, ValueError):
+        values = np.array([])
+    if values.shape != (count,) or not np.all(np.isfinite(values)):
+        raise DicomError(f"{where}: {keyword} {raw!r} is not {what}; the header is broken, so the"
+                         " slice cannot be placed in the series")
+    return values
+
+
+def slice_normal(hdr: pydicom.Dataset, where: str | os.PathLike = "") -> np.ndarray | None:
+    """The unit normal of a slice's image plane, from ImageOrientationPatient.
+
+    ``n = row direction × column direction`` (the first and the last three values of
+    ImageOrientationPatient, in patient coordinates), turned so that its largest component is
+    positive. The position of a slice along ``n`` (:func:`slice_position`) is then the patient
+    coordinate its stack steps along: z (mm) for an axial series, x for a sagittal one, y for a
+    coronal one, and for an oblique plane the coordinate along its own normal (closest to the
+    axis it is nearest to). An axial series' positions are exactly its ImagePositionPatient z
+    values.
+
+    Args:
+        hdr: the slice's header (:func:`read_header`).
+        where: the file, named in the error.
+
+    Returns:
+        ``n`` as a float64 array of 3, or None when the header has no ImageOrientationPatient.
+
+    Raises:
+        DicomError: ImageOrientationPatient is not six finite numbers, or its row and column
+            directions are zero or parallel (no plane).
+    """
+    values = _numbers(hdr, "ImageOrientationPatient", 6, "six numbers (row and column direction cosines)", where)
+    if values is None:
+        return None
+    n = np.cross(values[:3], values[3:])
+    norm = float(np.linalg.norm(n))
+    if norm < 1e-6:
+        raise DicomError(f"{where}: ImageOrientationPatient {values.tolist()} has parallel or zero row"
+                         " and column directions (no image plane); the header is broken")
+    n = n / norm
+    if n[int(np.argmax(np.abs(n)))] < 0:
+        n = -n
+    return n
+
+
+def slice_position(hdr: pydicom.Dataset, normal: np.ndarray | None = None,
+                   where: str | os.PathLike = "") -> float | None:
+    """A slice's position (mm) along its series' slice normal: ``n · ImagePositionPatient``.
+
+    Args:
+        hdr: the slice's header.
+        normal: the series' normal (:func:`slice_normal` of one of its slices); default this
+            slice's own. Without any ImageOrientationPatient the slice is taken as axial, so its
+            position is ImagePositionPatient's z.
+        where: the file, named in the error.
+
+    Returns:
+        The position in mm, or None when the header has no ImagePositionPatient.
+
+    Raises:
+        DicomError: ImagePositionPatient is not three finite numbers, or
+            ImageOrientationPatient is broken (see :func:`slice_normal`).
+    """
+    p = _numbers(hdr, "ImagePositionPatient", 3, "three numbers (x, y, z in mm)", where)
+    if p is None:
+        return None
+    n = normal if normal is not None else slice_normal(hdr, where)
+    if n is None:
+        return float(p[2])
+    return float(np.dot(n, p))
+
+
+def read_dicom(path: str | os.PathLike) -> np.ndarray:
+    """Decode one DICOM file to float32 in the modality's units.
+
+    - applies the Modality LUT (RescaleSlope/RescaleIntercept, or a Modality LUT Sequence), so CT
+      comes out in Hounsfield units;
+    - inverts MONOCHROME1 images so that brighter is always larger: each value v becomes
+      ``lo + hi - v`` where [lo, hi] is the range the stored bits can hold after the modality LUT
+      (an image-independent mapping, so a window chosen on MONOCHROME2 data still applies);
+    - decodes compressed transfer syntaxes (RLE, JPEG lossless, JPEG-LS, JPEG 2000) through
+      pydicom's pixel handlers.
+
+    Returns an (H, W) array for a single-frame file and (frames, H, W) for a multi-frame file.
+    Colour images (SamplesPerPixel > 1) are refused: no modality in this project uses them.
+    Every failure is a :class:`DicomError` naming the file and the reason.
+
+    Stored values that are implausible for the header (outside the range BitsStored and
+    PixelRepresentation allow, or signed data written with PixelRepresentation 0, which reads
+    e.g. -1024..-25 as 64512..65511) are kept as stored but flagged: a warning is logged and a
+    :class:`DicomPlausibilityWarning` is issued (``warnings``), both naming the file.
+
+    Raises:
+        DicomError: the file is unreadable or undecodable, its RescaleSlope is 0 (every pixel
+            would become RescaleIntercept: a constant image), or its values are not finite
+            after the modality LUT.
+    """
+    path = Path(path)
+    ds = _dcmread(path)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        image_class = _image_class(ds)
+        if image_class:
+            raise DicomError(f"{path}: has no PixelData although its header says it is an image"
+                             f" ({image_class}): the file is"
+                             f" truncated ({path.stat().st_size} bytes) or was exported without its"
+                             " pixels; copy it again from the source")
+        raise DicomError(f"{path}: has no PixelData (not an image: a report, presentation state or"
+                         " a header-only export?)")
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is None:
+        raise DicomError(f"{path}: no Transfer Syntax UID in the file meta information; the file is"
+                         " truncated or was written without a DICOM preamble")
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError as exc:
+        raise DicomError(f"{path}: transfer syntax {ts} ({ts.name}) has no pixel decoder in pydicom;"
+                         " convert the file (e.g. `dcmdjpeg`/`gdcmconv --raw`) before use") from exc
+    if not decoder.is_available:
+        package = _DECODER_PACKAGES.get(str(ts), "a pydicom pixel-data plugin")
+        raise DicomError(f"{path}: transfer syntax {ts} ({ts.name}) needs a decoder that is not"
+                         f" installed; `pip install {package}` adds it")
+    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
+        raise DicomError(f"{path}: {ds.SamplesPerPixel} samples per pixel"
+                         f" ({ds.get('PhotometricInterpretation', '?')}); only grayscale is supported")
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # pydicom raises ValueError/RuntimeError/... from many decoders
+        raise DicomError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc});"
+                         " the file is probably truncated or corrupt") from exc
+    _check_rescale_slope(path, ds)
+    problem = stored_value_problem(ds, stored)
+    if problem:
+        message = f"{path}: {problem}"
+        log.warning("%s", message)
+        warnings.warn(message, DicomPlausibilityWarning, stacklevel=2)
+    try:
+        pixels = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    except Exception as exc:
+        raise DicomError(f"{path}: invalid Modality LUT / rescale attributes ({exc})") from exc
+    if not np.all(np.isfinite(pixels)):
+        raise DicomError(f"{path}: pixel values are not finite after the modality LUT")
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
+        lo, hi = _rescaled_range(ds)
+        pixels = np.float32(lo + hi) - pixels
+    return pixels
+
+
+def _check_rescale_slope(path: Path, ds: pydicom.Dataset) -> None:
+    """Refuse RescaleSlope 0 (used when there is no Modality LUT Sequence): it maps every
+    stored value to RescaleIntercept, a constant image that would train and attack as silently
+    wrong data.
+
+    Raises:
+        DicomError: naming the file, when RescaleSlope is 0 (or not a number).
+    """
+    if "ModalityLUTSequence" in ds or "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return
+    raw = ds.RescaleSlope
+    if raw is None or raw == "":
+        return
+    try:
+        slope = float(raw)
+    except (TypeError, ValueError):
+        raise DicomError(f"{path}: RescaleSlope {raw!r} is not a number; fix the header") from None
+    if slope == 0:
+        raise DicomError(f"{path}: RescaleSlope is 0, so every pixel would become RescaleIntercept"
+                         f" ({ds.RescaleIntercept}): a constant image. The header is broken; fix"
+                         " RescaleSlope (usually 1) or export the image again")
+
+
+def stored_value_problem(ds: pydicom.Dataset, stored: np.ndarray) -> str:
+    """Why the decoded stored values are implausible for the header; '' when they look fine.
+
+    Two checks, on the values before the modality LUT:
+
+    - values outside the range BitsStored and PixelRepresentation allow (unsigned:
+      0..2**BitsStored - 1; signed: -2**(BitsStored-1)..2**(BitsStored-1) - 1);
+    - unsigned data (PixelRepresentation 0) that are signed data in disguise: the values span
+      more than half the unsigned range, but read as two's-complement signed numbers of
+      BitsStored bits they fit in a quarter of it (CT's -1024..-25 stored as 64512..65511 next
+      to 0..1000). Binary images (two values, e.g. a 0/65535 mask) are not flagged.
+
+    Args:
+        ds: the header (BitsStored, BitsAllocated, PixelRepresentation).
+        stored: the stored values (``ds.pixel_array``).
+
+    Returns:
+        A sentence naming the values and what is probably wrong, or ''.
+    """
+    if stored.size == 0 or not np.issubdtype(stored.dtype, np.integer):
+        return ""
+    unused = _unused_bits_problem(ds)
+    if unused:
+        return unused
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    if not 1 <= bits <= 32:
+        return ""
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    vmin, vmax = int(stored.min()), int(stored.max())
+    if vmin < lo or vmax > hi:
+        return (f"stored values {vmin}..{vmax} lie outside the range {lo}..{hi} that BitsStored {bits}"
+                f" with PixelRepresentation {int(signed)} allows: the header's BitsStored or"
+                " PixelRepresentation is wrong, so the modality LUT (and any HU window) is applied to"
+                " wrong numbers; the image is used as stored, check it")
+    if signed or bits < 8 or vmax - vmin <= 2 ** (bits - 1):
+        return ""
+    values = stored.astype(np.int64)
+    as_signed = np.where(values >= 2 ** (bits - 1), values - 2 ** bits, values)
+    smin, smax = int(as_signed.min()), int(as_signed.max())
+    if smax - smin >= 2 ** (bits - 2) or len(np.unique(values[:: max(1, values.size // 65536)])) <= 2:
+        return ""
+    high = values[values >= 2 ** (bits - 1)]
+    return (f"PixelRepresentation 0 (unsigned), but the stored values look like signed data: values"
+            f" {int(high.min())}..{int(high.max())} next to {int(values[values < 2 ** (bits - 1)].min())}.."
+            f"{int(values[values < 2 ** (bits - 1)].max())} would read {smin}..{smax} as signed"
+            f" {bits}-bit numbers (e.g. CT air stored as 64512 instead of -1024). The header's"
+            " PixelRepresentation is probably wrong (it should be 1); the image is used as stored, check it")
+
+
+def _unused_bits_problem(ds: pydicom.Dataset) -> str:
+    """For uncompressed pixel data with BitsStored < BitsAllocated: '' unless some raw values do
+    not fit BitsStored (pydicom then drops the high bits, as the standard says, so the decoded
+    values are the raw ones modulo 2**BitsStored)."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    alloc = int(ds.get("BitsAllocated", 16) or 16)
+    bits = int(ds.get("BitsStored", alloc) or alloc)
+    if ts is None or ts.is_encapsulated or "PixelData" not in ds or alloc not in (8, 16, 32) \
+            or not 1 <= bits < alloc:
+        return ""
+    n = int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * int(ds.get("NumberOfFrames", 1) or 1) \
+        * int(ds.get("SamplesPerPixel", 1) or 1)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    order = ">" if str(ts) == "1.2.840.10008.1.2.2" else "<"
+    dtype = np.dtype(f"{order}{'i' if signed else 'u'}{alloc // 8}")
+    raw = np.frombuffer(ds.PixelData, dtype=dtype, count=min(n, len(ds.PixelData) // dtype.itemsize))
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    bad = (raw < lo) | (raw > hi)
+    if not bad.any():
+        return ""
+    return (f"{int(bad.sum())} pixel(s) hold raw values outside the range {lo}..{hi} of BitsStored"
+            f" {bits} (PixelRepresentation {int(signed)}; raw {int(raw.min())}..{int(raw.max())}):"
+            " the bits above BitsStored are ignored, as the DICOM standard says (old files kept"
+            " overlays there), so those pixels read modulo 2**BitsStored. If the image looks wrong,"
+            " the header's BitsStored is wrong; the image is used as decoded, check it")
+
+
+def _image_class(ds: pydicom.Dataset) -> str:
+    """What says that ``ds`` should hold pixels ('MR Image Storage', '64x64 pixels'); '' for a
+    file that is not an image (a report, a presentation state) or tells nothing."""
+    sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    name = pydicom.uid.UID(str(sop)).name if sop else ""
+    if "Image Storage" in name:
+        return name
+    if "Rows" in ds and "Columns" in ds:
+        return f"{ds.Rows}x{ds.Columns} pixels"
+    return ""
+
+
+def _rescaled_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The lowest and highest value the stored bits can hold, after RescaleSlope/Intercept."""
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2**bits - 1
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    a, b = lo * slope + intercept, hi * slope + intercept
+    return min(a, b), max(a, b)
+
+
+def write_dicom(
+    path: str | os.PathLike,
+    stored: np.ndarray,
+    *,
+    modality: str,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str | None = None,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    photometric: str = "MONOCHROME2",
+    pixel_spacing: tuple[float, float] = (1.0, 1.0),
+    z_mm: float | None = None,
+    instance_number: int = 1,
+    slice_thickness: float | None = None,
+    transfer_syntax: str = "1.2.840.10008.1.2.1",
+    extra: dict | None = None,
+) -> Path:
+    """Write a minimal but valid single-frame grayscale DICOM file (used by the demo data and tests).
+
+    ``stored`` is the (H, W) array of stored values (uint16 or int16); ``transfer_syntax`` may be a
+    compressed one (RLE, JPEG-LS, JPEG 2000), encoded by pydicom's encoders.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID, generate_uid
+
+    stored = np.ascontiguousarray(stored)
+    if stored.dtype not in (np.uint16, np.int16):
+        raise TypeError("stored must be uint16 or int16")
+    sop_uid = sop_uid or generate_uid()
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
+    ds.SOPClassUID = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4",
+                      "MG": "1.2.840.10008.5.1.4.1.1.1.2"}.get(modality, "1.2.840.10008.5.1.4.1.1.7")
+    ds.SOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.Modality = modality
+    ds.PatientID = patient_id
+    ds.PatientName = "ANONYMOUS"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.InstanceNumber = instance_number
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    ds.RescaleSlope = slope
+    ds.RescaleIntercept = intercept
+    ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
+    if z_mm is not None:
+        ds.ImagePositionPatient = [0.0, 0.0, float(z_mm)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    if slice_thickness is not None:
+        ds.SliceThickness = slice_thickness
+    for key, value in (extra or {}).items():
+        setattr(ds, key, value)
+    ds.PixelData = stored.tobytes()
+    if str(transfer_syntax) != "1.2.840.10008.1.2.1":
+        ds.compress(UID(transfer_syntax), stored)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

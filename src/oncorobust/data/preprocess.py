@@ -1,0 +1,498 @@
+"""Preprocess: lesion-centred crop → intensity scaling to [0,1] → resize → balanced tensors.
+
+Per split, ``results/{ds}/tensors/{split}.pt`` holds ``{"x": float32 N×C×H×W in [0,1],
+"y": int64 N, "ids": list[str]}``; ``stats.json`` the train-set channel mean/std (the model's
+own Normalize layer uses them), class counts and what was skipped.
+
+Checks on the decoded pixels of file-based sources (every bad case names the file):
+
+- ``preprocess.color: rgb`` keeps colour images as three channels (C = 3; grey files repeated);
+  ``luminance`` (default) converts colour to one grey channel, as before.
+- an image smaller than 8 pixels on a side is refused (an :class:`ImageError`, so ``on_bad_file``
+  lists it in ``tensors/skipped.csv`` or stops the run);
+- the same pixel content (SHA-256 of the decoded array) under two patients is a
+  :class:`DataError` naming both rows: a split by patient ID would leak it;
+- ``intensity.mode: bitdepth`` scales integer images by their bit depth (8-bit: [0, 255];
+  16/32-bit: [0, 2^k − 1], k ≥ 8 the fewest bits that hold the dataset's largest value);
+- a fixed window (``mode: window``; ``mode: none`` is the window [0, 1]) that clips more than 1%
+  of an image's pixels is logged and listed in ``tensors/skipped.csv`` with stage ``clipped``
+  (the image is kept); more than ``intensity.max_clipped`` (default 50%) is an
+  :class:`IntensityError`; ``mode: none`` on integer images is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
+
+from oncorobust.config import ON_BAD_FILE, check_choice
+from oncorobust.data.dicom import DicomPlausibilityWarning
+from oncorobust.errors import DataError, DicomError
+from oncorobust.data.sources import ARRAY_FORMATS, source_root
+from oncorobust.data.sources.arrays import load_arrays
+from oncorobust.data.sources.images import COLORS, DecodedImage, decode_image, require_min_side, whole_image
+
+log = logging.getLogger("oncorobust.data.preprocess")
+
+LUNG_WINDOW = (-1350.0, 150.0)  # HU: level -600, width 1500
+INTENSITY_MODES = ("window", "percentile", "bitdepth", "none")
+#: share of an image's pixels a fixed window may clip before the image is noted (logged and listed)
+CLIP_NOTE = 0.01
+#: default of ``intensity.max_clipped``: above it a fixed window stops preprocess
+CLIP_ERROR = 0.5
+
+
+class IntensityError(DataError):
+    """The intensity scaling does not fit an image: a window that clips most of it, ``mode: none``
+    on integer grey levels, ``mode: bitdepth`` on data without a bit depth."""
+
+
+def crop_square(image: np.ndarray, centre: tuple[float, float], side: int, sample: str = "") -> np.ndarray:
+    """A side×side crop of the (H, W) or (H, W, C) ``image`` centred on (row, col) in pixels;
+    pads with the image minimum where the window leaves the image. A centre outside the image is
+    a DataError."""
+    h, w = image.shape[:2]
+    r, c = centre
+    if not (0 <= r < h and 0 <= c < w):
+        raise DataError(f"{sample}: ROI centre (row {r:.1f}, col {c:.1f}) lies outside the"
+                        f" {h}x{w} image; check the annotation / manifest row")
+    top, left = int(round(r - side / 2)), int(round(c - side / 2))
+    pad = max(0, -top, -left, top + side - h, left + side - w)
+    if pad:
+        widths = ((pad, pad), (pad, pad)) + ((0, 0),) * (image.ndim - 2)
+        image = np.pad(image, widths, mode="constant", constant_values=float(image.min()))
+        top, left = top + pad, left + pad
+    return image[top: top + side, left: left + side]
+
+
+def intensity_range(crop: np.ndarray, cfg: dict) -> tuple[float, float] | None:
+    """The raw values mapped to 0 and 1 by :func:`scale_intensity` (None for ``mode: none``)."""
+    mode = cfg.get("mode", "percentile")
+    if mode == "none":
+        return None
+    if mode == "window":
+        lo, hi = cfg.get("window", LUNG_WINDOW)
+    else:
+        lo, hi = np.percentile(crop, cfg.get("percentiles", [1.0, 99.0]))
+    return float(lo), float(hi)
+
+
+def scale_intensity(crop: np.ndarray, cfg: dict) -> np.ndarray:
+    """Map raw values to [0,1]: a fixed window (``mode: window``, e.g. HU), per-image robust
+    percentiles (``mode: percentile``) or nothing (``mode: none``, data already in [0,1])."""
+    rng = intensity_range(crop, cfg)
+    if rng is None:
+        return np.clip(crop, 0, 1)
+    lo, hi = rng
+    if hi <= lo:
+        return np.zeros_like(crop)
+    return np.clip((crop - lo) / (hi - lo), 0, 1)
+
+
+#: Grey levels per [0,1] of the bundled/array sources (ε × levels = grey levels of the stored data).
+ARRAY_LEVELS = {"digits": 16.0, "mnist": 255.0, "cifar10": 255.0}
+
+
+def eps_units(source_format: str, intensity: dict, spans: list[float],
+              levels: float | None = None) -> dict:
+    """What ε = 1 means in the stored data, for tables and figure axes.
+
+    Args:
+        source_format: the dataset's ``source.format``.
+        intensity: its ``preprocess.intensity`` block.
+        spans: per image, the raw-value span (hi − lo) mapped onto [0,1] (percentile mode).
+        levels: ``mode: bitdepth``: the grey levels mapped onto [0,1] (2^k − 1), None when the
+            images have different bit depths.
+    Returns:
+        ``{"unit", "per_eps", "how", "step"}``: ε × ``per_eps`` is the perturbation in ``unit``;
+        ``step`` is one stored-value step in that unit (an ε below ``step / per_eps`` cannot be
+        written back into the stored image). ``per_eps`` is None when unknown.
+    """
+    mode = intensity.get("mode", "percentile")
+    if mode == "window":
+        lo, hi = intensity.get("window", LUNG_WINDOW)
+        unit = "HU" if source_format == "lidc" else "stored value"
+        return {"unit": unit, "per_eps": float(hi - lo), "how": f"window width {hi - lo:g} {unit}", "step": 1.0}
+    if mode == "percentile":
+        med = float(np.median(spans)) if len(spans) else None
+        return {"unit": "grey level", "per_eps": med, "step": 1.0,
+                "how": "median over images of the percentile span p_hi − p_lo in stored grey levels"}
+    if mode == "bitdepth":
+        return {"unit": "grey level", "per_eps": levels, "step": 1.0,
+                "how": f"[0, {levels:g}]: the images' bit depth" if levels
+                else "unknown: the images have different bit depths (mode bitdepth)"}
+    levels = ARRAY_LEVELS.get(source_format)
+    return {"unit": "grey level", "per_eps": levels, "step": 1.0,
+            "how": f"{levels:g} grey levels of the source data" if levels else "unknown (intensity mode none)"}
+
+
+def resize(image: np.ndarray, size: int, clamp: bool = True) -> torch.Tensor:
+    """(H, W) or (H, W, C) array → C×size×size float32 tensor (bilinear, antialiased), clamped to
+    [0,1] unless ``clamp`` is False (raw values, scaled later)."""
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
+    if t.shape[-2:] != (size, size):
+        t = TF.resize(t, [size, size], antialias=True)
+    return t.clamp_(0, 1) if clamp else t
+
+
+def bitdepth_window(largest: float) -> float:
+    """2^k − 1 for the fewest bits k ≥ 8 that hold ``largest`` (grey levels).
+
+    Args:
+        largest: the largest stored value of the images (≥ 0).
+
+    Returns:
+        The grey level mapped to 1 by ``intensity.mode: bitdepth``: 255 up to 255, 4095 for
+        12-bit values (256 … 4095), 65535 for full 16-bit values.
+    """
+    return float(2 ** max(8, int(math.ceil(largest)).bit_length()) - 1)
+
+
+def image_intensity(intensity: dict, decoded: DecodedImage, path: Path) -> dict:
+    """The intensity scaling of one decoded image (the ``preprocess.intensity`` block, resolved).
+
+    Args:
+        intensity: the dataset's ``preprocess.intensity`` block.
+        decoded: the image file, with its bit depth.
+        path: its file, named in messages.
+
+    Returns:
+        ``intensity`` itself for ``window`` and ``percentile`` (and ``none`` on float data);
+        for ``bitdepth``: ``{"mode": "window", "window": [0, 255]}`` for an 8-bit image, or
+        ``{"mode": "defer"}`` for a 16/32-bit one (scaled once the dataset's largest value is
+        known, see :func:`bitdepth_window`).
+
+    Raises:
+        IntensityError: ``mode: none`` on an integer image (grey levels, not [0,1]);
+            ``mode: bitdepth`` on data without a bit depth (DICOM after its rescale, NIfTI,
+            float TIFF) or with negative values.
+    """
+    mode = intensity.get("mode", "percentile")
+    if mode == "none" and decoded.bits is not None:
+        raise IntensityError(
+            f"{path}: preprocess.intensity.mode none expects values already in [0,1], but this is a"
+            f" {decoded.bits}-bit image (grey levels 0-{2 ** decoded.bits - 1}): set"
+            " preprocess.intensity.mode: bitdepth (or window with the grey levels' range, e.g."
+            " window: [0, 255] for 8-bit images)")
+    if mode != "bitdepth":
+        return intensity
+    if decoded.bits is None:
+        raise IntensityError(
+            f"{path}: preprocess.intensity.mode bitdepth is for integer PNG/JPEG/TIFF/BMP images;"
+            " this file holds rescaled or float values (DICOM after its rescale, NIfTI or a float"
+            " TIFF): set preprocess.intensity.mode: window (e.g. a CT window in HU) or percentile")
+    if float(decoded.pixels.min()) < 0:
+        raise IntensityError(
+            f"{path}: preprocess.intensity.mode bitdepth: the image holds negative values (signed"
+            f" integers, down to {float(decoded.pixels.min()):g}): set preprocess.intensity.mode:"
+            " window with the data's range, or percentile")
+    if decoded.bits <= 8:
+        return {"mode": "window", "window": [0.0, 255.0]}
+    return {"mode": "defer"}
+
+
+def clipped_note(region: np.ndarray, scaling: dict, path: Path, max_clipped: float = CLIP_ERROR) -> str | None:
+    """Check how much of an image a fixed window clips (``mode: none`` is the window [0, 1]).
+
+    Args:
+        region: the pixels the model will see (the crop, or the whole image), (H, W) or (H, W, C).
+        scaling: the image's intensity scaling (``mode`` ``window`` or ``none``).
+        path: the image file, named in messages.
+        max_clipped: the largest share (0–1) of the pixels that may lie outside the window.
+
+    Returns:
+        None when at most 1% of the pixels lie outside the window; else a note for
+        ``tensors/skipped.csv`` (stage ``clipped``; the image is kept), also logged as a warning.
+
+    Raises:
+        IntensityError: more than ``max_clipped`` of the pixels lie outside the window.
+    """
+    if scaling.get("mode") == "none":
+        lo, hi, key = 0.0, 1.0, "mode none (values already in [0,1])"
+    else:
+        lo, hi = (float(v) for v in scaling.get("window", LUNG_WINDOW))
+        key = f"window [{lo:g}, {hi:g}]"
+    below, above = float(np.mean(region < lo)), float(np.mean(region > hi))
+    share = below + above
+    if share <= CLIP_NOTE:
+        return None
+    what = (f"{share:.1%} of its pixels lie outside preprocess.intensity.{key} ({below:.1%} below,"
+            f" {above:.1%} above; its values span {float(region.min()):g} to {float(region.max()):g})")
+    if share > max_clipped:
+        raise IntensityError(
+            f"{path}: {what} and would become flat 0 or 1: set the window to the data's range (e.g."
+            " window: [0, 4095] for 12-bit values), or use preprocess.intensity.mode bitdepth"
+            " (integer images) or percentile; if the saturation is intended, raise"
+            f" preprocess.intensity.max_clipped (now {max_clipped:g}; 1 turns this check off)")
+    log.warning("%s: %s; clipped to the window (kept, listed in tensors/skipped.csv)", path, what)
+    return f"kept, clipped: {what}"
+
+
+class ContentIndex:
+    """Which patients each decoded pixel content (SHA-256 of the array) was seen under.
+
+    The content is the image a sample uses: the decoded file, or its frame / slice for a
+    multi-frame file. An identical image under two patient IDs (a file copied or listed twice)
+    would land in two splits although every split is by patient: :meth:`check` refuses it.
+    """
+
+    def __init__(self) -> None:
+        self._digest: dict[tuple[str, int], str] = {}  # (file, frame) -> digest
+        self._owners: dict[str, dict[str, tuple[str, str]]] = {}  # digest -> patient -> (sample, file)
+
+    def add(self, pixels: np.ndarray, patient: str, sample: str, path: Path, frame: int = -1) -> None:
+        """Record that ``sample`` of ``patient`` uses the decoded image ``pixels`` ((H, W) or
+        (H, W, C)) of ``path`` (its ``frame``, -1 for a single image)."""
+        key = (str(path), int(frame))
+        digest = self._digest.get(key)
+        if digest is None:
+            arr = np.ascontiguousarray(pixels)
+            h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.tobytes())
+            digest = self._digest[key] = h.hexdigest()
+        where = key[0] + (f" frame {frame}" if frame >= 0 else "")
+        self._owners.setdefault(digest, {}).setdefault(patient, (sample, where))
+
+    def check(self) -> None:
+        """Refuse pixel content seen under two or more patients.
+
+        Raises:
+            DataError: an image content appears under two or more patients; the message names
+                the rows (patient, sample, file) of up to five such images.
+        """
+        clashes = [owners for owners in self._owners.values() if len(owners) > 1]
+        if not clashes:
+            return
+        lines = []
+        for owners in clashes[:5]:
+            rows = list(owners.items())[:3]
+            lines.append(" and ".join(f"patient {p!r} (sample {s!r}, {f})" for p, (s, f) in rows))
+        raise DataError(
+            f"{len(clashes)} image(s) with identical pixel content appear under two or more patients:"
+            f" {'; '.join(lines)}{' ...' if len(clashes) > 5 else ''}. The split by patient would put"
+            " the same image in two splits (leakage): remove the duplicate file or row, or give both"
+            " rows the same patient_id (folder format: a source.patient_pattern that groups them)")
+
+
+def balance(idx: np.ndarray, y: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """Indices of a class-balanced subset: seeded undersampling of the larger classes."""
+    if method == "none":
+        return idx
+    rng = np.random.default_rng(seed)
+    n = min(np.bincount(y[idx])[np.unique(y[idx])])
+    keep = [rng.choice(idx[y[idx] == c], n, replace=False) for c in np.unique(y[idx])]
+    return np.sort(np.concatenate(keep))
+
+
+def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
+                   on_bad_file: str = "skip") -> tuple[dict[str, dict], dict, pd.DataFrame]:
+    """Return ({split: tensors}, stats, skipped) for one dataset's manifest.
+
+    Args:
+        manifest: ``results/{ds}/manifest.csv`` (ingest's output).
+        source: the dataset's source config.
+        prep: the dataset's ``preprocess`` config.
+        seed: seed of the training-set balancing.
+        on_bad_file: ``skip`` (list undecodable files in the skipped frame) or ``error``.
+
+    Returns:
+        ({split: {"x": float32 N×C×size×size in [0,1], "y", "ids"}}, stats, skipped). C is 1, or
+        3 with ``preprocess.color: rgb`` (file sources; array sources keep their channels).
+        ``skipped`` (columns stage, file, sample_id, reason) lists the files skipped (stage
+        ``preprocess``: undecodable, or smaller than 8 pixels on a side) and, with stage
+        ``clipped``, the images kept although the intensity window clipped more than 1% of
+        their pixels; ``stats["n_skipped"]`` counts only the former.
+
+    Raises:
+        ConfigError: an unknown ``on_bad_file``, ``preprocess.balance``,
+            ``preprocess.intensity.mode`` or ``preprocess.color``.
+        DataError: a ROI outside its image, a frame index that does not fit its file, a split
+            that misses a class after skipping, or one pixel content under two patients.
+        IntensityError: (a DataError) the window clips more than ``intensity.max_clipped`` of an
+            image, ``mode: none`` on integer images, ``mode: bitdepth`` on float/DICOM data.
+        DicomError: an undecodable or too small file with ``on_bad_file: error``.
+    """
+    check_choice(on_bad_file, ON_BAD_FILE, "on_bad_file")
+    check_choice(prep.get("balance", "undersample"), ("undersample", "none"), "preprocess.balance")
+    intensity = prep.get("intensity", {})
+    mode = intensity.get("mode", "percentile")
+    check_choice(mode, INTENSITY_MODES, "preprocess.intensity.mode")
+    color = prep.get("color", "luminance")
+    check_choice(color, COLORS, "preprocess.color")
+    max_clipped = float(intensity.get("max_clipped", CLIP_ERROR))
+    size = int(prep["size"])
+    skipped: list[dict] = []
+    notes: list[dict] = []
+    images: list[torch.Tensor | None] = []
+    spans: list[float] = []
+    levels: set[float] = set()
+    if source["format"] in ARRAY_FORMATS:
+        arrays = load_arrays(source)
+        for src in manifest.source:
+            _, part, i = src.split(":")
+            images.append(resize(arrays[part][0][int(i)], size))
+    else:
+        root = source_root(source)
+        read = functools.lru_cache(maxsize=4)(functools.partial(decode_image, color=color))
+        crop_cfg = prep.get("crop", {})
+        rgb = color == "rgb"
+        content = ContentIndex()
+        deep: list[tuple[int, float]] = []  # (index, largest value) of >8-bit images under bitdepth
+        n_grey_repeated = 0
+        for row in tqdm(manifest.itertuples(index=False), total=len(manifest), desc="crop",
+                        mininterval=5, disable=None):
+            path = root / row.source
+            sample = f"{row.sample_id} ({path})"
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", DicomPlausibilityWarning)
+                    decoded = read(path)
+                notes += [{"stage": "plausibility", "file": str(path), "sample_id": row.sample_id,
+                           "reason": str(w.message).split(": ", 1)[-1]}
+                          for w in caught if issubclass(w.category, DicomPlausibilityWarning)]
+                pixels = select_frame(decoded.pixels, int(row.frame), sample, rgb=rgb)
+                require_min_side(pixels, path, rgb=rgb)
+            except DicomError as exc:
+                if on_bad_file == "error":
+                    raise
+                skipped.append({"stage": "preprocess", "file": str(path), "sample_id": row.sample_id,
+                                "reason": str(exc).split(": ", 1)[-1]})
+                images.append(None)
+                continue
+            content.add(pixels, str(row.patient_id), str(row.sample_id), path, int(row.frame))
+            n_grey_repeated += rgb and not decoded.colour
+            whole = math.isnan(row.roi_row) and math.isnan(row.roi_col)
+            if whole:  # already a lesion crop: used whole
+                crop = whole_image(pixels)
+            else:
+                side = crop_side(row.roi_size_px, crop_cfg)
+                crop = crop_square(pixels, (row.roi_row, row.roi_col), side, sample)
+            scaling = image_intensity(intensity, decoded, path)
+            if scaling.get("mode") == "defer":
+                deep.append((len(images), float(decoded.pixels.max())))
+                levels.add(-1.0)
+                images.append(resize(crop, size, clamp=False))
+                continue
+            if mode == "bitdepth":
+                levels.add(float(scaling["window"][1]))
+            if scaling.get("mode", "percentile") in ("window", "none"):
+                note = clipped_note(pixels if whole else crop, scaling, path, max_clipped)
+                if note:
+                    notes.append({"stage": "clipped", "file": str(path), "sample_id": row.sample_id,
+                                  "reason": note})
+            rng = intensity_range(crop, scaling)
+            if rng is not None:
+                spans.append(rng[1] - rng[0])
+            images.append(resize(scale_intensity(crop, scaling), size))
+        content.check()
+        if deep:
+            hi = bitdepth_window(max(m for _, m in deep))
+            for i, _ in deep:
+                images[i] = (images[i] / hi).clamp_(0, 1)
+            levels.discard(-1.0)
+            levels.add(hi)
+            log.info("intensity bitdepth: %d image(s) of more than 8 bits, largest value %g: scaled by"
+                     " [0, %g] (%d bits)", len(deep), max(m for _, m in deep), hi, round(math.log2(hi + 1)))
+        if n_grey_repeated:
+            log.info("preprocess.color rgb: %d grey image(s) repeated to three equal channels", n_grey_repeated)
+    if skipped:
+        log.warning("preprocess: %d image(s) could not be decoded and were skipped", len(skipped))
+    clipped = sum(n["stage"] == "clipped" for n in notes)
+    if clipped:
+        log.warning("preprocess: %d image(s) had more than %g%% of their pixels clipped by the intensity"
+                    " window (kept; listed in tensors/skipped.csv with stage 'clipped')", clipped,
+                    100 * CLIP_NOTE)
+    if len(notes) > clipped:
+        log.warning("preprocess: %d DICOM file(s) hold implausible stored values (kept as stored; listed in"
+                    " tensors/skipped.csv with stage 'plausibility')", len(notes) - clipped)
+    ok = np.array([im is not None for im in images])
+    y = manifest.label.to_numpy(dtype=np.int64)
+    splits = manifest.split.to_numpy()
+    tensors, counts = {}, {}
+    for split in ("train", "val", "test"):
+        idx = np.flatnonzero((splits == split) & ok)
+        counts[split] = {"before_balancing": _counts(manifest, idx)}
+        if split == "train":
+            idx = balance(idx, y, prep.get("balance", "undersample"), seed)
+        if len(np.unique(y[idx])) < manifest.label.nunique():
+            raise DataError(f"after skipping unreadable files the {split} split misses a class;"
+                            " fix the files listed in tensors/skipped.csv")
+        counts[split]["used"] = _counts(manifest, idx)
+        tensors[split] = {"x": torch.stack([images[i] for i in idx]).contiguous(),
+                          "y": torch.from_numpy(y[idx]),
+                          "ids": [str(s) for s in manifest.sample_id.to_numpy()[idx]]}
+    x = tensors["train"]["x"]
+    names = manifest.drop_duplicates("label").set_index("label").label_name.sort_index()
+    stats = {
+        "mean": x.mean(dim=(0, 2, 3)).tolist(),
+        "std": x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(),
+        "size": size, "channels": int(x.shape[1]),
+        "classes": [str(names.get(k, k)) for k in range(int(names.index.max()) + 1)],
+        "counts": counts, "n_skipped": len(skipped),
+        "eps_units": eps_units(source["format"], intensity, spans,
+                               next(iter(levels)) if len(levels) == 1 else None),
+    }
+    return tensors, stats, pd.DataFrame(skipped + notes, columns=["stage", "file", "sample_id", "reason"])
+
+
+def select_frame(pixels: np.ndarray, frame: int, sample: str = "", rgb: bool = False) -> np.ndarray:
+    """The (H, W) image of a decoded file: ``frame`` of a multi-frame (F, H, W) array.
+
+    Args:
+        pixels: (H, W) or (F, H, W) from :func:`~oncorobust.data.dicom.read_dicom`; with ``rgb``
+            (H, W, 3) or (F, H, W, 3).
+        frame: the manifest's ``frame`` (-1: the file is a single image).
+        sample: named in the message.
+        rgb: the arrays carry a trailing channel axis.
+
+    Returns:
+        The (H, W) image ((H, W, 3) with ``rgb``).
+
+    Raises:
+        DataError: a multi-frame file without a frame index, or an index outside its frames
+            (never silently frame 0).
+    """
+    if pixels.ndim == 2 + rgb:
+        if frame > 0:
+            raise DataError(f"{sample}: frame {frame} asked of a single-frame image; rerun ingest")
+        return pixels
+    if frame < 0:
+        if pixels.shape[0] == 1:
+            return pixels[0]
+        raise DataError(f"{sample}: the file holds {pixels.shape[0]} frames and the manifest gives no"
+                        " frame index; give roi_slice (the frame) in the manifest and rerun ingest")
+    if frame >= pixels.shape[0]:
+        raise DataError(f"{sample}: frame {frame} outside the file's {pixels.shape[0]} frames; rerun ingest")
+    return pixels[frame]
+
+
+def crop_side(roi_size_px: float, cfg: dict) -> int:
+    """Crop side in pixels: ``fixed_px``, else ``margin`` × lesion extent, at least ``min_px``."""
+    if cfg.get("fixed_px"):
+        return int(cfg["fixed_px"])
+    side = int(cfg.get("min_px", 32))
+    if roi_size_px is not None and not math.isnan(roi_size_px):
+        side = max(side, int(math.ceil(roi_size_px * float(cfg.get("margin", 2.0)))))
+    return side
+
+
+def _counts(manifest: pd.DataFrame, idx: np.ndarray) -> dict[str, int]:
+    return {str(k): int(v) for k, v in manifest.label_name.iloc[idx].value_counts().sort_index().items()}
+
+
+def save_tensors(tensors: dict[str, dict], out_dir: str | Path) -> None:
+    from oncorobust.io import save_torch
+
+    for split, payload in tensors.items():
+        save_torch(payload, Path(out_dir) / f"{split}.pt")

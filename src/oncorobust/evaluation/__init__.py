@@ -1,0 +1,1 @@
+"""Evaluation stage: attack evaluation, health checks, sensitivity, robustness, deferral, statistics."""

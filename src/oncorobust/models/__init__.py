@@ -1,0 +1,1 @@
+"""Models stage: network definitions, architecture adapters, checkpoint reading and output heads."""

@@ -1,0 +1,111 @@
+"""A short hash of the package code a workflow script runs (no Snakemake import).
+
+Snakemake's code rerun trigger sees only the file named by a rule's ``script:`` directive, so an
+edit of ``src/oncorobust/attacks/methods.py`` would rerun nothing. :func:`code_version` follows the
+script's imports of ``oncorobust`` modules transitively (``import oncorobust.x``,
+``from oncorobust.x import …``, ``from oncorobust import x`` and, inside the package, relative
+imports such as ``from .x import …`` or ``from ..errors import …``; imports inside functions
+count too), hashes the source of every module reached (and of the package ``__init__`` files
+that importing it runs), and the workflow passes the result as the rule parameter ``code``: an
+edit of any of those files changes the parameter, and Snakemake's params trigger reruns the
+rule's jobs. Modules outside the package (torch, numpy, …) are not followed.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+PACKAGE = "oncorobust"
+
+
+def _module_file(package_dir: Path, parts: list[str]) -> Path | None:
+    """The file of module ``package.<parts>`` (a .py file or a sub-package's __init__.py)."""
+    base = package_dir.joinpath(*parts) if parts else package_dir
+    if parts and base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _with_parents(parts: list[str]) -> list[list[str]]:
+    """``parts`` and every enclosing package (importing a.b.c runs a/__init__ and a/b/__init__)."""
+    return [parts[:i] for i in range(len(parts) + 1)]
+
+
+def _imported(tree: ast.AST, current: list[str] | None, is_package: bool) -> list[list[str]]:
+    """Module paths (relative to the package, as lists of parts) that ``tree`` imports.
+
+    ``current``: the module's own parts inside the package (None for a script outside it), used
+    to resolve relative imports; ``is_package``: the module is an ``__init__.py``.
+    """
+    found: list[list[str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                names = alias.name.split(".")
+                if names[0] == PACKAGE:
+                    found.append(names[1:])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                names = (node.module or "").split(".")
+                if names[0] != PACKAGE:
+                    continue
+                base = names[1:]
+            else:
+                if current is None:
+                    continue  # a relative import in a script: not ours
+                here = current if is_package else current[:-1]
+                up = node.level - 1
+                if up > len(here):
+                    continue
+                base = here[: len(here) - up] + ((node.module or "").split(".") if node.module else [])
+            found.append(base)
+            # `from pkg import name`: name may be a submodule
+            found += [base + [alias.name] for alias in node.names if alias.name != "*"]
+    return found
+
+
+def module_files(script: str | os.PathLike, package_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Every file of the package that ``script`` imports, directly or through other modules,
+    sorted; the package ``__init__`` files on the way are included."""
+    package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parent
+    todo: list[tuple[Path, list[str] | None, bool]] = [(Path(script), None, False)]
+    seen: set[Path] = set()
+    files: set[Path] = set()
+    while todo:
+        path, parts, is_pkg = todo.pop()
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        for mod in _imported(tree, parts, is_pkg):
+            for sub in _with_parents(mod):
+                f = _module_file(package_dir, sub)
+                if f is None or f in seen:
+                    continue
+                seen.add(f)
+                files.add(f)
+                todo.append((f, sub, f.name == "__init__.py"))
+    return sorted(files)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached(script: str, package_dir: str, length: int) -> str:
+    pkg = Path(package_dir)
+    h = hashlib.sha256()
+    for f in module_files(script, pkg):
+        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:length]
+
+
+def code_version(script: str | os.PathLike, package_dir: str | os.PathLike | None = None,
+                 length: int = 12) -> str:
+    """A short hash of the source of every ``oncorobust`` module ``script`` imports, transitively.
+
+    Computed once per (script, package) in a process (the workflow calls it at load time). File
+    paths enter the hash relative to the package, so two checkouts of the same code agree.
+    """
+    package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parent
+    return _cached(str(Path(script).resolve()), str(package_dir.resolve()), length)

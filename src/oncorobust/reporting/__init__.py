@@ -1,0 +1,1 @@
+"""Reporting stage: tables, figures and the one-page model cards."""

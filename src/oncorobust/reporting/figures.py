@@ -1,0 +1,390 @@
+"""Publication figures (seaborn, colour-blind palette, readable at single-column width).
+
+- ``fig1_examples``: per dataset a test image, its PGD adversarial version and the perturbation
+  amplified for visibility, each titled with the model's class probabilities (the paper's Fig. 1).
+- ``fig2_accuracy_vs_eps``: accuracy vs ε for every white-box method (FGSM, BIM, PGD, the
+  stronger attacks and the per-image worst case), one panel per dataset, Wilson 95% CI bands;
+  one shared log-ε axis when the grids span more than a factor 10, else medical sets on a
+  ×10⁻³ axis with a second axis in the stored data's units (HU, grey levels); the paper's Table 1
+  values as markers where they exist (the paper's Fig. 2).
+- ``fig5_robustness_curves``: the share of images whose prediction survives every perturbation of
+  size ε, and accuracy, from the per-image flipping ε, every dataset on one log-ε axis.
+- ``fig3_adv_training``: accuracy vs ε of the clean and each adversarially trained model (the
+  paper's Fig. 3), white-box, CI bands.
+- ``fig4_deferral``: accuracy on the retained test images as the deferred fraction grows, per
+  deferral policy (adversarial sensitivity, confidence, random).
+
+Every function returns the matplotlib Figure and writes PNG + PDF when given a path stem.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from oncorobust.io import atomic_path  # noqa: E402
+
+PALETTE = sns.color_palette("colorblind")
+METHOD_COLORS = {"fgsm": PALETTE[0], "bim": PALETTE[2], "pgd": PALETTE[3], "apgd_ce": PALETTE[4],
+                 "apgd_margin": PALETTE[5], "fab": PALETTE[8], "square": PALETTE[9], "worst": "black"}
+POLICY_COLORS = {"sensitivity": PALETTE[3], "first_order": PALETTE[2], "confidence": PALETTE[0],
+                 "random": PALETTE[7]}
+METHOD_LABELS = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_margin": "APGD-margin",
+                 "fab": "FAB", "square": "Square", "worst": "worst case"}
+
+
+def _style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.0,
+                  rc={"axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
+                      "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.dpi": 150})
+
+
+def save(fig: plt.Figure, stem: str | Path) -> None:
+    """Write ``stem``.png (200 dpi) and ``stem``.pdf atomically."""
+    stem = Path(stem)
+    for ext in ("png", "pdf"):
+        with atomic_path(stem.with_suffix(f".{ext}")) as tmp:
+            fig.savefig(tmp, format=ext, dpi=200, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _grid(n: int, ncols: int = 3, w: float = 2.3, h: float = 2.0):
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _placeholder(text: str, stem: str | Path | None) -> plt.Figure:
+    """A figure holding only ``text`` (when there is nothing to plot), written like any other."""
+    fig, ax = plt.subplots(figsize=(6.4, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8)
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def _legend_below(fig: plt.Figure, axes, ncol: int = 6, title: str | None = None) -> None:
+    """One legend for all panels, under the figure (never over the data); none without handles."""
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if not handles:
+        fig.tight_layout()
+        return
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(ncol, len(handles)),
+               frameon=False, title=title, title_fontsize=7, bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(handles) - 1) // ncol), 1, 1))
+
+
+def _eps_axis(ax, datasets_medical: bool, eps_max: float) -> float:
+    """Scale the ε axis: ×10⁻³ for the medical sets; returns the scale factor."""
+    if datasets_medical:
+        ax.set_xlabel("ε (×10⁻³, [0,1] pixel units)")
+        ax.set_xlim(0, eps_max * 1e3 * 1.05)
+        return 1e3
+    ax.set_xlabel("ε ([0,1] pixel units)")
+    return 1.0
+
+
+def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.Figure:
+    """``examples``: dicts with dataset, eps, clean (H×W or C×H×W in [0,1]), adv, classes,
+    clean_prob and adv_prob (probability vectors). One row per dataset, three columns."""
+    _style()
+    if not examples:  # e.g. tiny models that no attack at the reference ε can flip
+        return _placeholder("No correctly classified test image is flipped by PGD at the reference ε:\n"
+                            "nothing to show (see the attack tables).", stem)
+    fig, axes = plt.subplots(len(examples), 3, figsize=(6.4, 2.1 * len(examples)), squeeze=False)
+    for row, ex in zip(axes, examples):
+        clean, adv = np.asarray(ex["clean"]), np.asarray(ex["adv"])
+        delta = adv - clean
+        amp = 0.5 + delta / (2 * max(ex["eps"], 1e-12))  # ±ε -> [0, 1], 0 -> mid grey
+        for ax, img, title in (
+            (row[0], clean, _prob_title("clean", ex["classes"], ex["clean_prob"])),
+            (row[1], adv, _prob_title(f"PGD ε={ex['eps']:g}", ex["classes"], ex["adv_prob"])),
+            (row[2], amp, f"perturbation (±ε → black/white)\nmax |δ| = {np.abs(delta).max():.2g}"),
+        ):
+            show = img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 else img.squeeze()
+            ax.imshow(show, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(title, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+        row[0].set_ylabel(ex["dataset"], fontsize=9)
+    fig.tight_layout()
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def _prob_title(prefix: str, classes: list[str], prob) -> str:
+    k = int(np.argmax(prob))
+    return f"{prefix}\n{classes[k]} {100 * float(prob[k]):.1f}%"
+
+
+def _band(ax, d: pd.DataFrame, scale: float, color, label: str, ls: str = "-") -> None:
+    d = d.sort_values("eps")
+    x = d.eps.to_numpy() * scale
+    ax.plot(x, d.accuracy, ls, marker="o", ms=3, color=color, label=label, lw=1.2)
+    ax.fill_between(x, d.ci_low, d.ci_high, color=color, alpha=0.15, lw=0)
+
+
+def _with_baseline(part: pd.DataFrame) -> pd.DataFrame:
+    """Prepend ε = 0 (clean accuracy and its CI from ``summarize``) so every curve starts at the baseline."""
+    first = part.iloc[0]
+    zero = pd.DataFrame([{**first.to_dict(), "eps": 0.0, "accuracy": first.clean_accuracy,
+                          "ci_low": first.clean_ci_low, "ci_high": first.clean_ci_high}])
+    return pd.concat([zero, part], ignore_index=True)
+
+
+def _stored_axis(ax, scale: float, units: dict | None) -> None:
+    """A top ε axis in the stored data's units (HU, grey levels), when known."""
+    if not units or not units.get("per_eps"):
+        return
+    k = float(units["per_eps"]) / scale
+    top = ax.secondary_xaxis("top", functions=(lambda v: v * k, lambda v: v / k))
+    top.set_xlabel(f"ε in {units['unit']}s of the stored data" if units["unit"] != "HU" else "ε in HU",
+                   fontsize=6)
+    top.tick_params(labelsize=6)
+
+
+def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.DataFrame | None = None,
+                         paper_names: dict[str, str | None] | None = None,
+                         stem: str | Path | None = None, units: dict[str, dict] | None = None,
+                         log_eps: bool | None = None) -> plt.Figure:
+    """Accuracy under attack vs ε, one panel per dataset (clean models, white-box methods).
+
+    Args:
+        summary: attack_summary.csv rows.
+        controls: the control datasets (titled as such).
+        paper, paper_names: the paper's Table 1 values and each dataset's name there (× markers).
+        stem: write ``stem``.png/.pdf.
+        units: per dataset ``stats.json``'s ``eps_units``: a second ε axis (top) in the stored
+            data's units.
+        log_eps: one shared log-scaled ε axis for every panel (the clean baseline drawn as a
+            dotted line); ``None`` (default) chooses it when the ε grids span more than a factor 10
+            (typically medical sets and controls), else linear axes (×10⁻³ for medical sets).
+    Returns:
+        The figure.
+    """
+    _style()
+    data = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
+    datasets = list(dict.fromkeys(data.dataset))
+    if not datasets:
+        return _placeholder("No white-box attack result of a clean model: nothing to show.", stem)
+    positive = data.eps[data.eps > 0]
+    if log_eps is None:
+        log_eps = len(positive) > 0 and positive.max() / positive.min() > 10
+    medical = [d for d in datasets if d not in controls]
+    med_max = data[data.dataset.isin(medical)].eps.max() if medical else 0
+    fig, axes = _grid(len(datasets))
+    for ax, ds in zip(axes, datasets):
+        part = data[data.dataset == ds]
+        if log_eps:
+            scale = 1.0
+            first = part.iloc[0]
+            ax.axhline(first.clean_accuracy, color="grey", ls=":", lw=1, label="clean (ε = 0)")
+            ax.axhspan(first.clean_ci_low, first.clean_ci_high, color="grey", alpha=0.1, lw=0)
+        else:
+            scale = _eps_axis(ax, ds not in controls, med_max)
+        _stored_axis(ax, scale, (units or {}).get(ds))
+        for method in METHOD_COLORS:
+            m = part[part.method == method]
+            if len(m):
+                _band(ax, m if log_eps else _with_baseline(m), scale, METHOD_COLORS[method], METHOD_LABELS[method],
+                      ":" if method == "worst" else "-")
+        name = (paper_names or {}).get(ds)
+        if paper is not None and name:
+            pv = paper[(paper.table == "table1") & (paper.dataset == name)]
+            for method in ("fgsm", "bim", "pgd"):
+                p = pv[pv.method.isin([method] if log_eps else [method, "baseline"])]
+                if len(p):
+                    ax.plot(p.eps * scale, p.accuracy, "x", color=METHOD_COLORS[method], ms=4, alpha=0.8,
+                            label=f"paper {METHOD_LABELS[method]}")
+        ax.set_title(ds + (" (control)" if ds in controls else ""))
+        ax.set_ylim(0, 102)
+        ax.set_ylabel("accuracy (%)")
+        if log_eps:
+            ax.set_xscale("log")
+            ax.set_xlabel("ε ([0,1] pixel units, log scale)")
+    if log_eps:
+        xs = [ax.get_xlim() for ax in axes]
+        lim = (min(x[0] for x in xs), max(x[1] for x in xs))
+        for ax in axes:
+            ax.set_xlim(*lim)
+    fig.suptitle("Accuracy under attack (clean models; bands: 95% CI; ×: the paper's values)", fontsize=9)
+    _legend_below(fig, axes)
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm", "pgd"),
+                      stem: str | Path | None = None, units: dict[str, dict] | None = None) -> plt.Figure:
+    """Clean vs adversarially trained models, white-box, per dataset (datasets with adversarial
+    regimes only); colour = regime, line style = method. ``methods`` absent from ``summary`` are
+    left out (all white-box methods present are drawn when none of them is). Without any
+    adversarially trained regime the figure is a placeholder saying so."""
+    _style()
+    wb = summary[~summary.method.str.startswith("transfer_")]
+    datasets = [d for d in dict.fromkeys(wb.dataset) if (wb[wb.dataset == d].regime != "clean").any()]
+    if not datasets:
+        return _placeholder("No adversarially trained regime configured"
+                            " (adversarial_training.regimes is empty): nothing to compare.", stem)
+    methods = [m for m in methods if (wb.method == m).any()] or list(dict.fromkeys(wb.method))
+    regimes = list(dict.fromkeys(r for r in wb.regime if r != "clean"))
+    colors = {"clean": PALETTE[7], **{r: PALETTE[i] for i, r in enumerate(regimes)}}
+    styles = {m: ["--", "-", ":", "-."][i % 4] for i, m in enumerate(methods)}
+    medical = [d for d in datasets if d not in controls]
+    med_max = wb[wb.dataset.isin(medical)].eps.max() if medical else 0
+    fig, axes = _grid(max(1, len(datasets)))
+    for ax, ds in zip(axes, datasets):
+        scale = _eps_axis(ax, ds not in controls, med_max)
+        _stored_axis(ax, scale, (units or {}).get(ds))
+        for regime in ["clean", *regimes]:
+            for method in methods:
+                m = wb[(wb.dataset == ds) & (wb.regime == regime) & (wb.method == method)]
+                if len(m):
+                    _band(ax, _with_baseline(m), scale, colors[regime],
+                          f"{regime} · {METHOD_LABELS.get(method, method)}", styles[method])
+        ax.set_title(ds)
+        ax.set_ylim(0, 102)
+        ax.set_ylabel("accuracy (%)")
+    fig.suptitle("Adversarial training: accuracy under white-box attack (bands: 95% CI)", fontsize=9)
+    _legend_below(fig, axes, ncol=4)
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path | None = None) -> plt.Figure:
+    """``curves``: deferral.csv rows; one panel per dataset for ``regime``."""
+    _style()
+    data = curves[curves.regime == regime]
+    datasets = list(dict.fromkeys(data.dataset))
+    if not datasets:
+        return _placeholder(f"No deferral curve of {regime} models: nothing to show.", stem)
+    fig, axes = _grid(len(datasets))
+    for ax, ds in zip(axes, datasets):
+        part = data[data.dataset == ds]
+        for policy, color in POLICY_COLORS.items():
+            p = part[part.policy == policy].sort_values("deferred_fraction")
+            if len(p):
+                ax.plot(100 * p.deferred_fraction, p.accuracy, color=color, lw=1.4,
+                        ls="--" if policy == "random" else ":" if policy == "first_order" else "-",
+                        label="first-order ε estimate" if policy == "first_order" else policy)
+        ax.set_title(ds)
+        ax.set_xlabel("images deferred to a human (%)")
+        ax.set_ylabel("accuracy on the rest (%)")
+    fig.suptitle(f"Deferring the most sensitive images ({regime} models, test split)", fontsize=9)
+    _legend_below(fig, axes, title="defer first: the images with the smallest flipping ε (sensitivity), the smallest"
+                  " one-gradient estimate of it, the lowest confidence, or random ones")
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def example_for(model, test: dict, classes: list[str], eps: float, *, seed: int = 0,
+                batch_size: int | None = None, **pgd) -> dict | None:
+    """The first test image that the model classifies correctly and PGD at ``eps`` flips (pushed
+    away from its prediction); None when there is none. Returns the dict ``fig1_examples`` takes.
+
+    The split is attacked ``batch_size`` images at a time (None: all at once), stopping at the
+    first batch that yields an example; each image's random start is keyed by ``seed`` and its
+    index in the split, so the example does not depend on ``batch_size``."""
+    import torch
+
+    from oncorobust.attacks.methods import attack, image_seeds
+
+    x, y = test["x"], test["y"]
+    n = len(x)
+    dev = next((p.device for p in model.parameters()), x.device)
+    seeds = image_seeds(None, n, seed)
+    step = max(1, int(batch_size)) if batch_size else max(1, n)
+    for start in range(0, n, step):
+        xb, yb = x[start:start + step].to(dev), y[start:start + step].to(dev)
+        with torch.no_grad():
+            prob = torch.softmax(model(xb), 1)
+        pred = prob.argmax(1)
+        adv = attack(model, xb, pred, "pgd", eps, seeds=seeds[start:start + step], **pgd)
+        with torch.no_grad():
+            aprob = torch.softmax(model(adv), 1)
+        ok = ((pred == yb) & (aprob.argmax(1) != pred)).nonzero().flatten()
+        if len(ok):
+            i = int(ok[0])
+            return {"clean": xb[i].cpu().numpy(), "adv": adv[i].cpu().numpy(), "eps": eps, "classes": classes,
+                    "clean_prob": prob[i].cpu().numpy(), "adv_prob": aprob[i].cpu().numpy(),
+                    "sample_id": test["ids"][start + i]}
+    return None
+
+
+def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd.DataFrame | None = None,
+                           summary: pd.DataFrame | None = None, stem: str | Path | None = None) -> plt.Figure:
+    """Robustness curves: % of test images whose prediction survives every perturbation of size ε
+    (top) and accuracy under attack (bottom), all datasets on one log-scaled ε axis, one column
+    per regime; controls dashed.
+
+    Args:
+        curves: rows of :func:`oncorobust.evaluation.robustness.curve` with ``dataset`` and ``regime``.
+        controls: the control datasets.
+        markers: optional attack-grid points (dataset, regime, eps, unchanged[, accuracy]) from
+            Table 1's attacks, drawn as markers on the same axes to show the two agree.
+        summary: optional :func:`oncorobust.evaluation.robustness.summary` rows: ε₅₀ (and its value in the
+            stored data's units) in the legend.
+    Returns:
+        The figure (PNG + PDF written when ``stem`` is given).
+    """
+    _style()
+    regimes = list(dict.fromkeys(curves.regime)) if len(curves) else []
+    if not regimes:
+        return _placeholder("No per-image flipping ε: nothing to show.", stem)
+    datasets = list(dict.fromkeys(curves.dataset))
+    colors = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(datasets)}
+    fig, axes = plt.subplots(2, len(regimes), figsize=(3.2 * len(regimes) + 0.4, 5.0), squeeze=False, sharex=True)
+    for j, regime in enumerate(regimes):
+        for ds in datasets:
+            c = curves[(curves.dataset == ds) & (curves.regime == regime)].sort_values("eps")
+            if not len(c):
+                continue
+            label = ds + (" (control)" if ds in controls else "")
+            if len(regimes) > 1:  # one legend below all panels: name the panel's models
+                label += f" {regime}"
+            if summary is not None:
+                s = summary[(summary.dataset == ds) & (summary.regime == regime)]
+                if len(s) and np.isfinite(s.eps50.iloc[0]):
+                    label += f", ε₅₀ {s.eps50.iloc[0]:.2g}"
+                    if np.isfinite(s.eps50_stored.iloc[0]):
+                        label += f" ≈ {s.eps50_stored.iloc[0]:.2g} {s.stored_unit.iloc[0]}"
+            ls = "--" if ds in controls else "-"
+            for row, col in ((0, "unchanged"), (1, "accuracy")):
+                axes[row][j].plot(c.eps, c[col], ls, color=colors[ds], lw=1.3, label=label if row == 0 else None)
+            if markers is not None:
+                m = markers[(markers.dataset == ds) & (markers.regime == regime)]
+                for row, col in ((0, "unchanged"), (1, "accuracy")):
+                    if col in m and m[col].notna().any():
+                        axes[row][j].plot(m.eps, m[col], "o", mfc="none", color=colors[ds], ms=4)
+        axes[0][j].set_title(f"{regime} models")
+        axes[0][j].set_ylabel("predictions unchanged (%)")
+        axes[1][j].set_ylabel("accuracy under attack (%)")
+        axes[1][j].set_xlabel("ε (L∞, [0,1] pixel units, log scale)")
+        for row in (0, 1):
+            axes[row][j].set_xscale("log")
+            axes[row][j].set_ylim(0, 102)
+    fig.suptitle("Robustness curves from the per-image flipping ε (○: attack-grid points of Table 1's"
+                 " strongest attack)", fontsize=9)
+    _legend_below(fig, list(axes[0]), ncol=3)
+    if stem:
+        save(fig, stem)
+    return fig

@@ -1,0 +1,1 @@
+"""Training stage: the training loop and the training regimes (clean and adversarial)."""
