@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from oncorobust import __version__
+from oncorobust import spec as registry
 from oncorobust.pipeline.budgets import BUDGETS, apply_budget, deep_merge, estimate_seconds, planned_passes
 from oncorobust.errors import OncorobustError
 from oncorobust.logs import fmt_seconds
@@ -76,18 +77,14 @@ def audit_config(args: argparse.Namespace) -> dict:
                                   " carries its weights")
         model["arch"] = f"{kind}:{path}"
     else:
-        if ":" not in model_arg and model_arg not in ("vgg16", "vgg_small"):
+        if ":" not in model_arg and model_arg not in registry.BUILTIN_ARCHS:
             raise OncorobustError(f"--model {model_arg}: no such file, and not an architecture"
                                   " (vgg_small, torchvision:<builder>, monai:<Network>,"
                                   " python:<module>:<callable>, torchscript:<file>, export:<file.pt2>)")
-        model["arch"] = model_arg
-        if model_arg.startswith("python:"):
-            module = model_arg[len("python:"):].rsplit(":", 1)[0]
-            if module.endswith(".py"):
-                model["arch"] = f"python:{Path(module).expanduser().resolve()}:{model_arg.rsplit(':', 1)[1]}"
+        model["arch"] = registry.with_resolved_factory(model_arg)
         if args.weights:
             model["checkpoint"] = str(Path(args.weights).expanduser().resolve())
-    given = "checkpoint" in model or model["arch"].startswith(("torchscript:", "export:"))
+    given = registry.given_file(model) is not None
     if given:
         spec = {"normalize": args.normalize}
         if args.channels:
@@ -171,11 +168,11 @@ def time_one_pass(config: dict, name: str, batch: int) -> float:
     entry = config["datasets"][name]
     size, model_cfg = int(entry["preprocess"]["size"]), entry["model"]
     channels = int(model_cfg.get("input", {}).get("channels") or (3 if entry["preprocess"].get("color") == "rgb" else 1))
-    kind, target = models.parse_arch(model_cfg["arch"])
+    kind, target = registry.parse_arch(model_cfg["arch"])
     classes = len(entry["source"].get("classes") or ["benign", "malignant"])
-    if kind in models.SERIALIZED:
+    if kind in registry.SERIALIZED_SOURCES:
         net = models.load_serialized(kind, target)
-    elif kind in ("torchvision", "monai", "python"):
+    elif kind in registry.BUILT_SOURCES:
         net = models.build_net(model_cfg["arch"], classes=classes, in_channels=channels, size=size)
     else:
         net = models.build_model(model_cfg["arch"], classes=classes, in_channels=channels, size=size,
@@ -340,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--color", choices=["luminance", "rgb"], default="luminance",
                        help="colour images: rgb keeps three channels (for a 3-channel model), luminance"
                             " reads them as grey (default: %(default)s)")
-    audit.add_argument("--methods", nargs="+", default=["fgsm", "bim", "pgd", "worst"],
+    audit.add_argument("--methods", nargs="+", default=list(registry.CLI_METHODS),
                        help="attack methods (default: %(default)s)")
     audit.add_argument("--test-fraction", type=float, default=0.33,
                        help="patients held out for testing (default: %(default)s)")

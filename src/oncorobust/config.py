@@ -16,11 +16,11 @@ import os
 from pathlib import Path
 
 from oncorobust.errors import ConfigError
+from oncorobust.spec import BUILT_SOURCES, METHOD_NAMES, MODEL_SOURCES, arch_source, given_file
 
 SYNTHETIC_FORMATS = {"lidc", "cbis_ddsm", "manifest"}
 _NEEDS = {"lidc": "root", "cbis_ddsm": "root", "manifest": "manifest", "folder": "root", "mnist": "root",
           "cifar10": "root"}
-_NEW_SOURCES = ("torchvision", "monai", "python", "torchscript", "export")
 ON_BAD_FILE = ("skip", "error")
 
 
@@ -278,9 +278,7 @@ def _check_dataset(ds: str, entry: dict) -> None:
                               f" {adv['regimes']} are listed")
     att = entry.get("attack", {})
     if "methods" in att and not att["methods"]:
-        from oncorobust.attacks.methods import METHODS  # here only: attacks imports torch
-
-        raise ConfigError(f"{key}.attack.methods is empty: list at least one of {', '.join(METHODS)}"
+        raise ConfigError(f"{key}.attack.methods is empty: list at least one of {', '.join(METHOD_NAMES)}"
                           " (the tables and figures need attack results), or remove the key for the"
                           " default methods")
     _check_eps(key, att)
@@ -356,22 +354,13 @@ def _check_eps(key: str, att: dict) -> None:
         _eps_value(att["reference_eps"], f"{key}.attack.reference_eps")
 
 
-def given_model_file(model: dict) -> str | None:
-    """The file of a dataset's given model (``model.checkpoint``, or a ``torchscript:``/``export:``
-    arch's path), None when the workflow trains it."""
-    if model.get("checkpoint"):
-        return str(model["checkpoint"])
-    kind, _, target = str(model.get("arch", "vgg_small")).partition(":")
-    return target if kind in ("torchscript", "export") and target else None
-
-
 def _check_model_source(key: str, entry: dict) -> None:
     """Given models (model.checkpoint / torchscript:) vs trained ones: train, adversarial
     regimes, model.input, model.pretrained."""
     model = entry.get("model", {})
     arch = str(model.get("arch", "vgg_small"))
-    kind = arch.partition(":")[0] if ":" in arch else arch
-    given = given_model_file(model)
+    kind = arch_source(arch)
+    given = given_file(model)
     spec = model.get("input") or {}
     mode = spec.get("normalize", "dataset")
     if mode == "custom" and not (spec.get("mean") and spec.get("std")):
@@ -381,12 +370,12 @@ def _check_model_source(key: str, entry: dict) -> None:
                           " set normalize: custom to use them")
     if spec.get("mean") and spec.get("std") and len(spec["mean"]) != len(spec["std"]):
         raise ConfigError(f"{key}.model.input: {len(spec['mean'])} mean values but {len(spec['std'])} std values")
-    if kind in _NEW_SOURCES and model.get("pretrained", "none") != "none":
+    if kind in MODEL_SOURCES and model.get("pretrained", "none") != "none":
         raise ConfigError(f"{key}.model.pretrained = {model['pretrained']!r}: {arch} is built with random"
                           " weights (nothing is downloaded); give a state dict as model.weights (initial"
                           " weights) or model.checkpoint (a trained model) and set pretrained: none")
     if model.get("checkpoint"):
-        if kind not in ("torchvision", "monai", "python"):
+        if kind not in BUILT_SOURCES:
             raise ConfigError(f"{key}.model.checkpoint is a state dict of the network model.arch names;"
                               f" model.arch = {arch!r} cannot take one: use torchvision:<builder>,"
                               " monai:<Network> or python:<module>:<callable>, or torchscript:<file>"

@@ -17,6 +17,10 @@ class DataError(OncorobustError):
     """The data set as a whole is unusable: no labels, one class in a split, leakage, bad ROI..."""
 
 
+class ModelError(OncorobustError):
+    """A model cannot be built: missing weights, unsupported input size or architecture."""
+
+
 class AttackError(OncorobustError, ValueError):
     """An attack was called with unusable arguments, or the model misbehaved during it (the
     message names the argument or what the model returned)."""

@@ -5,7 +5,8 @@ import re as _re
 from snakemake.utils import validate
 
 from oncorobust.pipeline.codehash import code_version as _code_version
-from oncorobust.config import check_config, check_yaml_files, given_model_file, resolve_source, validate_config
+from oncorobust.config import check_config, check_yaml_files, resolve_source, validate_config
+from oncorobust import spec as _spec
 from oncorobust.pipeline import resources as _res
 from oncorobust.data.privacy import check_privacy
 
@@ -42,8 +43,8 @@ SYNTHETIC = [ds for ds in DATASETS if "synthetic" in config["datasets"][ds]["sou
 wildcard_constraints:
     ds="|".join(DATASETS),
     split="train|val|test",
-    regime="clean|adv_pgd|adv_fast|adv_free",
-    method="transfer_(fgsm|bim|pgd)|fgsm|bim|pgd|apgd_ce|apgd_margin|fab|square|worst",
+    regime="|".join(_spec.REGIME_NAMES),
+    method=_spec.method_wildcard(),
     eps="[0-9.e-]+",
 
 
@@ -92,8 +93,8 @@ def get_tensor_inputs(wildcards):
     arch = str(model.get("arch", "vgg_small"))
     if ":" in arch and model.get("weights"):
         inputs["weights"] = model["weights"]
-    if arch.startswith("python:") and arch[len("python:"):].rsplit(":", 1)[0].endswith(".py"):
-        inputs["factory"] = arch[len("python:"):].rsplit(":", 1)[0]
+    if _spec.factory_file(arch):
+        inputs["factory"] = _spec.factory_file(arch)
     return inputs
 
 
@@ -207,7 +208,7 @@ def get_train_runtime(wildcards, input, threads):
 def get_attack_mem_mb(wildcards, input):
     """An attack job: the model (and the source model of a transfer attack), one attack batch."""
     s = _shape(wildcards.ds)
-    kind = "transfer" if wildcards.method.startswith("transfer_") else "attack"
+    kind = "transfer" if wildcards.method.startswith(_spec.TRANSFER_PREFIX) else "attack"
     return _res.mem_mb(kind, s["arch"], s["size"], int(config["attacks"]["batch_size"]),
                        channels=s["channels"], width=s["width"], data_mb=_mb(input.test),
                        restarts=int(config["attacks"]["pgd"].get("restarts", 1)))
@@ -215,7 +216,7 @@ def get_attack_mem_mb(wildcards, input):
 
 def get_attack_runtime(wildcards, input):
     s = _shape(wildcards.ds)
-    base = wildcards.method.removeprefix("transfer_")
+    base = _spec.base_method(wildcards.method)
     att = config["attacks"]
     passes = _res.attack_passes(wildcards.method, att.get(base, {}),
                                 {m: att.get(m, {}) for m in att["worst"]["members"]})
@@ -285,9 +286,6 @@ def eps_str(eps):
     return f"{float(eps):g}"
 
 
-PAPER_METHODS = ("fgsm", "bim", "pgd")
-
-
 def attack_jobs(ds, regime=None):
     """(regime, method, eps) of every attack result of a dataset (or of one regime): white-box
     for every regime, and for every adversarially trained one transfer from the clean model
@@ -298,8 +296,8 @@ def attack_jobs(ds, regime=None):
         for method in att["methods"]:
             for eps in att["eps"]:
                 jobs.append((r, method, eps_str(eps)))
-                if r != "clean" and method in PAPER_METHODS:
-                    jobs.append((r, f"transfer_{method}", eps_str(eps)))
+                if r != "clean" and method in _spec.PAPER_METHODS:
+                    jobs.append((r, f"{_spec.TRANSFER_PREFIX}{method}", eps_str(eps)))
     return jobs
 
 
@@ -311,7 +309,7 @@ def get_attack_inputs(wildcards):
     """The attacked model and the test tensors; the clean model too for transfer attacks."""
     inputs = {"model": f"{R}/{wildcards.ds}/models/{wildcards.regime}.pt",
               "test": f"{R}/{wildcards.ds}/tensors/test.pt"}
-    if wildcards.method.startswith("transfer_"):
+    if wildcards.method.startswith(_spec.TRANSFER_PREFIX):
         inputs["source"] = f"{R}/{wildcards.ds}/models/clean.pt"
     return inputs
 
@@ -320,9 +318,9 @@ def get_attack_params(wildcards):
     """Only the parameters this method uses (so changing PGD's reruns only PGD jobs): its own
     block, worst's members' blocks, and early_exit for bim/pgd."""
     att = config["attacks"]
-    base = wildcards.method.removeprefix("transfer_")
+    base = _spec.base_method(wildcards.method)
     out = {"params": dict(att.get(base, {}))}
-    if base in ("bim", "pgd"):
+    if base in _spec.EARLY_EXIT_OPTION:
         out["early_exit"] = att["early_exit"]
     if base == "worst":
         out["member_params"] = {m: dict(att.get(m, {})) for m in att["worst"]["members"]}
@@ -421,8 +419,8 @@ def get_final_output():
 
 
 # Given models (rules/audit.smk): datasets whose model file is given are not trained.
-GIVEN = {ds: given_model_file(config["datasets"][ds]["model"]) for ds in DATASETS
-         if given_model_file(config["datasets"][ds]["model"])}
+GIVEN = {ds: _spec.given_file(config["datasets"][ds]["model"]) for ds in DATASETS
+         if _spec.given_file(config["datasets"][ds]["model"])}
 
 
 def get_import_inputs(wildcards):
@@ -433,10 +431,8 @@ def get_import_inputs(wildcards):
     inputs = {"checkpoint": GIVEN[wildcards.ds], "stats": f"{t}/stats.json", "val": f"{t}/val.pt",
               "test": f"{t}/test.pt"}
     arch = str(config["datasets"][wildcards.ds]["model"].get("arch", ""))
-    if arch.startswith("python:"):
-        factory = arch[len("python:"):].rsplit(":", 1)[0]
-        if factory.endswith(".py"):
-            inputs["factory"] = factory
+    if _spec.factory_file(arch):
+        inputs["factory"] = _spec.factory_file(arch)
     return inputs
 
 

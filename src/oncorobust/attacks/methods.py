@@ -63,8 +63,7 @@ from torch import nn
 from oncorobust.errors import AttackError, OncorobustError
 from oncorobust.progress import monitored
 
-PAPER_METHODS = ("fgsm", "bim", "pgd")
-METHODS = (*PAPER_METHODS, "apgd_ce", "apgd_margin", "fab", "square", "worst")
+from oncorobust.spec import METHOD_NAMES as METHODS, PAPER_METHODS  # noqa: E402  (the registry)
 #: Default parameters per method (Table S1 for the paper's; AutoAttack's standard otherwise).
 DEFAULTS: dict[str, dict] = {
     "fgsm": {},

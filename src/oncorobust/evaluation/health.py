@@ -38,11 +38,12 @@ from torch import nn
 from oncorobust.attacks.methods import attack, image_seeds, strict_fp32
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.resources import health_passes
+from oncorobust.spec import ITERATIVE_METHODS
 from oncorobust.reporting.tables import merge_bracket
 from oncorobust.evaluation.stats import paired_difference, wilson
 
 COLUMNS = ["dataset", "regime", "check", "passed", "value", "threshold", "detail"]
-ITERATIVE = ("bim", "pgd", "apgd_ce", "apgd_margin", "fab", "square", "worst")
+ITERATIVE = ITERATIVE_METHODS
 
 
 def _row(check: str, passed, value: float, threshold: str, detail: str) -> dict:

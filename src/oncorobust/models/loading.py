@@ -53,16 +53,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from oncorobust.errors import OncorobustError
+from oncorobust.errors import ModelError, OncorobustError
+from oncorobust.spec import OUTPUT_CHOICES, OUTPUT_HEADS, SERIALIZED_SOURCES, given_file, parse_arch
 from oncorobust.models.zipformat import is_exported_program, is_torchscript
 
 log = logging.getLogger("oncorobust.models.loading")
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 weights file name
-
-
-class ModelError(OncorobustError):
-    """A model cannot be built: missing weights, unsupported input size or architecture."""
 
 
 class CheckpointError(ModelError):
@@ -161,7 +158,7 @@ def build_model(arch: str, *, classes: int, in_channels: int, size: int, mean: l
             raise ModelError(f"model.arch {arch} does not fit {in_channels}x{size}x{size} inputs and"
                              f" {classes} classes: {'; '.join(problems)}")
         return model
-    if kind in SERIALIZED:
+    if kind in SERIALIZED_SOURCES:
         raise ModelError(f"{arch}: a serialized model ({kind}) is used as-is, never built or trained"
                          " here; give it as the dataset's model (no train block)")
     if arch == "vgg16":
@@ -193,39 +190,8 @@ def build_model(arch: str, *, classes: int, in_channels: int, size: int, mean: l
 # Model sources beyond the paper's networks
 # --------------------------------------------------------------------------------------------
 
-SOURCES = ("torchvision", "monai", "python", "torchscript", "export")
-#: sources of serialized models, used as-is (never built or trained here)
-SERIALIZED = ("torchscript", "export")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-def parse_arch(arch: str) -> tuple[str, str]:
-    """``model.arch`` as (source, target): ``("vgg16", "")``, ``("torchvision", "resnet18")``,
-    ``("python", "pkg.mod:factory")``, ``("torchscript", "model.ts")``, ``("export", "model.pt2")``.
-
-    Raises:
-        ModelError: an unknown source prefix or an empty target.
-    """
-    if arch in ("vgg16", "vgg_small"):
-        return arch, ""
-    kind, sep, target = str(arch).partition(":")
-    if not sep or kind not in SOURCES or not target.strip():
-        raise ModelError(f"unknown model.arch {arch!r}; choose vgg16, vgg_small, torchvision:<builder>"
-                         " (e.g. torchvision:resnet18), monai:<Network> (e.g. monai:DenseNet121),"
-                         " torchscript:<file>, export:<file.pt2> or python:<module>:<callable>")
-    if kind == "python" and ":" not in target.rstrip(":"):
-        raise ModelError(f"model.arch {arch!r}: write python:<module or file.py>:<callable>,"
-                         " e.g. python:my_models:build")
-    return kind, target
-
-
-def given_file(model_cfg: dict) -> str | None:
-    """The file of a given model: ``model.checkpoint``, else a ``torchscript:``/``export:`` arch's path."""
-    if model_cfg.get("checkpoint"):
-        return str(model_cfg["checkpoint"])
-    kind, target = parse_arch(model_cfg.get("arch", "vgg_small"))
-    return target if kind in SERIALIZED else None
 
 
 def input_normalization(model_cfg: dict, stats: dict) -> tuple[list[float], list[float], int]:
@@ -259,7 +225,6 @@ def input_normalization(model_cfg: dict, stats: dict) -> tuple[list[float], list
 
 
 #: What a given model's output means (``model.output``); ``auto`` detects it at import.
-OUTPUTS = ("auto", "logits", "logit", "probabilities")
 #: Floor of a probability before its log (float32: log(1e-12) = -27.6, far below any real logit gap).
 PROB_FLOOR = 1e-12
 
@@ -282,8 +247,8 @@ class OutputHead(nn.Module):
 
     def __init__(self, kind: str = "logits", positive: int = 1):
         super().__init__()
-        if kind not in OUTPUTS[1:]:
-            raise ModelError(f"model.output = {kind!r}: choose one of {list(OUTPUTS[1:])}")
+        if kind not in OUTPUT_HEADS:
+            raise ModelError(f"model.output = {kind!r}: choose one of {list(OUTPUT_HEADS)}")
         if positive not in (0, 1):
             raise ModelError(f"model.positive_class = {positive!r}: give 0 or 1 (the class a high output means)")
         self.kind, self.positive = kind, int(positive)
@@ -426,7 +391,7 @@ def resolve_output(declared: str, out: torch.Tensor, classes: int, where: str) -
             raise ModelError(f"{where}: model.output = probabilities, but the output rows do not sum to 1;"
                              " set model.output: logits (or add the softmax)")
         return "probabilities"
-    raise ModelError(f"model.output = {declared!r}: choose one of {list(OUTPUTS)}")
+    raise ModelError(f"model.output = {declared!r}: choose one of {list(OUTPUT_CHOICES)}")
 
 
 def _first_conv(net: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
@@ -964,7 +929,7 @@ def import_checkpoint(model_cfg: dict, stats: dict, images: torch.Tensor | None 
     extra = {"source": kind, "checkpoint": str(path), "checkpoint_sha256": file_sha,
              "input_channels": channels, "input": dict(model_cfg.get("input") or {})}
     normalize = Normalize(mean, std, out_channels=channels)
-    if kind in SERIALIZED:
+    if kind in SERIALIZED_SOURCES:
         if not path.is_file():
             raise CheckpointError(f"{path}: no such {'TorchScript' if kind == 'torchscript' else 'torch.export'}"
                                   f" file (model.arch {arch})")
@@ -1164,7 +1129,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     except ModelError as exc:
         raise _not_ours(path, str(exc)) from None
     head = OutputHead(meta.get("output", "logits"), int(meta.get("positive_class", 1)))
-    if kind in SERIALIZED:
+    if kind in SERIALIZED_SOURCES:
         state = ck["state_dict"]
         if kind not in state:
             raise _not_ours(path, f"a {kind} model without its embedded bytes")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 
+from oncorobust.spec import CLI_METHODS, METHODS
 from oncorobust.pipeline.resources import attack_passes, health_passes, sensitivity_passes
 
 BUDGETS = ("quick", "standard", "thorough")
@@ -46,10 +47,7 @@ PRESETS: dict[str, dict] = {
 
 #: Schema defaults the estimate needs when a block is not in the config.
 DEFAULT_ATTACKS = {
-    "fgsm": {}, "bim": {"steps": 10}, "pgd": {"steps": 10, "restarts": 1},
-    "apgd_ce": {"steps": 100, "restarts": 1}, "apgd_margin": {"steps": 100, "restarts": 1},
-    "fab": {"steps": 100, "restarts": 1}, "square": {"queries": 5000, "restarts": 1},
-    "worst": {"members": ["apgd_ce", "apgd_margin", "fab", "square"]},
+    **{name: dict(m.defaults) for name, m in METHODS.items()},
     "health": {"max_images": 256, "square_queries": 1000},
 }
 DEFAULT_SENSITIVITY = {"eps_max": 0.02, "tol": 1e-5, "rel_tol": 0.005, "method": "apgd_t+apgd_margin+pgd",
@@ -111,7 +109,7 @@ def planned_passes(config: dict, dataset: str, n_test: int, n_val: int, n_train:
     """
     att = deep_merge(DEFAULT_ATTACKS, {k: v for k, v in config.get("attacks", {}).items() if isinstance(v, dict)})
     entry = config["datasets"][dataset]
-    methods = entry.get("attack", {}).get("methods", ["fgsm", "bim", "pgd", "worst"])
+    methods = entry.get("attack", {}).get("methods", list(CLI_METHODS))
     eps = entry.get("attack", {}).get("eps", [])
     members = {m: att.get(m, {}) for m in att["worst"]["members"]}
     per_eps = sum(attack_passes(m, att.get(m, {}), members) + 3 for m in methods)

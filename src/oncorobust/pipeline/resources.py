@@ -64,6 +64,8 @@ from __future__ import annotations
 
 import math
 
+from oncorobust.spec import METHODS, base_method
+
 BASE_MB = 1000.0
 ACT_FACTOR = 1.25
 DATA_FACTOR = 2.0
@@ -227,16 +229,7 @@ def attack_passes(method: str, params: dict, member_params: dict | None = None) 
     """Forward-pass equivalents per image of one attack (all restarts counted; an upper bound:
     early exit stops on flipped images). ``worst``: the sum of its members' (``params["members"]``,
     each with its ``member_params`` entry; without them the defaults' Square-dominated figure)."""
-    base = method.removeprefix("transfer_")
-    if base == "worst" and member_params is not None and params.get("members"):
+    base = base_method(method)
+    if METHODS[base].family == "ensemble" and member_params is not None and params.get("members"):
         return sum(attack_passes(m, member_params.get(m) or {}) for m in params["members"]) + 2
-    if base == "fgsm":
-        return 4.0
-    steps = float(params.get("steps", 10))
-    if base in ("bim", "pgd"):
-        return 3.0 * steps * float(params.get("restarts", 1)) + 2
-    if base == "square":
-        return float(params.get("queries", 5000)) * float(params.get("restarts", 1))
-    if base == "worst":
-        return 5000.0 + 3 * 100 * 3  # the members' defaults: Square dominates
-    return 3.0 * steps * float(params.get("restarts", 1)) * 2 + 2  # apgd_*, fab
+    return METHODS[base].passes(params)

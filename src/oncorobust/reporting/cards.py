@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oncorobust.spec import STRENGTH_ORDER
 from oncorobust.errors import OncorobustError
 from oncorobust.reporting.tables import clinical_eps
 
@@ -68,7 +69,7 @@ GENERIC_MEANING = ("This check of the attacks' strength failed, so the accuracie
                    " the model's robustness; see its detail.")
 
 #: Tie-break when no ``worst`` is configured: the more thorough attack first.
-STRENGTH = ("worst", "apgd_margin", "apgd_ce", "fab", "square", "pgd", "bim", "fgsm")
+STRENGTH = STRENGTH_ORDER
 
 VERDICT_PREFIX = "**Verdict:** "
 

@@ -31,14 +31,13 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from oncorobust.io import atomic_path  # noqa: E402
+from oncorobust.spec import METHODS, PAPER_METHODS  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
-METHOD_COLORS = {"fgsm": PALETTE[0], "bim": PALETTE[2], "pgd": PALETTE[3], "apgd_ce": PALETTE[4],
-                 "apgd_margin": PALETTE[5], "fab": PALETTE[8], "square": PALETTE[9], "worst": "black"}
+METHOD_COLORS = {name: m.color for name, m in METHODS.items()}
 POLICY_COLORS = {"sensitivity": PALETTE[3], "first_order": PALETTE[2], "confidence": PALETTE[0],
                  "random": PALETTE[7]}
-METHOD_LABELS = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_margin": "APGD-margin",
-                 "fab": "FAB", "square": "Square", "worst": "worst case"}
+METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
 
 def _style() -> None:
@@ -208,7 +207,7 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
         name = (paper_names or {}).get(ds)
         if paper is not None and name:
             pv = paper[(paper.table == "table1") & (paper.dataset == name)]
-            for method in ("fgsm", "bim", "pgd"):
+            for method in PAPER_METHODS:
                 p = pv[pv.method.isin([method] if log_eps else [method, "baseline"])]
                 if len(p):
                     ax.plot(p.eps * scale, p.accuracy, "x", color=METHOD_COLORS[method], ms=4, alpha=0.8,

@@ -40,13 +40,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from oncorobust.spec import REGIME_NAMES
 from oncorobust.attacks.methods import attack, image_seeds
 from oncorobust.device import resolve_device  # noqa: F401 (also the old import path: oncorobust.training.train.resolve_device)
 from oncorobust.errors import DataError, OncorobustError
 from oncorobust.io import save_torch
 
 log = logging.getLogger("oncorobust.training.train")
-REGIMES = ("clean", "adv_pgd", "adv_fast", "adv_free")
+REGIMES = REGIME_NAMES
 
 
 class TrainingError(OncorobustError):

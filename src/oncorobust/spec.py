@@ -1,0 +1,262 @@
+"""The one registry: every attack method, training regime, model source and output head.
+
+This module imports neither torch nor Snakemake, so the config checks, the Snakefile and the
+command line read the same facts the attack and training code use. Everything that lists
+methods or regimes derives from here: the wildcard constraints and transfer jobs
+(``workflow/rules/common.smk``), the attack dispatch (:mod:`oncorobust.attacks.methods`), the
+per-job resource formulas (:mod:`oncorobust.pipeline.resources`), the health checks' lists
+(:mod:`oncorobust.evaluation.health`), the figure labels and colours
+(:mod:`oncorobust.reporting.figures`), the cards' strength order and the CLI's defaults. The
+schema (``workflow/schemas/config.schema.yaml``) is plain YAML for Snakemake's validator;
+``tests/test_spec.py`` checks its enums and defaults against this registry.
+
+Adding an attack method:
+
+1. write its kernel in ``src/oncorobust/attacks/`` (a function of ``(model, x, y, e, params,
+   seeds)`` returning adversarial images, float32 N×C×H×W in [0,1], each within its ε) and
+   dispatch it in :func:`oncorobust.attacks.methods._run`;
+2. add a :class:`Method` entry to :data:`METHODS` below (name, family, label, colour, defaults,
+   gradient cost);
+3. add its name to the two method enums and its parameter block to ``attacks`` in the schema
+   (the test names what is missing);
+4. ``pytest tests/test_spec.py tests/test_attacks.py``.
+
+Adding a training regime: write its loss in :mod:`oncorobust.training` and add a
+:class:`Regime` entry to :data:`REGIMES`, then the schema's regime enum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from oncorobust.errors import ModelError
+
+# ----------------------------------------------------------------------------------------------
+# Attack methods
+# ----------------------------------------------------------------------------------------------
+
+
+def _iterative_passes(factor: float) -> Callable[[dict], float]:
+    """Forward-pass equivalents per image of a gradient attack: ``factor`` × 3 (one forward and
+    a backward of about twice its cost) per step and restart, plus the clean and final checks."""
+    def passes(params: dict) -> float:
+        return 3.0 * float(params.get("steps", 10)) * float(params.get("restarts", 1)) * factor + 2
+    return passes
+
+
+def _square_passes(params: dict) -> float:
+    return float(params.get("queries", 5000)) * float(params.get("restarts", 1))
+
+
+@dataclass(frozen=True)
+class Method:
+    """One attack method.
+
+    Attributes:
+        name: the config and path name (``results/{ds}/attacks/{regime}/{name}/eps=….csv``).
+        family: ``sign`` (signed-gradient steps), ``apgd``, ``minimum_norm``, ``query`` (no
+            gradient) or ``ensemble``.
+        label: the name in figures and tables.
+        color: the figure colour (a seaborn ``colorblind`` palette entry).
+        paper: one of Joel et al.'s three attacks (FGSM, BIM, PGD): also run as transfer attacks
+            from the clean model against every adversarially trained one.
+        gradient: needs the model's gradient (white-box); False for query attacks.
+        iterative: more than one step (the health check's "iterative beats one-step").
+        early_exit_option: ``attacks.early_exit`` applies (other iterative methods always stop
+            attacking an image once it flipped).
+        defaults: the default parameters (``attacks.<name>`` in the schema).
+        passes: forward-pass equivalents per image as a function of the parameters (an upper
+            bound: early exit stops on flipped images); ``worst`` is summed over its members by
+            :func:`oncorobust.pipeline.resources.attack_passes`.
+        strength: rank in the cards' "strongest attack" tie-break (lower = stronger).
+    """
+
+    name: str
+    family: str
+    label: str
+    color: str
+    paper: bool = False
+    gradient: bool = True
+    iterative: bool = True
+    early_exit_option: bool = False
+    defaults: dict = field(default_factory=dict)
+    passes: Callable[[dict], float] = field(default=_iterative_passes(1.0), compare=False)
+    strength: int = 0
+
+
+# seaborn's "colorblind" palette (figures.PALETTE), spelled out so that this module needs no seaborn
+_CB = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494",
+       "#ece133", "#56b4e9"]
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("fgsm", "sign", "FGSM", _CB[0], paper=True, iterative=False, defaults={},
+           passes=lambda p: 4.0, strength=7),
+    Method("bim", "sign", "BIM", _CB[2], paper=True, early_exit_option=True,
+           defaults={"steps": 10}, passes=_iterative_passes(1.0), strength=6),
+    Method("pgd", "sign", "PGD", _CB[3], paper=True, early_exit_option=True,
+           defaults={"steps": 10, "restarts": 1}, passes=_iterative_passes(1.0), strength=5),
+    Method("apgd_ce", "apgd", "APGD-CE", _CB[4], defaults={"steps": 100, "restarts": 1},
+           passes=_iterative_passes(2.0), strength=2),
+    Method("apgd_margin", "apgd", "APGD-margin", _CB[5], defaults={"steps": 100, "restarts": 1},
+           passes=_iterative_passes(2.0), strength=1),
+    Method("fab", "minimum_norm", "FAB", _CB[8], defaults={"steps": 100, "restarts": 1},
+           passes=_iterative_passes(2.0), strength=3),
+    Method("square", "query", "Square", _CB[9], gradient=False,
+           defaults={"queries": 5000, "restarts": 1}, passes=_square_passes, strength=4),
+    Method("worst", "ensemble", "worst case", "black",
+           defaults={"members": ["apgd_ce", "apgd_margin", "fab", "square"]},
+           passes=lambda p: 5000.0 + 3 * 100 * 3, strength=0),
+)}
+
+#: the paper's attacks (Table S1), in its order
+PAPER_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.paper)
+#: every method name, ``worst`` last
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+#: the methods ``worst`` may combine (every method but the ensemble itself)
+MEMBER_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.family != "ensemble")
+#: iterative methods (the health check compares them with FGSM)
+ITERATIVE_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.iterative)
+#: methods whose early exit is a config option (``attacks.early_exit``)
+EARLY_EXIT_OPTION: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.early_exit_option)
+#: strongest first, for tie-breaks between equally successful attacks
+STRENGTH_ORDER: tuple[str, ...] = tuple(sorted(METHODS, key=lambda n: METHODS[n].strength))
+#: the attacks the CLI runs by default
+CLI_METHODS: tuple[str, ...] = (*PAPER_METHODS, "worst")
+TRANSFER_PREFIX = "transfer_"
+
+
+def base_method(method: str) -> str:
+    """The attack behind a result name: ``transfer_pgd`` → ``pgd``."""
+    return method.removeprefix(TRANSFER_PREFIX)
+
+
+def method_wildcard() -> str:
+    """The regular expression of the ``{method}`` wildcard: every method, and transfer attacks
+    of the paper's methods."""
+    return f"{TRANSFER_PREFIX}({'|'.join(PAPER_METHODS)})|" + "|".join(METHOD_NAMES)
+
+
+def method_label(method: str) -> str:
+    """The figure/table label of a result name (``transfer_pgd`` → ``PGD (transfer)``)."""
+    base = base_method(method)
+    label = METHODS[base].label if base in METHODS else base
+    return f"{label} (transfer)" if method.startswith(TRANSFER_PREFIX) else label
+
+
+# ----------------------------------------------------------------------------------------------
+# Training regimes
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One training regime.
+
+    Attributes:
+        name: the config and path name (``results/{ds}/models/{name}.pt``).
+        label: the name in figures and tables.
+        adversarial: trained on adversarial images (listed in ``adversarial_training.regimes``).
+        reference: the method and where it comes from.
+    """
+
+    name: str
+    label: str
+    adversarial: bool
+    reference: str
+
+
+REGIMES: dict[str, Regime] = {r.name: r for r in (
+    Regime("clean", "clean", False, "standard training (Joel et al.)"),
+    Regime("adv_pgd", "PGD-AT", True, "Madry et al. 2018; Joel et al.'s adversarial training"),
+    Regime("adv_fast", "fast AT", True, "Wong et al. 2020, FGSM with a random start"),
+    Regime("adv_free", "free AT", True, "Shafahi et al. 2019, replayed minibatches"),
+)}
+REGIME_NAMES: tuple[str, ...] = tuple(REGIMES)
+ADVERSARIAL_REGIMES: tuple[str, ...] = tuple(n for n, r in REGIMES.items() if r.adversarial)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model sources and output heads
+# ----------------------------------------------------------------------------------------------
+
+#: the paper's networks, built and trained here
+BUILTIN_ARCHS: tuple[str, ...] = ("vgg16", "vgg_small")
+#: ``model.arch`` prefixes: ``<source>:<target>``
+MODEL_SOURCES: tuple[str, ...] = ("torchvision", "monai", "python", "torchscript", "export")
+#: sources of serialized models, used as they are (never built or trained here)
+SERIALIZED_SOURCES: tuple[str, ...] = ("torchscript", "export")
+#: sources that build a network whose state dict ``model.checkpoint`` / ``model.weights`` can fill
+BUILT_SOURCES: tuple[str, ...] = ("torchvision", "monai", "python")
+#: ``model.output``: what the model's forward returns (``auto`` detects it at import)
+OUTPUT_HEADS: tuple[str, ...] = ("logits", "logit", "probabilities")
+OUTPUT_CHOICES: tuple[str, ...] = ("auto", *OUTPUT_HEADS)
+
+
+def parse_arch(arch: str) -> tuple[str, str]:
+    """``model.arch`` as (source, target): ``("vgg16", "")``, ``("torchvision", "resnet18")``,
+    ``("python", "pkg.mod:factory")``, ``("torchscript", "model.ts")``, ``("export", "model.pt2")``.
+
+    Args:
+        arch: the ``model.arch`` string.
+
+    Returns:
+        (source, target); target is "" for the built-in networks.
+
+    Raises:
+        ModelError: an unknown source prefix, an empty target, or a ``python:`` arch without
+            ``:<callable>``.
+    """
+    if arch in BUILTIN_ARCHS:
+        return arch, ""
+    kind, sep, target = str(arch).partition(":")
+    if not sep or kind not in MODEL_SOURCES or not target.strip():
+        raise ModelError(f"unknown model.arch {arch!r}; choose vgg16, vgg_small, torchvision:<builder>"
+                         " (e.g. torchvision:resnet18), monai:<Network> (e.g. monai:DenseNet121),"
+                         " torchscript:<file>, export:<file.pt2> or python:<module>:<callable>")
+    if kind == "python" and ":" not in target.rstrip(":"):
+        raise ModelError(f"model.arch {arch!r}: write python:<module or file.py>:<callable>,"
+                         " e.g. python:my_models:build")
+    return kind, target
+
+
+def arch_source(arch: str) -> str:
+    """The source of ``model.arch`` without validating it (``vgg_small`` for the built-ins,
+    the prefix before ``:`` otherwise)."""
+    arch = str(arch)
+    return arch.partition(":")[0] if ":" in arch else arch
+
+
+def factory_file(arch: str) -> str | None:
+    """The user's Python file of a ``python:<file.py>:<callable>`` arch, else None."""
+    arch = str(arch)
+    if not arch.startswith("python:"):
+        return None
+    module = arch[len("python:"):].rsplit(":", 1)[0]
+    return module if module.endswith(".py") else None
+
+
+def with_resolved_factory(arch: str) -> str:
+    """``python:<file.py>:<callable>`` with the file made absolute (the CLI runs the workflow
+    from another folder); any other arch unchanged."""
+    path = factory_file(arch)
+    if path is None:
+        return arch
+    return f"python:{Path(path).expanduser().resolve()}:{arch.rsplit(':', 1)[1]}"
+
+
+def given_file(model_cfg: dict) -> str | None:
+    """The file of a given (not trained here) model: ``model.checkpoint``, else the path of a
+    ``torchscript:``/``export:`` arch; None when the workflow trains the model.
+
+    Args:
+        model_cfg: a dataset's ``model`` block.
+
+    Returns:
+        The path as written in the config, or None.
+    """
+    if model_cfg.get("checkpoint"):
+        return str(model_cfg["checkpoint"])
+    kind, _, target = str(model_cfg.get("arch", "vgg_small")).partition(":")
+    return target if kind in SERIALIZED_SOURCES and target else None
