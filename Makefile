@@ -2,6 +2,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SMK    := $(VENV)/bin/snakemake
+SNAKEFMT := $(VENV)/bin/snakefmt
 CORES  ?= all
 STAMP  := $(VENV)/.installed
 
@@ -54,8 +55,11 @@ smoke-paper: $(STAMP)
 readme: $(STAMP)
 	$(PY) tools/update_readme.py
 
+# Snakemake's linter on the demo config, and the rule files' format (snakefmt's defaults: line
+# length 88; `$(SNAKEFMT) workflow` reformats them).
 lint: $(STAMP)
 	$(SMK) --lint --configfile config/config.yaml
+	$(SNAKEFMT) --check workflow
 
 clean:
 	rm -rf results .snakemake

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from oncorobust.io import write_json
-from oncorobust.models.loading import build_model
+from oncorobust.models.architectures import build_model
 from oncorobust.training.train import fit, robust_accuracy
 
 

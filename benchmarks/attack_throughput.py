@@ -29,7 +29,8 @@ from torch import nn
 
 from oncorobust.attacks.methods import attack
 from oncorobust.io import write_json
-from oncorobust.models.loading import build_model, load_model
+from oncorobust.models.architectures import build_model
+from oncorobust.models.loading import load_model
 from oncorobust.evaluation.sensitivity import GradCounter
 
 

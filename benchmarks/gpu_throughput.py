@@ -69,7 +69,7 @@ from torch.nn import functional as F
 from oncorobust.pipeline import resources as res
 from oncorobust.attacks.methods import attack
 from oncorobust.io import write_json
-from oncorobust.models.loading import build_model
+from oncorobust.models.architectures import build_model
 from oncorobust.evaluation.sensitivity import GradCounter, flip_eps_bracket
 
 N_JOB = 10_000  # images of the jobs whose runtime estimate is checked

@@ -220,3 +220,57 @@ def test_sanity_warnings_flag_rising_accuracy_and_weak_attacks():
     w = sanity_warnings(pd.DataFrame(rows), controls={"digits"})
     text = " ".join(w.warning)
     assert "accuracy rises with ε" in text and "above FGSM" in text and "still" in text
+
+
+def test_kernels_return_one_type(batch):
+    from oncorobust.attacks.kernels import Outcome, apgd, apgd_start, sign_iterate, sign_iterate_images, signed_noise
+
+    x, y = batch
+    model = Linear()
+    e = torch.full((len(x), 1, 1, 1), 0.01)
+    for early_exit in (False, True):
+        out = sign_iterate(model, x, y, e, steps=3, alpha=e / 4, early_exit=early_exit)
+        assert isinstance(out, Outcome) and out.flipped.dtype == torch.bool and out.images.shape == x.shape
+    model.calls = 0
+    images = sign_iterate_images(model, x, y, e, steps=3, alpha=e / 4)
+    assert model.calls == 3  # not scored: no extra forward pass
+    assert torch.equal(images, sign_iterate(model, x, y, e, steps=3, alpha=e / 4).images)
+    start = apgd_start(x, e, signed_noise(x.shape, list(range(len(x))), 0, x))
+    assert isinstance(apgd(model, x, y, e, steps=5, rho=0.75, loss="ce", start=start), Outcome)
+
+
+def test_until_flipped_runs_only_unflipped_images_with_the_callers_draws():
+    from oncorobust.attacks.ensemble import Run, until_flipped
+
+    x = torch.zeros(4, 1, 1, 1)
+    seen = []
+
+    def run(step, todo):  # flips image k in the run whose draw index is k's "lucky" draw
+        seen.append((step, todo.tolist()))
+        lucky = torch.tensor([0, 101, 101, 1000])[todo]
+        return Run(x[todo] + step.draw, lucky == step.draw)
+
+    out = until_flipped(x, ["a", "b"], run, restarts=2, draw=lambda r, m: 100 * m + r,
+                        done=torch.tensor([False, False, False, True]))
+    assert [(s.restart, s.member, s.name, s.draw) for s, _ in seen] == [(0, 0, "a", 0), (0, 1, "b", 100),
+                                                                         (1, 0, "a", 1), (1, 1, "b", 101)]
+    assert [t for _, t in seen] == [[0, 1, 2], [1, 2], [1, 2], [1, 2]]
+    assert out.flipped.tolist() == [True, True, True, True] and out.flipped_by == [1, 0, 0, 2]
+    # flipped images keep their first success; the already-done one and none else keep x
+    assert out.images.flatten().tolist() == [0.0, 101.0, 101.0, 0.0]
+
+
+def test_worst_counts_members_and_never_weaker(batch):
+    from oncorobust.attacks.kernels import image_seeds
+    from oncorobust.attacks.methods import worst_case
+
+    x, _ = batch
+    model = Linear().eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)  # pushed away from the predictions: no image flipped at the start
+    e = torch.full((len(x), 1, 1, 1), 0.2)
+    stats = {}
+    adv = worst_case(model, x, y, e, ["fgsm", "pgd", "bim"], image_seeds(None, len(x), 0), stats=stats)
+    flipped = int((model(adv).argmax(1) != y).sum())
+    assert set(stats["flipped_by"]) == {"fgsm", "pgd", "bim"} and sum(stats["flipped_by"].values()) == flipped
+    assert flipped > 0 and flipped >= int((model(attack(model, x, y, "fgsm", 0.2)).argmax(1) != y).sum())

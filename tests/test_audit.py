@@ -27,8 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
 pytestmark = pytest.mark.slow
 
-SMALL = {"attacks": {"health": {"square_queries": 50, "max_images": 32}, "pgd": {"steps": 5}}}
-SENS = {"eps_max": 0.05, "tol": 0.005, "steps": 5, "fab_steps": 5}
+# short attacks, a small health check and a short minimal-eps search: the extra config of the
+# audits (`oncorobust audit --config .test/audit_small.yaml`), its parts for the hand-written configs
+AUDIT_SMALL = REPO / ".test" / "audit_small.yaml"
+SMALL = {"attacks": yaml.safe_load(AUDIT_SMALL.read_text())["attacks"]}
+SENS = yaml.safe_load(AUDIT_SMALL.read_text())["dataset"]["sensitivity"]
 
 
 def _png_folder(root: Path, n: int = 24) -> Path:
@@ -89,8 +92,7 @@ def _jobs(text: str) -> dict[str, int]:
 def test_audit_resnet18_state_dict_on_png_folder(inputs, tmp_path):
     """The one command: config written and validated, workflow run, tables/figures/report left;
     replacing the checkpoint reruns exactly the jobs that depend on it."""
-    extra = tmp_path / "extra.yaml"
-    extra.write_text(yaml.safe_dump({**SMALL, "dataset": {"sensitivity": SENS}}))
+    extra = AUDIT_SMALL
     out = tmp_path / "audit"
     t0 = time.time()
     rc = cli.main(["audit", "--model", "torchvision:resnet18", "--weights", str(inputs["resnet18"]),
@@ -158,8 +160,7 @@ def test_given_models_on_mri_manifest_and_png_folder(inputs, tmp_path):
 def test_workflow_refuses_a_checkpoint_of_the_wrong_class_count(inputs, tmp_path):
     bad = tmp_path / "r18_3cls.pt"
     torch.save(torchvision.models.resnet18(weights=None, num_classes=3).state_dict(), bad)
-    extra = tmp_path / "extra.yaml"
-    extra.write_text(yaml.safe_dump({**SMALL, "dataset": {"sensitivity": SENS}}))
+    extra = AUDIT_SMALL
     out = subprocess.run([sys.executable, "-m", "oncorobust.cli", "audit", "--model", "torchvision:resnet18",
                           "--weights", str(bad), "--data", str(inputs["png"]), "--channels", "3", "--size", "16",
                           "--eps", "0.02", "--methods", "fgsm", "--config", str(extra), "--out", str(tmp_path / "a"),
@@ -202,7 +203,7 @@ def test_trainable_user_arch_plans_training_not_import(inputs, tmp_path):
     adversarial); its initial weights (model.weights) are an input of training."""
     weights = tmp_path / "init.pt"
     net = torchvision.models.resnet18(weights=None, num_classes=2)
-    from oncorobust.models.loading import adapt_first_conv
+    from oncorobust.models.architectures import adapt_first_conv
 
     adapt_first_conv(net, 1)
     torch.save(net.state_dict(), weights)

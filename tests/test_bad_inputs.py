@@ -22,10 +22,11 @@ from oncorobust.reporting import figures
 from oncorobust.reporting import tables
 from oncorobust.config import check_config, validate_config
 from oncorobust.data.dicom import read_dicom, write_dicom
-from oncorobust.errors import ConfigError, DataError, DicomError, OncorobustError
+from oncorobust.errors import ConfigError, DataError, DicomError, ModelError, OncorobustError
 from oncorobust.data.ingest import assign_splits, run_ingest
 from oncorobust.logs import step_logging
-from oncorobust.models.loading import CheckpointError, ModelError, load_model, read_state_dict, state_digest
+from oncorobust.models.checkpoints import CheckpointError, read_state_dict, state_digest
+from oncorobust.models.loading import load_model
 from oncorobust.data.preprocess import run_preprocess, select_frame
 from oncorobust.data.sources import manifest
 from oncorobust.data.sources.common import IngestResult
@@ -282,7 +283,7 @@ def test_checkpoint_without_digest_loads_with_a_warning(checkpoint, tmp_path, ca
     ck = torch.load(checkpoint, weights_only=True)
     del ck["meta"]["sha256"]
     torch.save(ck, tmp_path / "old.pt")
-    with caplog.at_level(logging.WARNING, logger="oncorobust.models.loading"):
+    with caplog.at_level(logging.WARNING, logger="oncorobust.models"):
         load_model(tmp_path / "old.pt")
     assert "old.pt has no tensor digest" in caplog.text
 

@@ -23,7 +23,7 @@ from oncorobust.evaluation import robustness
 from oncorobust.evaluation.deferral import SENSITIVITY_COLUMNS, curve_auc, deferral_curves, table2_rows
 from oncorobust.evaluation.health import COLUMNS as HEALTH_COLUMNS
 from oncorobust.io import write_csv
-from oncorobust.models.loading import state_digest
+from oncorobust.models.checkpoints import state_digest
 from oncorobust.data.preprocess import eps_units
 from oncorobust.reporting.tables import clinical_eps, dataframe_markdown, summarize, table1, table1_markdown
 

@@ -8,6 +8,7 @@ import torch
 from oncorobust.reporting import figures
 from oncorobust.evaluation.deferral import deferral_curves
 from oncorobust.reporting.tables import paper_values, summarize
+from oncorobust.evaluation.examples import example_for
 
 
 def _summary():
@@ -94,7 +95,7 @@ def test_fig1_examples_from_a_model(tmp_path):
     x = torch.rand(20, 1, 8, 8)
     with torch.no_grad():
         y = model(x).argmax(1)
-    ex = figures.example_for(model, {"x": x, "y": y, "ids": [str(i) for i in range(20)]},
+    ex = example_for(model, {"x": x, "y": y, "ids": [str(i) for i in range(20)]},
                              ["benign", "malignant"], 0.3)
     assert ex is not None and np.abs(ex["adv"] - ex["clean"]).max() <= 0.3 + 1e-6
     assert np.argmax(ex["adv_prob"]) != np.argmax(ex["clean_prob"])

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from oncorobust.models import loading as M
+from oncorobust.models import architectures, checkpoints, loading
 from oncorobust.attacks.methods import attack, first_order_eps, margin
-from oncorobust.errors import AttackError
+from oncorobust.errors import AttackError, ModelError
 from oncorobust.evaluation.evaluate import evaluate_attack
 from oncorobust.io import save_torch
 from oncorobust.progress import Meter, NonFiniteOutputError, meter, monitored
@@ -61,9 +61,9 @@ def _script(net, path):
 
 
 def _imported(cfg, tmp_path, images=None, name="clean.pt"):
-    payload = M.import_checkpoint(cfg, STATS, _images() if images is None else images)
+    payload = loading.import_checkpoint(cfg, STATS, _images() if images is None else images)
     save_torch(payload, tmp_path / name)
-    return payload, M.load_model(tmp_path / name)
+    return payload, loading.load_model(tmp_path / name)
 
 
 # ----------------------------------------------------------------------------- one logit
@@ -71,7 +71,7 @@ def _imported(cfg, tmp_path, images=None, name="clean.pt"):
 
 def test_one_logit_head_detected_wrapped_and_flipping_eps_is_analytic(tmp_path, caplog):
     net = OneLogit()
-    with caplog.at_level(logging.INFO, logger="oncorobust.models.loading"):
+    with caplog.at_level(logging.INFO, logger="oncorobust.models"):
         payload, model = _imported(_script(net, tmp_path / "one.ts"), tmp_path)
     assert payload["meta"]["output"] == "logit"
     assert "output head detected on 24 images: logit" in caplog.text
@@ -102,8 +102,8 @@ def test_one_logit_positive_class_zero(tmp_path):
 
 def test_one_output_in_unit_interval_is_ambiguous_under_auto(tmp_path):
     cfg = _script(Softmaxed(sigmoid=True), tmp_path / "sig.ts")
-    with pytest.raises(M.ModelError, match="a one-logit head or a sigmoid probability"):
-        M.import_checkpoint(cfg, STATS, _images())
+    with pytest.raises(ModelError, match="a one-logit head or a sigmoid probability"):
+        loading.import_checkpoint(cfg, STATS, _images())
 
 
 # ----------------------------------------------------------------------------- probabilities
@@ -112,10 +112,10 @@ def test_one_output_in_unit_interval_is_ambiguous_under_auto(tmp_path):
 def test_probabilities_refused_unless_declared_then_attacked_as_log_probabilities(tmp_path):
     net = Softmaxed()
     cfg = _script(net, tmp_path / "p.ts")
-    with pytest.raises(M.ModelError, match=r"look like probabilities.*model.output: probabilities"):
-        M.import_checkpoint(cfg, STATS, _images())
-    with pytest.raises(M.ModelError, match="model.output = logits, but every output row"):
-        M.import_checkpoint({**cfg, "output": "logits"}, STATS, _images())
+    with pytest.raises(ModelError, match=r"look like probabilities.*model.output: probabilities"):
+        loading.import_checkpoint(cfg, STATS, _images())
+    with pytest.raises(ModelError, match="model.output = logits, but every output row"):
+        loading.import_checkpoint({**cfg, "output": "logits"}, STATS, _images())
     payload, model = _imported({**cfg, "output": "probabilities"}, tmp_path)
     assert payload["meta"]["output"] == "probabilities"
     x = _images(8, seed=4)
@@ -136,10 +136,10 @@ def test_sigmoid_probability_declared(tmp_path):
 
 
 def test_declared_head_that_does_not_fit_is_refused(tmp_path):
-    with pytest.raises(M.ModelError, match="model.output = logit, but the model returns shape"):
-        M.import_checkpoint({**_script(Softmaxed(), tmp_path / "p.ts"), "output": "logit"}, STATS, _images())
-    with pytest.raises(M.ModelError, match="outputs leave"):
-        M.import_checkpoint({**_script(OneLogit(), tmp_path / "o.ts"), "output": "probabilities"}, STATS, _images())
+    with pytest.raises(ModelError, match="model.output = logit, but the model returns shape"):
+        loading.import_checkpoint({**_script(Softmaxed(), tmp_path / "p.ts"), "output": "logit"}, STATS, _images())
+    with pytest.raises(ModelError, match="outputs leave"):
+        loading.import_checkpoint({**_script(OneLogit(), tmp_path / "o.ts"), "output": "probabilities"}, STATS, _images())
 
 
 # ----------------------------------------------------------------------------- non-finite outputs
@@ -160,8 +160,8 @@ class NaNAbove(nn.Module):
 
 def test_nan_model_refused_at_import_naming_how_many_images(tmp_path):
     x = torch.cat([torch.full((3, 1, SIZE, SIZE), 0.9), torch.full((5, 1, SIZE, SIZE), 0.1)])
-    with pytest.raises(M.ModelError, match="NaN or infinite outputs on 3 of 8 images"):
-        M.import_checkpoint(_script(NaNAbove(), tmp_path / "nan.ts"), STATS, x)
+    with pytest.raises(ModelError, match="NaN or infinite outputs on 3 of 8 images"):
+        loading.import_checkpoint(_script(NaNAbove(), tmp_path / "nan.ts"), STATS, x)
 
 
 class NaNOffGrey(nn.Module):
@@ -235,7 +235,7 @@ def test_training_checkpoint_forms(tmp_path, form, caplog):
     cfg = _factory_cfg(tmp_path, tmp_path / "ck.pt")
     if key:
         cfg["checkpoint_key"] = key
-    with caplog.at_level(logging.INFO, logger="oncorobust.models.loading"):
+    with caplog.at_level(logging.INFO, logger="oncorobust.models"):
         _, model = _imported(cfg, tmp_path)
     x = _images(6)
     with torch.no_grad():
@@ -248,14 +248,14 @@ def test_training_checkpoint_forms(tmp_path, form, caplog):
 
 def test_checkpoint_with_foreign_objects_names_the_class(tmp_path):
     torch.save({"model": SmallBN().state_dict(), "loss": nn.CrossEntropyLoss()}, tmp_path / "ck.pt")
-    with pytest.raises(M.CheckpointError, match=r"other than tensors \(torch.nn.modules.loss.CrossEntropyLoss\)"):
-        M.read_state_dict(tmp_path / "ck.pt")
+    with pytest.raises(checkpoints.CheckpointError, match=r"other than tensors \(torch.nn.modules.loss.CrossEntropyLoss\)"):
+        checkpoints.read_state_dict(tmp_path / "ck.pt")
 
 
 def test_unknown_checkpoint_key_lists_the_keys(tmp_path):
     torch.save({"model": SmallBN().state_dict(), "epoch": 1}, tmp_path / "ck.pt")
-    with pytest.raises(M.CheckpointError, match=r"checkpoint_key = 'ema'.*its keys: epoch, model"):
-        M.read_state_dict(tmp_path / "ck.pt", "ema")
+    with pytest.raises(checkpoints.CheckpointError, match=r"checkpoint_key = 'ema'.*its keys: epoch, model"):
+        checkpoints.read_state_dict(tmp_path / "ck.pt", "ema")
 
 
 # ----------------------------------------------------------------------------- python: factory contract
@@ -272,15 +272,15 @@ def test_python_factory_gets_counts_or_names(tmp_path, monkeypatch, signature, b
                                      f"        self.fc = {body}\n\n    def forward(self, x):\n"
                                      "        return self.fc(x.flatten(1))\n\n\n"
                                      f"def build({signature}):\n    return F({signature})\n")
-    net = M.build_net(f"python:{tmp_path / 'fac.py'}:build", classes=["benign", "malignant"], in_channels=1, size=8)
+    net = architectures.build_net(f"python:{tmp_path / 'fac.py'}:build", classes=["benign", "malignant"], in_channels=1, size=8)
     assert net(torch.rand(3, 1, 8, 8)).shape == (3, 2)
 
 
 def test_python_factory_that_misreads_the_contract_is_one_clear_error(tmp_path):
     (tmp_path / "bad.py").write_text("from torch import nn\n\ndef build(classes):\n"
                                      "    return nn.Linear(64, len(classes))  # names expected\n")
-    with pytest.raises(M.ModelError, match=r"the factory failed when called with classes=2: TypeError.*class_names"):
-        M.build_net(f"python:{tmp_path / 'bad.py'}:build", classes=2, in_channels=1, size=8)
+    with pytest.raises(ModelError, match=r"the factory failed when called with classes=2: TypeError.*class_names"):
+        architectures.build_net(f"python:{tmp_path / 'bad.py'}:build", classes=2, in_channels=1, size=8)
 
 
 # ----------------------------------------------------------------------------- torch.export
@@ -301,8 +301,8 @@ def test_export_program_imported_and_attacked(tmp_path, dynamic):
     y = model(x).argmax(1)
     adv = attack(model, x, y, "pgd", 0.05, steps=3)  # gradients flow through the program
     assert float((adv - x).abs().max()) > 0
-    with pytest.raises(M.CheckpointError, match="is a torch.export program, not a state dict"):
-        M.read_state_dict(tmp_path / "m.pt2")
+    with pytest.raises(checkpoints.CheckpointError, match="is a torch.export program, not a state dict"):
+        checkpoints.read_state_dict(tmp_path / "m.pt2")
 
 
 # ----------------------------------------------------------------------------- progress
@@ -333,9 +333,9 @@ def test_one_logit_torchvision_checkpoint_is_built_with_one_output(tmp_path, cap
     cfg = {"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "r18.pth"),
            "input": {"normalize": "none", "channels": 3}, "output": "logit"}
     stats = {**STATS, "size": 32}
-    payload = M.import_checkpoint(cfg, stats, torch.rand(6, 1, 32, 32))
+    payload = loading.import_checkpoint(cfg, stats, torch.rand(6, 1, 32, 32))
     save_torch(payload, tmp_path / "clean.pt")
-    model = M.load_model(tmp_path / "clean.pt")
+    model = loading.load_model(tmp_path / "clean.pt")
     x = torch.rand(4, 1, 32, 32)
     with torch.no_grad():
         z = net(x.expand(-1, 3, -1, -1)).squeeze(1)

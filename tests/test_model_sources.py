@@ -13,9 +13,10 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from oncorobust.models import loading as M
+from oncorobust.models import architectures, checkpoints, loading, networks
+from oncorobust import spec
 from oncorobust.config import check_config
-from oncorobust.errors import ConfigError, DataError, DicomError
+from oncorobust.errors import ConfigError, DataError, DicomError, ModelError
 from oncorobust.io import save_torch
 from oncorobust.data.preprocess import run_preprocess
 from oncorobust.data.sources import ADAPTERS, IngestResult
@@ -30,7 +31,7 @@ def _resnet18_state(path, classes=2, in_channels=3):
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None, num_classes=classes)
     if in_channels != 3:
-        M.adapt_first_conv(net, in_channels)
+        architectures.adapt_first_conv(net, in_channels)
     torch.save(net.state_dict(), path)
     return net
 
@@ -55,13 +56,13 @@ class _Fixed(nn.Module):
     ("python:my.mod:build", ("python", "my.mod:build")), ("python:net.py:make", ("python", "net.py:make")),
 ])
 def test_parse_arch(arch, parsed):
-    assert M.parse_arch(arch) == parsed
+    assert spec.parse_arch(arch) == parsed
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "keras:resnet", "torchvision:", "python:only_module"])
 def test_parse_arch_refuses_unknown(arch):
-    with pytest.raises(M.ModelError, match="model.arch"):
-        M.parse_arch(arch)
+    with pytest.raises(ModelError, match="model.arch"):
+        spec.parse_arch(arch)
 
 
 # ----------------------------------------------------------------------------- building
@@ -69,33 +70,33 @@ def test_parse_arch_refuses_unknown(arch):
 
 @pytest.mark.parametrize("builder", ["resnet18", "squeezenet1_1", "mnasnet0_5", "googlenet"])
 def test_torchvision_builders_adapt_classes_and_channels(builder):
-    model = M.build_model(f"torchvision:{builder}", classes=3, in_channels=1, size=32, mean=[0.5], std=[0.25])
-    assert isinstance(model, M.Wrapped)
-    assert M._first_conv(model.net)[2].in_channels == 1
+    model = architectures.build_model(f"torchvision:{builder}", classes=3, in_channels=1, size=32, mean=[0.5], std=[0.25])
+    assert isinstance(model, networks.Wrapped)
+    assert networks.first_conv(model.net)[2].in_channels == 1
     model.eval()
     with torch.no_grad():
         assert model(torch.rand(2, 1, 32, 32)).shape == (2, 3)
 
 
 def test_torchvision_builder_too_small_for_the_input_size():
-    with pytest.raises(M.ModelError, match=r"torchvision:squeezenet1_1 does not fit 1x16x16 inputs.*input size"):
-        M.build_model("torchvision:squeezenet1_1", classes=2, in_channels=1, size=16, mean=[0.5], std=[0.2])
+    with pytest.raises(ModelError, match=r"torchvision:squeezenet1_1 does not fit 1x16x16 inputs.*input size"):
+        architectures.build_model("torchvision:squeezenet1_1", classes=2, in_channels=1, size=16, mean=[0.5], std=[0.2])
 
 
 def test_torchvision_unknown_builder_suggests():
-    with pytest.raises(M.ModelError, match="did you mean resnet18"):
-        M.build_model("torchvision:resnet19", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2])
+    with pytest.raises(ModelError, match="did you mean resnet18"):
+        architectures.build_model("torchvision:resnet19", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2])
 
 
 def test_new_sources_refuse_pretrained():
-    with pytest.raises(M.ModelError, match="pretrained"):
-        M.build_model("torchvision:resnet18", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2],
+    with pytest.raises(ModelError, match="pretrained"):
+        architectures.build_model("torchvision:resnet18", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2],
                       pretrained="imagenet")
 
 
 def test_torchvision_initial_weights_from_model_weights(tmp_path):
     net = _resnet18_state(tmp_path / "w.pt", in_channels=1)
-    model = M.build_model("torchvision:resnet18", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2],
+    model = architectures.build_model("torchvision:resnet18", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2],
                           weights=str(tmp_path / "w.pt"))
     assert torch.equal(model.net.fc.weight, net.fc.weight)
 
@@ -107,23 +108,23 @@ def test_python_factory_from_file_and_module(tmp_path, monkeypatch):
         "    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),"
         " nn.Linear(4, classes))\n"
         "def wrong():\n    return 3\n")
-    model = M.build_model(f"python:{tmp_path / 'my_nets.py'}:build", classes=2, in_channels=1, size=16,
+    model = architectures.build_model(f"python:{tmp_path / 'my_nets.py'}:build", classes=2, in_channels=1, size=16,
                           mean=[0.5], std=[0.2])
     assert model(torch.rand(2, 1, 16, 16)).shape == (2, 2)
     monkeypatch.chdir(tmp_path)
-    model = M.build_model("python:my_nets:build", classes=3, in_channels=1, size=16, mean=[0.5], std=[0.2])
+    model = architectures.build_model("python:my_nets:build", classes=3, in_channels=1, size=16, mean=[0.5], std=[0.2])
     assert model(torch.rand(2, 1, 16, 16)).shape == (2, 3)
-    with pytest.raises(M.ModelError, match="not a torch.nn.Module"):
-        M.build_model("python:my_nets:wrong", classes=3, in_channels=1, size=16, mean=[0.5], std=[0.2])
-    with pytest.raises(M.ModelError, match="has no callable"):
-        M.build_model("python:my_nets:absent", classes=3, in_channels=1, size=16, mean=[0.5], std=[0.2])
+    with pytest.raises(ModelError, match="not a torch.nn.Module"):
+        architectures.build_model("python:my_nets:wrong", classes=3, in_channels=1, size=16, mean=[0.5], std=[0.2])
+    with pytest.raises(ModelError, match="has no callable"):
+        architectures.build_model("python:my_nets:absent", classes=3, in_channels=1, size=16, mean=[0.5], std=[0.2])
 
 
 def test_monai_densenet121_builds_and_runs_one_attack():
     pytest.importorskip("monai", reason="MONAI is the optional extra 'monai' (pip install 'oncorobust[monai]')")
     from oncorobust.attacks.methods import attack
 
-    model = M.build_model("monai:DenseNet121", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2])
+    model = architectures.build_model("monai:DenseNet121", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2])
     model.eval()
     x, y = torch.rand(2, 1, 32, 32), torch.tensor([0, 1])
     adv = attack(model, x, y, "fgsm", 0.03)
@@ -133,8 +134,8 @@ def test_monai_densenet121_builds_and_runs_one_attack():
 
 def test_monai_unknown_network():
     pytest.importorskip("monai", reason="MONAI is the optional extra 'monai'")
-    with pytest.raises(M.ModelError, match="no network"):
-        M.build_model("monai:NoSuchNet", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2])
+    with pytest.raises(ModelError, match="no network"):
+        architectures.build_model("monai:NoSuchNet", classes=2, in_channels=1, size=32, mean=[0.5], std=[0.2])
 
 
 # ----------------------------------------------------------------------------- given checkpoints
@@ -144,12 +145,12 @@ def test_state_dict_import_roundtrip_imagenet_normalisation(tmp_path):
     net = _resnet18_state(tmp_path / "r18.pt")
     cfg = {"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "r18.pt"),
            "input": {"normalize": "imagenet", "channels": 3}}
-    payload = M.import_checkpoint(cfg, STATS)
-    assert payload["meta"]["input_channels"] == 3 and payload["meta"]["mean"] == M.IMAGENET_MEAN
+    payload = loading.import_checkpoint(cfg, STATS)
+    assert payload["meta"]["input_channels"] == 3 and payload["meta"]["mean"] == networks.IMAGENET_MEAN
     save_torch(payload, tmp_path / "clean.pt")
-    model = M.load_model(tmp_path / "clean.pt")
+    model = loading.load_model(tmp_path / "clean.pt")
     x = torch.rand(2, 1, 32, 32)
-    mean, std = torch.tensor(M.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(M.IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = torch.tensor(networks.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(networks.IMAGENET_STD).view(1, 3, 1, 1)
     net.eval()
     with torch.no_grad():
         assert torch.allclose(model(x), net((x - mean) / std), atol=1e-5)
@@ -170,77 +171,77 @@ def test_torchscript_import_scripted_and_traced(tmp_path):
     torch.jit.trace(net, torch.rand(1, 1, 32, 32)).save(str(tmp_path / "t.ts"))
     x = torch.rand(3, 1, 32, 32)
     for name in ("s.ts", "t.ts"):
-        payload = M.import_checkpoint({"arch": f"torchscript:{tmp_path / name}", "input": {"normalize": "none"}}, STATS)
+        payload = loading.import_checkpoint({"arch": f"torchscript:{tmp_path / name}", "input": {"normalize": "none"}}, STATS)
         save_torch(payload, tmp_path / f"{name}.pt")
-        model = M.load_model(tmp_path / f"{name}.pt")
+        model = loading.load_model(tmp_path / f"{name}.pt")
         with torch.no_grad():
             assert torch.allclose(model(x), net(x), atol=1e-6)
     # the embedded bytes are covered by the digest: a damaged model is refused
     payload["state_dict"]["torchscript"][100] ^= 1
     save_torch(payload, tmp_path / "bad.pt")
-    with pytest.raises(M.CheckpointError, match="SHA-256"):
-        M.load_model(tmp_path / "bad.pt")
+    with pytest.raises(checkpoints.CheckpointError, match="SHA-256"):
+        loading.load_model(tmp_path / "bad.pt")
 
 
 def test_checkpoint_missing_and_unexpected_keys(tmp_path):
     _resnet18_state(tmp_path / "r18.pt")
-    with pytest.raises(M.CheckpointError, match="missing keys: layer1.2") as exc:
-        M.import_checkpoint({"arch": "torchvision:resnet34", "checkpoint": str(tmp_path / "r18.pt"),
+    with pytest.raises(checkpoints.CheckpointError, match="missing keys: layer1.2") as exc:
+        loading.import_checkpoint({"arch": "torchvision:resnet34", "checkpoint": str(tmp_path / "r18.pt"),
                              "input": {"channels": 3}}, STATS)
     assert "does not fit model.arch torchvision:resnet34" in str(exc.value)
     state = torch.load(tmp_path / "r18.pt", weights_only=True)
     state["extra.weight"] = torch.zeros(2)
     torch.save(state, tmp_path / "extra.pt")
-    with pytest.raises(M.CheckpointError, match="unexpected keys: extra.weight"):
-        M.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "extra.pt"),
+    with pytest.raises(checkpoints.CheckpointError, match="unexpected keys: extra.weight"):
+        loading.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "extra.pt"),
                              "input": {"channels": 3}}, STATS)
 
 
 def test_checkpoint_wrong_class_count(tmp_path):
     _resnet18_state(tmp_path / "r18.pt", classes=2)
-    with pytest.raises(M.CheckpointError, match=r"class count: the checkpoint's output layer fc.weight has 2"
+    with pytest.raises(checkpoints.CheckpointError, match=r"class count: the checkpoint's output layer fc.weight has 2"
                                                 r" outputs, the data have 3 classes"):
-        M.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "r18.pt"),
+        loading.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "r18.pt"),
                              "input": {"channels": 3}}, {**STATS, "classes": ["a", "b", "c"]})
 
 
 def test_checkpoint_wrong_channels_says_what_to_set(tmp_path):
     _resnet18_state(tmp_path / "r18.pt")
-    with pytest.raises(M.CheckpointError, match="set model.input.channels: 3"):
-        M.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "r18.pt")}, STATS)
+    with pytest.raises(checkpoints.CheckpointError, match="set model.input.channels: 3"):
+        loading.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "r18.pt")}, STATS)
 
 
 def test_torchscript_wrong_input_size_and_class_count(tmp_path):
     torch.jit.script(_Fixed()).save(str(tmp_path / "fixed.ts"))
     cfg = {"arch": f"torchscript:{tmp_path / 'fixed.ts'}", "input": {"normalize": "none", "channels": 3}}
-    with pytest.raises(M.CheckpointError, match=r"input size: the model fails on 1x32x32 images .*set preprocess.size"):
-        M.import_checkpoint(cfg, STATS)
-    assert M.import_checkpoint(cfg, {**STATS, "size": 16})["meta"]["size"] == 16
-    with pytest.raises(M.CheckpointError, match="class count: the model returns 2 logits, the data have 3"):
-        M.import_checkpoint(cfg, {**STATS, "size": 16, "classes": ["a", "b", "c"]})
+    with pytest.raises(checkpoints.CheckpointError, match=r"input size: the model fails on 1x32x32 images .*set preprocess.size"):
+        loading.import_checkpoint(cfg, STATS)
+    assert loading.import_checkpoint(cfg, {**STATS, "size": 16})["meta"]["size"] == 16
+    with pytest.raises(checkpoints.CheckpointError, match="class count: the model returns 2 logits, the data have 3"):
+        loading.import_checkpoint(cfg, {**STATS, "size": 16, "classes": ["a", "b", "c"]})
 
 
 def test_checkpoint_that_is_not_a_state_dict(tmp_path):
     torch.save(_Fixed(), tmp_path / "pickled.pt")  # a whole pickled module: never unpickled
-    with pytest.raises(M.CheckpointError, match="Python objects other than tensors"):
-        M.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "pickled.pt")}, STATS)
+    with pytest.raises(checkpoints.CheckpointError, match="Python objects other than tensors"):
+        loading.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "pickled.pt")}, STATS)
     torch.jit.script(_Fixed()).save(str(tmp_path / "fixed.ts"))
-    with pytest.raises(M.CheckpointError, match="is a TorchScript model, not a state dict"):
-        M.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "fixed.ts")}, STATS)
+    with pytest.raises(checkpoints.CheckpointError, match="is a TorchScript model, not a state dict"):
+        loading.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "fixed.ts")}, STATS)
     raw = (tmp_path / "fixed.ts").read_bytes()
     (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(M.CheckpointError, match="unreadable"):
-        M.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "trunc.pt")}, STATS)
+    with pytest.raises(checkpoints.CheckpointError, match="unreadable"):
+        loading.import_checkpoint({"arch": "torchvision:resnet18", "checkpoint": str(tmp_path / "trunc.pt")}, STATS)
     (tmp_path / "trunc.ts").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(M.CheckpointError, match="not a loadable TorchScript model"):
-        M.import_checkpoint({"arch": f"torchscript:{tmp_path / 'trunc.ts'}"}, STATS)
+    with pytest.raises(checkpoints.CheckpointError, match="not a loadable TorchScript model"):
+        loading.import_checkpoint({"arch": f"torchscript:{tmp_path / 'trunc.ts'}"}, STATS)
 
 
 def test_wrapped_state_dict_prefix_and_nesting(tmp_path):
     net = _resnet18_state(tmp_path / "r18.pt", in_channels=1)
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}},
                tmp_path / "nested.pt")
-    assert set(M.read_state_dict(tmp_path / "nested.pt")) == set(net.state_dict())
+    assert set(checkpoints.read_state_dict(tmp_path / "nested.pt")) == set(net.state_dict())
 
 
 # ----------------------------------------------------------------------------- config checks
@@ -395,5 +396,5 @@ def test_trainable_sources_train_with_the_existing_regimes(tmp_path):
         run_training(paths, stats, regime=regime, model_cfg={"arch": arch}, train_cfg=train,
                      adv_cfg=adv if regime != "clean" else None, seed=0, device="cpu", out_model=out,
                      progress=False)
-        model = M.load_model(out)
-        assert isinstance(model, M.Wrapped) and model(torch.rand(2, 1, 16, 16)).shape == (2, 2)
+        model = loading.load_model(out)
+        assert isinstance(model, networks.Wrapped) and model(torch.rand(2, 1, 16, 16)).shape == (2, 2)

@@ -19,6 +19,7 @@ from torch import nn
 from oncorobust.reporting import figures
 from oncorobust.evaluation.health import model_checks
 from oncorobust.training.train import evaluate, robust_accuracy
+from oncorobust.evaluation.examples import example_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,9 +71,9 @@ def test_fig1_example_does_not_depend_on_the_batch(images):
     with torch.no_grad():
         y = model(images).argmax(1)
     test = {"x": images, "y": y, "ids": [str(i) for i in range(len(images))]}
-    whole = figures.example_for(model, test, ["benign", "malignant"], 0.2, steps=5, restarts=2)
+    whole = example_for(model, test, ["benign", "malignant"], 0.2, steps=5, restarts=2)
     model.largest = 0
-    batched = figures.example_for(model, test, ["benign", "malignant"], 0.2, batch_size=4, steps=5, restarts=2)
+    batched = example_for(model, test, ["benign", "malignant"], 0.2, batch_size=4, steps=5, restarts=2)
     assert model.largest <= 4
     assert whole is not None and batched["sample_id"] == whole["sample_id"]
     np.testing.assert_allclose(batched["adv"], whole["adv"], atol=1e-6)
@@ -86,7 +87,7 @@ def test_fig1_stops_at_the_first_batch_with_an_example(images):
     with torch.no_grad():
         y = model(images).argmax(1)
     calls.clear()
-    ex = figures.example_for(model, {"x": images, "y": y, "ids": list(map(str, range(23)))}, ["a", "b"], 0.3,
+    ex = example_for(model, {"x": images, "y": y, "ids": list(map(str, range(23)))}, ["a", "b"], 0.3,
                              batch_size=4, steps=3)
     assert ex is not None and int(ex["sample_id"]) < 4  # found in the first batch ...
     assert all(n <= 4 for n in calls) and sum(calls) < 23 * 3  # ... and the rest never attacked

@@ -24,20 +24,18 @@ from oncorobust.training.train import TrainingError, fit, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "seed": 3,
-    "device": "cpu",
-    "attacks": {"pgd": {"steps": 3}, "bim": {"steps": 3}},
-    "datasets": {
-        "digits": {"source": {"format": "digits"},
-                   "preprocess": {"size": 16, "intensity": {"mode": "none"}, "balance": "none"},
-                   "model": {"arch": "vgg_small", "width": 4},
-                   "train": {"batch_size": 64, "epochs": 2, "patience": 2, "lr": 0.01},
-                   "attack": {"methods": ["fgsm", "pgd"], "eps": [0.1], "reference_eps": 0.1},
-                   "sensitivity": {"eps_max": 0.3, "tol": 0.02, "steps": 3, "fab_check": False,
-                                   "restarts": 1, "refine_steps": 5}},
-    },
-}
+
+def load_test_config(name: str) -> dict:
+    """A config of .test/ (written as a user would, runnable with ``--directory .test``) as a dict,
+    without its results folder: the tests run in a temporary working directory with the default
+    ``results/``."""
+    config = yaml.safe_load((REPO / ".test" / name).read_text())
+    config.pop("results", None)
+    return config
+
+
+# the digits control alone, one eps, short attacks and sensitivity search
+TINY = load_test_config("config_one_dataset.yaml")
 
 
 # ------------------------------------------------------------------------------ code_version
@@ -335,7 +333,7 @@ def test_resume_file_with_missing_state_is_a_clear_error(tmp_path):
     data = {"train": _toy(64, 0), "val": _toy(32, 1)}
     ckpt = tmp_path / "m.ckpt.pt"
     torch.save({"config_hash": "h", "model": {}}, ckpt)
-    from oncorobust.models.loading import build_model
+    from oncorobust.models.architectures import build_model
     model = build_model("vgg_small", classes=2, in_channels=1, size=8, mean=[0.4], std=[0.3], width=4)
     with pytest.raises(TrainingError, match=r"m\.ckpt\.pt: the training resume file is truncated or corrupt"):
         fit(model, data, train=TRAIN, progress=False, ckpt_path=ckpt, hash_="h")

@@ -7,7 +7,7 @@ from oncorobust.pipeline import resources as res
 
 def test_param_count_matches_the_models():
     torch = pytest.importorskip("torch")
-    from oncorobust.models.loading import build_model
+    from oncorobust.models.architectures import build_model
 
     for arch, size, width in (("vgg16", 224, 32), ("vgg16", 116, 32), ("vgg16", 32, 32), ("vgg_small", 32, 16)):
         model = build_model(arch, classes=2, in_channels=1, size=size, mean=[0.5], std=[0.25], width=width)

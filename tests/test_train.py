@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from oncorobust.errors import DataError
-from oncorobust.models.loading import ModelError, Normalize, build_model, find_vgg16_weights, load_model
+from oncorobust.errors import ModelError
+from oncorobust.models.architectures import build_model
+from oncorobust.models.loading import load_model
+from oncorobust.models.networks import Normalize, find_vgg16_weights
 from oncorobust.training.train import (TrainingError, augment, check_training_data, evaluate, fit,
                               robust_accuracy, run_training)
 

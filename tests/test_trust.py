@@ -11,7 +11,8 @@ import torch
 import torchattacks
 from torch import nn
 
-from oncorobust.attacks.methods import (METHODS, _apgd, _uniform, apgd_start, attack, first_order_eps, image_seeds,
+from oncorobust.attacks.kernels import apgd, sign_iterate, uniform
+from oncorobust.attacks.methods import (METHODS, apgd_start, attack, first_order_eps, image_seeds,
                                 margin, worst_case)
 from oncorobust.evaluation.evaluate import evaluate_attack
 from oncorobust.evaluation.health import model_checks, table_checks, whitebox_flipped
@@ -86,9 +87,8 @@ def test_pgd_equals_torchattacks_on_the_same_random_start(images):
     ref = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=True)(images, y)
     torch.manual_seed(11)
     noise = torch.empty_like(images).uniform_(-eps, eps)
-    from oncorobust.attacks.methods import _sign_iterate
     e = torch.full((len(images), 1, 1, 1), eps)
-    ours, _ = _sign_iterate(model, images, y, e, steps=10, alpha=e / 4, start=(images + noise).clamp(0, 1),
+    ours, _ = sign_iterate(model, images, y, e, steps=10, alpha=e / 4, start=(images + noise).clamp(0, 1),
                             early_exit=False)
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
 
@@ -104,7 +104,7 @@ def test_apgd_equals_torchattacks_apgd_on_the_same_start(images):
     torch.manual_seed(5)
     t = 2 * torch.rand(images.shape) - 1
     e = torch.full((len(images), 1, 1, 1), eps)
-    ours, flipped = _apgd(model, images, y, e, steps=20, rho=0.75, loss="ce", start=apgd_start(images, e, t),
+    ours, flipped = apgd(model, images, y, e, steps=20, rho=0.75, loss="ce", start=apgd_start(images, e, t),
                           early_exit=False)
     assert torch.equal(flipped, ~acc)
     assert 0 < flipped.sum() < len(images)
@@ -159,8 +159,8 @@ def test_results_do_not_depend_on_batch_size(images):
     # the noise of an image is keyed by its ID, not its position
     s1 = image_seeds(["a", "b"], 2, 0)
     assert image_seeds(["b", "a"], 2, 0) == s1[::-1] and image_seeds(["a", "b"], 2, 1) != s1
-    u = _uniform(torch.Size([2, 1, 2, 2]), s1, 0, images)
-    assert torch.equal(u[1], _uniform(torch.Size([1, 1, 2, 2]), s1[1:], 0, images)[0])
+    u = uniform(torch.Size([2, 1, 2, 2]), s1, 0, images)
+    assert torch.equal(u[1], uniform(torch.Size([1, 1, 2, 2]), s1[1:], 0, images)[0])
 
 
 def test_bracket_contains_the_analytic_minimum_of_a_linear_model():

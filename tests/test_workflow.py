@@ -14,27 +14,20 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
 
-MODEL = {"arch": "vgg_small", "width": 4}
-TRAIN = {"batch_size": 32, "epochs": 2, "patience": 2, "lr": 0.01}
-ATTACK = {"methods": ["fgsm", "pgd"], "eps": [0.05], "reference_eps": 0.05}
-TINY = {
-    "seed": 3,
-    "device": "cpu",
-    "datasets": {
-        "ct": {"source": {"format": "lidc", "synthetic": {"n_patients": 24}},
-               "preprocess": {"size": 16, "intensity": {"mode": "window"}},
-               "model": dict(MODEL), "train": dict(TRAIN), "attack": dict(ATTACK), "paper_dataset": "ct",
-               "adversarial_training": {"regimes": ["adv_pgd"], "eps": 0.05, "step": 0.0125,
-                                        "iters": 2, "epochs": 1, "batch_size": 32}},
-        "mri": {"source": {"format": "manifest", "synthetic": {"n_patients": 20}},
-                "preprocess": {"size": 16}, "model": dict(MODEL), "train": dict(TRAIN), "attack": dict(ATTACK)},
-        "digits": {"source": {"format": "digits"},
-                   "preprocess": {"size": 16, "intensity": {"mode": "none"}, "balance": "none"},
-                   "model": dict(MODEL), "train": dict(TRAIN), "attack": dict(ATTACK),
-                   # 10 classes: the default search's three attacks (APGD-T on top), shortened here
-                   "sensitivity": {"restarts": 1, "refine_steps": 10}},
-    },
-}
+
+def load_test_config(name: str) -> dict:
+    """A config of .test/ (written as a user would, runnable with ``--directory .test``) as a dict,
+    without its results folder: the tests run in a temporary working directory with the default
+    ``results/``."""
+    config = yaml.safe_load((REPO / ".test" / name).read_text())
+    config.pop("results", None)
+    return config
+
+
+# ct (adversarial training, transfer attacks), mri and the digits control at 16 px
+TINY = load_test_config("config_tiny.yaml")
+MODEL = dict(TINY["datasets"]["ct"]["model"])
+TRAIN = dict(TINY["datasets"]["ct"]["train"])
 
 
 def smk(workdir: Path, config: dict, *args: str, snakefile: Path | None = None,

@@ -163,7 +163,7 @@ def time_one_pass(config: dict, name: str, batch: int) -> float:
     """
     import torch
 
-    from oncorobust.models import loading as models
+    from oncorobust.models import architectures, heads
 
     entry = config["datasets"][name]
     size, model_cfg = int(entry["preprocess"]["size"]), entry["model"]
@@ -171,12 +171,12 @@ def time_one_pass(config: dict, name: str, batch: int) -> float:
     kind, target = registry.parse_arch(model_cfg["arch"])
     classes = len(entry["source"].get("classes") or ["benign", "malignant"])
     if kind in registry.SERIALIZED_SOURCES:
-        net = models.load_serialized(kind, target)
+        net = architectures.load_serialized(kind, target)
     elif kind in registry.BUILT_SOURCES:
-        net = models.build_net(model_cfg["arch"], classes=classes, in_channels=channels, size=size)
+        net = architectures.build_net(model_cfg["arch"], classes=classes, in_channels=channels, size=size)
     else:
-        net = models.build_model(model_cfg["arch"], classes=classes, in_channels=channels, size=size,
-                                 mean=[0.5] * channels, std=[0.25] * channels, width=int(model_cfg.get("width", 32)))
+        net = architectures.build_model(model_cfg["arch"], classes=classes, in_channels=channels, size=size,
+                                       mean=[0.5] * channels, std=[0.25] * channels, width=int(model_cfg.get("width", 32)))
     net.eval()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workflow's jobs
@@ -185,7 +185,7 @@ def time_one_pass(config: dict, name: str, batch: int) -> float:
         for _ in range(4):
             x = torch.rand(batch, channels, size, size, requires_grad=True)
             start = time.perf_counter()
-            out = models.main_output(net(x))
+            out = heads.main_output(net(x))
             (grad,) = torch.autograd.grad(out.float().sum(), x)
             times.append(time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 (the user's model may raise anything)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from oncorobust.errors import ConfigError
 from oncorobust.spec import BUILT_SOURCES, METHOD_NAMES, MODEL_SOURCES, arch_source, given_file
+from oncorobust.spec import (ARRAY_LEVELS, CORRUPTION_KINDS, CORRUPTION_NAMES, DEFAULT_CORRUPTION_SETS,
+                             DEFAULT_SEVERITY_PICKS, MODALITIES, dataset_modality, severity_str)
 
 SYNTHETIC_FORMATS = {"lidc", "cbis_ddsm", "manifest"}
 _NEEDS = {"lidc": "root", "cbis_ddsm": "root", "manifest": "manifest", "folder": "root", "mnist": "root",
@@ -361,6 +363,10 @@ def _check_model_source(key: str, entry: dict) -> None:
     arch = str(model.get("arch", "vgg_small"))
     kind = arch_source(arch)
     given = given_file(model)
+    if given and int(entry.get("replicates", 1)) > 1:
+        raise ConfigError(f"{key}.replicates = {entry['replicates']}: the model is given ({given}), not"
+                          " trained here, so there is nothing to replicate; remove the key (or train"
+                          " the architecture here by removing model.checkpoint)")
     spec = model.get("input") or {}
     mode = spec.get("normalize", "dataset")
     if mode == "custom" and not (spec.get("mean") and spec.get("std")):
@@ -426,6 +432,7 @@ def check_config(config: dict, workdir: str | os.PathLike | None = None) -> None
     _check_results(config, workdir)
     for ds, entry in config["datasets"].items():
         _check_dataset(ds, entry)
+        corruption_plan(ds, entry)  # unknown or modality-inappropriate corruptions, bad severities
         src = entry["source"]
         fmt = src["format"]
         key = f"datasets.{ds}.source"
@@ -451,3 +458,116 @@ def resolve_source(config: dict, ds: str) -> dict:
         if src["format"] == "manifest":
             src["manifest"] = f"{root}/manifest.csv"
     return src
+
+
+def stored_units_per_pixel(entry: dict) -> float | None:
+    """Stored units per [0,1] intensity of a dataset as far as its config says, before any data
+    is read: the window width (``intensity.mode: window``), the levels of an array source; None
+    when only the data know it (``percentile``: each image's own range; ``bitdepth``).
+
+    Args:
+        entry: one ``datasets.<ds>`` block.
+    """
+    inten = (entry.get("preprocess") or {}).get("intensity") or {}
+    mode = inten.get("mode", "percentile")
+    fmt = (entry.get("source") or {}).get("format")
+    if mode == "window":
+        lo, hi = inten.get("window", [-1350, 150])
+        return float(hi) - float(lo)
+    if fmt in ARRAY_LEVELS:
+        return ARRAY_LEVELS[fmt]
+    return None
+
+
+def _round3(v: float) -> float:
+    return float(f"{v:.3g}")
+
+
+def corruption_plan(ds: str, entry: dict) -> dict[str, list[float]]:
+    """The natural corruptions and severities a dataset runs (``datasets.<ds>.corruptions``).
+
+    ``names`` not given: the modality's small default set (:data:`oncorobust.spec.DEFAULT_CORRUPTION_SETS`)
+    at its default severities :data:`~oncorobust.spec.DEFAULT_SEVERITY_PICKS` (mildest, middle,
+    most severe of five). Stored-unit corruptions (gaussian_noise, rician_noise, window_shift)
+    default to HU on CT and to fractions of the stored units per [0,1] elsewhere; where those are
+    known only from the data (``intensity.mode`` percentile or bitdepth) they need explicit
+    ``severities`` and are left out of the default set. ``names: []`` runs none.
+
+    Args:
+        ds: the dataset key (named in messages).
+        entry: its ``datasets.<ds>`` block.
+
+    Returns:
+        {name: [severity, ...]} in ``names`` order, severities in the corruption's unit.
+
+    Raises:
+        ConfigError: naming the key: an unknown corruption name (listing the valid ones), one
+            that does not fit the dataset's modality (e.g. bias_field on CT), a severity outside
+            its range or two severities with one file name, severities of an unknown corruption, or a stored-unit corruption without severities where the units are known
+            only from the data.
+    """
+    key = f"datasets.{ds}.corruptions"
+    block = entry.get("corruptions") or {}
+    modality = dataset_modality(entry)
+    if modality is not None and modality not in MODALITIES:
+        raise ConfigError(f"{key}.modality = {modality!r} is not valid: choose one of {list(MODALITIES)}")
+    upp = stored_units_per_pixel(entry)
+    given = block.get("severities") or {}
+    explicit = block.get("names")
+    if explicit is None:
+        names = [n for n in DEFAULT_CORRUPTION_SETS[modality]
+                 if not (CORRUPTION_KINDS[n].stored_units and modality != "ct" and upp is None and n not in given)]
+    else:
+        names = list(explicit)
+    for i, n in enumerate(names):
+        if n not in CORRUPTION_KINDS:
+            hint = difflib.get_close_matches(str(n), CORRUPTION_NAMES, n=1)
+            raise ConfigError(f"{key}.names[{i}] = {n!r} is not a known corruption"
+                              f"{f' (did you mean {hint[0]!r}?)' if hint else ''}: choose from {', '.join(CORRUPTION_NAMES)}")
+        kind = CORRUPTION_KINDS[n]
+        if modality is not None and modality not in kind.modalities:
+            fits = [m for m in CORRUPTION_NAMES if modality in CORRUPTION_KINDS[m].modalities]
+            raise ConfigError(f"{key}.names[{i}] = {n!r} does not apply to {modality} images (it is for"
+                              f" {', '.join(kind.modalities)}): for {modality} choose from {', '.join(fits)}"
+                              " (the modality comes from corruptions.modality, paper_dataset or source.format)")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{key}.names = {names}: a corruption listed twice")
+    for n in given:  # severities of a known corruption not in names are kept for later (a config
+        # merged over another, e.g. paper.yaml over config.yaml, may list fewer names); a typo is not
+        if n not in CORRUPTION_KINDS:
+            hint = difflib.get_close_matches(str(n), CORRUPTION_NAMES, n=1)
+            raise ConfigError(f"{key}.severities.{n}: not a known corruption"
+                              f"{f' (did you mean {hint[0]!r}?)' if hint else ''}: choose from {', '.join(CORRUPTION_NAMES)}")
+    plan: dict[str, list[float]] = {}
+    for n in names:
+        kind = CORRUPTION_KINDS[n]
+        if n in given:
+            sevs = given[n]
+            if not isinstance(sevs, (list, tuple)) or not sevs:
+                raise ConfigError(f"{key}.severities.{n} = {sevs!r}: give a non-empty list of severities")
+            out, seen = [], {}
+            for j, v in enumerate(sevs):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) \
+                        or not kind.valid(v):
+                    raise ConfigError(f"{key}.severities.{n}[{j}] = {v!r} is outside {n}'s valid range"
+                                      f" {kind.valid_range()}")
+                name = severity_str(v)
+                if name in seen:
+                    raise ConfigError(f"{key}.severities.{n}: {seen[name]!r} and {v!r} give one file name"
+                                      f" severity={name}.csv; give severities that differ within 6 significant digits")
+                seen[name] = v
+                out.append(float(v))
+            plan[n] = out
+            continue
+        if kind.stored_units and modality != "ct":
+            if upp is None:
+                raise ConfigError(f"{key}.severities.{n} is required: {n}'s severity is in stored units (grey"
+                                  f" levels) and datasets.{ds}.preprocess.intensity.mode"
+                                  f" {(entry.get('preprocess') or {}).get('intensity', {}).get('mode', 'percentile')}"
+                                  " learns the images' range only from the data; give severities in grey levels"
+                                  " (tensors/stats.json eps_units.per_eps is the median range)")
+            five = [_round3(f * upp) for f in kind.fractions]
+        else:
+            five = list(kind.severities)
+        plan[n] = [five[k] for k in DEFAULT_SEVERITY_PICKS]
+    return plan

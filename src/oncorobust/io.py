@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
-import torch
 
 from oncorobust.errors import OncorobustError
 
@@ -136,6 +135,34 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_csv(tmp, index=False)
 
 
+#: What a per-image attack CSV says it holds, appended after the scores (oncorobust.evaluation.evaluate's
+#: COLUMNS) so those keep their order: the regime of the attacked model, the method as the result
+#: is named (``pgd``, ``transfer_pgd``, ``worst``) and ε in [0,1] pixel units. Aggregates check them
+#: against the job's params (``oncorobust.reporting.tables.read_attack_csv``).
+ATTACK_KEY_COLUMNS = ("regime", "method", "eps")
+
+
+def write_attack_csv(df: pd.DataFrame, path: str | os.PathLike, *, regime: str, method: str,
+                     eps: float) -> None:
+    """Write one per-image attack result with its :data:`ATTACK_KEY_COLUMNS` appended, atomically.
+
+    Args:
+        df: the per-image result (one row per test image; its columns are written first, unchanged).
+        path: the CSV (``results/{ds}/attacks/{regime}/{method}/eps={eps}.csv``).
+        regime: the attacked model's regime (``clean``, ``adv_pgd``...).
+        method: the result's name, with its ``transfer_`` prefix where it has one.
+        eps: the L∞ budget in [0,1] pixel units (written as a float).
+
+    Raises:
+        ValueError: ``df`` already has one of the key columns (it would be overwritten).
+        WriteError: naming ``path``, when the disk is full or the write fails otherwise.
+    """
+    clash = [c for c in ATTACK_KEY_COLUMNS if c in df.columns]
+    if clash:
+        raise ValueError(f"{path}: the result already has column(s) {clash}; they are the file's key")
+    write_csv(df.assign(regime=str(regime), method=str(method), eps=float(eps)), path)
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON (sorted keys) to ``path`` atomically.
 
@@ -154,6 +181,8 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
             RuntimeError "... inline_container.cc ... unexpected pos", reported as "no space left
             on device while writing <path>") or the write fails otherwise.
     """
+    import torch  # here, so that the torch-free readers (reporting.tables) can import this module
+
     with _writing(path) as tmp:
         try:
             torch.save(obj, tmp)

@@ -123,7 +123,7 @@ class Monitored(nn.Module):
     def __init__(self, model: nn.Module, what: str = "the attack"):
         super().__init__()
         self.model, self.what = model, what
-        self.train(model.training)
+        self.training = model.training  # not train(): that resets every submodule's own mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)

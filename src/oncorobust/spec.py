@@ -172,9 +172,38 @@ REGIMES: dict[str, Regime] = {r.name: r for r in (
     Regime("adv_pgd", "PGD-AT", True, "Madry et al. 2018; Joel et al.'s adversarial training"),
     Regime("adv_fast", "fast AT", True, "Wong et al. 2020, FGSM with a random start"),
     Regime("adv_free", "free AT", True, "Shafahi et al. 2019, replayed minibatches"),
+    Regime("adv_trades", "TRADES", True, "Zhang et al. 2019, KL to the clean prediction"),
+    Regime("adv_mart", "MART", True, "Wang et al. 2020, misclassification-aware boosted loss"),
 )}
 REGIME_NAMES: tuple[str, ...] = tuple(REGIMES)
 ADVERSARIAL_REGIMES: tuple[str, ...] = tuple(n for n, r in REGIMES.items() if r.adversarial)
+
+#: replicate k >= 2 of regime R is the model ``R-r{k}`` (replicate 1 keeps the name R, so
+#: ``replicates: 1`` keeps every path); its training seed is ``seed + REPLICATE_SEED_STEP * (k - 1)``
+REPLICATE_SEP = "-r"
+REPLICATE_SEED_STEP = 1000
+
+
+def replicate_name(regime: str, k: int) -> str:
+    """The model name of replicate ``k`` (1-based) of ``regime``: ``clean``, ``clean-r2``, …"""
+    return regime if int(k) == 1 else f"{regime}{REPLICATE_SEP}{int(k)}"
+
+
+def split_replicate_name(name: str) -> tuple[str, int]:
+    """``adv_pgd-r3`` → ``("adv_pgd", 3)``; ``clean`` → ``("clean", 1)`` (no validation: see
+    :func:`oncorobust.reporting.regimes.split_replicate` for the strict form)."""
+    base, sep, k = str(name).rpartition(REPLICATE_SEP)
+    return (base, int(k)) if sep and k.isdigit() else (str(name), 1)
+
+
+def replicate_seed(seed: int, k: int) -> int:
+    """The training seed of replicate ``k`` (replicate 1: ``seed`` itself)."""
+    return int(seed) + REPLICATE_SEED_STEP * (int(k) - 1)
+
+
+def regime_wildcard(regimes: tuple[str, ...] = REGIME_NAMES) -> str:
+    """The regular expression of the ``{regime}`` wildcard: a regime, optionally ``-r<k>``."""
+    return f"({'|'.join(regimes)})({REPLICATE_SEP}[0-9]+)?"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,3 +289,125 @@ def given_file(model_cfg: dict) -> str | None:
         return str(model_cfg["checkpoint"])
     kind, _, target = str(model_cfg.get("arch", "vgg_small")).partition(":")
     return target if kind in SERIALIZED_SOURCES and target else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Natural corruptions (the torch-free facts the config checks and the workflow's job list need;
+# the transforms themselves are :data:`oncorobust.evaluation.corruptions.CORRUPTIONS`, which
+# checks at import that it agrees with :data:`CORRUPTION_KINDS`)
+# ----------------------------------------------------------------------------------------------
+
+#: the imaging modalities corruptions are chosen for; ``control`` = natural-image control sets
+MODALITIES: tuple[str, ...] = ("ct", "mammo", "mri", "control")
+#: result name of a corruption: ``results/{ds}/attacks/{regime}/corrupt_{name}/severity={s}.csv``
+CORRUPT_PREFIX = "corrupt_"
+#: grey levels per [0,1] of the array sources (their ε × levels = grey levels of the stored data)
+ARRAY_LEVELS: dict[str, float] = {"digits": 16.0, "mnist": 255.0, "cifar10": 255.0}
+
+
+@dataclass(frozen=True)
+class CorruptionKind:
+    """What the config and the job list need to know of one natural corruption.
+
+    Attributes:
+        name: registry key (``corrupt_{name}`` in result paths).
+        modalities: where it makes physical sense (a subset of :data:`MODALITIES`).
+        severities: the five default severities, mildest first (stored-unit ones in HU, for CT).
+        stored_units: the severity is in stored units (HU on CT, grey levels otherwise).
+        fractions: stored-unit corruptions off CT: default severities = these × the stored units
+            per [0,1] intensity.
+        low, high, low_open, high_open, integer: the valid severity range.
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+    severities: tuple[float, ...]
+    low: float
+    high: float
+    stored_units: bool = False
+    fractions: tuple[float, ...] | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def valid(self, severity: float) -> bool:
+        """Whether ``severity`` (a finite float) lies in the valid range."""
+        s = float(severity)
+        return ((s > self.low if self.low_open else s >= self.low)
+                and (s < self.high if self.high_open else s <= self.high)
+                and (not self.integer or s == int(s)))
+
+    def valid_range(self) -> str:
+        lo = f"{'(' if self.low_open else '['}{self.low:g}"
+        hi = f"{self.high:g}{')' if self.high_open or self.high == float('inf') else ']'}"
+        return f"{lo}, {hi}{' (whole numbers)' if self.integer else ''}"
+
+
+_INF = float("inf")
+_NOISE_FRACTIONS = (0.01, 0.02, 0.04, 0.08, 0.16)
+CORRUPTION_KINDS: dict[str, CorruptionKind] = {k.name: k for k in (
+    CorruptionKind("gaussian_noise", ("ct", "mammo", "control"), (5.0, 10.0, 20.0, 40.0, 80.0), 0.0, _INF,
+                   stored_units=True, fractions=_NOISE_FRACTIONS),
+    CorruptionKind("rician_noise", ("mri",), (5.0, 10.0, 20.0, 40.0, 80.0), 0.0, _INF,
+                   stored_units=True, fractions=_NOISE_FRACTIONS),
+    CorruptionKind("gaussian_blur", MODALITIES, (1.0, 1.5, 2.0, 3.0, 4.0), 0.0, _INF),
+    CorruptionKind("contrast", MODALITIES, (0.8, 0.6, 0.4, 0.3, 0.2), 0.0, _INF),
+    CorruptionKind("window_shift", ("ct", "mammo"), (10.0, 25.0, 50.0, 100.0, 200.0), -_INF, _INF,
+                   stored_units=True, fractions=(0.01, 0.025, 0.05, 0.1, 0.2), low_open=True),
+    CorruptionKind("bias_field", ("mri",), (0.05, 0.1, 0.2, 0.3, 0.5), 0.0, _INF),
+    CorruptionKind("gibbs_ringing", ("mri",), (0.4, 0.5, 0.6, 0.7, 0.8), 0.0, 1.0),
+    CorruptionKind("kspace_spike", ("mri",), (0.01, 0.02, 0.05, 0.1, 0.2), 0.0, _INF),
+    CorruptionKind("motion", ("mri",), (0.5, 1.0, 2.0, 4.0, 8.0), 0.0, _INF),
+    CorruptionKind("ghosting", ("mri",), (0.2, 0.4, 0.6, 0.8, 1.0), 0.0, 1.0),
+    CorruptionKind("downsample", MODALITIES, (1.5, 2.0, 3.0, 4.0, 6.0), 1.0, _INF),
+    CorruptionKind("jpeg", MODALITIES, (75.0, 50.0, 30.0, 15.0, 7.0), 1.0, 100.0, integer=True),
+    CorruptionKind("jpeg2000", ("ct", "mammo", "mri"), (45.0, 40.0, 35.0, 30.0, 25.0), 0.0, 100.0, low_open=True),
+)}
+CORRUPTION_NAMES: tuple[str, ...] = tuple(CORRUPTION_KINDS)
+
+#: what runs when a dataset's ``corruptions.names`` is not given: a small set per modality
+#: (ImageNet-C / MedMNIST-C style families: noise, blur, an intensity change, compression or an
+#: MR artefact) at :data:`DEFAULT_SEVERITY_PICKS` of the five default severities
+DEFAULT_CORRUPTION_SETS: dict[str | None, tuple[str, ...]] = {
+    "ct": ("gaussian_noise", "gaussian_blur", "window_shift", "jpeg"),
+    "mammo": ("gaussian_noise", "gaussian_blur", "contrast", "jpeg"),
+    "mri": ("rician_noise", "gaussian_blur", "bias_field", "gibbs_ringing"),
+    "control": ("gaussian_noise", "gaussian_blur", "contrast"),
+    None: ("gaussian_blur", "contrast", "jpeg"),  # modality unknown: what applies to every modality
+}
+#: the default severities run: mildest, middle and most severe of the five
+DEFAULT_SEVERITY_PICKS: tuple[int, ...] = (0, 2, 4)
+#: ``paper_dataset`` → modality
+PAPER_MODALITY: dict[str, str] = {"ct": "ct", "mammogram": "mammo", "mri": "mri", "mnist": "control",
+                                  "cifar10": "control"}
+#: ``source.format`` → modality, where the format says it
+FORMAT_MODALITY: dict[str, str] = {"lidc": "ct", "cbis_ddsm": "mammo", "digits": "control", "mnist": "control",
+                                   "cifar10": "control"}
+
+
+def dataset_modality(entry: dict) -> str | None:
+    """A dataset's modality: ``corruptions.modality`` if given, else from ``paper_dataset``, else
+    from ``source.format`` (lidc → ct, cbis_ddsm → mammo, arrays → control); None when unknown
+    (``manifest`` / ``folder`` sources without either)."""
+    given = (entry.get("corruptions") or {}).get("modality")
+    if given:
+        return str(given)
+    paper = entry.get("paper_dataset")
+    if paper in PAPER_MODALITY:
+        return PAPER_MODALITY[paper]
+    return FORMAT_MODALITY.get((entry.get("source") or {}).get("format"))
+
+
+def corruption_method(name: str) -> str:
+    """The result name of a corruption: ``gaussian_noise`` → ``corrupt_gaussian_noise``."""
+    return f"{CORRUPT_PREFIX}{name}"
+
+
+def corruption_wildcard() -> str:
+    """The regular expression of the ``{corruption}`` wildcard (the name after ``corrupt_``)."""
+    return "|".join(CORRUPTION_NAMES)
+
+
+def severity_str(severity: float) -> str:
+    """The canonical text of a severity in file names (20.0 → '20', 0.05 → '0.05')."""
+    return f"{float(severity):g}"

@@ -10,6 +10,15 @@ rule attack:
         f"{R}/logs/attack/{{ds}}/{{regime}}/{{method}}/eps={{eps}}.log",
     benchmark:
         f"{R}/benchmarks/attack/{{ds}}/{{regime}}/{{method}}/eps={{eps}}.tsv"
+    group:
+        "attacks"
+    conda:
+        "../envs/oncorobust.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_attack_mem_mb,
+        runtime=get_attack_runtime,
+        gpu=get_gpu,
     params:
         code=code_version("scripts/attack.py"),
         attack=get_attack_params,
@@ -17,15 +26,6 @@ rule attack:
         batch_size=config["attacks"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=get_attack_mem_mb,
-        runtime=get_attack_runtime,
-        gpu=get_gpu,
-    group:
-        "attacks"
-    conda:
-        "../envs/oncorobust.yaml"
     script:
         "../scripts/attack.py"
 
@@ -37,32 +37,48 @@ rule tables:
         tests=get_test_tensors,
         stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
-        table1=report(f"{R}/tables/table1.csv", caption="../report/table1.rst", category="Tables",
-                      labels={"table": "Table 1"}),
+        table1=report(
+            f"{R}/tables/table1.csv",
+            caption="../report/table1.rst",
+            category="Tables",
+            labels={"table": "Table 1"},
+        ),
         table1_md=f"{R}/tables/table1.md",
-        table_s5=report(f"{R}/tables/table_s5.csv", caption="../report/table_s5.rst", category="Tables",
-                        labels={"table": "Table S5"}),
+        table_s5=report(
+            f"{R}/tables/table_s5.csv",
+            caption="../report/table_s5.rst",
+            category="Tables",
+            labels={"table": "Table S5"},
+        ),
         table_s5_md=f"{R}/tables/table_s5.md",
-        sanity=report(f"{R}/tables/sanity.csv", caption="../report/sanity.rst", category="Tables",
-                      labels={"table": "Sanity warnings"}),
+        sanity=report(
+            f"{R}/tables/sanity.csv",
+            caption="../report/sanity.rst",
+            category="Tables",
+            labels={"table": "Sanity warnings"},
+        ),
         summary=f"{R}/tables/attack_summary.csv",
     log:
         f"{R}/logs/tables/attack_tables.log",
+    conda:
+        "../envs/oncorobust.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         code=code_version("scripts/attack_tables.py"),
         index=get_attack_index,
         sensitivity_index=get_sensitivity_pairs(),
         labels=config["attacks"]["labels"],
-        paper_names=canon({ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS}),
-        reference_eps=canon({ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS}),
+        paper_names=canon(
+            {ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS}
+        ),
+        reference_eps=canon(
+            {ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS}
+        ),
         controls=[ds for ds in DATASETS if is_control(ds)],
         datasets=DATASETS,
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/oncorobust.yaml"
     script:
         "../scripts/attack_tables.py"
 
@@ -76,23 +92,25 @@ rule health:
         f"{R}/logs/health/{{ds}}/{{regime}}.log",
     benchmark:
         f"{R}/benchmarks/health/{{ds}}/{{regime}}.tsv"
+    conda:
+        "../envs/oncorobust.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_health_mem_mb,
+        runtime=get_health_runtime,
+        gpu=get_gpu,
     params:
         code=code_version("scripts/health.py"),
         index=get_health_index,
         health=canon(config["attacks"]["health"]),
         batch_size=config["attacks"]["batch_size"],
         pgd=canon(config["attacks"]["pgd"]),
-        reference_eps=lambda w: canon(config["datasets"][w.ds]["attack"]["reference_eps"]),
+        reference_eps=lambda w: canon(
+            config["datasets"][w.ds]["attack"]["reference_eps"]
+        ),
         labels=config["attacks"]["labels"],
         seed=config["seed"],
         device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=get_health_mem_mb,
-        runtime=get_health_runtime,
-        gpu=get_gpu,
-    conda:
-        "../envs/oncorobust.yaml"
     script:
         "../scripts/health.py"
 
@@ -101,18 +119,22 @@ rule health_table:
     input:
         get_health_csvs,
     output:
-        csv=report(f"{R}/tables/evaluation_health.csv", caption="../report/health.rst", category="Tables",
-                   labels={"table": "Evaluation health"}),
+        csv=report(
+            f"{R}/tables/evaluation_health.csv",
+            caption="../report/health.rst",
+            category="Tables",
+            labels={"table": "Evaluation health"},
+        ),
         md=f"{R}/tables/evaluation_health.md",
     log:
         f"{R}/logs/tables/evaluation_health.log",
-    params:
-        code=code_version("scripts/health_table.py"),
+    conda:
+        "../envs/oncorobust.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/oncorobust.yaml"
+    params:
+        code=code_version("scripts/health_table.py"),
     script:
         "../scripts/health_table.py"

@@ -5,23 +5,23 @@
 # health, sensitivity, tables, figures) runs on it through models.load_model. The file is an
 # input: replacing it reruns exactly this dataset's jobs that depend on the model.
 rule import_model:
-    wildcard_constraints:
-        ds="|".join(_re.escape(ds) for ds in GIVEN) or "(?!)",
     input:
         unpack(get_import_inputs),
     output:
         model=f"{R}/{{ds}}/models/clean.pt",
     log:
         f"{R}/logs/import_model/{{ds}}.log",
-    params:
-        code=code_version("scripts/import_model.py"),
-        model=get_dataset_cfg("model"),
+    wildcard_constraints:
+        ds="|".join(_re.escape(ds) for ds in GIVEN) or "(?!)",
+    conda:
+        "../envs/oncorobust.yaml"
     threads: 1
     resources:
         mem_mb=get_import_mem_mb,
         runtime=10,
-    conda:
-        "../envs/oncorobust.yaml"
+    params:
+        code=code_version("scripts/import_model.py"),
+        model=get_dataset_cfg("model"),
     script:
         "../scripts/import_model.py"
 

@@ -15,22 +15,28 @@ rule card:
         model=f"{R}/{{ds}}/models/{{regime}}.pt",
     output:
         md=f"{R}/cards/{{ds}}_{{regime}}.md",
-        html=report(f"{R}/cards/{{ds}}_{{regime}}.html", caption="../report/card.rst", category="Cards",
-                    labels={"dataset": "{ds}", "regime": "{regime}"}),
+        html=report(
+            f"{R}/cards/{{ds}}_{{regime}}.html",
+            caption="../report/card.rst",
+            category="Cards",
+            labels={"dataset": "{ds}", "regime": "{regime}"},
+        ),
     log:
         f"{R}/logs/cards/{{ds}}_{{regime}}.log",
+    conda:
+        "../envs/oncorobust.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         code=code_version("scripts/cards.py"),
         card=lambda w: canon(card_config(config, w.ds, w.regime, is_control(w.ds))),
         # benchmark files and the sensitivity log are read when present, not inputs: they exist
         # once the tables the card reads are written
-        benchmarks=lambda w: benchmark_files(R, w.ds, w.regime, attack_jobs(w.ds, w.regime)),
+        benchmarks=lambda w: benchmark_files(
+            R, w.ds, w.regime, attack_jobs(w.ds, w.regime)
+        ),
         sensitivity_log=lambda w: f"{R}/logs/sensitivity/{w.ds}/{w.regime}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/oncorobust.yaml"
     script:
         "../scripts/cards.py"

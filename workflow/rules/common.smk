@@ -5,16 +5,24 @@ import re as _re
 from snakemake.utils import validate
 
 from oncorobust.pipeline.codehash import code_version as _code_version
-from oncorobust.config import check_config, check_yaml_files, resolve_source, validate_config
+from oncorobust.config import (
+    check_config,
+    check_yaml_files,
+    corruption_plan as _corruption_plan,
+    resolve_source,
+    validate_config,
+)
 from oncorobust import spec as _spec
+from oncorobust.reporting import regimes as _regimes
 from oncorobust.pipeline import resources as _res
 from oncorobust.data.privacy import check_privacy
 
-
 # our own pass first: one line per violation with the key path (Snakemake's names it inside a
 # dump of the whole schema); Snakemake's validate then fills the defaults
-check_yaml_files(workflow.configfiles)  # a key given twice: Snakemake's YAML loader kept the last silently
-check_privacy(config.get("privacy"), config.get("results", "results"))  # first: privacy.salt is refused by name
+# a key given twice: Snakemake's YAML loader kept the last silently
+check_yaml_files(workflow.configfiles)
+# first: privacy.salt is refused by name
+check_privacy(config.get("privacy"), config.get("results", "results"))
 validate_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
@@ -25,15 +33,23 @@ PAPER_ORDER = ("ct", "mammogram", "mri", "mnist", "cifar10")
 
 
 def _is_control(entry):
-    return entry.get("paper_dataset") in ("mnist", "cifar10") or entry["source"]["format"] in CONTROL_FORMATS
+    return (
+        entry.get("paper_dataset") in ("mnist", "cifar10")
+        or entry["source"]["format"] in CONTROL_FORMATS
+    )
 
 
 def _dataset_order(ds):
     """Medical sets before controls, each in the paper's order, then by name: tables and figures
-    do not depend on the order of the config's keys (a config dumped with sorted keys reruns nothing)."""
+    do not depend on the order of the config's keys (a config dumped with sorted keys reruns nothing).
+    """
     entry = config["datasets"][ds]
     paper = entry.get("paper_dataset")
-    return (_is_control(entry), PAPER_ORDER.index(paper) if paper in PAPER_ORDER else len(PAPER_ORDER), ds)
+    return (
+        _is_control(entry),
+        PAPER_ORDER.index(paper) if paper in PAPER_ORDER else len(PAPER_ORDER),
+        ds,
+    )
 
 
 DATASETS = sorted(config["datasets"], key=_dataset_order)
@@ -43,7 +59,7 @@ SYNTHETIC = [ds for ds in DATASETS if "synthetic" in config["datasets"][ds]["sou
 wildcard_constraints:
     ds="|".join(DATASETS),
     split="train|val|test",
-    regime="|".join(_spec.REGIME_NAMES),
+    regime=_spec.regime_wildcard(),
     method=_spec.method_wildcard(),
     eps="[0-9.e-]+",
 
@@ -88,7 +104,11 @@ def get_tensor_inputs(wildcards):
     (torchvision:/monai:/python:) also its initial weights (model.weights) and a python:<file.py>
     factory, so that replacing them retrains."""
     t = f"{R}/{wildcards.ds}/tensors"
-    inputs = {"train": f"{t}/train.pt", "val": f"{t}/val.pt", "stats": f"{t}/stats.json"}
+    inputs = {
+        "train": f"{t}/train.pt",
+        "val": f"{t}/val.pt",
+        "stats": f"{t}/stats.json",
+    }
     model = config["datasets"][wildcards.ds].get("model", {})
     arch = str(model.get("arch", "vgg_small"))
     if ":" in arch and model.get("weights"):
@@ -103,13 +123,38 @@ def get_adv_train_inputs(wildcards):
     inputs = get_tensor_inputs(wildcards)
     adv = config["datasets"][wildcards.ds].get("adversarial_training", {})
     if adv.get("init", "scratch") == "pretrained":
-        inputs["init"] = f"{R}/{wildcards.ds}/models/clean.pt"
+        inputs["init"] = f"{R}/{wildcards.ds}/models/{clean_of(wildcards.regime)}.pt"
     return inputs
 
 
-def regimes(ds):
+def base_regimes(ds):
     """The training regimes of a dataset: clean plus its configured adversarial ones."""
-    return ["clean"] + list(config["datasets"][ds].get("adversarial_training", {}).get("regimes", []))
+    return ["clean"] + list(
+        config["datasets"][ds].get("adversarial_training", {}).get("regimes", [])
+    )
+
+
+def regimes(ds):
+    """Every model of a dataset: each regime × replicate (``datasets.<ds>.replicates``; replicate
+    1 keeps the regime's name, k >= 2 is ``<regime>-r<k>``)."""
+    k_max = int(config["datasets"][ds].get("replicates", 1))
+    return [
+        _spec.replicate_name(r, k)
+        for r in base_regimes(ds)
+        for k in range(1, k_max + 1)
+    ]
+
+
+def clean_of(model):
+    """The clean model of the same replicate (transfer source, fine-tuning start)."""
+    return _spec.replicate_name("clean", _spec.split_replicate_name(model)[1])
+
+
+def get_train_seed(wildcards):
+    """The training seed of the model's replicate (replicate 1: config seed)."""
+    return _spec.replicate_seed(
+        config["seed"], _spec.split_replicate_name(wildcards.regime)[1]
+    )
 
 
 def _uses_gpu():
@@ -144,13 +189,17 @@ def _shape(ds):
     # user models (torchvision:, monai:, python:, torchscript:) are estimated as VGG16, the
     # heaviest network resources.py knows (resnet18/densenet121 need less)
     arch = arch if arch in ("vgg16", "vgg_small") else "vgg16"
-    return {"arch": arch, "size": int(d["preprocess"]["size"]),
-            "width": int(m.get("width", 32)), "channels": 3 if d["source"]["format"] == "cifar10" else 1}
+    return {
+        "arch": arch,
+        "size": int(d["preprocess"]["size"]),
+        "width": int(m.get("width", 32)),
+        "channels": 3 if d["source"]["format"] == "cifar10" else 1,
+    }
 
 
 def _mb(*paths):
     """Total size (MB) of the existing files among ``paths`` (0 before they are written)."""
-    return sum(os.path.getsize(p) for p in paths if p and os.path.exists(p)) / 2 ** 20
+    return sum(os.path.getsize(p) for p in paths if p and os.path.exists(p)) / 2**20
 
 
 def _n_images(ds, *paths):
@@ -172,16 +221,26 @@ def _train_batch(wildcards):
     d = config["datasets"][ds]
     if regime == "clean":
         return int(d["train"]["batch_size"])
-    return int(d.get("adversarial_training", {}).get("batch_size", d["train"]["batch_size"]))
+    return int(
+        d.get("adversarial_training", {}).get("batch_size", d["train"]["batch_size"])
+    )
 
 
 def get_train_mem_mb(wildcards, input):
     """Training: five parameter copies, the (adversarial) training batch's activations."""
     s = _shape(wildcards.ds)
-    return _res.mem_mb("train", s["arch"], s["size"], _train_batch(wildcards), channels=s["channels"],
-                       width=s["width"], data_mb=_mb(input.train, input.val),
-                       n_images=_n_images(wildcards.ds, input.train) or None,
-                       pretrained=config["datasets"][wildcards.ds].get("model", {}).get("pretrained") == "imagenet")
+    return _res.mem_mb(
+        "train",
+        s["arch"],
+        s["size"],
+        _train_batch(wildcards),
+        channels=s["channels"],
+        width=s["width"],
+        data_mb=_mb(input.train, input.val),
+        n_images=_n_images(wildcards.ds, input.train) or None,
+        pretrained=config["datasets"][wildcards.ds].get("model", {}).get("pretrained")
+        == "imagenet",
+    )
 
 
 def get_train_runtime(wildcards, input, threads):
@@ -198,40 +257,74 @@ def get_train_runtime(wildcards, input, threads):
         adv = d.get("adversarial_training", {})
         iters = float(adv.get("iters", 7))
         epochs = int(adv.get("epochs", d["train"]["epochs"]))
-        per_train = {"adv_pgd": 3 + 3 * iters * (1 - float(adv.get("clean_fraction", 0.5))),
-                     "adv_fast": 6.0, "adv_free": 3.0}.get(regime, 3 + 3 * iters)
+        per_train = {
+            "adv_pgd": 3 + 3 * iters * (1 - float(adv.get("clean_fraction", 0.5))),
+            "adv_fast": 6.0,
+            "adv_free": 3.0,
+        }.get(regime, 3 + 3 * iters)
         per_val = 2 + 3 * iters
-    return _res.runtime_min(s["arch"], s["size"], 1, epochs * (n_train * per_train + n_val * per_val),
-                            device=_device(), threads=threads, width=s["width"])
+    return _res.runtime_min(
+        s["arch"],
+        s["size"],
+        1,
+        epochs * (n_train * per_train + n_val * per_val),
+        device=_device(),
+        threads=threads,
+        width=s["width"],
+    )
 
 
 def get_attack_mem_mb(wildcards, input):
     """An attack job: the model (and the source model of a transfer attack), one attack batch."""
     s = _shape(wildcards.ds)
-    kind = "transfer" if wildcards.method.startswith(_spec.TRANSFER_PREFIX) else "attack"
-    return _res.mem_mb(kind, s["arch"], s["size"], int(config["attacks"]["batch_size"]),
-                       channels=s["channels"], width=s["width"], data_mb=_mb(input.test),
-                       restarts=int(config["attacks"]["pgd"].get("restarts", 1)))
+    kind = (
+        "transfer" if wildcards.method.startswith(_spec.TRANSFER_PREFIX) else "attack"
+    )
+    return _res.mem_mb(
+        kind,
+        s["arch"],
+        s["size"],
+        int(config["attacks"]["batch_size"]),
+        channels=s["channels"],
+        width=s["width"],
+        data_mb=_mb(input.test),
+        restarts=int(config["attacks"]["pgd"].get("restarts", 1)),
+    )
 
 
 def get_attack_runtime(wildcards, input):
     s = _shape(wildcards.ds)
     base = _spec.base_method(wildcards.method)
     att = config["attacks"]
-    passes = _res.attack_passes(wildcards.method, att.get(base, {}),
-                                {m: att.get(m, {}) for m in att["worst"]["members"]})
+    passes = _res.attack_passes(
+        wildcards.method,
+        att.get(base, {}),
+        {m: att.get(m, {}) for m in att["worst"]["members"]},
+    )
     n = _n_images(wildcards.ds, input.test)
     if not n:
         return 60
-    return _res.runtime_min(s["arch"], s["size"], n, passes + 2, device=_device(), width=s["width"])
+    return _res.runtime_min(
+        s["arch"], s["size"], n, passes + 2, device=_device(), width=s["width"]
+    )
 
 
 def get_health_mem_mb(wildcards, input):
     s = _shape(wildcards.ds)
-    n = min(_n_images(wildcards.ds, input.test), int(config["attacks"]["health"]["max_images"]))
-    return _res.mem_mb("health", s["arch"], s["size"], int(config["attacks"]["batch_size"]),
-                       channels=s["channels"], width=s["width"], data_mb=_mb(input.test),
-                       n_images=n or None)
+    n = min(
+        _n_images(wildcards.ds, input.test),
+        int(config["attacks"]["health"]["max_images"]),
+    )
+    return _res.mem_mb(
+        "health",
+        s["arch"],
+        s["size"],
+        int(config["attacks"]["batch_size"]),
+        channels=s["channels"],
+        width=s["width"],
+        data_mb=_mb(input.test),
+        n_images=n or None,
+    )
 
 
 def get_health_runtime(wildcards, input):
@@ -242,15 +335,25 @@ def get_health_runtime(wildcards, input):
     n = min(_n_images(wildcards.ds, input.test), int(att["health"]["max_images"]))
     if not n:
         return 60
-    return _res.runtime_min(s["arch"], s["size"], n, passes, device=_device(), width=s["width"])
+    return _res.runtime_min(
+        s["arch"], s["size"], n, passes, device=_device(), width=s["width"]
+    )
 
 
 def get_sensitivity_mem_mb(wildcards, input):
     s = _shape(wildcards.ds)
     n = max(_n_images(wildcards.ds, input.val), _n_images(wildcards.ds, input.test))
-    return _res.mem_mb("sensitivity", s["arch"], s["size"], int(config["attacks"]["batch_size"]),
-                       channels=s["channels"], width=s["width"], data_mb=_mb(input.val, input.test),
-                       n_images=n or None, restarts=int(config["datasets"][wildcards.ds]["sensitivity"]["restarts"]))
+    return _res.mem_mb(
+        "sensitivity",
+        s["arch"],
+        s["size"],
+        int(config["attacks"]["batch_size"]),
+        channels=s["channels"],
+        width=s["width"],
+        data_mb=_mb(input.val, input.test),
+        n_images=n or None,
+        restarts=int(config["datasets"][wildcards.ds]["sensitivity"]["restarts"]),
+    )
 
 
 def get_sensitivity_runtime(wildcards, input):
@@ -261,14 +364,25 @@ def get_sensitivity_runtime(wildcards, input):
     n = _n_images(wildcards.ds, input.val) + _n_images(wildcards.ds, input.test)
     if not n:
         return _unknown_runtime(wildcards.ds)
-    return _res.runtime_min(s["arch"], s["size"], n, passes, device=_device(), width=s["width"])
+    return _res.runtime_min(
+        s["arch"], s["size"], n, passes, device=_device(), width=s["width"]
+    )
 
 
 def get_fig1_mem_mb(wildcards, input):
     """Models are loaded one after another: the largest dataset's job."""
-    return max(_res.mem_mb("figure", _shape(ds)["arch"], _shape(ds)["size"], int(config["attacks"]["batch_size"]),
-                           channels=_shape(ds)["channels"], width=_shape(ds)["width"], data_mb=_mb(test))
-               for ds, test in zip(DATASETS, input.tests))
+    return max(
+        _res.mem_mb(
+            "figure",
+            _shape(ds)["arch"],
+            _shape(ds)["size"],
+            int(config["attacks"]["batch_size"]),
+            channels=_shape(ds)["channels"],
+            width=_shape(ds)["width"],
+            data_mb=_mb(test),
+        )
+        for ds, test in zip(DATASETS, input.tests)
+    )
 
 
 def get_fig1_runtime(wildcards, input):
@@ -276,9 +390,21 @@ def get_fig1_runtime(wildcards, input):
     passes = _res.attack_passes("pgd", config["attacks"]["pgd"]) + 2
     if not any(os.path.exists(t) for t in input.tests):
         return 60
-    return max(_res.FLOOR_MIN, sum(_res.runtime_min(_shape(ds)["arch"], _shape(ds)["size"], _n_images(ds, test),
-                                                    passes, device=_device(), width=_shape(ds)["width"])
-                                   for ds, test in zip(DATASETS, input.tests)) - (len(DATASETS) - 1) * int(_res.START_MIN))
+    return max(
+        _res.FLOOR_MIN,
+        sum(
+            _res.runtime_min(
+                _shape(ds)["arch"],
+                _shape(ds)["size"],
+                _n_images(ds, test),
+                passes,
+                device=_device(),
+                width=_shape(ds)["width"],
+            )
+            for ds, test in zip(DATASETS, input.tests)
+        )
+        - (len(DATASETS) - 1) * int(_res.START_MIN),
+    )
 
 
 def eps_str(eps):
@@ -307,10 +433,12 @@ def attack_csv(ds, regime, method, eps):
 
 def get_attack_inputs(wildcards):
     """The attacked model and the test tensors; the clean model too for transfer attacks."""
-    inputs = {"model": f"{R}/{wildcards.ds}/models/{wildcards.regime}.pt",
-              "test": f"{R}/{wildcards.ds}/tensors/test.pt"}
+    inputs = {
+        "model": f"{R}/{wildcards.ds}/models/{wildcards.regime}.pt",
+        "test": f"{R}/{wildcards.ds}/tensors/test.pt",
+    }
     if wildcards.method.startswith(_spec.TRANSFER_PREFIX):
-        inputs["source"] = f"{R}/{wildcards.ds}/models/clean.pt"
+        inputs["source"] = f"{R}/{wildcards.ds}/models/{clean_of(wildcards.regime)}.pt"
     return inputs
 
 
@@ -323,13 +451,16 @@ def get_attack_params(wildcards):
     if base in _spec.EARLY_EXIT_OPTION:
         out["early_exit"] = att["early_exit"]
     if base == "worst":
-        out["member_params"] = {m: dict(att.get(m, {})) for m in att["worst"]["members"]}
+        out["member_params"] = {
+            m: dict(att.get(m, {})) for m in att["worst"]["members"]
+        }
     return canon(out)
 
 
 def canon(value):
     """A config slice in canonical form (mappings with sorted keys, floats rounded to 12
-    significant digits), so that re-ordering keys in a config file plans no job again."""
+    significant digits), so that re-ordering keys in a config file plans no job again.
+    """
     if isinstance(value, dict):
         return {str(k): canon(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, (list, tuple)):
@@ -341,19 +472,29 @@ def canon(value):
 
 def get_health_inputs(wildcards):
     """The model, test tensors and the attack CSVs of one (dataset, regime)."""
-    return {"model": f"{R}/{wildcards.ds}/models/{wildcards.regime}.pt",
-            "test": f"{R}/{wildcards.ds}/tensors/test.pt",
-            "sensitivity": f"{R}/{wildcards.ds}/sensitivity/{wildcards.regime}.csv",
-            "attacks": [attack_csv(wildcards.ds, *job) for job in attack_jobs(wildcards.ds, wildcards.regime)]}
+    return {
+        "model": f"{R}/{wildcards.ds}/models/{wildcards.regime}.pt",
+        "test": f"{R}/{wildcards.ds}/tensors/test.pt",
+        "sensitivity": f"{R}/{wildcards.ds}/sensitivity/{wildcards.regime}.csv",
+        "attacks": [
+            attack_csv(wildcards.ds, *job)
+            for job in attack_jobs(wildcards.ds, wildcards.regime)
+        ],
+    }
 
 
 def get_health_index(wildcards):
     """(method, eps) of each attack CSV of get_health_inputs, in the same order."""
-    return [{"method": m, "eps": float(e)} for (_, m, e) in attack_jobs(wildcards.ds, wildcards.regime)]
+    return [
+        {"method": m, "eps": float(e)}
+        for (_, m, e) in attack_jobs(wildcards.ds, wildcards.regime)
+    ]
 
 
 def get_health_csvs(wildcards=None):
-    return [f"{R}/{ds}/health/{regime}.csv" for ds in DATASETS for regime in regimes(ds)]
+    return [
+        f"{R}/{ds}/health/{regime}.csv" for ds in DATASETS for regime in regimes(ds)
+    ]
 
 
 def get_all_attack_csvs(wildcards=None):
@@ -362,12 +503,19 @@ def get_all_attack_csvs(wildcards=None):
 
 def get_attack_index(wildcards=None):
     """Metadata of every attack CSV, in the order of get_all_attack_csvs (params of the tables)."""
-    return [{"dataset": ds, "regime": r, "method": m, "eps": float(e)}
-            for ds in DATASETS for (r, m, e) in attack_jobs(ds)]
+    return [
+        {"dataset": ds, "regime": r, "method": m, "eps": float(e)}
+        for ds in DATASETS
+        for (r, m, e) in attack_jobs(ds)
+    ]
 
 
 def get_sensitivity_csvs(wildcards=None):
-    return [f"{R}/{ds}/sensitivity/{regime}.csv" for ds in DATASETS for regime in regimes(ds)]
+    return [
+        f"{R}/{ds}/sensitivity/{regime}.csv"
+        for ds in DATASETS
+        for regime in regimes(ds)
+    ]
 
 
 def get_test_tensors(wildcards=None):
@@ -378,7 +526,9 @@ def get_test_tensors(wildcards=None):
 
 def get_sensitivity_pairs(wildcards=None):
     """(dataset, regime) of every sensitivity CSV, in the order of get_sensitivity_csvs."""
-    return [{"dataset": ds, "regime": regime} for ds in DATASETS for regime in regimes(ds)]
+    return [
+        {"dataset": ds, "regime": regime} for ds in DATASETS for regime in regimes(ds)
+    ]
 
 
 def get_sensitivity_index(wildcards=None):
@@ -386,7 +536,9 @@ def get_sensitivity_index(wildcards=None):
         {
             "dataset": ds,
             "regime": regime,
-            "exclude_fraction": config["datasets"][ds]["sensitivity"]["exclude_fraction"],
+            "exclude_fraction": config["datasets"][ds]["sensitivity"][
+                "exclude_fraction"
+            ],
             "paper_dataset": config["datasets"][ds].get("paper_dataset"),
         }
         for ds in DATASETS
@@ -401,26 +553,74 @@ def is_control(ds):
 def get_final_output():
     """Everything `rule all` asks for, built from the configured datasets."""
     targets = expand(f"{R}/{{ds}}/manifest.csv", ds=DATASETS)
-    targets += expand(f"{R}/{{ds}}/tensors/{{split}}.pt", ds=DATASETS, split=["train", "val", "test"])
+    targets += expand(
+        f"{R}/{{ds}}/tensors/{{split}}.pt", ds=DATASETS, split=["train", "val", "test"]
+    )
     targets += expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS)
     for ds in DATASETS:
         targets += expand(f"{R}/{ds}/models/{{regime}}.pt", regime=regimes(ds))
-    targets += expand(f"{R}/tables/{{table}}", table=["table1.csv", "table1.md", "table_s5.csv",
-                                                      "table_s5.md", "sanity.csv", "table2.csv",
-                                                      "table2.md", "deferral.csv", "deferral_auc.csv",
-                                                      "evaluation_health.csv", "evaluation_health.md"])
-    targets += expand(f"{R}/figures/{{fig}}.{{ext}}", ext=["png", "pdf"],
-                      fig=["fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral",
-                           "fig5_robustness_curves"])
-    targets += expand(f"{R}/tables/{{table}}", table=["robustness_summary.csv", "robustness_summary.md"])
+    targets += expand(
+        f"{R}/tables/{{table}}",
+        table=[
+            "table1.csv",
+            "table1.md",
+            "table_s5.csv",
+            "table_s5.md",
+            "sanity.csv",
+            "table2.csv",
+            "table2.md",
+            "deferral.csv",
+            "deferral_auc.csv",
+            "evaluation_health.csv",
+            "evaluation_health.md",
+        ],
+    )
+    targets += expand(
+        f"{R}/figures/{{fig}}.{{ext}}",
+        ext=["png", "pdf"],
+        fig=[
+            "fig1_examples",
+            "fig2_accuracy_vs_eps",
+            "fig3_adv_training",
+            "fig4_deferral",
+            "fig5_robustness_curves",
+        ],
+    )
+    targets += expand(
+        f"{R}/tables/{{table}}",
+        table=["robustness_summary.csv", "robustness_summary.md"],
+    )
+    # natural corruptions beside the adversarial worst case (rules/corrupt.smk)
+    targets += expand(
+        f"{R}/tables/{{table}}",
+        table=[
+            "corruptions.csv",
+            "corruptions.md",
+            "noise_units.csv",
+            "noise_units.md",
+            "corruption_health.csv",
+        ],
+    )
+    targets += expand(f"{R}/figures/natural_vs_adversarial.{{ext}}", ext=["png", "pdf"])
+    targets += expand(f"{R}/{{ds}}/tensors/noise.csv", ds=DATASETS)
+    # regimes against clean, paired (rules/regimes.smk)
+    targets += expand(f"{R}/tables/regimes.{{ext}}", ext=["csv", "md"])
     # one robustness card per (dataset, regime) (rules/cards.smk)
-    targets += [f"{R}/cards/{ds}_{regime}.{ext}" for ds in DATASETS for regime in regimes(ds) for ext in ("md", "html")]
+    targets += [
+        f"{R}/cards/{ds}_{regime}.{ext}"
+        for ds in DATASETS
+        for regime in regimes(ds)
+        for ext in ("md", "html")
+    ]
     return targets
 
 
 # Given models (rules/audit.smk): datasets whose model file is given are not trained.
-GIVEN = {ds: _spec.given_file(config["datasets"][ds]["model"]) for ds in DATASETS
-         if _spec.given_file(config["datasets"][ds]["model"])}
+GIVEN = {
+    ds: _spec.given_file(config["datasets"][ds]["model"])
+    for ds in DATASETS
+    if _spec.given_file(config["datasets"][ds]["model"])
+}
 
 
 def get_import_inputs(wildcards):
@@ -428,8 +628,12 @@ def get_import_inputs(wildcards):
     test images (the output head is detected on them; each must give finite outputs) and, for a
     python:<file.py>:<callable> arch, the user's module."""
     t = f"{R}/{wildcards.ds}/tensors"
-    inputs = {"checkpoint": GIVEN[wildcards.ds], "stats": f"{t}/stats.json", "val": f"{t}/val.pt",
-              "test": f"{t}/test.pt"}
+    inputs = {
+        "checkpoint": GIVEN[wildcards.ds],
+        "stats": f"{t}/stats.json",
+        "val": f"{t}/val.pt",
+        "test": f"{t}/test.pt",
+    }
     arch = str(config["datasets"][wildcards.ds]["model"].get("arch", ""))
     if _spec.factory_file(arch):
         inputs["factory"] = _spec.factory_file(arch)
@@ -439,3 +643,112 @@ def get_import_inputs(wildcards):
 def get_import_mem_mb(wildcards, input):
     """The file, the network built from it and the wrapped copy: a few times the file."""
     return int(2000 + 4 * _mb(input.checkpoint))
+
+
+# Natural corruptions (rules/corrupt.smk): which run is datasets.<ds>.corruptions, resolved by
+# oncorobust.config.corruption_plan (the modality's small default set when names is not given).
+
+
+def corruption_jobs(ds, regime=None):
+    """(regime, corruption, severity text) of every corruption result of a dataset (or one regime)."""
+    plan = _corruption_plan(ds, config["datasets"][ds])
+    return [
+        (r, name, _spec.severity_str(s))
+        for r in (regimes(ds) if regime is None else [regime])
+        for name, sevs in plan.items()
+        for s in sevs
+    ]
+
+
+def corruption_csv(ds, regime, name, severity):
+    return f"{R}/{ds}/attacks/{regime}/{_spec.CORRUPT_PREFIX}{name}/severity={severity}.csv"
+
+
+def get_all_corruption_csvs(wildcards=None):
+    return [corruption_csv(ds, *job) for ds in DATASETS for job in corruption_jobs(ds)]
+
+
+def get_corruption_index(wildcards=None):
+    """Metadata of every corruption CSV, in the order of get_all_corruption_csvs."""
+    return [
+        {"dataset": ds, "regime": r, "corruption": n, "severity": float(s)}
+        for ds in DATASETS
+        for (r, n, s) in corruption_jobs(ds)
+    ]
+
+
+def _natural_attack_jobs():
+    """(dataset, regime, method, eps) of the strongest white-box attack's CSVs (worst when run)."""
+    jobs = []
+    for ds in DATASETS:
+        methods = config["datasets"][ds]["attack"]["methods"]
+        best = next((m for m in _spec.STRENGTH_ORDER if m in methods), None)
+        jobs += [(ds, r, m, e) for (r, m, e) in attack_jobs(ds) if m == best]
+    return jobs
+
+
+def get_natural_attack_csvs(wildcards=None):
+    return [attack_csv(*job) for job in _natural_attack_jobs()]
+
+
+def get_natural_attack_index(wildcards=None):
+    return [
+        {"dataset": ds, "regime": r, "method": m, "eps": float(e)}
+        for (ds, r, m, e) in _natural_attack_jobs()
+    ]
+
+
+def get_corrupt_mem_mb(wildcards, input):
+    """A corruption job: the model and one batch of forward passes (as an attack job, no source model)."""
+    s = _shape(wildcards.ds)
+    return _res.mem_mb(
+        "attack",
+        s["arch"],
+        s["size"],
+        int(config["attacks"]["batch_size"]),
+        channels=s["channels"],
+        width=s["width"],
+        data_mb=_mb(input.test),
+    )
+
+
+def get_corrupt_runtime(wildcards, input):
+    """Minutes: two forward passes per test image (clean and corrupted) plus the corruption."""
+    s = _shape(wildcards.ds)
+    n = _n_images(wildcards.ds, input.test)
+    if not n:
+        return 10
+    return _res.runtime_min(
+        s["arch"], s["size"], n, 4, device=_device(), width=s["width"]
+    )
+
+
+# Regime comparison (rules/regimes.smk)
+def get_regime_index(wildcards=None):
+    """One entry per model (dataset, base regime, replicate 1..K): the worst-case attack at the
+    dataset's reference ε (oncorobust.reporting.regimes.run_index). Replicate 1 of regime R is
+    named R, replicate k ≥ 2 R-r{k} (the paths' regime)."""
+    index = []
+    for ds in DATASETS:
+        d = config["datasets"][ds]
+        index += _regimes.run_index(
+            ds,
+            base_regimes(ds),
+            int(d.get("replicates", 1)),
+            d["attack"]["methods"],
+            d["attack"]["reference_eps"],
+        )
+    return canon(index)
+
+
+def get_regime_attack_csvs(wildcards=None):
+    return [
+        attack_csv(e["dataset"], e["regime"], e["method"], eps_str(e["eps"]))
+        for e in get_regime_index()
+    ]
+
+
+def get_regime_sensitivity_csvs(wildcards=None):
+    return [
+        f"{R}/{e['dataset']}/sensitivity/{e['regime']}.csv" for e in get_regime_index()
+    ]

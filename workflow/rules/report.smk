@@ -6,26 +6,32 @@ rule fig1_examples:
         models=expand(f"{R}/{{ds}}/models/clean.pt", ds=DATASETS),
         tests=expand(f"{R}/{{ds}}/tensors/test.pt", ds=DATASETS),
     output:
-        png=report(f"{R}/figures/fig1_examples.png", caption="../report/fig1.rst", category="Figures",
-                   labels={"figure": "1 examples"}),
+        png=report(
+            f"{R}/figures/fig1_examples.png",
+            caption="../report/fig1.rst",
+            category="Figures",
+            labels={"figure": "1 examples"},
+        ),
         pdf=f"{R}/figures/fig1_examples.pdf",
     log:
         f"{R}/logs/figures/fig1_examples.log",
     benchmark:
         f"{R}/benchmarks/figures/fig1_examples.tsv"
-    params:
-        code=code_version("scripts/figures.py"),
-        datasets=DATASETS,
-        eps=canon({ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS}),
-        pgd=canon(config["attacks"]["pgd"]),
-        batch_size=config["attacks"]["batch_size"],
-        seed=config["seed"],
+    conda:
+        "../envs/oncorobust.yaml"
     threads: 1
     resources:
         mem_mb=get_fig1_mem_mb,
         runtime=get_fig1_runtime,
-    conda:
-        "../envs/oncorobust.yaml"
+    params:
+        code=code_version("scripts/figures.py"),
+        datasets=DATASETS,
+        eps=canon(
+            {ds: config["datasets"][ds]["attack"]["reference_eps"] for ds in DATASETS}
+        ),
+        pgd=canon(config["attacks"]["pgd"]),
+        batch_size=config["attacks"]["batch_size"],
+        seed=config["seed"],
     script:
         "../scripts/figures.py"
 
@@ -35,25 +41,35 @@ rule fig2_fig3:
         summary=f"{R}/tables/attack_summary.csv",
         stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
-        fig2=report(f"{R}/figures/fig2_accuracy_vs_eps.png", caption="../report/fig2.rst",
-                    category="Figures", labels={"figure": "2 accuracy vs eps"}),
+        fig2=report(
+            f"{R}/figures/fig2_accuracy_vs_eps.png",
+            caption="../report/fig2.rst",
+            category="Figures",
+            labels={"figure": "2 accuracy vs eps"},
+        ),
         fig2_pdf=f"{R}/figures/fig2_accuracy_vs_eps.pdf",
-        fig3=report(f"{R}/figures/fig3_adv_training.png", caption="../report/fig3.rst",
-                    category="Figures", labels={"figure": "3 adversarial training"}),
+        fig3=report(
+            f"{R}/figures/fig3_adv_training.png",
+            caption="../report/fig3.rst",
+            category="Figures",
+            labels={"figure": "3 adversarial training"},
+        ),
         fig3_pdf=f"{R}/figures/fig3_adv_training.pdf",
     log:
         f"{R}/logs/figures/fig2_fig3.log",
-    params:
-        code=code_version("scripts/figures.py"),
-        controls=[ds for ds in DATASETS if is_control(ds)],
-        paper_names=canon({ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS}),
-        datasets=DATASETS,
+    conda:
+        "../envs/oncorobust.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/oncorobust.yaml"
+    params:
+        code=code_version("scripts/figures.py"),
+        controls=[ds for ds in DATASETS if is_control(ds)],
+        paper_names=canon(
+            {ds: config["datasets"][ds].get("paper_dataset") for ds in DATASETS}
+        ),
+        datasets=DATASETS,
     script:
         "../scripts/figures.py"
 
@@ -62,18 +78,22 @@ rule fig4_deferral:
     input:
         deferral=f"{R}/tables/deferral.csv",
     output:
-        png=report(f"{R}/figures/fig4_deferral.png", caption="../report/fig4.rst", category="Figures",
-                   labels={"figure": "4 deferral"}),
+        png=report(
+            f"{R}/figures/fig4_deferral.png",
+            caption="../report/fig4.rst",
+            category="Figures",
+            labels={"figure": "4 deferral"},
+        ),
         pdf=f"{R}/figures/fig4_deferral.pdf",
     log:
         f"{R}/logs/figures/fig4_deferral.log",
-    params:
-        code=code_version("scripts/figures.py"),
+    conda:
+        "../envs/oncorobust.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/oncorobust.yaml"
+    params:
+        code=code_version("scripts/figures.py"),
     script:
         "../scripts/figures.py"

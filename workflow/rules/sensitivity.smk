@@ -7,12 +7,24 @@ rule sensitivity:
         val=f"{R}/{{ds}}/tensors/val.pt",
         test=f"{R}/{{ds}}/tensors/test.pt",
     output:
-        report(f"{R}/{{ds}}/sensitivity/{{regime}}.csv", caption="../report/sensitivity.rst",
-               category="{ds}", subcategory="sensitivity", labels={"dataset": "{ds}", "regime": "{regime}"}),
+        report(
+            f"{R}/{{ds}}/sensitivity/{{regime}}.csv",
+            caption="../report/sensitivity.rst",
+            category="{ds}",
+            subcategory="sensitivity",
+            labels={"dataset": "{ds}", "regime": "{regime}"},
+        ),
     log:
         f"{R}/logs/sensitivity/{{ds}}/{{regime}}.log",
     benchmark:
         f"{R}/benchmarks/sensitivity/{{ds}}/{{regime}}.tsv"
+    conda:
+        "../envs/oncorobust.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_sensitivity_mem_mb,
+        runtime=get_sensitivity_runtime,
+        gpu=get_gpu,
     params:
         code=code_version("scripts/sensitivity.py"),
         sensitivity=get_dataset_cfg("sensitivity"),
@@ -20,13 +32,6 @@ rule sensitivity:
         batch_size=config["attacks"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=get_sensitivity_mem_mb,
-        runtime=get_sensitivity_runtime,
-        gpu=get_gpu,
-    conda:
-        "../envs/oncorobust.yaml"
     script:
         "../scripts/sensitivity.py"
 
@@ -37,25 +42,33 @@ rule deferral_tables:
         tests=get_test_tensors,
         stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
-        table2=report(f"{R}/tables/table2.csv", caption="../report/table2.rst", category="Tables",
-                      labels={"table": "Table 2"}),
+        table2=report(
+            f"{R}/tables/table2.csv",
+            caption="../report/table2.rst",
+            category="Tables",
+            labels={"table": "Table 2"},
+        ),
         table2_md=f"{R}/tables/table2.md",
         deferral=f"{R}/tables/deferral.csv",
-        auc=report(f"{R}/tables/deferral_auc.csv", caption="../report/deferral_auc.rst", category="Tables",
-                   labels={"table": "Deferral AUC"}),
+        auc=report(
+            f"{R}/tables/deferral_auc.csv",
+            caption="../report/deferral_auc.rst",
+            category="Tables",
+            labels={"table": "Deferral AUC"},
+        ),
         auc_md=f"{R}/tables/deferral_auc.md",
     log:
         f"{R}/logs/tables/deferral_tables.log",
-    params:
-        code=code_version("scripts/deferral_tables.py"),
-        index=lambda w: canon(get_sensitivity_index(w)),
-        datasets=DATASETS,
+    conda:
+        "../envs/oncorobust.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/oncorobust.yaml"
+    params:
+        code=code_version("scripts/deferral_tables.py"),
+        index=lambda w: canon(get_sensitivity_index(w)),
+        datasets=DATASETS,
     script:
         "../scripts/deferral_tables.py"
 
@@ -67,15 +80,29 @@ rule robustness:
         summary=f"{R}/tables/attack_summary.csv",
         stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
-        summary=report(f"{R}/tables/robustness_summary.csv", caption="../report/robustness.rst",
-                       category="Tables", labels={"table": "Robustness summary"}),
+        summary=report(
+            f"{R}/tables/robustness_summary.csv",
+            caption="../report/robustness.rst",
+            category="Tables",
+            labels={"table": "Robustness summary"},
+        ),
         summary_md=f"{R}/tables/robustness_summary.md",
         curves=f"{R}/tables/robustness_curves.csv",
-        png=report(f"{R}/figures/fig5_robustness_curves.png", caption="../report/fig5.rst", category="Figures",
-                   labels={"figure": "5 robustness curves"}),
+        png=report(
+            f"{R}/figures/fig5_robustness_curves.png",
+            caption="../report/fig5.rst",
+            category="Figures",
+            labels={"figure": "5 robustness curves"},
+        ),
         pdf=f"{R}/figures/fig5_robustness_curves.pdf",
     log:
         f"{R}/logs/tables/robustness.log",
+    conda:
+        "../envs/oncorobust.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         code=code_version("scripts/robustness.py"),
         index=lambda w: canon(get_sensitivity_index(w)),
@@ -83,11 +110,5 @@ rule robustness:
         controls=[ds for ds in DATASETS if is_control(ds)],
         labels=config["attacks"]["labels"],
         seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../envs/oncorobust.yaml"
     script:
         "../scripts/robustness.py"

@@ -11,59 +11,71 @@ rule train_clean:
     input:
         unpack(get_tensor_inputs),
     output:
-        model=f"{R}/{{ds}}/models/clean.pt",
-        history=report(f"{R}/{{ds}}/models/clean.history.csv", caption="../report/history.rst",
-                       category="{ds}", subcategory="training", labels={"dataset": "{ds}", "regime": "clean"}),
+        model=f"{R}/{{ds}}/models/{{regime}}.pt",
+        history=report(
+            f"{R}/{{ds}}/models/{{regime}}.history.csv",
+            caption="../report/history.rst",
+            category="{ds}",
+            subcategory="training",
+            labels={"dataset": "{ds}", "regime": "{regime}"},
+        ),
     log:
-        f"{R}/logs/train/{{ds}}/clean.log",
+        f"{R}/logs/train/{{ds}}/{{regime}}.log",
     benchmark:
-        f"{R}/benchmarks/train/{{ds}}/clean.tsv"
+        f"{R}/benchmarks/train/{{ds}}/{{regime}}.tsv"
+    wildcard_constraints:
+        regime=_spec.regime_wildcard(("clean",)),
+    conda:
+        "../envs/oncorobust.yaml"
+    threads: get_train_threads
+    resources:
+        mem_mb=get_train_mem_mb,
+        runtime=get_train_runtime,
+        gpu=get_gpu,
     params:
         code=code_version("scripts/train.py"),
         regime="clean",
         model=get_dataset_cfg("model"),
         train=get_dataset_cfg("train"),
         adversarial_training=None,
-        seed=config["seed"],
+        seed=get_train_seed,
         device=config["device"],
-    threads: get_train_threads
-    resources:
-        mem_mb=get_train_mem_mb,
-        runtime=get_train_runtime,
-        gpu=get_gpu,
-    conda:
-        "../envs/oncorobust.yaml"
     script:
         "../scripts/train.py"
 
 
 rule train_adversarial:
-    wildcard_constraints:
-        regime="adv_pgd|adv_fast|adv_free",
     input:
         unpack(get_adv_train_inputs),
     output:
         model=f"{R}/{{ds}}/models/{{regime}}.pt",
-        history=report(f"{R}/{{ds}}/models/{{regime}}.history.csv", caption="../report/history.rst",
-                       category="{ds}", subcategory="training", labels={"dataset": "{ds}", "regime": "{regime}"}),
+        history=report(
+            f"{R}/{{ds}}/models/{{regime}}.history.csv",
+            caption="../report/history.rst",
+            category="{ds}",
+            subcategory="training",
+            labels={"dataset": "{ds}", "regime": "{regime}"},
+        ),
     log:
         f"{R}/logs/train/{{ds}}/{{regime}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{ds}}/{{regime}}.tsv"
-    params:
-        code=code_version("scripts/train.py"),
-        regime=lambda w: w.regime,
-        model=get_dataset_cfg("model"),
-        train=get_dataset_cfg("train"),
-        adversarial_training=get_adv_training_cfg,
-        seed=config["seed"],
-        device=config["device"],
+    wildcard_constraints:
+        regime=_spec.regime_wildcard(_spec.ADVERSARIAL_REGIMES),
+    conda:
+        "../envs/oncorobust.yaml"
     threads: get_train_threads
     resources:
         mem_mb=get_train_mem_mb,
         runtime=get_train_runtime,
         gpu=get_gpu,
-    conda:
-        "../envs/oncorobust.yaml"
+    params:
+        code=code_version("scripts/train.py"),
+        regime=lambda w: _spec.split_replicate_name(w.regime)[0],
+        model=get_dataset_cfg("model"),
+        train=get_dataset_cfg("train"),
+        adversarial_training=get_adv_training_cfg,
+        seed=get_train_seed,
+        device=config["device"],
     script:
         "../scripts/train.py"

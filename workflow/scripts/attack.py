@@ -1,9 +1,10 @@
-"""Snakemake adapter: (model, test tensors) -> per-image attack CSV for one method and eps."""
+"""Snakemake adapter: (model, test tensors) -> per-image attack CSV for one method and eps, its
+regime, method and eps appended as its last columns (the aggregates check them)."""
 
 import torch
 
 from oncorobust.evaluation.evaluate import evaluate_attack
-from oncorobust.io import write_csv
+from oncorobust.io import write_attack_csv
 from oncorobust.logs import step_logging
 from oncorobust.models.loading import load_model
 from oncorobust.device import resolve_device
@@ -16,9 +17,9 @@ with step_logging(sm.log[0], "attack"):
     model = load_model(sm.input.model, device)
     source = load_model(sm.input.source, device) if "source" in sm.input.keys() else None
     opts = sm.params.attack
-    result = evaluate_attack(model, test["x"], test["y"], test["ids"], sm.wildcards.method,
-                             float(sm.wildcards.eps), params=opts["params"], labels=sm.params.labels,
-                             seed=sm.params.seed, batch_size=sm.params.batch_size, device=device,
-                             source_model=source, early_exit=opts.get("early_exit", False),
-                             member_params=opts.get("member_params"))
-    write_csv(result, sm.output[0])
+    method, eps = sm.wildcards.method, float(sm.wildcards.eps)
+    result = evaluate_attack(model, test["x"], test["y"], test["ids"], method, eps,
+                             params=opts["params"], labels=sm.params.labels, seed=sm.params.seed,
+                             batch_size=sm.params.batch_size, device=device, source_model=source,
+                             early_exit=opts.get("early_exit", False), member_params=opts.get("member_params"))
+    write_attack_csv(result, sm.output[0], regime=sm.wildcards.regime, method=method, eps=eps)

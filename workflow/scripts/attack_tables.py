@@ -1,5 +1,6 @@
 """Snakemake adapter: all per-image attack CSVs (+ the sensitivity brackets, for one verdict per
-image in `worst`) -> Table 1, Table S5, sanity warnings."""
+image in `worst`) -> Table 1, Table S5, sanity warnings. Each CSV's regime, method and eps come from
+its own columns, checked against its entry of params.index (a mis-wired input list stops the job)."""
 
 import json
 from pathlib import Path
@@ -8,24 +9,31 @@ import pandas as pd
 
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.reporting.tables import (dataframe_markdown, eps_units_markdown, merge_bracket, read_eps_units, read_per_image,
-                               sanity_warnings, summarize, table1, table1_markdown, table_s5, test_ids)
+from oncorobust.reporting.tables import (AttackKeyError, check_sensitivity_path, dataframe_markdown,
+                                        eps_units_markdown, merge_bracket, pair_inputs, read_attack_csv,
+                                        read_eps_units, read_per_image, sanity_warnings, summarize, table1,
+                                        table1_markdown, table_s5, test_ids)
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "tables") as log:
     ids = {ds: test_ids(p) for ds, p in zip(sm.params.datasets, sm.input.tests)}
     n_classes = {ds: len(json.loads(Path(p).read_text())["classes"]) for ds, p in zip(sm.params.datasets, sm.input.stats)}
-    sens = {(m["dataset"], m["regime"]): read_per_image(p, ids[m["dataset"]])
-            for m, p in zip(sm.params.sensitivity_index, sm.input.sensitivity)}
+    sens = {}
+    for m, p in pair_inputs(sm.params.sensitivity_index, sm.input.sensitivity, "sensitivity CSVs"):
+        check_sensitivity_path(p, m)
+        sens[(m["dataset"], m["regime"])] = read_per_image(p, ids[m["dataset"]])
     per_image, rows = {}, []
-    for meta, path in zip(sm.params.index, sm.input.csvs):
-        df = read_per_image(path, ids[meta["dataset"]])
-        key = (meta["dataset"], meta["regime"], meta["method"], meta["eps"])
-        if meta["method"] == "worst":  # one verdict: confirmed bracket flips at or below ε count
-            df = merge_bracket(df, sens[key[:2]], meta["eps"], sm.params.labels, n_classes[meta["dataset"]])
+    for meta, path in pair_inputs(sm.params.index, sm.input.csvs, "attack CSVs"):
+        # regime, method and ε from the file itself, checked against this entry of params.index
+        (regime, method, eps), df = read_attack_csv(path, ids[meta["dataset"]], expect=meta)
+        key = (meta["dataset"], regime, method, eps)
+        if key in per_image:
+            raise AttackKeyError(f"{path}: a second attack CSV for {key} (params.index lists it twice)")
+        if method == "worst":  # one verdict: confirmed bracket flips at or below ε count
+            df = merge_bracket(df, sens[key[:2]], eps, sm.params.labels, n_classes[meta["dataset"]])
             if df.from_bracket.any():
                 log.info("%s %s worst ε=%g: %d images the attack left unflipped are flipped by the"
-                         " sensitivity search at or below ε (counted as flipped)", *key[:2], meta["eps"],
+                         " sensitivity search at or below ε (counted as flipped)", *key[:2], eps,
                          int(df.from_bracket.sum()))
         per_image[key] = df
         rows.append(summarize(df, *key))

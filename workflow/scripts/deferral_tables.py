@@ -5,14 +5,16 @@ import pandas as pd
 from oncorobust.evaluation.deferral import curve_auc, deferral_curves, table2_rows
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.reporting.tables import clinical_eps, dataframe_markdown, paper_lookup, read_eps_units, read_per_image, test_ids
+from oncorobust.reporting.tables import (check_sensitivity_path, clinical_eps, dataframe_markdown, pair_inputs,
+                                        paper_lookup, read_eps_units, read_per_image, test_ids)
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "deferral"):
     t2, curves, aucs = [], [], []
     units = read_eps_units(sm.params.datasets, sm.input.stats)
     ids = {ds: test_ids(p) for ds, p in zip(sm.params.datasets, sm.input.tests)}
-    for meta, path in zip(sm.params.index, sm.input.csvs):
+    for meta, path in pair_inputs(sm.params.index, sm.input.csvs, "sensitivity CSVs"):
+        check_sensitivity_path(path, meta)  # the file has no dataset/regime columns: its path names them
         sens = read_per_image(path, ids[meta["dataset"]])
         ds, regime = meta["dataset"], meta["regime"]
         before = paper_lookup("table2", meta["paper_dataset"], "clean", "original", 0) if regime == "clean" else float("nan")

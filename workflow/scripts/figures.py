@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from oncorobust.evaluation.examples import example_for
 from oncorobust.reporting import figures
 from oncorobust.logs import step_logging
 from oncorobust.models.loading import load_model
@@ -23,8 +24,8 @@ with step_logging(sm.log[0], "figures") as log:
             eps = float(sm.params.eps[ds])
             # attacked attacks.batch_size images at a time (per-image seeds: the example does not
             # depend on the batch, so the batch size is read from the config, not tracked as a param)
-            ex = figures.example_for(model, test, meta["classes"], eps, seed=sm.params.seed,
-                                     batch_size=int(sm.params.batch_size), **pgd)
+            ex = example_for(model, test, meta["classes"], eps, seed=sm.params.seed,
+                             batch_size=int(sm.params.batch_size), **pgd)
             if ex is None:
                 log.warning("%s: no correctly classified test image flips at ε=%g; not shown", ds, eps)
                 continue

@@ -1,4 +1,6 @@
-"""Snakemake adapter: manifest.csv -> tensors/{train,val,test}.pt + stats.json + skipped.csv.
+"""Snakemake adapter: manifest.csv -> tensors/{train,val,test}.pt + stats.json + skipped.csv
++ noise.csv (per image: its noise σ in stored units, measured on the crop before intensity scaling
+and resizing, and its stored units per [0,1]; oncorobust.data.preprocess.preprocess_with_noise).
 
 With privacy.pseudonymize_ids the manifest's sources are pseudonyms: the real paths come from the
 private mapping ingest wrote (privacy.mapping_dir); tensors keep the pseudonymous sample IDs, and
@@ -12,7 +14,7 @@ import torch
 
 from oncorobust.io import write_csv, write_json
 from oncorobust.logs import step_logging
-from oncorobust.data.preprocess import run_preprocess, save_tensors
+from oncorobust.data.preprocess import preprocess_with_noise, save_tensors
 from oncorobust.data.privacy import Scrubber, enabled, read_mapping, real_manifest, write_private_csv
 from oncorobust.data.sources import ARRAY_FORMATS, source_root
 
@@ -28,12 +30,18 @@ with step_logging(sm.log[0], "preprocess") as log:
         fmt = sm.params.source["format"]
         scrubber.learn_mapping(mapping, None if fmt in ARRAY_FORMATS else source_root(sm.params.source))
         manifest = real_manifest(manifest, mapping, sm.input.private_mapping)
-    tensors, stats, skipped = run_preprocess(manifest, sm.params.source, sm.params.preprocess,
-                                             sm.params.seed, sm.params.on_bad_file)
+    tensors, stats, skipped, noise = preprocess_with_noise(manifest, sm.params.source, sm.params.preprocess,
+                                                           sm.params.seed, sm.params.on_bad_file)
     save_tensors(tensors, Path(sm.output.stats).parent)
     if private:
         write_private_csv(skipped, sm.output.private_skipped)
         skipped = scrubber.scrub_frame(skipped, ["file", "reason"])
     write_csv(skipped, sm.output.skipped)
     write_json(stats, sm.output.stats)
+    # tensors/noise.csv (the rule's output `noise`; next to stats.json where an older rule lacks it)
+    write_csv(noise, sm.output.noise if "noise" in sm.output.keys() else Path(sm.output.stats).parent / "noise.csv")
+    ok = noise.sigma.notna()
+    if ok.any():
+        log.info("noise σ (stored units, %s): median %.3g over %d image(s)", noise.unit.iloc[0],
+                 float(noise.sigma[ok].median()), int(ok.sum()))
     log.info("tensors: %s", {k: tuple(v["x"].shape) for k, v in tensors.items()})

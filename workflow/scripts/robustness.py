@@ -9,14 +9,16 @@ from oncorobust.reporting import figures
 from oncorobust.evaluation import robustness
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.reporting.tables import paper_values, read_eps_units, read_per_image, test_ids
+from oncorobust.reporting.tables import (check_sensitivity_path, pair_inputs, paper_values, read_eps_units,
+                                        read_per_image, test_ids)
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "robustness") as log:
     units = read_eps_units(sm.params.datasets, sm.input.stats)
     frames = {}
     ids = {ds: test_ids(p) for ds, p in zip(sm.params.datasets, sm.input.tests)}
-    for meta, path in zip(sm.params.index, sm.input.sensitivity):
+    for meta, path in pair_inputs(sm.params.index, sm.input.sensitivity, "sensitivity CSVs"):
+        check_sensitivity_path(path, meta)  # the file has no dataset/regime columns: its path names them
         sens = read_per_image(path, ids[meta["dataset"]])
         frames[(meta["dataset"], meta["regime"])] = sens[sens.split == "test"]
     paper = paper_values()

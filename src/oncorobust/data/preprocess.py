@@ -18,6 +18,19 @@ Checks on the decoded pixels of file-based sources (every bad case names the fil
   of an image's pixels is logged and listed in ``tensors/skipped.csv`` with stage ``clipped``
   (the image is kept); more than ``intensity.max_clipped`` (default 50%) is an
   :class:`IntensityError`; ``mode: none`` on integer images is refused.
+
+Per-image noise (:func:`preprocess_with_noise`, written to ``tensors/noise.csv`` beside the
+tensors, which it leaves unchanged): for file sources, each crop's noise standard deviation σ in
+**stored units** (HU for CT, grey levels otherwise), estimated with
+:func:`oncorobust.data.noise.estimate_noise_sigma` on the crop **as stored: before intensity
+scaling and before resizing** (resizing averages noise away; at the model's input size σ would be
+smaller), and the image's ``span``: the stored units mapped onto [0,1] (the window width, the
+crop's percentile range, the bit-depth window). ``sigma_px = sigma / span`` is σ in [0,1]
+model-input units (for an image resized by a factor, this is the stored-resolution σ, not the
+resized image's), so an image's flipping ε is ``eps / sigma_px`` of its own noise
+(:func:`oncorobust.data.noise.sigma_multiple`: NaN below one stored step). Array sources
+(digits, MNIST, CIFAR-10) record their levels as the span and σ = NaN: rendered digits and
+photographs have no scanner noise to compare with.
 """
 
 from __future__ import annotations
@@ -37,10 +50,12 @@ from tqdm import tqdm
 
 from oncorobust.config import ON_BAD_FILE, check_choice
 from oncorobust.data.dicom import DicomPlausibilityWarning
+from oncorobust.data.noise import NoiseEstimateError, estimate_noise_sigma
 from oncorobust.errors import DataError, DicomError
 from oncorobust.data.sources import ARRAY_FORMATS, source_root
 from oncorobust.data.sources.arrays import load_arrays
 from oncorobust.data.sources.images import COLORS, DecodedImage, decode_image, require_min_side, whole_image
+from oncorobust.spec import ARRAY_LEVELS
 
 log = logging.getLogger("oncorobust.data.preprocess")
 
@@ -99,8 +114,26 @@ def scale_intensity(crop: np.ndarray, cfg: dict) -> np.ndarray:
     return np.clip((crop - lo) / (hi - lo), 0, 1)
 
 
-#: Grey levels per [0,1] of the bundled/array sources (ε × levels = grey levels of the stored data).
-ARRAY_LEVELS = {"digits": 16.0, "mnist": 255.0, "cifar10": 255.0}
+#: Grey levels per [0,1] of the bundled/array sources (ε × levels = grey levels of the stored
+#: data): :data:`oncorobust.spec.ARRAY_LEVELS`, imported above (the registry owns the list).
+
+#: Columns of ``tensors/noise.csv``: one row per image in a tensors split; ``sigma`` the crop's
+#: noise σ in ``unit`` (stored units, at the stored resolution, before scaling and resizing;
+#: NaN for array sources or crops under 8 px), ``span`` the stored units mapped onto [0,1].
+NOISE_COLUMNS = ["sample_id", "split", "sigma", "span", "unit"]
+
+
+def crop_sigma(crop: np.ndarray) -> float:
+    """Noise σ of one crop in its stored units: :func:`~oncorobust.data.noise.estimate_noise_sigma`
+    of a (H, W) crop, the mean over channels of an (H, W, C) one; NaN when the crop cannot be
+    used (smaller than 8 px on a side, not finite)."""
+    a = np.asarray(crop)
+    try:
+        if a.ndim == 3:
+            return float(np.mean([estimate_noise_sigma(a[..., k]) for k in range(a.shape[-1])]))
+        return estimate_noise_sigma(a)
+    except NoiseEstimateError:
+        return float("nan")
 
 
 def eps_units(source_format: str, intensity: dict, spans: list[float],
@@ -297,7 +330,14 @@ def balance(idx: np.ndarray, y: np.ndarray, method: str, seed: int) -> np.ndarra
 
 def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
                    on_bad_file: str = "skip") -> tuple[dict[str, dict], dict, pd.DataFrame]:
-    """Return ({split: tensors}, stats, skipped) for one dataset's manifest.
+    """Return ({split: tensors}, stats, skipped) for one dataset's manifest: the first three
+    results of :func:`preprocess_with_noise` (see there)."""
+    return preprocess_with_noise(manifest, source, prep, seed, on_bad_file)[:3]
+
+
+def preprocess_with_noise(manifest: pd.DataFrame, source: dict, prep: dict, seed: int, on_bad_file: str = "skip"
+                          ) -> tuple[dict[str, dict], dict, pd.DataFrame, pd.DataFrame]:
+    """Return ({split: tensors}, stats, skipped, noise) for one dataset's manifest.
 
     Args:
         manifest: ``results/{ds}/manifest.csv`` (ingest's output).
@@ -312,7 +352,11 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
         ``skipped`` (columns stage, file, sample_id, reason) lists the files skipped (stage
         ``preprocess``: undecodable, or smaller than 8 pixels on a side) and, with stage
         ``clipped``, the images kept although the intensity window clipped more than 1% of
-        their pixels; ``stats["n_skipped"]`` counts only the former.
+        their pixels; ``stats["n_skipped"]`` counts only the former. ``noise``
+        (:data:`NOISE_COLUMNS`) has one row per image of the tensors (split order, then tensor
+        order): its noise σ in stored units measured on the crop before intensity scaling and
+        resizing (file sources; NaN for array sources), and its span of stored units per [0,1].
+        The tensors and stats are the same as without it.
 
     Raises:
         ConfigError: an unknown ``on_bad_file``, ``preprocess.balance``,
@@ -337,11 +381,15 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
     images: list[torch.Tensor | None] = []
     spans: list[float] = []
     levels: set[float] = set()
+    sigma: list[float] = []  # per entry of images: the crop's noise σ in stored units
+    span: list[float] = []  # per entry of images: stored units per [0,1] (NaN: unknown)
     if source["format"] in ARRAY_FORMATS:
         arrays = load_arrays(source)
         for src in manifest.source:
             _, part, i = src.split(":")
             images.append(resize(arrays[part][0][int(i)], size))
+            sigma.append(float("nan"))
+            span.append(ARRAY_LEVELS.get(source["format"], float("nan")))
     else:
         root = source_root(source)
         read = functools.lru_cache(maxsize=4)(functools.partial(decode_image, color=color))
@@ -369,6 +417,8 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
                 skipped.append({"stage": "preprocess", "file": str(path), "sample_id": row.sample_id,
                                 "reason": str(exc).split(": ", 1)[-1]})
                 images.append(None)
+                sigma.append(float("nan"))
+                span.append(float("nan"))
                 continue
             content.add(pixels, str(row.patient_id), str(row.sample_id), path, int(row.frame))
             n_grey_repeated += rgb and not decoded.colour
@@ -379,10 +429,12 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
                 side = crop_side(row.roi_size_px, crop_cfg)
                 crop = crop_square(pixels, (row.roi_row, row.roi_col), side, sample)
             scaling = image_intensity(intensity, decoded, path)
+            sigma.append(crop_sigma(crop))  # stored units, stored resolution: before scaling and resizing
             if scaling.get("mode") == "defer":
                 deep.append((len(images), float(decoded.pixels.max())))
                 levels.add(-1.0)
                 images.append(resize(crop, size, clamp=False))
+                span.append(float("nan"))  # the bit-depth window, known once every image is read
                 continue
             if mode == "bitdepth":
                 levels.add(float(scaling["window"][1]))
@@ -394,12 +446,15 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
             rng = intensity_range(crop, scaling)
             if rng is not None:
                 spans.append(rng[1] - rng[0])
+            span.append(rng[1] - rng[0] if rng is not None and rng[1] > rng[0] else
+                        1.0 if rng is None else float("nan"))  # mode none: stored values are [0,1]
             images.append(resize(scale_intensity(crop, scaling), size))
         content.check()
         if deep:
             hi = bitdepth_window(max(m for _, m in deep))
             for i, _ in deep:
                 images[i] = (images[i] / hi).clamp_(0, 1)
+                span[i] = hi
             levels.discard(-1.0)
             levels.add(hi)
             log.info("intensity bitdepth: %d image(s) of more than 8 bits, largest value %g: scaled by"
@@ -420,6 +475,7 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
     y = manifest.label.to_numpy(dtype=np.int64)
     splits = manifest.split.to_numpy()
     tensors, counts = {}, {}
+    noise_rows: list[pd.DataFrame] = []
     for split in ("train", "val", "test"):
         idx = np.flatnonzero((splits == split) & ok)
         counts[split] = {"before_balancing": _counts(manifest, idx)}
@@ -432,6 +488,9 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
         tensors[split] = {"x": torch.stack([images[i] for i in idx]).contiguous(),
                           "y": torch.from_numpy(y[idx]),
                           "ids": [str(s) for s in manifest.sample_id.to_numpy()[idx]]}
+        noise_rows.append(pd.DataFrame({"sample_id": tensors[split]["ids"], "split": split,
+                                        "sigma": np.asarray(sigma, dtype=np.float64)[idx],
+                                        "span": np.asarray(span, dtype=np.float64)[idx]}))
     x = tensors["train"]["x"]
     names = manifest.drop_duplicates("label").set_index("label").label_name.sort_index()
     stats = {
@@ -443,7 +502,9 @@ def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
         "eps_units": eps_units(source["format"], intensity, spans,
                                next(iter(levels)) if len(levels) == 1 else None),
     }
-    return tensors, stats, pd.DataFrame(skipped + notes, columns=["stage", "file", "sample_id", "reason"])
+    noise = pd.concat(noise_rows, ignore_index=True).assign(unit=stats["eps_units"]["unit"])[NOISE_COLUMNS]
+    return (tensors, stats, pd.DataFrame(skipped + notes, columns=["stage", "file", "sample_id", "reason"]),
+            noise)
 
 
 def select_frame(pixels: np.ndarray, frame: int, sample: str = "", rgb: bool = False) -> np.ndarray:

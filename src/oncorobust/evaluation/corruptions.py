@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import numbers
 import zlib
 from collections.abc import Callable, Sequence
@@ -49,8 +50,7 @@ import numpy as np
 import torch
 
 from oncorobust.errors import OncorobustError
-
-MODALITIES = ("ct", "mammo", "mri", "control")
+from oncorobust.spec import CORRUPTION_KINDS, MODALITIES, corruption_method
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
 
@@ -450,6 +450,24 @@ CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in [
 ]}
 
 
+def _agrees_with_spec() -> None:
+    """The registry must agree with the torch-free :data:`oncorobust.spec.CORRUPTION_KINDS` (what the
+    config checks and the workflow's job list read): names, modalities, defaults and ranges."""
+    if list(CORRUPTIONS) != list(CORRUPTION_KINDS):
+        raise ImportError(f"corruptions.CORRUPTIONS {list(CORRUPTIONS)} and spec.CORRUPTION_KINDS "
+                          f"{list(CORRUPTION_KINDS)} list different corruptions")
+    for n, c in CORRUPTIONS.items():
+        k = CORRUPTION_KINDS[n]
+        for f in ("modalities", "severities", "low", "high", "stored_units", "fractions", "low_open",
+                  "high_open", "integer"):
+            if getattr(c, f) != getattr(k, f):
+                raise ImportError(f"corruption {n!r}: {f} is {getattr(c, f)!r} here but "
+                                  f"{getattr(k, f)!r} in oncorobust.spec.CORRUPTION_KINDS")
+
+
+_agrees_with_spec()
+
+
 def corruption(name: str) -> Corruption:
     """The registry entry of one corruption.
 
@@ -645,3 +663,137 @@ def linf(x: torch.Tensor, x_c: torch.Tensor) -> torch.Tensor:
                               f"got {sx} and {sc}")
     d = (x_c.to(x.device, torch.float32) - x.to(torch.float32)).abs()
     return d.flatten(1).amax(dim=1) if d.shape[0] and d[0].numel() else torch.zeros(d.shape[0], device=x.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring a model under one corruption (the per-image CSV of the workflow's corrupt jobs)
+
+#: What a per-image corruption CSV holds: the attack CSVs' scores
+#: (:data:`oncorobust.evaluation.evaluate.COLUMNS`; ``adv_pred``/``adv_prob`` on the corrupted
+#: image, ``linf`` its measured ‖δ‖∞ in [0,1] units), then the key: the scored model's regime, the
+#: method ``corrupt_<name>``, the severity and its unit.
+CORRUPTION_KEY_COLUMNS = ("regime", "method", "severity", "unit")
+
+
+class CorruptionSanityError(CorruptionError):
+    """A corrupted batch or the model's outputs on it failed a check (not finite, outside [0,1])."""
+
+
+def _units_per_image(units_per_pixel, n: int) -> np.ndarray:
+    if isinstance(units_per_pixel, numbers.Real) and not isinstance(units_per_pixel, bool):
+        return np.full(n, _check_units(units_per_pixel))
+    try:
+        upp = np.asarray(units_per_pixel, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise CorruptionError(f"units_per_pixel must be a number or one number per image, got "
+                              f"{units_per_pixel!r}") from None
+    if upp.shape != (n,):
+        raise CorruptionError(f"{upp.size} units_per_pixel values for {n} images: give one per image or one for all")
+    for v in upp:
+        _check_units(float(v))
+    return upp
+
+
+def severity_unit(name: str, stored_unit: str | None = None, spacing_mm: float | None = None) -> str:
+    """The unit of a corruption's severity as a result file states it.
+
+    Args:
+        name: a key of :data:`CORRUPTIONS`.
+        stored_unit: the data's stored unit ("HU", "grey level"); replaces the generic "stored
+            units" of noise σ and window shifts.
+        spacing_mm: given: gaussian_blur's FWHM is in mm, else in pixels.
+
+    Returns:
+        e.g. "σ, HU", "σ, grey level", "FWHM px", "JPEG quality".
+    """
+    c = corruption(name)
+    if name == "gaussian_blur":
+        return "FWHM mm" if spacing_mm is not None else "FWHM px"
+    if c.stored_units and stored_unit:
+        return re.sub(r"stored units( \(HU on CT\))?", str(stored_unit), c.unit)
+    return c.unit
+
+
+def evaluate_corruption(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ids: Sequence[str],
+                        name: str, severity: float, *, units_per_pixel=1.0, seed: int = 0,
+                        batch_size: int = 128, device: torch.device | str = "cpu",
+                        spacing_mm: float | None = None, regime: str | None = None,
+                        stored_unit: str | None = None):
+    """Score ``model`` on the test images corrupted by ``name`` at ``severity``, one row per image.
+
+    Args:
+        model: the classifier scored (put in eval mode here).
+        x: N×C×H×W float32 test images in [0,1]; ``y``: N true labels; ``ids``: N sample IDs.
+        name: a key of :data:`CORRUPTIONS`.
+        severity: in the corruption's unit (``CORRUPTIONS[name].unit``).
+        units_per_pixel: stored units (HU, grey levels) per unit of [0,1] intensity: one number,
+            or one per image (each image's own span, ``tensors/noise.csv``), dividing stored-unit
+            severities (gaussian_noise, rician_noise, window_shift).
+        seed: the run's seed; image i's draws come from ``image_seeds(ids, N, seed)[i]`` alone, so
+            the result does not depend on ``batch_size``.
+        batch_size: images corrupted and scored at once.
+        device: where the model runs (the corruption itself runs on the CPU).
+        spacing_mm: the model input's pixel size in mm (gaussian_blur's FWHM is then in mm).
+        regime: written in the ``regime`` column when given.
+        stored_unit: the data's stored unit (``stats.json`` ``eps_units.unit``: "HU", "grey
+            level"), named in the ``unit`` column of stored-unit corruptions.
+
+    Returns:
+        A DataFrame with the attack CSVs' columns (sample_id, label, clean_pred, adv_pred,
+        clean_prob, adv_prob, linf: ``adv_*`` on the corrupted image, ``linf`` its measured ‖δ‖∞
+        in [0,1] units) and then ``regime`` (when given), ``method`` (``corrupt_<name>``),
+        ``severity`` and ``unit`` (the severity's unit, :func:`severity_unit`).
+
+    Raises:
+        CorruptionError: unknown name, bad severity, images, ids or units.
+        CorruptionSanityError: a corrupted image outside [0,1] or not finite, or non-finite model
+            outputs.
+    """
+    from oncorobust.attacks.kernels import image_seeds
+    from oncorobust.device import eval_mode, strict_fp32
+    from oncorobust.evaluation.evaluate import COLUMNS, predict
+    import pandas as pd
+
+    c = corruption(name)
+    s = check_severity(name, severity)
+    _check_images(x)
+    if len(ids) != len(x) or len(y) != len(x):
+        raise CorruptionError(f"{len(x)} images, {len(y)} labels and {len(ids)} IDs: need one each per image")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise CorruptionError(f"batch_size must be a positive int, got {batch_size!r}")
+    upp = _units_per_image(units_per_pixel, len(x))
+    seeds = image_seeds([str(i) for i in ids], len(x), seed)
+    model = model.to(device)
+    rows = []
+    with strict_fp32(), eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(torch.float32)
+            sb, ub = seeds[i:i + batch_size], upp[i:i + batch_size]
+            xc = torch.empty_like(xb)
+            for u in np.unique(ub):  # images sharing a span corrupted together (each from its own seed)
+                sel = np.flatnonzero(ub == u)
+                xc[sel] = corrupt(xb[sel], name, s, seeds=[sb[j] for j in sel], units_per_pixel=float(u),
+                                  spacing_mm=spacing_mm).to("cpu")
+            if not bool(torch.isfinite(xc).all()) or float(xc.min()) < 0 or float(xc.max()) > 1:
+                raise CorruptionSanityError(f"{name} at severity {s:g}: corrupted images not finite or outside [0,1]")
+            xd, xcd = xb.to(device), xc.to(device)
+            clean_pred, clean_prob = predict(model, xd)
+            adv_pred, adv_prob = predict(model, xcd)
+            if not (bool(torch.isfinite(clean_prob).all()) and bool(torch.isfinite(adv_prob).all())):
+                raise CorruptionSanityError(f"{name} at severity {s:g}: the model's outputs are not finite")
+            d = linf(xb, xc)
+            if len(d) and float(d.max()) > 1 + 1e-6:
+                raise CorruptionSanityError(f"{name} at severity {s:g}: ‖δ‖∞ above 1")
+            rows.append(pd.DataFrame({
+                "sample_id": [str(k) for k in ids[i:i + batch_size]], "label": y[i:i + batch_size].cpu().numpy(),
+                "clean_pred": clean_pred.cpu().numpy(), "adv_pred": adv_pred.cpu().numpy(),
+                "clean_prob": clean_prob.cpu().numpy(), "adv_prob": adv_prob.cpu().numpy(),
+                "linf": d.cpu().numpy()}))
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
+    out = out[COLUMNS]
+    if regime is not None:
+        out["regime"] = str(regime)
+    out["method"] = corruption_method(name)
+    out["severity"] = s
+    out["unit"] = severity_unit(name, stored_unit, spacing_mm)
+    return out

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from oncorobust.errors import DataError
-from oncorobust.attacks.methods import strict_fp32
+from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.resources import sensitivity_passes
 from oncorobust.evaluation.sensitivity import flip_eps_bracket
@@ -37,19 +37,24 @@ def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu"
     """One row per image of each split: prediction, confidence and the flipping-ε bracket.
 
     Args:
-        model: the classifier (eval mode).
+        model: the classifier (run in eval mode, every submodule's own mode restored afterwards;
+            moved to ``device``).
         splits: split name → ``{"x": N×C×H×W in [0,1], "y": N labels, "ids": N sample IDs}``.
         device: where the model runs; ``batch_size``: images per model call.
         **search: keyword arguments of :func:`~oncorobust.evaluation.sensitivity.flip_eps_bracket`.
     Returns:
         A DataFrame with :data:`SENSITIVITY_COLUMNS`; ``min_flip_eps`` = ``eps_upper`` (a confirmed
         flipping ε, ``inf`` where none), ``first_order_eps`` the one-gradient estimate.
+    Raises:
+        AttackError: bad arguments of the search or bad images.
+        AttackSanityError: a stored flip did not reproduce (a bug).
     """
-    model = monitored(model.to(device).eval(), "the sensitivity search")
     n = sum(len(t["x"]) for t in splits.values())
     plan = sensitivity_passes(search)  # its own defaults stand for the keys search leaves out
-    with meter("sensitivity", n * (plan + 2), images=n) as progress_meter:
-        rows = _frames(model, splits, device, batch_size, search, progress_meter)
+    with eval_mode(model.to(device)):
+        model = monitored(model, "the sensitivity search")
+        with meter("sensitivity", n * (plan + 2), images=n) as progress_meter:
+            rows = _frames(model, splits, device, batch_size, search, progress_meter)
     return pd.concat(rows, ignore_index=True)[SENSITIVITY_COLUMNS]
 
 

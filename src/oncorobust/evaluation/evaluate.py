@@ -15,6 +15,7 @@ this way).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -23,7 +24,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from oncorobust.attacks.methods import DEFAULTS, AttackError, AttackSanityError, attack, image_seeds, method_params, strict_fp32
+from oncorobust.attacks.checks import AttackSanityError
+from oncorobust.attacks.kernels import image_seeds
+from oncorobust.attacks.methods import DEFAULTS, attack, method_params
+from oncorobust.device import eval_mode, strict_fp32
+from oncorobust.errors import AttackError
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.resources import attack_passes
 
@@ -32,10 +37,22 @@ COLUMNS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_prob", "adv_pr
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's predicted class and its softmax probability, in the model's current mode.
+
+    Args:
+        model: the classifier (N×C×H×W images in [0,1] → N×classes logits).
+        x: N×C×H×W float32 images in [0,1].
+
+    Returns:
+        (N int64 predicted classes, N float32 probabilities of those classes).
+    """
     prob = torch.softmax(model(x), dim=1)
     conf, pred = prob.max(dim=1)
     return pred, conf
+
+
+#: old private name, still imported by :mod:`oncorobust.evaluation.corruptions`
 
 
 @strict_fp32()
@@ -47,7 +64,8 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
     """Attack ``x`` with ``method`` at ``eps`` and score ``model``, one row per image.
 
     Args:
-        model: the classifier scored (eval mode).
+        model: the classifier scored (run in eval mode, every submodule's own mode restored
+            afterwards; moved to ``device``).
         x: N×C×H×W float32 test images in [0,1]; ``y``: N true labels; ``ids``: N sample IDs.
         method: one of :data:`~oncorobust.attacks.methods.METHODS`, or ``transfer_<method>`` with
             ``source_model`` (the images are crafted on it and scored on ``model``).
@@ -59,6 +77,10 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
         batch_size: images attacked at once.
         early_exit: BIM/PGD stop at an image's first successful iterate (``attacks.early_exit``).
         member_params: parameters of ``worst``'s members.
+        source_model: for ``transfer_<method>``, the model the images are crafted on (eval mode
+            as ``model``).
+        device: where the models run.
+        progress: show a progress bar over the batches.
     Returns:
         A DataFrame with :data:`COLUMNS`.
     Raises:
@@ -72,18 +94,19 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
     if len(ids) != len(x) or len(y) != len(x):
         raise AttackError(f"{len(x)} images, {len(y)} labels and {len(ids)} IDs: need one each per image")
     what = f"{method} ε={eps:g}"
-    model = monitored(model.to(device).eval(), what)
-    craft = model
-    if method.startswith("transfer_"):
-        if source_model is None:
-            raise AttackError(f"{method} needs the source (clean) model")
-        craft = monitored(source_model.to(device).eval(), what)
+    if method.startswith("transfer_") and source_model is None:
+        raise AttackError(f"{method} needs the source (clean) model")
     seeds = image_seeds(ids, len(x), seed)
     planned = len(x) * (attack_passes(base, p, {m: method_params(m, (member_params or {}).get(m))
                                                 for m in p.get("members", [])}) + 3)
-    with meter(f"attack {what}", planned, images=len(x)) as progress_meter:
-        out = _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels, batch_size, device,
-                        early_exit, member_params, progress, progress_meter)
+    with contextlib.ExitStack() as modes:
+        model = monitored(modes.enter_context(eval_mode(model.to(device))), what)
+        craft = model
+        if method.startswith("transfer_"):
+            craft = monitored(modes.enter_context(eval_mode(source_model.to(device))), what)
+        with meter(f"attack {what}", planned, images=len(x)) as progress_meter:
+            out = _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels, batch_size, device,
+                            early_exit, member_params, progress, progress_meter)
     log.info("%s ε=%g (%s labels): accuracy %.4f → %.4f, flip rate %.4f, n=%d", method, eps, labels,
              np.mean(out.clean_pred == out.label), np.mean(out.adv_pred == out.label),
              np.mean(out.adv_pred != out.clean_pred), len(out))
@@ -104,15 +127,15 @@ def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels,
     for b, i in enumerate(tqdm(starts, desc=f"{method} ε={eps:g}", disable=not progress or None)):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
         sb = seeds[i:i + batch_size]
-        clean_pred, clean_prob = _predict(model, xb)
-        target = yb if labels == "true" else _predict(craft, xb)[0]
+        clean_pred, clean_prob = predict(model, xb)
+        target = yb if labels == "true" else predict(craft, xb)[0]
         if b == 0:
             zero = attack(craft, xb[:8], target[:8], zero_method, 0.0, seeds=sb[:8], **zero_kw)
-            if not torch.equal(_predict(model, zero)[0], clean_pred[:8]):
+            if not torch.equal(predict(model, zero)[0], clean_pred[:8]):
                 raise AttackSanityError(f"{method} at ε = 0 changed predictions: the model is not"
                                         " deterministic in eval mode, or the attack is broken")
         x_adv = attack(craft, xb, target, base, eps, seeds=sb, **kw)
-        adv_pred, adv_prob = _predict(model, x_adv)
+        adv_pred, adv_prob = predict(model, x_adv)
         linf = (x_adv - xb).flatten(1).abs().amax(dim=1)
         rows.append(pd.DataFrame({
             "sample_id": ids[i:i + batch_size], "label": yb.cpu().numpy(),

@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oncorobust.attacks.methods import attack, image_seeds, strict_fp32
+from oncorobust.attacks.kernels import image_seeds
+from oncorobust.attacks.methods import attack
+from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.resources import health_passes
 from oncorobust.spec import ITERATIVE_METHODS
@@ -87,7 +89,7 @@ def model_checks(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: l
     Square against the white-box attacks.
 
     Args:
-        model: the classifier (eval mode set here).
+        model: the classifier (run in eval mode; every submodule's own mode restored afterwards).
         x: N×C×H×W float32 test images in [0,1]; ``ids``: their sample IDs (per-image seeds).
             Each batch is moved to the model's device here, so ``x`` may stay on the CPU.
         target: N labels the attacks push away from (predicted or true, as configured).
@@ -102,10 +104,13 @@ def model_checks(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: l
             result independent of it, except Square's (seeded per batch, as in the attack jobs).
     Returns:
         A list of row dicts (check, passed, value, threshold, detail).
+    Raises:
+        AttackError: bad images or labels, or NaN/inf logits during a check.
+        AttackSanityError: an attack result outside its ε-ball or [0,1].
     """
     plan = len(x) * health_passes(pgd, square_queries if whitebox_flipped is not None else 0)
-    with meter("health checks", plan, images=len(x)):
-        return _model_checks(monitored(model.eval(), "the health checks"), x, target, ids, ref_eps=ref_eps,
+    with meter("health checks", plan, images=len(x)), eval_mode(model):
+        return _model_checks(monitored(model, "the health checks"), x, target, ids, ref_eps=ref_eps,
                              pgd=pgd, seed=seed, square_queries=square_queries,
                              whitebox_flipped=whitebox_flipped, batch_size=batch_size)
 

@@ -7,7 +7,7 @@ every image's search at once: ⌈log2(eps_max / tol)⌉ + 1 attacks instead of o
 The inner attack decides the answer (AttackBench, AAAI 2025: a bisection over torchattacks' PGD
 reaches 0.886 "optimality", over APGD 0.99). The default inner attack is therefore an ensemble
 run AutoAttack-style (each member only on the images the ones before left unflipped, early exit;
-:mod:`oncorobust.attacks.methods`): APGD-T aimed at the class closest to first order (a new class each
+:func:`oncorobust.attacks.ensemble.until_flipped`): APGD-T aimed at the class closest to first order (a new class each
 restart), APGD on the logit margin, then PGD; the first run warm-started in each round from the
 perturbation that flipped the image at its current upper end. With 2 classes the targeted margin
 is the margin, so APGD-T runs once, as APGD-margin. ``method="pgd"`` keeps the paper's PGD. The bisection
@@ -35,9 +35,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from oncorobust.attacks.methods import (AttackError, AttackSanityError, _apgd, _loss_grad, _project, _sign_iterate, apgd_start,
-                      check_adversarial, check_inputs, first_order_eps, image_seeds, pgd_start, signed_noise,
-                      strict_fp32)
+from oncorobust.attacks.adapters import fab_min_norm
+from oncorobust.attacks.checks import AttackSanityError, check_adversarial, check_inputs
+from oncorobust.attacks.ensemble import Run, until_flipped
+from oncorobust.attacks.kernels import (apgd, apgd_start, image_seeds, loss_grad, pgd_start, project, sign_iterate,
+                                        signed_noise)
+from oncorobust.attacks.methods import first_order_eps
+from oncorobust.device import eval_mode, strict_fp32
+from oncorobust.errors import AttackError
 
 INNER = ("apgd_t+apgd_margin+pgd", "apgd_margin+pgd", "apgd_margin", "pgd")
 #: APGD-T's candidate target classes: the runner-ups by clean logit (AutoAttack's default 9)
@@ -51,7 +56,7 @@ class GradCounter(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model, self.grad_images = model, 0
-        self.train(model.training)  # same mode: restoring the wrapper's mode restores the model's
+        self.training = model.training  # the model's mode, without resetting its submodules' own modes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
@@ -67,13 +72,24 @@ def target_order(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, k: int =
     its boundary with the predicted class, (z_pred − z_t) / ‖∇ₓ(z_pred − z_t)‖₁ (as FAB and
     DeepFool rank classes; one gradient per class). On a 10-class demo model the class of the
     smallest flip was often the third or fourth by logit but the first or second by this distance
-    (``benchmarks/sensitivity_optimality.py``)."""
+    (``benchmarks/sensitivity_optimality.py``).
+
+    Args:
+        model: the classifier (eval mode).
+        x: N×C×H×W float32 images in [0,1].
+        pred: N int64 predicted classes.
+        k: how many runner-ups by clean logit are ranked.
+    Returns:
+        N×min(k, classes − 1) int64 class indices, closest first.
+    Raises:
+        AttackError: a predicted class is not a class of the model.
+    """
     with torch.no_grad():
         logits = model(x)
     cand = logits.scatter(1, pred[:, None], float("-inf")).argsort(1, descending=True)[:, :min(k, logits.shape[1] - 1)]
     dist = torch.empty(cand.shape, device=x.device)
     for j in range(cand.shape[1]):
-        gap, grad, _ = _loss_grad(model, x, pred, "margin", target=cand[:, j])  # z_t − z_pred and its gradient
+        gap, grad, _ = loss_grad(model, x, pred, "margin", target=cand[:, j])  # z_t − z_pred and its gradient
         dist[:, j] = gap.abs() / grad.flatten(1).abs().sum(1).clamp_min(1e-12)
     return cand.gather(1, dist.argsort(1))
 
@@ -81,36 +97,34 @@ def target_order(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, k: int =
 def _strong_attack(model, x, pred, eps, *, method, steps, restarts, alpha_ratio, random_start, seeds,
                    rnd, init=None, targets=None):
     """(flipped mask, images): ``restarts`` rounds of the inner attack at per-image ``eps`` (N).
-    ``method`` names one attack or an ensemble ``a+b`` run AutoAttack-style: in each restart every
-    member in turn attacks only the images not yet flipped. The first member's first run starts
-    from ``init`` (a perturbation, projected into the ball) when given, all others at random (noise
-    keyed by image, round, restart and member). ``apgd_t`` (APGD-T, targeted margin) aims restart
-    r at column r (cyclically) of ``targets`` (N×K, :func:`target_order`)."""
+
+    ``method`` names one attack or an ensemble ``a+b`` run AutoAttack-style
+    (:func:`~oncorobust.attacks.ensemble.until_flipped`): in each restart every member in turn
+    attacks only the images not yet flipped; unflipped images keep the clean image. The first
+    member's first run starts from ``init`` (a perturbation, projected into the ball) when given,
+    all others at random (noise keyed by image and by the draw index 1000 × ``rnd`` + 100 ×
+    member + restart). ``apgd_t`` (APGD-T, targeted margin) aims restart r at column r
+    (cyclically) of ``targets`` (N×K, :func:`target_order`)."""
     e = eps.view(-1, 1, 1, 1)
-    hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    best = x.clone()
-    for r in range(max(1, restarts)):
-        for m, member in enumerate(method.split("+")):
-            todo = (~hit).nonzero().flatten()
-            if not len(todo):
-                return hit, best
-            xs, ps, es = x[todo], pred[todo], e[todo]
-            noise = signed_noise(xs.shape, [seeds[i] for i in todo.tolist()], 1000 * rnd + 100 * m + r, xs)
-            if init is not None and r == 0 and m == 0:
-                start = _project(xs + init[todo], xs, es)
-            elif member == "pgd":
-                start = pgd_start(xs, es, noise) if random_start else None
-            else:
-                start = apgd_start(xs, es, noise)
-            if member == "pgd":
-                adv, ok = _sign_iterate(model, xs, ps, es, steps=steps, alpha=alpha_ratio * es, start=start,
-                                        early_exit=True)
-            else:
-                aim = targets[todo, r % targets.shape[1]] if member == "apgd_t" else None
-                adv, ok = _apgd(model, xs, ps, es, steps=steps, rho=0.75, loss="margin", start=start, target=aim)
-            hit[todo[ok]] = True
-            best[todo[ok]] = adv[ok]
-    return hit, best
+
+    def run(step, todo):
+        xs, ps, es = x[todo], pred[todo], e[todo]
+        noise = signed_noise(xs.shape, [seeds[i] for i in todo.tolist()], step.draw, xs)
+        if init is not None and step.restart == 0 and step.member == 0:
+            start = project(xs + init[todo], xs, es)
+        elif step.name == "pgd":
+            start = pgd_start(xs, es, noise) if random_start else None
+        else:
+            start = apgd_start(xs, es, noise)
+        if step.name == "pgd":
+            return Run(*sign_iterate(model, xs, ps, es, steps=steps, alpha=alpha_ratio * es, start=start,
+                                     early_exit=True))
+        aim = targets[todo, step.restart % targets.shape[1]] if step.name == "apgd_t" else None
+        return Run(*apgd(model, xs, ps, es, steps=steps, rho=0.75, loss="margin", start=start, target=aim))
+
+    result = until_flipped(x, method.split("+"), run, restarts=max(1, restarts),
+                           draw=lambda restart, member: 1000 * rnd + 100 * member + restart)
+    return result.flipped, result.images
 
 
 #: (factor, absolute step in pixel units) of each push of a boundary flip along its perturbation
@@ -163,28 +177,6 @@ def _confirm(model, x, pred, best, hi, found, eps_max):
                             f" {math.prod(f for f, _ in PUSH):.2f}x along their perturbation")
 
 
-def _fab_min_norm(model, x, pred, eps_max, *, steps, seed):
-    """torchattacks' FAB (L∞) as a minimum-norm attack towards each image's runner-up class: its
-    smallest-norm flip per image (no ε cap; ``eps_max`` only scales its random restarts).
-
-    Targeting the runner-up class (FAB-T with ``target_class=2``) needs one gradient per step
-    instead of one per class; with 2 classes it is exactly untargeted FAB. Returns (flipped,
-    images)."""
-    import torchattacks  # imported here: it pulls in scipy (≈ 1 s)
-
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed % (2 ** 31))
-        with torch.no_grad():
-            classes = model(x[:1]).shape[1]
-        fab = torchattacks.FAB(model, norm="Linf", eps=float(eps_max), steps=steps, n_restarts=1,
-                               seed=seed % (2 ** 31), multi_targeted=True, n_classes=classes)
-        fab.target_class = 2  # the runner-up class of each image
-        adv = fab.attack_single_run_targeted(x, pred).to(x).clamp(0, 1)
-    with torch.no_grad():
-        ok = model(adv).argmax(1) != pred
-    return ok, adv
-
-
 @strict_fp32()
 def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: float,
                      method: str = "apgd_t+apgd_margin+pgd", steps: int = 10, restarts: int = 2,
@@ -235,14 +227,12 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
         raise AttackError(f"need 0 < sensitivity.tol < sensitivity.eps_max <= 1, got tol={tol}, eps_max={eps_max}")
     check_inputs(x, torch.zeros(len(x), dtype=torch.int64))
     seeds = image_seeds(ids, len(x), seed)
-    was = model.training
-    model.eval()
-    counter = GradCounter(model)
-    dev = next((p.device for p in model.parameters()), x.device)
-    lower, upper, first = torch.empty(len(x)), torch.empty(len(x)), torch.empty(len(x))
-    rounds, lowered, nudged = 0, 0, 0
-    kw = dict(method=method, steps=steps, restarts=restarts, alpha_ratio=alpha_ratio, random_start=random_start)
-    try:
+    with eval_mode(model):
+        counter = GradCounter(model)
+        dev = next((p.device for p in model.parameters()), x.device)
+        lower, upper, first = torch.empty(len(x)), torch.empty(len(x)), torch.empty(len(x))
+        rounds, lowered, nudged = 0, 0, 0
+        kw = dict(method=method, steps=steps, restarts=restarts, alpha_ratio=alpha_ratio, random_start=random_start)
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].to(dev)
             sb = seeds[i:i + batch_size]
@@ -276,7 +266,7 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
 
             lo, hi, best, r = bisect(lo, hi, best, 1, kw)
             if fab_check and n:
-                ok, adv = _fab_min_norm(counter, xb, pred, eps_max, steps=fab_steps, seed=sb[0])
+                adv, ok = fab_min_norm(counter, xb, pred, eps_max, steps=fab_steps, seed=sb[0])
                 norm = (adv - xb).flatten(1).abs().amax(1)
                 better = ok & (norm < hi) & (norm > 0)
                 hi[better] = norm[better]
@@ -299,8 +289,6 @@ def flip_eps_bracket(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: 
             upper[i:i + n] = torch.where(found, hi, torch.full_like(hi, math.inf)).cpu()
             lower[i:i + n] = torch.where(found, lo, torch.full_like(lo, float(eps_max))).cpu()
             first[i:i + n] = first_order_eps(model, xb, pred)
-    finally:
-        model.train(was)
     if stats is not None:
         for key, value in (("grad_evals", counter.grad_images), ("lowered_by_fab", lowered), ("pushed", nudged)):
             stats[key] = stats.get(key, 0) + value  # accumulated over calls (e.g. val and test)
@@ -338,22 +326,33 @@ def grid_flip_eps(model: nn.Module, x: torch.Tensor, grid: list[float], *, steps
                   restarts: int = 1, alpha_ratio: float = 0.25, seed: int = 0,
                   stats: dict | None = None) -> torch.Tensor:
     """The paper's scan: a full PGD (every restart on every image, final iterate) at every grid
-    ε; the smallest flipping grid value per image (``inf`` if none). The benchmark's reference."""
-    model.eval()
-    counter = GradCounter(model)
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    seeds = image_seeds(None, len(x), seed)
-    out = torch.full((len(x),), math.inf)
-    for k, eps in enumerate(sorted(grid, reverse=True)):
-        e = torch.full((len(x), 1, 1, 1), float(eps), device=x.device)
-        hit = torch.zeros(len(x), dtype=torch.bool)
-        for r in range(restarts):
-            start = pgd_start(x, e, signed_noise(x.shape, seeds, 1000 * k + r, x))
-            _, ok = _sign_iterate(counter, x, pred, e, steps=steps, alpha=alpha_ratio * e, start=start,
-                                  early_exit=False)
-            hit |= ok.cpu()
-        out[hit] = eps
+    ε; the smallest flipping grid value per image. The benchmark's reference.
+
+    Args:
+        model: classifier on N×C×H×W images in [0,1] (run in eval mode, its modes restored).
+        x: N×C×H×W float32 images in [0,1], pushed away from the model's predictions.
+        grid: the ε values (pixel units).
+        steps, restarts, alpha_ratio: PGD's (α = ``alpha_ratio`` × ε); random start always.
+        seed: per-image random starts are keyed by it and the image's index.
+        stats: if a dict, receives ``grad_evals`` (images × gradient passes).
+    Returns:
+        N float32 values on the CPU: the smallest grid ε that flipped the image, ``inf`` if none.
+    """
+    with eval_mode(model):
+        counter = GradCounter(model)
+        with torch.no_grad():
+            pred = model(x).argmax(1)
+        seeds = image_seeds(None, len(x), seed)
+        out = torch.full((len(x),), math.inf)
+        for k, eps in enumerate(sorted(grid, reverse=True)):
+            e = torch.full((len(x), 1, 1, 1), float(eps), device=x.device)
+            hit = torch.zeros(len(x), dtype=torch.bool)
+            for r in range(restarts):
+                start = pgd_start(x, e, signed_noise(x.shape, seeds, 1000 * k + r, x))
+                _, ok = sign_iterate(counter, x, pred, e, steps=steps, alpha=alpha_ratio * e, start=start,
+                                     early_exit=False)
+                hit |= ok.cpu()
+            out[hit] = eps
     if stats is not None:
         stats.update(grad_evals=counter.grad_images)
     return out

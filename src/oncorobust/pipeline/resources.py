@@ -112,7 +112,7 @@ def _layers(arch: str, size: int, width: int = 32) -> list[tuple[str, int, int, 
 
 
 def param_count(arch: str, size: int, classes: int = 2, width: int = 32) -> int:
-    """Parameters of :func:`oncorobust.models.loading.build_model` (the paper's head on the conv base)."""
+    """Parameters of :func:`oncorobust.models.architectures.build_model` (the paper's head on the conv base)."""
     if arch == "vgg16":
         feat, flat, hidden = VGG16_FEATURES, 512 * (size // 32) ** 2, (4096, 1024)
     else:

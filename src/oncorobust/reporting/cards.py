@@ -254,9 +254,9 @@ def model_identity(model_path) -> dict:
         SHA-256 of the user's file for a given (imported) model, else ""; ``output`` the model's
         output head (logits, logit or probabilities; models trained here return logits).
     Raises:
-        oncorobust.models.loading.CheckpointError: the file is missing, unreadable or damaged.
+        oncorobust.models.checkpoints.CheckpointError: the file is missing, unreadable or damaged.
     """
-    from oncorobust.models.loading import load_checkpoint  # torch: only where a model is read
+    from oncorobust.models.checkpoints import load_checkpoint  # torch: only where a model is read
 
     meta = load_checkpoint(model_path)["meta"]
     return {"arch": str(meta.get("arch", "")), "sha256": str(meta.get("sha256") or ""),

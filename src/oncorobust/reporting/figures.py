@@ -14,7 +14,9 @@
 - ``fig4_deferral``: accuracy on the retained test images as the deferred fraction grows, per
   deferral policy (adversarial sensitivity, confidence, random).
 
-Every function returns the matplotlib Figure and writes PNG + PDF when given a path stem.
+Every function returns the matplotlib Figure and writes PNG + PDF when given a path stem. This
+module only draws: the attack behind Fig. 1's example runs in
+:func:`oncorobust.evaluation.examples.example_for`.
 """
 
 from __future__ import annotations
@@ -293,40 +295,6 @@ def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path 
     if stem:
         save(fig, stem)
     return fig
-
-
-def example_for(model, test: dict, classes: list[str], eps: float, *, seed: int = 0,
-                batch_size: int | None = None, **pgd) -> dict | None:
-    """The first test image that the model classifies correctly and PGD at ``eps`` flips (pushed
-    away from its prediction); None when there is none. Returns the dict ``fig1_examples`` takes.
-
-    The split is attacked ``batch_size`` images at a time (None: all at once), stopping at the
-    first batch that yields an example; each image's random start is keyed by ``seed`` and its
-    index in the split, so the example does not depend on ``batch_size``."""
-    import torch
-
-    from oncorobust.attacks.methods import attack, image_seeds
-
-    x, y = test["x"], test["y"]
-    n = len(x)
-    dev = next((p.device for p in model.parameters()), x.device)
-    seeds = image_seeds(None, n, seed)
-    step = max(1, int(batch_size)) if batch_size else max(1, n)
-    for start in range(0, n, step):
-        xb, yb = x[start:start + step].to(dev), y[start:start + step].to(dev)
-        with torch.no_grad():
-            prob = torch.softmax(model(xb), 1)
-        pred = prob.argmax(1)
-        adv = attack(model, xb, pred, "pgd", eps, seeds=seeds[start:start + step], **pgd)
-        with torch.no_grad():
-            aprob = torch.softmax(model(adv), 1)
-        ok = ((pred == yb) & (aprob.argmax(1) != pred)).nonzero().flatten()
-        if len(ok):
-            i = int(ok[0])
-            return {"clean": xb[i].cpu().numpy(), "adv": adv[i].cpu().numpy(), "eps": eps, "classes": classes,
-                    "clean_prob": prob[i].cpu().numpy(), "adv_prob": aprob[i].cpu().numpy(),
-                    "sample_id": test["ids"][start + i]}
-    return None
 
 
 def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd.DataFrame | None = None,

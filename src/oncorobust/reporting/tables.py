@@ -7,6 +7,8 @@ All accuracies are percentages with Wilson 95% CIs and n; the paper's value (fro
 from __future__ import annotations
 
 import json
+import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pandas as pd
 
 from oncorobust.errors import DataError
 from oncorobust.evaluation.stats import paired_difference, wilson
+from oncorobust.io import ATTACK_KEY_COLUMNS
 
 METHOD_ORDER = ["fgsm", "pgd", "bim"]  # the paper's Table 1 order
 
@@ -55,7 +58,7 @@ def read_per_image(path: str | Path, ids: list[str] | None = None) -> pd.DataFra
             truncated or foreign file): naming the file, the counts and what to do.
     """
     try:
-        df = pd.read_csv(path, dtype={"sample_id": str})
+        df = pd.read_csv(path, dtype={"sample_id": str, "regime": str, "method": str})
     except Exception as exc:  # noqa: BLE001 (pandas raises many kinds on a damaged file)
         raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); delete it and rerun the workflow"
                         " (it is rebuilt from the model and the test images)") from None
@@ -70,6 +73,152 @@ def read_per_image(path: str | Path, ids: list[str] | None = None) -> pd.DataFra
                         " the file was truncated or changed outside the workflow. Delete it and rerun"
                         " the workflow, which rebuilds it")
     return df
+
+
+class InputKeyError(DataError):
+    """A per-image result file is not the one its entry of the rule's ``params.index`` describes
+    (the input list and the params are out of step, or the file was moved). Names the file."""
+
+
+class AttackKeyError(InputKeyError):
+    """A per-image attack CSV does not hold what the workflow wired to it: its own ``regime``,
+    ``method`` or ``eps`` column disagrees with the job's params or its path (a mis-wired input),
+    or the columns are missing (a file written before they existed). The message names the file."""
+
+
+def pair_inputs(index: list[dict], paths: list[str], what: str) -> list[tuple[dict, str]]:
+    """The entries of a rule's ``params.index`` with its input files, one to one.
+
+    Args:
+        index: the params entries (``dataset``, ``regime``...), in the input list's order.
+        paths: the input files.
+        what: what the files are, for the message (e.g. ``"attack CSVs"``).
+
+    Returns:
+        ``list(zip(index, paths))``.
+
+    Raises:
+        InputKeyError: the two lists differ in length (``zip`` would silently drop the tail).
+    """
+    index, paths = list(index), [str(p) for p in paths]
+    if len(index) != len(paths):
+        raise InputKeyError(f"{len(paths)} {what} but {len(index)} entries in the rule's params.index; the two"
+                            " lists must match one to one: fix the wiring (workflow/rules)")
+    return list(zip(index, paths))
+
+
+def check_sensitivity_path(path: str | Path, expect: dict) -> None:
+    """Check that a sensitivity CSV's path ``…/{dataset}/sensitivity/{regime}.csv`` names the
+    ``dataset`` and ``regime`` of ``expect`` (its entry of the rule's params; the file itself
+    has no such columns). A path of another layout is not checked.
+
+    Raises:
+        InputKeyError: the path names another dataset or regime, naming the file and both.
+    """
+    path = Path(path)
+    if path.suffix != ".csv" or path.parent.name != "sensitivity" or len(path.parts) < 3:
+        return
+    got = {"dataset": path.parent.parent.name, "regime": path.stem}
+    bad = [k for k in got if k in expect and str(expect[k]) != got[k]]
+    if bad:
+        raise InputKeyError(f"{path} is the sensitivity CSV of dataset={got['dataset']!r}, regime={got['regime']!r},"
+                            f" but was given as {', '.join(f'{k}={expect[k]!r}' for k in bad)}: the rule's input"
+                            " list and its params are not in the same order; fix the wiring (workflow/rules)")
+
+
+#: ``…/{regime}/{method}/eps={eps}.csv``, the attack CSVs' path layout (``workflow/rules/common.smk``).
+_ATTACK_PATH = re.compile(r"eps=(?P<eps>[^/\\]+)\.csv$")
+
+
+def attack_key_from_path(path: str | Path) -> tuple[str, str, float] | None:
+    """(regime, method, eps) from an attack CSV's path ``…/{regime}/{method}/eps={eps}.csv``, or
+    None when the path does not follow that layout."""
+    path = Path(path)
+    m = _ATTACK_PATH.fullmatch(path.name)
+    if not m or len(path.parts) < 3:
+        return None
+    try:
+        eps = float(m["eps"])
+    except ValueError:
+        return None
+    return path.parent.parent.name, path.parent.name, eps
+
+
+def _agrees(column: str, got, want) -> bool:
+    if column == "eps":
+        return math.isclose(float(got), float(want), rel_tol=1e-9, abs_tol=1e-15)
+    return str(got) == str(want)
+
+
+def _fmt_key(key: tuple) -> str:
+    return f"regime={key[0]!r}, method={key[1]!r}, eps={float(key[2])!r}"
+
+
+def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
+                    expect: dict | None = None) -> tuple[tuple[str, str, float], pd.DataFrame]:
+    """A per-image attack CSV and the (regime, method, eps) it says it holds, checked.
+
+    The key is read from the file's own columns (:data:`oncorobust.io.ATTACK_KEY_COLUMNS`, one
+    value each) and compared with ``expect`` (what the workflow wired to this input, e.g. an entry
+    of the rule's ``params.index``) and with the path when it follows the layout
+    ``…/{regime}/{method}/eps={eps}.csv``. ε agrees within a relative 1e-9.
+
+    Args:
+        path: the CSV (``results/{ds}/attacks/{regime}/{method}/eps={eps}.csv``).
+        ids: the sample IDs of the test split, or None to skip that check (see :func:`read_per_image`).
+        expect: the expected ``regime``, ``method`` and ``eps`` (other keys, e.g. ``dataset``, are
+            ignored; a key left out is not compared).
+
+    Returns:
+        ((regime, method, eps), the frame with every column, the key columns included). A file with
+        no rows (no test image) takes its key from ``expect``, else its path.
+
+    Raises:
+        DataError: see :func:`read_per_image`.
+        AttackKeyError: the key columns are missing (written by an older oncorobust: rerun the
+            attack jobs), hold several values, or disagree with ``expect`` or the path; naming
+            the file and both keys.
+    """
+    df = read_per_image(path, ids)
+    missing = [c for c in ATTACK_KEY_COLUMNS if c not in df.columns]
+    if missing:
+        raise AttackKeyError(f"{path}: no {'/'.join(missing)} column: the file was written by an older oncorobust,"
+                             " whose attack CSVs did not say what they hold. Rerun the attack jobs (Snakemake"
+                             " reruns them by itself since their code changed; otherwise delete the results'"
+                             " attacks/ folders or run with `--forcerun attack`)")
+    path_key = attack_key_from_path(path)
+    if len(df) == 0:
+        given = expect or {}
+        if all(k in given for k in ATTACK_KEY_COLUMNS):
+            return (str(given["regime"]), str(given["method"]), float(given["eps"])), df
+        if path_key is None:
+            raise AttackKeyError(f"{path}: no rows, so no regime/method/eps to read, and neither the params nor"
+                                 " the path give them")
+        return path_key, df
+    several = [c for c in ATTACK_KEY_COLUMNS if df[c].nunique(dropna=False) != 1]
+    if several:
+        raise AttackKeyError(f"{path}: column(s) {'/'.join(several)} hold several values (one attack result per"
+                             " file: several files pasted together?); delete it and rerun the workflow")
+    try:
+        key = (str(df.regime.iloc[0]), str(df.method.iloc[0]), float(df.eps.iloc[0]))
+    except (TypeError, ValueError):
+        key = None
+    if key is None or not math.isfinite(key[2]):
+        raise AttackKeyError(f"{path}: eps column is not a number ({df.eps.iloc[0]!r}); delete it and rerun the"
+                             " workflow")
+    if expect is not None:
+        given = {c: expect[c] for c in ATTACK_KEY_COLUMNS if expect.get(c) is not None}
+        bad = [c for c, v in zip(ATTACK_KEY_COLUMNS, key) if c in given and not _agrees(c, v, given[c])]
+        if bad:
+            raise AttackKeyError(f"{path} holds {_fmt_key(key)} but was given as"
+                                 f" {', '.join(f'{c}={w!r}' for c, w in given.items())} (disagreeing:"
+                                 f" {'/'.join(bad)}): the rule's input list and its params.index are not in the"
+                                 " same order, or the file was moved; fix the wiring (workflow/rules) or delete"
+                                 " the file and rerun")
+    if path_key is not None and not all(_agrees(c, a, b) for c, a, b in zip(ATTACK_KEY_COLUMNS, key, path_key)):
+        raise AttackKeyError(f"{path} holds {_fmt_key(key)}, but its path says {_fmt_key(path_key)}: the file was"
+                             " copied or moved by hand; delete it and rerun the workflow")
+    return key, df
 
 
 def test_ids(path: str | Path) -> list[str]:
@@ -177,7 +326,7 @@ def table1(summary: pd.DataFrame, paper_names: dict[str, str | None], labels: st
     if len(out):
         clin = [clinical_eps(e, (units or {}).get(d)) for d, e in zip(out.dataset, out.eps)]
         out["eps_stored"] = [c[0] for c in clin]
-        out["eps_stored_unit"] = [(units or {}).get(d, {}).get("unit", "") for d in out.dataset]
+        out["eps_stored_unit"] = [((units or {}).get(d) or {}).get("unit", "") for d in out.dataset]
         out["below_one_step"] = [c[2] for c in clin]
     return out
 

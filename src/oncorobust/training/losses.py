@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oncorobust.device import eval_mode
 from oncorobust.errors import OncorobustError
 
 NOISE_SCALE = 0.001  # the authors' initial perturbation: 0.001 · N(0, 1) per pixel
@@ -151,9 +152,7 @@ def trades_adversarial(model: nn.Module, x: torch.Tensor, *, eps: float, step: f
     _check(x, None, eps, step, iters)
     x = x.detach()
     x_adv = _start(x, generator, seed, noise)
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             target = F.softmax(model(x), dim=1)  # eval mode: identical in every iteration
 
@@ -161,8 +160,6 @@ def trades_adversarial(model: nn.Module, x: torch.Tensor, *, eps: float, step: f
             return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="sum")
 
         x_adv = _sign_ascent(model, x, x_adv, kl_sum, eps=eps, step=step, iters=iters)
-    finally:
-        model.train(was)
     _sanity(x_adv, x, eps, iters, "TRADES")
     return x_adv
 
@@ -186,13 +183,9 @@ def mart_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     _check(x, y, eps, step, iters)
     x = x.detach()
     x_adv = _start(x, generator, seed, noise)
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         x_adv = _sign_ascent(model, x, x_adv, lambda logits: F.cross_entropy(logits, y),
                              eps=eps, step=step, iters=iters)
-    finally:
-        model.train(was)
     _sanity(x_adv, x, eps, iters, "MART")
     return x_adv
 

@@ -19,6 +19,11 @@ Adversarial regimes (``regime`` argument):
   backward pass gives both the weight gradient and the perturbation update (train mode); the
   epoch budget is divided by m so the cost matches clean training.
 
+- ``adv_trades`` (Zhang et al. 2019) and ``adv_mart`` (Wang et al. 2020): the losses of
+  :mod:`oncorobust.training.losses`, transcribed from the authors' code (inner maximisation with
+  ``iters`` sign steps of ``step`` in the ``eps`` ball; ``beta`` weights the robustness term,
+  default 6 and 5). Each step costs ``iters + 2`` forward+backward passes per image.
+
 The checkpoint kept for an adversarial regime is the epoch with the best **validation** robust
 accuracy (PGD at the training ε), never chosen on the test set.
 
@@ -42,9 +47,10 @@ from tqdm import tqdm
 
 from oncorobust.spec import REGIME_NAMES
 from oncorobust.attacks.methods import attack, image_seeds
-from oncorobust.device import resolve_device  # noqa: F401 (also the old import path: oncorobust.training.train.resolve_device)
+from oncorobust.device import eval_mode, resolve_device  # noqa: F401 (resolve_device: also its old import path)
 from oncorobust.errors import DataError, OncorobustError
 from oncorobust.io import save_torch
+from oncorobust.training.losses import REGIME_LOSSES
 
 log = logging.getLogger("oncorobust.training.train")
 REGIMES = REGIME_NAMES
@@ -87,15 +93,13 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, hflip: bool = True, vflip:
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
              batch_size: int = 256) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` in eval mode on x (N×C×H×W in [0,1]), y (N)."""
-    was = model.training
-    model.eval()
     loss, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        logits = model(xb)
-        loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    model.train(was)
+    with eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            logits = model(xb)
+            loss += F.cross_entropy(logits, yb, reduction="sum").item()
+            correct += (logits.argmax(1) == yb).sum().item()
     return loss / max(len(x), 1), correct / max(len(x), 1)
 
 
@@ -110,11 +114,8 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: 
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
         adv = attack(model, xb, yb, "pgd", eps, steps=iters, alpha=step, random_start=True,
                      seeds=seeds[i:i + batch_size])
-        with torch.no_grad():
-            was = model.training
-            model.eval()
+        with torch.no_grad(), eval_mode(model):
             correct += (model(adv).argmax(1) == yb).sum().item()
-            model.train(was)
     return correct / max(len(x), 1)
 
 
@@ -202,6 +203,15 @@ def fit(model: nn.Module, data: dict[str, dict], *, regime: str = "clean", train
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     state["delta"] = (delta.detach() + adv["eps"] * delta.grad.sign()).clamp(-adv["eps"], adv["eps"])
+                elif regime in REGIME_LOSSES:  # TRADES / MART: the loss crafts its own images
+                    rl = REGIME_LOSSES[regime]
+                    loss, x_adv = rl.loss(model, xb, yb, eps=adv["eps"], step=adv["step"],
+                                          iters=adv.get("iters", 7), beta=adv.get("beta", rl.defaults["beta"]),
+                                          seed=seed + 7919 * epoch + b, return_adv=True)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    with torch.no_grad(), eval_mode(model):  # training accuracy on the crafted images
+                        logits = model(x_adv)
                 else:
                     xin, yin = (_adv_batch(model, xb, yb, regime, adv, state, seed + 7919 * epoch + b)
                                 if adversarial else (xb, yb))
@@ -341,7 +351,8 @@ def run_training(tensor_paths: dict[str, str], stats: dict, *, regime: str, mode
     script) and a digest of the input files (tensors, and ``init_from``), so a resume file left by
     other code or other data is refused instead of silently continued.
     """
-    from oncorobust.models.loading import build_model, load_checkpoint, load_weights, model_meta, state_digest
+    from oncorobust.models.architectures import build_model
+    from oncorobust.models.checkpoints import load_checkpoint, load_weights, model_meta, state_digest
 
     data = {s: torch.load(p, map_location="cpu", weights_only=True) for s, p in tensor_paths.items()}
     arch = model_cfg.get("arch", "vgg_small")

@@ -1,0 +1,34 @@
+# Regime comparison: clean vs adversarially trained models, seed replicates pooled, paired tests
+# (input functions in common.smk).
+
+
+rule regimes_table:
+    input:
+        attacks=get_regime_attack_csvs,
+        sensitivity=get_regime_sensitivity_csvs,
+        tests=get_test_tensors,
+        stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
+    output:
+        csv=f"{R}/tables/regimes.csv",
+        md=f"{R}/tables/regimes.md",
+    log:
+        f"{R}/logs/tables/regimes.log",
+    conda:
+        "../envs/oncorobust.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=code_version("scripts/regimes_table.py"),
+        index=get_regime_index,
+        datasets=DATASETS,
+        labels=config["attacks"]["labels"],
+        seed=config["seed"],
+        # training cost: read when present (not inputs: a benchmark file is no rule's output)
+        benchmarks=lambda w: [
+            f"{R}/benchmarks/train/{e['dataset']}/{e['regime']}.tsv"
+            for e in get_regime_index()
+        ],
+    script:
+        "../scripts/regimes_table.py"
