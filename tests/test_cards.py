@@ -20,7 +20,8 @@ import yaml
 
 from oncorobust.reporting import cards
 from oncorobust.evaluation import robustness
-from oncorobust.evaluation.deferral import SENSITIVITY_COLUMNS, curve_auc, deferral_curves, table2_rows
+from oncorobust.evaluation.deferral import curve_auc, deferral_curves, table2_rows
+from oncorobust.evaluation.sensitivity import SENSITIVITY_COLUMNS
 from oncorobust.evaluation.health import COLUMNS as HEALTH_COLUMNS
 from oncorobust.io import write_csv
 from oncorobust.models.checkpoints import state_digest

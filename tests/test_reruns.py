@@ -337,3 +337,34 @@ def test_resume_file_with_missing_state_is_a_clear_error(tmp_path):
     model = build_model("vgg_small", classes=2, in_channels=1, size=8, mean=[0.4], std=[0.3], width=4)
     with pytest.raises(TrainingError, match=r"m\.ckpt\.pt: the training resume file is truncated or corrupt"):
         fit(model, data, train=TRAIN, progress=False, ckpt_path=ckpt, hash_="h")
+
+
+# Which workflow scripts hash each module (their jobs rerun when it is edited): one module per
+# stage. Model-running scripts: attack, corrupt, figures (Figure 1), health, import_model,
+# sensitivity, train. A source adapter also reruns the demo-data writer (data/sources/__init__
+# imports every adapter).
+MODEL_RUNNING = {"attack", "corrupt", "figures", "health", "import_model", "sensitivity", "train"}
+STAGE_EDITS = {
+    "data/preprocess.py": {"preprocess"},
+    "data/sources/lidc.py": {"demo_data", "ingest", "preprocess"},
+    "models/checkpoints.py": MODEL_RUNNING | {"cards"},
+    "models/architectures.py": MODEL_RUNNING,
+    "training/losses.py": {"train"},
+    "attacks/kernels.py": {"attack", "corrupt", "figures", "health", "health_table", "sensitivity", "train"},
+    "evaluation/sensitivity.py": {"sensitivity"},
+    "evaluation/deferral.py": {"deferral_tables"},
+    "evaluation/corruptions.py": {"corrupt"},
+    "reporting/regimes.py": {"regimes_table"},
+    "reporting/figures.py": {"corruption_tables", "figures", "robustness"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(STAGE_EDITS))
+def test_a_module_edit_reruns_exactly_its_stage(module):
+    """An edit of one module changes the code param of exactly the scripts whose stage uses it
+    (and their downstream aggregates), not the rest: e.g. a Table 2 edit (deferral.py) replans no
+    sensitivity search, a training-loss edit no attack."""
+    pkg = REPO / "src" / "oncorobust"
+    scripts = sorted((REPO / "workflow" / "scripts").glob("*.py"))
+    importing = {s.stem for s in scripts if pkg / module in module_files(s, pkg)}
+    assert importing == STAGE_EDITS[module]

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from oncorobust.evaluation.deferral import curve_auc, deferral_curves, sensitivity_frame, table2_rows
+from oncorobust.evaluation.deferral import curve_auc, deferral_curves, table2_rows
+from oncorobust.evaluation.sensitivity import sensitivity_frame
 from oncorobust.evaluation.sensitivity import flip_eps_bracket, grid_flip_eps, min_flip_eps
 
 

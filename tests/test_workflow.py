@@ -1,5 +1,6 @@
 """The Snakemake DAG: dry runs, config validation, and one tiny real run of ingest + preprocess."""
 
+import math
 import re
 import shutil
 import subprocess
@@ -173,3 +174,37 @@ def planned_datasets(dry_run_output: str, exclude_rules: tuple[str, ...] = ("car
     blocks = re.split(r"^(?:local)?rule ", dry_run_output, flags=re.M)
     return {m for b in blocks if b.split(":", 1)[0].strip() not in exclude_rules
             for m in re.findall(r"wildcards: ds=(\w+)", b)}
+
+
+REPLICATES = load_test_config("config_replicates.yaml")
+
+
+def test_replicates_dry_run_plans_each_seed(tmp_path):
+    """replicates: 3 plans clean, clean-r2, clean-r3 (and the same for adv_trades), each trained
+    with its own seed; K = 1 (the other tests) keeps today's paths."""
+    out = smk(tmp_path, REPLICATES, "-n", "-p")
+    assert out.returncode == 0, out.text[-3000:]
+    for model in ("clean", "clean-r2", "clean-r3", "adv_trades", "adv_trades-r2", "adv_trades-r3"):
+        assert f"results/digits/models/{model}.pt" in out.text, model
+    assert "results/digits/models/clean-r4.pt" not in out.text
+    assert "results/tables/regimes.md" in out.text
+
+
+@pytest.mark.slow
+def test_replicates_and_trades_end_to_end(tmp_path):
+    out = smk(tmp_path, REPLICATES)
+    assert out.returncode == 0, out.text[-3000:]
+    res = tmp_path / "results"
+    weights = {}
+    for model in ("clean", "clean-r2", "clean-r3", "adv_trades", "adv_trades-r2", "adv_trades-r3"):
+        ck = torch.load(res / "digits" / "models" / f"{model}.pt", weights_only=True)
+        assert ck["meta"]["regime"] == model.split("-r")[0]
+        weights[model] = next(iter(ck["state_dict"].values()))
+    assert not torch.equal(weights["clean"], weights["clean-r2"])  # another seed, another model
+    table = pd.read_csv(res / "tables" / "regimes.csv")
+    assert list(table.regime) == ["clean", "adv_trades"] and (table.replicates == 3).all()
+    row = table.set_index("regime").loc["adv_trades"]
+    assert row.worst_accuracy_ci_low <= row.worst_accuracy <= row.worst_accuracy_ci_high
+    assert row.worst_accuracy_seed_min <= row.worst_accuracy <= row.worst_accuracy_seed_max
+    assert 0 <= row.mcnemar_p <= 1 and not math.isnan(row.d_accuracy)
+    assert "3 seeds" in (res / "tables" / "regimes.md").read_text() or "seeds" in (res / "tables" / "regimes.md").read_text()

@@ -4,3 +4,17 @@ The package holds the logic; the Snakemake workflow under ``workflow/`` only cal
 """
 
 __version__ = "0.1.0"
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the source tree's ``__version__``.
+
+    Returns:
+        A version string such as ``0.1.0``.
+    """
+    from importlib import metadata
+
+    try:
+        return metadata.version("oncorobust")
+    except metadata.PackageNotFoundError:
+        return __version__

@@ -20,28 +20,15 @@ import shlex
 import subprocess
 import time
 import sys
-from importlib import metadata
 from pathlib import Path
 
-from oncorobust import __version__
+from oncorobust import package_version
 from oncorobust import spec as registry
 from oncorobust.pipeline.budgets import BUDGETS, apply_budget, deep_merge, estimate_seconds, planned_passes
 from oncorobust.errors import OncorobustError
 from oncorobust.logs import fmt_seconds
 from oncorobust.pipeline.workflow_files import find_snakefile, schema_file
 from oncorobust.models.zipformat import is_exported_program, is_torchscript
-
-
-def package_version() -> str:
-    """The installed distribution's version, else the source tree's ``__version__``.
-
-    Returns:
-        A version string such as ``0.1.0``.
-    """
-    try:
-        return metadata.version("oncorobust")
-    except metadata.PackageNotFoundError:
-        return __version__
 
 
 def _version(args: argparse.Namespace) -> int:

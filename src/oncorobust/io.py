@@ -185,7 +185,8 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
 
     with _writing(path) as tmp:
         try:
-            torch.save(obj, tmp)
+            with open(tmp, "wb") as fh:  # a file object: the archive's records are named archive/…,
+                torch.save(obj, fh)  # not after the random temporary name, so equal objects give equal bytes
         except RuntimeError as exc:
             if any(s in str(exc) for s in _TORCH_SHORT_WRITE):
                 raise write_failure(exc, path) from exc

@@ -698,29 +698,40 @@ def get_natural_attack_index(wildcards=None):
     ]
 
 
-def get_corrupt_mem_mb(wildcards, input):
-    """A corruption job: the model and one batch of forward passes (as an attack job, no source model)."""
-    s = _shape(wildcards.ds)
-    return _res.mem_mb(
-        "attack",
-        s["arch"],
-        s["size"],
-        int(config["attacks"]["batch_size"]),
-        channels=s["channels"],
-        width=s["width"],
-        data_mb=_mb(input.test),
-    )
+def get_corrupt_mem_mb(ds):
+    """A corruption job of dataset ``ds``: the model and one batch of forward passes (as an attack
+    job, no source model)."""
+
+    def mem_mb(wildcards, input):
+        s = _shape(ds)
+        return _res.mem_mb(
+            "attack",
+            s["arch"],
+            s["size"],
+            int(config["attacks"]["batch_size"]),
+            channels=s["channels"],
+            width=s["width"],
+            data_mb=_mb(input.test),
+        )
+
+    return mem_mb
 
 
-def get_corrupt_runtime(wildcards, input):
-    """Minutes: two forward passes per test image (clean and corrupted) plus the corruption."""
-    s = _shape(wildcards.ds)
-    n = _n_images(wildcards.ds, input.test)
-    if not n:
-        return 10
-    return _res.runtime_min(
-        s["arch"], s["size"], n, 4, device=_device(), width=s["width"]
-    )
+def get_corrupt_runtime(ds):
+    """Minutes of a corruption job of ``ds``: per corruption and severity two forward passes per
+    test image (clean and corrupted) plus the corruption."""
+
+    def runtime(wildcards, input):
+        s = _shape(ds)
+        n = _n_images(ds, input.test)
+        if not n:
+            return 10
+        passes = 4 * len(corruption_jobs(ds, "clean"))
+        return _res.runtime_min(
+            s["arch"], s["size"], n, passes, device=_device(), width=s["width"]
+        )
+
+    return runtime
 
 
 # Regime comparison (rules/regimes.smk)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from oncorobust.reporting.cards import gather, model_identity, read_benchmarks, read_grad_evals, render_html, render_markdown
-from oncorobust.cli import package_version
+from oncorobust import package_version
 from oncorobust.io import atomic_path
 from oncorobust.logs import step_logging
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from oncorobust.evaluation.deferral import sensitivity_frame
+from oncorobust.evaluation.sensitivity import sensitivity_frame
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
 from oncorobust.models.loading import load_model

@@ -456,7 +456,8 @@ def write_dicom(
         setattr(ds, key, value)
     ds.PixelData = stored.tobytes()
     if str(transfer_syntax) != "1.2.840.10008.1.2.1":
-        ds.compress(UID(transfer_syntax), stored)
+        # keep the given SOP Instance UID (pydicom would draw a random one: demo data would differ per run)
+        ds.compress(UID(transfer_syntax), stored, generate_instance_uid=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)

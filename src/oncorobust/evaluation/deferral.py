@@ -17,66 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from oncorobust.errors import DataError
-from oncorobust.device import eval_mode, strict_fp32
-from oncorobust.progress import meter, monitored
-from oncorobust.pipeline.resources import sensitivity_passes
-from oncorobust.evaluation.sensitivity import flip_eps_bracket
 from oncorobust.evaluation.stats import wilson
-
-SENSITIVITY_COLUMNS = ["sample_id", "split", "label", "clean_pred", "correct", "min_flip_eps", "eps_lower",
-                       "eps_upper", "first_order_eps", "confidence"]
-
-
-@strict_fp32()
-def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu", batch_size: int = 256,
-                      **search) -> pd.DataFrame:
-    """One row per image of each split: prediction, confidence and the flipping-ε bracket.
-
-    Args:
-        model: the classifier (run in eval mode, every submodule's own mode restored afterwards;
-            moved to ``device``).
-        splits: split name → ``{"x": N×C×H×W in [0,1], "y": N labels, "ids": N sample IDs}``.
-        device: where the model runs; ``batch_size``: images per model call.
-        **search: keyword arguments of :func:`~oncorobust.evaluation.sensitivity.flip_eps_bracket`.
-    Returns:
-        A DataFrame with :data:`SENSITIVITY_COLUMNS`; ``min_flip_eps`` = ``eps_upper`` (a confirmed
-        flipping ε, ``inf`` where none), ``first_order_eps`` the one-gradient estimate.
-    Raises:
-        AttackError: bad arguments of the search or bad images.
-        AttackSanityError: a stored flip did not reproduce (a bug).
-    """
-    n = sum(len(t["x"]) for t in splits.values())
-    plan = sensitivity_passes(search)  # its own defaults stand for the keys search leaves out
-    with eval_mode(model.to(device)):
-        model = monitored(model, "the sensitivity search")
-        with meter("sensitivity", n * (plan + 2), images=n) as progress_meter:
-            rows = _frames(model, splits, device, batch_size, search, progress_meter)
-    return pd.concat(rows, ignore_index=True)[SENSITIVITY_COLUMNS]
-
-
-def _frames(model, splits, device, batch_size, search, progress_meter) -> list[pd.DataFrame]:
-    """The per-split loop of :func:`sensitivity_frame` (a split's images count as finished when
-    its search ends)."""
-    rows = []
-    for split, t in splits.items():
-        x = t["x"]
-        with torch.no_grad():
-            prob = torch.cat([torch.softmax(model(x[i:i + batch_size].to(device)), 1).cpu()
-                              for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0, 2)
-        conf, pred = prob.max(1)
-        br = flip_eps_bracket(model, x, ids=t["ids"], batch_size=batch_size, **search)
-        progress_meter.finished(len(x))
-        rows.append(pd.DataFrame({
-            "sample_id": t["ids"], "split": split, "label": t["y"].numpy(), "clean_pred": pred.numpy(),
-            "correct": (pred == t["y"]).numpy(), "min_flip_eps": br["eps_upper"].numpy(),
-            "eps_lower": br["eps_lower"].numpy(), "eps_upper": br["eps_upper"].numpy(),
-            "first_order_eps": br["first_order"].numpy(), "confidence": conf.numpy()}))
-    return rows
-
 
 def _acc_row(correct: np.ndarray) -> dict:
     n, k = len(correct), int(np.sum(correct))

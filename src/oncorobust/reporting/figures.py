@@ -53,7 +53,9 @@ def save(fig: plt.Figure, stem: str | Path) -> None:
     stem = Path(stem)
     for ext in ("png", "pdf"):
         with atomic_path(stem.with_suffix(f".{ext}")) as tmp:
-            fig.savefig(tmp, format=ext, dpi=200, bbox_inches="tight")
+            # no creation date in the PDF: the same figure gives the same bytes
+            meta = {"CreationDate": None} if ext == "pdf" else {}
+            fig.savefig(tmp, format=ext, dpi=200, bbox_inches="tight", metadata=meta)
     plt.close(fig)
 
 
