@@ -218,21 +218,22 @@ def test_one_attack_param_replans_only_its_method(done):
 def test_package_edit_reruns_the_jobs_that_import_it(done):
     """Snakemake's code trigger sees only workflow/scripts/; the `code` param (codehash) covers
     the package. Here a real edit of a module of the (copied, PYTHONPATH-imported) package:
-    evaluate.py is imported by the attack script only, so exactly the attack outputs have
+    evaluate.py is imported by the attack and corruption scripts only, so exactly their outputs have
     changed params (Snakemake's params trigger), the aggregates after them are pending because
     their inputs will change, and nothing upstream or beside (training, sensitivity) moves. The
     edit is undone afterwards, and then nothing is planned again."""
-    module = done.code / "src" / "oncorobust" / "evaluate.py"
+    module = done.code / "src" / "oncorobust" / "evaluation" / "evaluate.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n# edited\n")
         s = summary(done, yaml.safe_dump(TINY))
-        assert params_changed(s) == {"results/digits/attacks/clean/fgsm/eps=0.1.csv",
-                                     "results/digits/attacks/clean/pgd/eps=0.1.csv"}
+        assert {"results/digits/attacks/clean/fgsm/eps=0.1.csv",
+                "results/digits/attacks/clean/pgd/eps=0.1.csv"} <= params_changed(s)
+        assert {s[f][0] for f in params_changed(s)} == {"attack", "corrupt_digits"}
         assert {"attack", "tables", "health", "health_table", "fig2_fig3"} <= pending_rules(s)
         assert not pending_rules(s) & {"ingest", "preprocess", "train_clean", "sensitivity", "fig1_examples"}
         jobs = planned_jobs(done.smk(yaml.safe_dump(TINY), "-n").text)
-        assert {j["rule"] for j in jobs if "params have changed" in j["reason"].lower()} == {"attack"}
+        assert {j["rule"] for j in jobs if "params have changed" in j["reason"].lower()} == {"attack", "corrupt_digits"}
     finally:
         module.write_text(original)
     assert "Nothing to be done" in done.smk(yaml.safe_dump(TINY), "-n").text
@@ -243,7 +244,7 @@ def test_training_edit_reruns_training_not_the_attack_params(done):
     """train.py holds the training loop only (resolve_device moved to device.py): editing it
     changes the params of the training jobs alone; attacks, health and sensitivity wait for the
     new model (their inputs) but their own params (code hash) stay as they are."""
-    module = done.code / "src" / "oncorobust" / "train.py"
+    module = done.code / "src" / "oncorobust" / "training" / "train.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n# edited\n")

@@ -401,7 +401,7 @@ def test_torch_short_write_is_no_space_left(tmp_path, monkeypatch):
     from oncorobust.io import WriteError, save_torch
 
     def short_write(obj, f, *a, **k):
-        Path(f).write_bytes(b"PK\x03\x04 half")
+        f.write(b"PK\x03\x04 half")  # save_torch hands torch.save an open file
         raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing"
                            " file data/0: file write failed; unexpected pos 64 vs 128")
 

@@ -228,7 +228,7 @@ def test_wheel_in_a_fresh_venv_audits_from_another_directory(tmp_path):
     # the rules' `code` param (oncorobust.pipeline.codehash) follows the scripts' imports into site-packages
     # and hashes the same as the checkout the wheel was built from
     scripts = sorted(p.name for p in (tmp_path / "src_copy" / "workflow" / "scripts").glob("*.py"))
-    hashes = _run([py, "-c", "import json, sys; from pathlib import Path; from oncorobust import codehash as c;"
+    hashes = _run([py, "-c", "import json, sys; from pathlib import Path; from oncorobust.pipeline import codehash as c;"
                              " site, src = Path(sys.argv[1]) / 'oncorobust', Path(sys.argv[2]);"
                              " print(json.dumps([[c.code_version(site / 'workflow/scripts' / s),"
                              " c.code_version(src / 'workflow/scripts' / s, src / 'src/oncorobust'),"
