@@ -218,7 +218,7 @@ def test_one_attack_param_replans_only_its_method(done):
 def test_package_edit_reruns_the_jobs_that_import_it(done):
     """Snakemake's code trigger sees only workflow/scripts/; the `code` param (codehash) covers
     the package. Here a real edit of a module of the (copied, PYTHONPATH-imported) package:
-    evaluate.py is imported by the attack and corruption scripts only, so exactly their outputs have
+    evaluate.py is imported by the attack script (and the corruption script, not run here) only, so exactly the attack outputs have
     changed params (Snakemake's params trigger), the aggregates after them are pending because
     their inputs will change, and nothing upstream or beside (training, sensitivity) moves. The
     edit is undone afterwards, and then nothing is planned again."""
@@ -227,13 +227,12 @@ def test_package_edit_reruns_the_jobs_that_import_it(done):
     try:
         module.write_text(original + "\n# edited\n")
         s = summary(done, yaml.safe_dump(TINY))
-        assert {"results/digits/attacks/clean/fgsm/eps=0.1.csv",
-                "results/digits/attacks/clean/pgd/eps=0.1.csv"} <= params_changed(s)
-        assert {s[f][0] for f in params_changed(s)} == {"attack", "corrupt_digits"}
+        assert params_changed(s) == {"results/digits/attacks/clean/fgsm/eps=0.1.csv",
+                                     "results/digits/attacks/clean/pgd/eps=0.1.csv"}
         assert {"attack", "tables", "health", "health_table", "fig2_fig3"} <= pending_rules(s)
         assert not pending_rules(s) & {"ingest", "preprocess", "train_clean", "sensitivity", "fig1_examples"}
         jobs = planned_jobs(done.smk(yaml.safe_dump(TINY), "-n").text)
-        assert {j["rule"] for j in jobs if "params have changed" in j["reason"].lower()} == {"attack", "corrupt_digits"}
+        assert {j["rule"] for j in jobs if "params have changed" in j["reason"].lower()} == {"attack"}
     finally:
         module.write_text(original)
     assert "Nothing to be done" in done.smk(yaml.safe_dump(TINY), "-n").text
@@ -369,3 +368,14 @@ def test_a_module_edit_reruns_exactly_its_stage(module):
     scripts = sorted((REPO / "workflow" / "scripts").glob("*.py"))
     importing = {s.stem for s in scripts if pkg / module in module_files(s, pkg)}
     assert importing == STAGE_EDITS[module]
+
+
+def test_default_package_dir_is_the_package_and_the_checkout_is_found():
+    """The defaults that the workflow relies on: code_version without a package_dir hashes the
+    whole package (not just pipeline/, where codehash lives), and the checkout's Snakefile is found."""
+    from oncorobust.pipeline.workflow_files import checkout_snakefile
+
+    names = {f.relative_to(REPO / "src" / "oncorobust").as_posix()
+             for f in module_files(REPO / "workflow" / "scripts" / "attack.py")}
+    assert {"attacks/kernels.py", "evaluation/evaluate.py", "models/loading.py", "spec.py"} <= names
+    assert checkout_snakefile() == REPO / "workflow" / "Snakefile"

@@ -73,7 +73,7 @@ def _imported(tree: ast.AST, current: list[str] | None, is_package: bool) -> lis
 def module_files(script: str | os.PathLike, package_dir: str | os.PathLike | None = None) -> list[Path]:
     """Every file of the package that ``script`` imports, directly or through other modules,
     sorted; the package ``__init__`` files on the way are included."""
-    package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parent
+    package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parents[1]  # the package, above pipeline/
     todo: list[tuple[Path, list[str] | None, bool]] = [(Path(script), None, False)]
     seen: set[Path] = set()
     files: set[Path] = set()
@@ -107,5 +107,5 @@ def code_version(script: str | os.PathLike, package_dir: str | os.PathLike | Non
     Computed once per (script, package) in a process (the workflow calls it at load time). File
     paths enter the hash relative to the package, so two checkouts of the same code agree.
     """
-    package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parent
+    package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parents[1]  # the package, above pipeline/
     return _cached(str(Path(script).resolve()), str(package_dir.resolve()), length)

@@ -37,7 +37,7 @@ def checkout_snakefile() -> Path:
         installed package the path names a folder next to site-packages that normally does not
         exist (the caller checks).
     """
-    return Path(__file__).resolve().parents[2] / "workflow" / "Snakefile"
+    return Path(__file__).resolve().parents[3] / "workflow" / "Snakefile"  # src/oncorobust/pipeline/ -> root
 
 
 def packaged_snakefile() -> Path | None:
