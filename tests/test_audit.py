@@ -128,6 +128,7 @@ def test_audit_resnet18_state_dict_on_png_folder(inputs, tmp_path):
     _resnet18(inputs["resnet18"], seed=0)  # restore for the other tests
 
 
+@pytest.mark.full
 def test_given_models_on_mri_manifest_and_png_folder(inputs, tmp_path):
     """resnet18 and TorchScript on the MRI manifest, TorchScript on the PNG folder, in one run."""
     def entry(source, model, size):

@@ -191,6 +191,7 @@ def test_replicates_dry_run_plans_each_seed(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.full
 def test_replicates_and_trades_end_to_end(tmp_path):
     out = smk(tmp_path, REPLICATES)
     assert out.returncode == 0, out.text[-3000:]

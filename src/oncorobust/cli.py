@@ -113,6 +113,9 @@ def audit_config(args: argparse.Namespace) -> dict:
         "preprocess": {"size": args.size, "intensity": intensity, "color": args.color},
         "model": model,
         "attack": {"methods": args.methods, "eps": eps, "reference_eps": eps[(len(eps) - 1) // 2]},
+        # natural corruptions are not part of an audit's budget (add them with --config:
+        # dataset: {corruptions: {names: [gaussian_blur, jpeg]}})
+        "corruptions": {"names": []},
     }
     if not given:
         entry["train"] = {"batch_size": 32, "epochs": args.epochs, "patience": 5, "lr": 0.01}
