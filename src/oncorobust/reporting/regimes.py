@@ -48,6 +48,7 @@ from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
 from oncorobust.reporting.tables import merge_bracket, read_attack_csv, read_per_image
 from oncorobust.spec import REGIMES, STRENGTH_ORDER, TRANSFER_PREFIX
+from oncorobust.spec import replicate_name as spec_replicate_name
 
 
 class RegimeTableError(OncorobustError, ValueError):
@@ -112,7 +113,7 @@ def replicate_name(base: str, k: int) -> str:
         raise RegimeNameError(f"regime {base!r}: not a base regime name (letters, digits, underscores)")
     if isinstance(k, bool) or int(k) != k or k < 1:
         raise RegimeNameError(f"replicate {k!r} of {base!r}: replicates are numbered 1, 2, ...")
-    return str(base) if int(k) == 1 else f"{base}-r{int(k)}"
+    return spec_replicate_name(str(base), int(k))  # the registry's naming, checked above
 
 
 def replicate_names(base: str, replicates: int) -> list[str]:
