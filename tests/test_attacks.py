@@ -213,6 +213,38 @@ def test_tables_render_their_numbers():
     assert wb.diff_ci_low < wb.difference < wb.diff_ci_high and wb.paper_adv_trained == pytest.approx(67.72)
 
 
+def test_table_s5_pairs_replicate_k_with_clean_replicate_k():
+    from oncorobust.evaluation.paired import mean_difference, two_level_bootstrap
+    from oncorobust.reporting.tables import S5_COLUMNS, S5_SEED_COLUMNS
+
+    acc = {"clean": (0.3, 0.5, 0.4), "adv_pgd": (0.6, 0.62, 0.9)}
+    per = {}
+    for r, accs in acc.items():
+        for k, a in enumerate(accs, start=1):
+            name = r if k == 1 else f"{r}-r{k}"
+            per[("ct", name, "pgd", 0.002)] = _per_image(300, a, 10 * k + (r == "clean"))
+    s5 = table_s5(per, {"ct": 0.002}, {"ct": "ct"}, n_boot=300, seed=4)
+    # one row per base regime (clean-r2 / adv_pgd-r2 are replicates, not regimes of their own)
+    assert list(s5.columns) == S5_COLUMNS + S5_SEED_COLUMNS and list(s5.regime) == ["adv_pgd"]
+    row = s5.iloc[0]
+    ok = {n: (df.adv_pred == df.label).to_numpy() for (_, n, _, _), df in per.items()}
+    d = [100 * (ok[a].mean() - ok[c].mean()) for c, a in
+         (("clean", "adv_pgd"), ("clean-r2", "adv_pgd-r2"), ("clean-r3", "adv_pgd-r3"))]
+    assert row.replicates == 3 and row.interval == "seeds+images"
+    assert row.difference == pytest.approx(np.mean(d))  # replicate k against clean replicate k
+    assert (row.diff_seed_min, row.diff_seed_max) == pytest.approx((min(d), max(d)))
+    assert row.original == pytest.approx(100 * np.mean([ok[n].mean() for n in ("clean", "clean-r2", "clean-r3")]))
+    direct = two_level_bootstrap([np.column_stack([ok[c], ok[a]]).astype(float) for c, a in
+                                  (("clean", "adv_pgd"), ("clean-r2", "adv_pgd-r2"), ("clean-r3", "adv_pgd-r3"))],
+                                 mean_difference, n_boot=300, seed=4, bounds=(-1.0, 1.0))
+    assert (row.diff_ci_low, row.diff_ci_high, row.diff_sa_ci_low) == pytest.approx(
+        (100 * direct["ci_low"], 100 * direct["ci_high"], 100 * direct["sa_ci_low"]))
+    assert row.diff_sa_ci_low < row.difference < row.diff_sa_ci_high
+    # one seed: today's columns only, and the row is that one pair
+    one = table_s5({k: v for k, v in per.items() if "-r" not in k[1]}, {"ct": 0.002}, {"ct": "ct"})
+    assert list(one.columns) == S5_COLUMNS and one.iloc[0].difference == pytest.approx(d[0])
+
+
 def test_sanity_warnings_flag_rising_accuracy_and_weak_attacks():
     rows = [summarize(_per_image(400, a, i), "digits", "clean", "pgd", e)
             for i, (a, e) in enumerate([(0.2, 0.05), (0.9, 0.1)])]

@@ -197,7 +197,7 @@ def _tables_spec(root: Path, index: list[dict]) -> dict:
             "params": {"index": index,
                        "sensitivity_index": [{"dataset": "ds", "regime": r} for r in ("clean", "adv_pgd")],
                        "labels": "predicted", "paper_names": {"ds": "ct"}, "reference_eps": {"ds": 0.1},
-                       "controls": [], "datasets": ["ds"]},
+                       "controls": [], "datasets": ["ds"], "seed": 0},
             "log": [str(root / "tables.log")]}
 
 

@@ -76,6 +76,26 @@ def test_fig3_one_panel_per_dataset_with_regimes(tmp_path):
     assert labels == {"clean · FGSM", "clean · PGD", "adv_pgd · FGSM", "adv_pgd · PGD"}
 
 
+def test_fig3_folds_seed_replicates_onto_their_regime(tmp_path):
+    one = _summary()
+    second = one.assign(regime=one.regime + "-r2", accuracy=one.accuracy - 10, ci_low=one.ci_low - 20)
+    fig = figures.fig3_adv_training(pd.concat([one, second]), {"digits"}, stem=tmp_path / "fig3")
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert labels == {"clean (2 seeds) · FGSM", "clean (2 seeds) · PGD", "adv_pgd (2 seeds) · FGSM",
+                      "adv_pgd (2 seeds) · PGD"}
+    assert "envelope of the per-seed 95% CIs" in fig._suptitle.get_text()
+    folded = figures.seed_means(pd.concat([one, second]))
+    key = ["dataset", "regime", "method", "eps"]
+    m = folded.merge(one, on=key, suffixes=("", "_1"))
+    assert len(folded) == len(one) and (folded.seeds == 2).all()
+    assert np.allclose(m.accuracy, m.accuracy_1 - 5)  # mean of the two seeds
+    assert np.allclose(m.ci_low, m.ci_low_1 - 20) and np.allclose(m.ci_high, m.ci_high_1)  # the envelope
+    line = next(ln for ln in _visible_axes(fig)[0].get_lines() if ln.get_label() == "adv_pgd (2 seeds) · PGD")
+    ct = m[(m.dataset == "ct") & (m.regime == "adv_pgd") & (m.method == "pgd")].sort_values("eps")
+    assert np.allclose(line.get_ydata()[1:], ct.accuracy)  # after the ε = 0 baseline point
+    assert figures.seed_means(one).equals(one.assign(seeds=1))  # one seed: unchanged
+
+
 def test_fig4_policies(tmp_path):
     rng = np.random.default_rng(1)
     curves = []

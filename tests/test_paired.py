@@ -225,10 +225,22 @@ def test_two_level_summary_and_paired_use():
     assert acc["mean"] == pytest.approx(np.mean([b.mean() - a.mean() for a, b in zip(ca, cb)]))
     again = two_level_bootstrap([np.column_stack([a, b]) for a, b in zip(ca, cb)], mean_difference,
                                 n_boot=200, seed=1)
-    assert again == acc  # seeded: reproducible
+    rep_a, rep_b = again.pop("replicates"), acc.pop("replicates")
+    assert again == acc and np.array_equal(rep_a, rep_b)  # seeded: reproducible
+    assert len(rep_a) == 200 and np.percentile(rep_a, 2.5) <= acc["mean"] <= np.percentile(rep_a, 97.5)
     one = two_level_bootstrap([ca[0].astype(float)], n_boot=100, seed=0)
     assert one["k"] == 1 and math.isnan(one["seed_sd"]) and math.isnan(one["sa_ci_low"])
     assert (one["ci_low"], one["ci_high"]) == (one["images_ci_low"], one["images_ci_high"])
+
+
+def test_two_level_small_k_interval_clipped_to_bounds():
+    # 3 seeds of a near-perfect accuracy far apart: Student t over 3 seeds overshoots 100 %
+    oks = [np.r_[np.ones(99), np.zeros(1)], np.r_[np.ones(80), np.zeros(20)], np.ones(100)]
+    free = two_level_bootstrap(oks, np.mean, n_boot=200, seed=0)
+    assert free["sa_ci_high"] > 1.0  # the unclipped interval leaves [0, 1]
+    clipped = two_level_bootstrap(oks, np.mean, n_boot=200, seed=0, bounds=(0.0, 1.0))
+    assert clipped["sa_ci_high"] == 1.0 and clipped["sa_ci_low"] == pytest.approx(free["sa_ci_low"])
+    assert clipped["ci_low"] == free["ci_low"] and clipped["mean"] == free["mean"]  # only the t⊕img interval
 
 
 def test_two_level_bad_inputs():

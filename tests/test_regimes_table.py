@@ -225,11 +225,14 @@ def test_three_seeds_across_seed_means_and_intervals(three_seeds):
         assert row.eps50 == pytest.approx(np.mean(e50))
         assert (row.worst_accuracy_seed_min, row.worst_accuracy_seed_max) == pytest.approx((min(acc), max(acc)))
         assert row.worst_accuracy_seed_sd == pytest.approx(np.std(acc, ddof=1))
-        direct = two_level_bootstrap([(r[2] == r[0]).astype(float) for r in reps], np.mean, n_boot=N_BOOT, seed=2)
+        direct = two_level_bootstrap([(r[2] == r[0]).astype(float) for r in reps], np.mean, n_boot=N_BOOT, seed=2,
+                                     bounds=(0.0, 1.0))
         for key in ("ci_low", "ci_high", "sa_ci_low", "sa_ci_high", "images_ci_low", "images_ci_high"):
             assert getattr(row, f"worst_accuracy_{key}") == pytest.approx(100 * direct[key])
         assert row.worst_accuracy_ci_low <= row.worst_accuracy <= row.worst_accuracy_ci_high
         assert row.worst_accuracy_sa_ci_low < row.worst_accuracy < row.worst_accuracy_sa_ci_high
+        # the small-K interval never leaves [0, 100] % (it can overshoot unclipped with 3 seeds)
+        assert 0 <= row.worst_accuracy_sa_ci_low and row.worst_accuracy_sa_ci_high <= 100
         assert row.eps50_seed_min == pytest.approx(min(e50))
     t = table.iloc[1]
     pairs = [(out[c], out[a]) for c, a in zip(replicate_names("clean", 3), replicate_names("adv_trades", 3))]
@@ -237,7 +240,7 @@ def test_three_seeds_across_seed_means_and_intervals(three_seeds):
     assert t.d_accuracy == pytest.approx(np.mean(d))
     assert (t.d_accuracy_seed_min, t.d_accuracy_seed_max) == pytest.approx((min(d), max(d)))
     acc_pairs = [np.column_stack([c[2] == c[0], a[2] == a[0]]).astype(float) for c, a in pairs]
-    direct = two_level_bootstrap(acc_pairs, mean_difference, n_boot=N_BOOT, seed=2)
+    direct = two_level_bootstrap(acc_pairs, mean_difference, n_boot=N_BOOT, seed=2, bounds=(-1.0, 1.0))
     assert (t.d_accuracy_ci_low, t.d_accuracy_ci_high) == pytest.approx((100 * direct["ci_low"], 100 * direct["ci_high"]))
     assert (t.d_accuracy_sa_ci_low, t.d_accuracy_sa_ci_high) == pytest.approx(
         (100 * direct["sa_ci_low"], 100 * direct["sa_ci_high"]))

@@ -102,3 +102,38 @@ def test_fig5_has_one_line_per_dataset_and_regime(tmp_path):
     assert len(set(labels)) == 4 and all(lab.split(",")[0].endswith((" clean", " adv_pgd")) for lab in labels)
     one = figures.fig5_robustness_curves(curves[curves.dataset == "ct"].query("regime == 'clean'"), set())
     assert sum(len(ax.get_lines()) for ax in one.axes) == 2  # one dataset: one line per panel
+
+
+def test_seed_summary_one_seed_repeats_the_summary_and_k_seeds_average():
+    rng = np.random.default_rng(3)
+    frames = {("ct", "clean"): pd.DataFrame({"eps_upper": rng.exponential(0.01, 120)}),
+              ("digits", "clean"): pd.DataFrame({"eps_upper": rng.exponential(0.05, 150)})}
+    one = robustness.seed_summary(frames, {"digits"}, n_boot=300, seed=1)
+    ref = robustness.summary(frames, {"digits"}, n_boot=300, seed=1)
+    cols = ["eps50", "eps50_ci_low", "eps50_ci_high", "eps10", "ratio_to_control", "ratio_ci_low", "ratio_ci_high"]
+    assert (one.replicates == 1).all() and (one.interval == "images").all()
+    pd.testing.assert_frame_equal(one[cols], ref[cols])  # K = 1: the summary's numbers, same seed
+    # three seeds: replicate k of ct against replicate k of the control
+    scale = {"ct": (0.010, 0.014, 0.008), "digits": (0.05, 0.06, 0.04)}
+    frames = {(ds, "clean" if k == 0 else f"clean-r{k + 1}"): pd.DataFrame({"eps_upper": rng.exponential(s, 200)})
+              for ds, ss in scale.items() for k, s in enumerate(ss)}
+    frames[("ct", "adv_pgd")] = pd.DataFrame({"eps_upper": rng.exponential(0.02, 200)})  # one seed, no control
+    k3 = robustness.seed_summary(frames, {"digits"}, n_boot=400, seed=1).set_index(["dataset", "regime"])
+    ct = k3.loc[("ct", "clean")]
+    per = [robustness.quantile(frames[("ct", n)].eps_upper.to_numpy(), 0.5) for n in ("clean", "clean-r2", "clean-r3")]
+    ctrl = [robustness.quantile(frames[("digits", n)].eps_upper.to_numpy(), 0.5)
+            for n in ("clean", "clean-r2", "clean-r3")]
+    assert ct.replicates == 3 and ct.interval == "seeds+images"
+    assert ct.eps50 == pytest.approx(np.mean(per))
+    assert (ct.eps50_seed_min, ct.eps50_seed_max) == pytest.approx((min(per), max(per)))
+    assert ct.eps50_sa_ci_low < ct.eps50 < ct.eps50_sa_ci_high and 0 <= ct.eps50_sa_ci_low
+    assert ct.eps50_ci_low <= ct.eps50 <= ct.eps50_ci_high
+    # the seed adds width: the two-level interval is wider than the images-only one
+    assert ct.eps50_ci_high - ct.eps50_ci_low > ct.eps50_images_ci_high - ct.eps50_images_ci_low
+    assert ct.ratio_to_control == pytest.approx(np.mean(per) / np.mean(ctrl))
+    ratios = [a / b for a, b in zip(per, ctrl)]
+    assert (ct.ratio_seed_min, ct.ratio_seed_max) == pytest.approx((min(ratios), max(ratios)))
+    assert ct.ratio_ci_low < ct.ratio_to_control < ct.ratio_ci_high and ct.control_dataset == "digits"
+    assert k3.loc[("ct", "adv_pgd")].replicates == 1 and k3.loc[("ct", "adv_pgd")].control_dataset == ""
+    md = robustness.seed_markdown(k3.reset_index())
+    assert "t⊕img" in md and "vs digits" in md and "| ct | clean | 3 | 200 |" in md

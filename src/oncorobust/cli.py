@@ -42,8 +42,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".ni
 def audit_config(args: argparse.Namespace) -> dict:
     """The workflow config of ``oncorobust audit`` (one dataset ``args.name``), paths absolute.
 
+    Args:
+        args: the parsed ``audit`` arguments (``--model``, ``--weights``, ``--data``, ``--eps``...).
+
+    Returns:
+        The config dict (``results``, ``seed``, ``device``, ``datasets``, the budget's ``attacks``),
+        with ``--config`` deep-merged in.
+
     Raises:
-        OncorobustError: the model or data argument names nothing usable.
+        OncorobustError: the model or data argument names nothing usable, or options of a given
+            model are used with a model trained here (or ``--patient-pattern`` with a manifest).
+        DataError: ``--data`` is a folder and its class sub-folders cannot be listed.
+        ConfigError: the ``--config`` file is not valid YAML or repeats a key.
     """
 
     model_arg, data = args.model, Path(args.data).expanduser()
@@ -148,6 +158,14 @@ def time_one_pass(config: dict, name: str, batch: int) -> float:
     size (the median of three after a warm-up). Weights do not matter for the time, so a state
     dict's architecture is built with random ones.
 
+    Args:
+        config: the audit's config (as from :func:`audit_config`).
+        name: the dataset's name in ``config["datasets"]``.
+        batch: images per timed pass.
+
+    Returns:
+        Seconds per image and pass, on one CPU thread.
+
     Raises:
         OncorobustError: the model cannot be loaded or built (the import step would say the same).
     """
@@ -189,8 +207,17 @@ def time_one_pass(config: dict, name: str, batch: int) -> float:
 def print_estimate(config: dict, name: str, data: Path, cores: int) -> float:
     """Time the model, then print the planned work and the estimated total before the run.
 
+    Args:
+        config: the audit's config (as from :func:`audit_config`).
+        name: the dataset's name in ``config["datasets"]``.
+        data: the image folder or manifest CSV (its images or rows are counted).
+        cores: CPU cores the run will use.
+
     Returns:
         The estimate in seconds.
+
+    Raises:
+        OncorobustError: the model cannot be loaded, built or run (from :func:`time_one_pass`).
     """
     entry = config["datasets"][name]
     n = _count_images(data)

@@ -448,7 +448,16 @@ def check_config(config: dict, workdir: str | os.PathLike | None = None) -> None
 
 
 def resolve_source(config: dict, ds: str) -> dict:
-    """The dataset's source config with root/manifest pointing at generated demo data if synthetic."""
+    """The dataset's source config with root/manifest pointing at generated demo data if synthetic.
+
+    Args:
+        config: the workflow config.
+        ds: the dataset key in ``config["datasets"]``.
+
+    Returns:
+        A copy of ``datasets.<ds>.source``; for a synthetic source ``root`` is
+        ``{results}/demo_data/{ds}`` (``manifest`` its ``manifest.csv``), ``xml_root``/``csv_root`` dropped.
+    """
     src = dict(config["datasets"][ds]["source"])
     if "synthetic" in src:
         root = f"{config.get('results', 'results')}/demo_data/{ds}"
@@ -467,6 +476,9 @@ def stored_units_per_pixel(entry: dict) -> float | None:
 
     Args:
         entry: one ``datasets.<ds>`` block.
+
+    Returns:
+        The stored units per [0,1] intensity (e.g. HU per unit for a CT window), or None.
     """
     inten = (entry.get("preprocess") or {}).get("intensity") or {}
     mode = inten.get("mode", "percentile")
@@ -503,8 +515,8 @@ def corruption_plan(ds: str, entry: dict) -> dict[str, list[float]]:
     Raises:
         ConfigError: naming the key: an unknown corruption name (listing the valid ones), one
             that does not fit the dataset's modality (e.g. bias_field on CT), a severity outside
-            its range or two severities with one file name, severities of an unknown corruption, or a stored-unit corruption without severities where the units are known
-            only from the data.
+            its range or two severities with one file name, severities of an unknown corruption, or a
+            stored-unit corruption without severities where the units are known only from the data.
     """
     key = f"datasets.{ds}.corruptions"
     block = entry.get("corruptions") or {}

@@ -128,6 +128,10 @@ def _writing(path: str | os.PathLike) -> Iterator[Path]:
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` (no index) to ``path`` atomically.
 
+    Args:
+        df: the table to write.
+        path: the CSV file (its folder is created if missing).
+
     Raises:
         WriteError: naming ``path``, when the disk is full or the write fails otherwise.
     """
@@ -166,6 +170,10 @@ def write_attack_csv(df: pd.DataFrame, path: str | os.PathLike, *, regime: str, 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON (sorted keys) to ``path`` atomically.
 
+    Args:
+        obj: a JSON-serialisable object.
+        path: the JSON file (its folder is created if missing).
+
     Raises:
         WriteError: naming ``path``, when the disk is full or the write fails otherwise.
     """
@@ -175,6 +183,10 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically.
+
+    Args:
+        obj: what to save (tensors, a state dict, a dict of them...).
+        path: the ``.pt`` file (its folder is created if missing).
 
     Raises:
         WriteError: naming ``path``, when the disk is full (torch's C++ writer then raises a

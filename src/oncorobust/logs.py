@@ -15,7 +15,18 @@ from oncorobust.errors import OncorobustError
 def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
     """Send the ``oncorobust`` loggers to ``log_path``; turn an OncorobustError into one line on
     stderr and in the log, then exit with status 1 (no traceback from deep inside a library).
-    Any other exception is written to the log with its traceback and re-raised."""
+    Any other exception is written to the log with its traceback and re-raised.
+
+    Args:
+        log_path: the rule's log file (overwritten), or None to log to the console only.
+        name: the step's name; the logger yielded is ``oncorobust.{name}``.
+
+    Yields:
+        The step's logger.
+
+    Raises:
+        SystemExit: status 1, when the block raises an OncorobustError (logged as one line).
+    """
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.INFO)
     # the full story goes to the log file; the console gets warnings and the progress lines
@@ -39,7 +50,14 @@ def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
 
 
 def fmt_seconds(s: float) -> str:
-    """``1 h 02 min``, ``3 min 05 s``, ``42 s`` (``?`` when unknown)."""
+    """``1 h 02 min``, ``3 min 05 s``, ``42 s`` (``?`` when unknown).
+
+    Args:
+        s: a duration in seconds (NaN or inf when unknown).
+
+    Returns:
+        The duration rounded to the second, written for people.
+    """
     if s != s or s == float("inf"):
         return "?"
     s = int(round(s))

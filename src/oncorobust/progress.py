@@ -55,7 +55,11 @@ class Meter:
         self.lines = 0
 
     def tick(self, passes: float) -> None:
-        """Count ``passes`` and log a line when ``every`` seconds have passed since the last one."""
+        """Count ``passes`` and log a line when ``every`` seconds have passed since the last one.
+
+        Args:
+            passes: passes just done (forward = 1 per image, forward + backward = 3 per image).
+        """
         self.done += passes
         now = time.monotonic()
         if now - self.last >= self.every:
@@ -63,11 +67,23 @@ class Meter:
             self.report(now)
 
     def finished(self, images: int) -> None:
-        """``images`` more images have their final result."""
+        """``images`` more images have their final result.
+
+        Args:
+            images: how many images just finished.
+        """
         self.images_done += int(images)
 
     def report(self, now: float | None = None, final: bool = False) -> str:
-        """Log (and return) one progress line."""
+        """Log (and return) one progress line.
+
+        Args:
+            now: the ``time.monotonic()`` time of the line (now if None).
+            final: write the closing line (passes used, time taken) instead of the progress and time left.
+
+        Returns:
+            The line logged.
+        """
         now = time.monotonic() if now is None else now
         elapsed = now - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
@@ -93,7 +109,17 @@ _METER: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("oncorobus
 @contextlib.contextmanager
 def meter(label: str, total: float, images: int = 0, every: float = EVERY_S) -> Iterator[Meter]:
     """Open a :class:`Meter` for the block (nested meters replace the outer one inside it); a
-    final line with the passes used and the time taken is logged when the block ends normally."""
+    final line with the passes used and the time taken is logged when the block ends normally.
+
+    Args:
+        label: what runs (``attack pgd ε=0.004``), at the start of each line.
+        total: planned passes (forward = 1, forward + backward = 3, summed over images).
+        images: images the job handles (for "k/N images finished"), 0 if not meaningful.
+        every: seconds between two lines.
+
+    Yields:
+        The open :class:`Meter`.
+    """
     m = Meter(label, total, images, every)
     token = _METER.set(m)
     try:
@@ -104,7 +130,11 @@ def meter(label: str, total: float, images: int = 0, every: float = EVERY_S) -> 
 
 
 def current() -> Meter | None:
-    """The open meter, if any."""
+    """The open meter, if any.
+
+    Returns:
+        The innermost open :class:`Meter` of this context, or None.
+    """
     return _METER.get()
 
 
@@ -126,6 +156,11 @@ class Monitored(nn.Module):
         self.training = model.training  # not train(): that resets every submodule's own mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits (N×classes); raises NonFiniteOutputError on NaN or ±inf.
+
+        Args:
+            x: N×C×H×W float32 images in [0,1].
+        """
         out = self.model(x)
         if isinstance(out, torch.Tensor) and out.numel():
             finite = torch.isfinite(out.reshape(len(out), -1)).all(1)
@@ -141,5 +176,13 @@ class Monitored(nn.Module):
 
 
 def monitored(model: nn.Module, what: str) -> nn.Module:
-    """``model`` wrapped in :class:`Monitored` unless it already is."""
+    """``model`` wrapped in :class:`Monitored` unless it already is.
+
+    Args:
+        model: the classifier (N×C×H×W in [0,1] → N×classes logits), or an already wrapped one.
+        what: the step named in the error (``pgd ε=0.004``); unused when ``model`` is already wrapped.
+
+    Returns:
+        The :class:`Monitored` model.
+    """
     return model if isinstance(model, Monitored) else Monitored(model, what)

@@ -128,18 +128,35 @@ TRANSFER_PREFIX = "transfer_"
 
 
 def base_method(method: str) -> str:
-    """The attack behind a result name: ``transfer_pgd`` → ``pgd``."""
+    """The attack behind a result name: ``transfer_pgd`` → ``pgd``.
+
+    Args:
+        method: a result name (a method, or ``transfer_`` + a method).
+    Returns:
+        ``method`` without the ``transfer_`` prefix (not checked against :data:`METHODS`).
+    """
     return method.removeprefix(TRANSFER_PREFIX)
 
 
 def method_wildcard() -> str:
     """The regular expression of the ``{method}`` wildcard: every method, and transfer attacks
-    of the paper's methods."""
+    of the paper's methods.
+
+    Returns:
+        The pattern, e.g. ``transfer_(fgsm|bim|pgd)|fgsm|bim|…|worst``.
+    """
     return f"{TRANSFER_PREFIX}({'|'.join(PAPER_METHODS)})|" + "|".join(METHOD_NAMES)
 
 
 def method_label(method: str) -> str:
-    """The figure/table label of a result name (``transfer_pgd`` → ``PGD (transfer)``)."""
+    """The figure/table label of a result name (``transfer_pgd`` → ``PGD (transfer)``).
+
+    Args:
+        method: a result name (a method, or ``transfer_`` + a method).
+    Returns:
+        The method's :attr:`Method.label` (the name itself for one not in :data:`METHODS`), plus
+        `` (transfer)`` for a transfer attack.
+    """
     base = base_method(method)
     label = METHODS[base].label if base in METHODS else base
     return f"{label} (transfer)" if method.startswith(TRANSFER_PREFIX) else label
@@ -185,24 +202,50 @@ REPLICATE_SEED_STEP = 1000
 
 
 def replicate_name(regime: str, k: int) -> str:
-    """The model name of replicate ``k`` (1-based) of ``regime``: ``clean``, ``clean-r2``, …"""
+    """The model name of replicate ``k`` (1-based) of ``regime``: ``clean``, ``clean-r2``, …
+
+    Args:
+        regime: the base regime name.
+        k: the replicate number, 1-based.
+    Returns:
+        ``regime`` for k = 1, else ``{regime}-r{k}``.
+    """
     return regime if int(k) == 1 else f"{regime}{REPLICATE_SEP}{int(k)}"
 
 
 def split_replicate_name(name: str) -> tuple[str, int]:
     """``adv_pgd-r3`` → ``("adv_pgd", 3)``; ``clean`` → ``("clean", 1)`` (no validation: see
-    :func:`oncorobust.reporting.regimes.split_replicate` for the strict form)."""
+    :func:`oncorobust.reporting.regimes.split_replicate` for the strict form).
+
+    Args:
+        name: a model name, with or without a ``-r<k>`` suffix.
+    Returns:
+        (base regime, replicate number); replicate 1 when there is no ``-r<digits>`` suffix.
+    """
     base, sep, k = str(name).rpartition(REPLICATE_SEP)
     return (base, int(k)) if sep and k.isdigit() else (str(name), 1)
 
 
 def replicate_seed(seed: int, k: int) -> int:
-    """The training seed of replicate ``k`` (replicate 1: ``seed`` itself)."""
+    """The training seed of replicate ``k`` (replicate 1: ``seed`` itself).
+
+    Args:
+        seed: the configured training seed.
+        k: the replicate number, 1-based.
+    Returns:
+        ``seed + REPLICATE_SEED_STEP * (k - 1)``.
+    """
     return int(seed) + REPLICATE_SEED_STEP * (int(k) - 1)
 
 
 def regime_wildcard(regimes: tuple[str, ...] = REGIME_NAMES) -> str:
-    """The regular expression of the ``{regime}`` wildcard: a regime, optionally ``-r<k>``."""
+    """The regular expression of the ``{regime}`` wildcard: a regime, optionally ``-r<k>``.
+
+    Args:
+        regimes: the regime names allowed; default: every regime of :data:`REGIMES`.
+    Returns:
+        The pattern, e.g. ``(clean|adv_pgd)(-r[0-9]+)?``.
+    """
     return f"({'|'.join(regimes)})({REPLICATE_SEP}[0-9]+)?"
 
 
@@ -251,14 +294,26 @@ def parse_arch(arch: str) -> tuple[str, str]:
 
 
 def arch_source(arch: str) -> str:
-    """The source of ``model.arch`` without validating it (``vgg_small`` for the built-ins,
-    the prefix before ``:`` otherwise)."""
+    """The source of ``model.arch`` without validating it (the name itself for the built-ins,
+    e.g. ``vgg_small``; the prefix before ``:`` otherwise).
+
+    Args:
+        arch: the ``model.arch`` string.
+    Returns:
+        The part before the first ``:``, or the whole string when it has none.
+    """
     arch = str(arch)
     return arch.partition(":")[0] if ":" in arch else arch
 
 
 def factory_file(arch: str) -> str | None:
-    """The user's Python file of a ``python:<file.py>:<callable>`` arch, else None."""
+    """The user's Python file of a ``python:<file.py>:<callable>`` arch, else None.
+
+    Args:
+        arch: the ``model.arch`` string.
+    Returns:
+        The file path as written (ending in ``.py``), or None for any other arch (also ``python:<module>:…``).
+    """
     arch = str(arch)
     if not arch.startswith("python:"):
         return None
@@ -268,7 +323,13 @@ def factory_file(arch: str) -> str | None:
 
 def with_resolved_factory(arch: str) -> str:
     """``python:<file.py>:<callable>`` with the file made absolute (the CLI runs the workflow
-    from another folder); any other arch unchanged."""
+    from another folder); any other arch unchanged.
+
+    Args:
+        arch: the ``model.arch`` string.
+    Returns:
+        The arch with its ``.py`` file (``~`` expanded) made absolute; any other arch as given.
+    """
     path = factory_file(arch)
     if path is None:
         return arch
@@ -331,13 +392,24 @@ class CorruptionKind:
     integer: bool = False
 
     def valid(self, severity: float) -> bool:
-        """Whether ``severity`` (a finite float) lies in the valid range."""
+        """Whether ``severity`` (a finite float) lies in the valid range.
+
+        Args:
+            severity: the severity, in this corruption's units (HU on CT for stored-unit ones).
+        Returns:
+            True when within ``low``/``high`` (open or closed as set) and whole if ``integer``.
+        """
         s = float(severity)
         return ((s > self.low if self.low_open else s >= self.low)
                 and (s < self.high if self.high_open else s <= self.high)
                 and (not self.integer or s == int(s)))
 
     def valid_range(self) -> str:
+        """The valid severity range as text, e.g. ``[1, 100] (whole numbers)`` or ``[0, inf)``.
+
+        Returns:
+            The interval in math notation (open ends in parentheses), noting whole numbers if ``integer``.
+        """
         lo = f"{'(' if self.low_open else '['}{self.low:g}"
         hi = f"{self.high:g}{')' if self.high_open or self.high == float('inf') else ']'}"
         return f"{lo}, {hi}{' (whole numbers)' if self.integer else ''}"
@@ -388,7 +460,13 @@ FORMAT_MODALITY: dict[str, str] = {"lidc": "ct", "cbis_ddsm": "mammo", "digits":
 def dataset_modality(entry: dict) -> str | None:
     """A dataset's modality: ``corruptions.modality`` if given, else from ``paper_dataset``, else
     from ``source.format`` (lidc → ct, cbis_ddsm → mammo, arrays → control); None when unknown
-    (``manifest`` / ``folder`` sources without either)."""
+    (``manifest`` / ``folder`` sources without either).
+
+    Args:
+        entry: the dataset's config block (``corruptions``, ``paper_dataset``, ``source`` read).
+    Returns:
+        ``ct``, ``mammo``, ``mri``, ``control`` (or the given ``corruptions.modality``), or None.
+    """
     given = (entry.get("corruptions") or {}).get("modality")
     if given:
         return str(given)
@@ -399,15 +477,31 @@ def dataset_modality(entry: dict) -> str | None:
 
 
 def corruption_method(name: str) -> str:
-    """The result name of a corruption: ``gaussian_noise`` → ``corrupt_gaussian_noise``."""
+    """The result name of a corruption: ``gaussian_noise`` → ``corrupt_gaussian_noise``.
+
+    Args:
+        name: the corruption's registry name (not checked).
+    Returns:
+        ``corrupt_`` + ``name``.
+    """
     return f"{CORRUPT_PREFIX}{name}"
 
 
 def corruption_wildcard() -> str:
-    """The regular expression of the ``{corruption}`` wildcard (the name after ``corrupt_``)."""
+    """The regular expression of the ``{corruption}`` wildcard (the name after ``corrupt_``).
+
+    Returns:
+        The corruption names of :data:`CORRUPTION_KINDS` joined by ``|``.
+    """
     return "|".join(CORRUPTION_NAMES)
 
 
 def severity_str(severity: float) -> str:
-    """The canonical text of a severity in file names (20.0 → '20', 0.05 → '0.05')."""
+    """The canonical text of a severity in file names (20.0 → '20', 0.05 → '0.05').
+
+    Args:
+        severity: the severity, in its corruption's units (e.g. HU for CT noise).
+    Returns:
+        ``f"{float(severity):g}"``.
+    """
     return f"{float(severity):g}"

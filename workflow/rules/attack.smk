@@ -79,6 +79,7 @@ rule tables:
         ),
         controls=[ds for ds in DATASETS if is_control(ds)],
         datasets=DATASETS,
+        seed=config["seed"],
     script:
         "../scripts/attack_tables.py"
 

@@ -588,7 +588,11 @@ def get_final_output():
     )
     targets += expand(
         f"{R}/tables/{{table}}",
-        table=["robustness_summary.csv", "robustness_summary.md"],
+        table=[
+            "robustness_summary.csv",
+            "robustness_summary.md",
+            "robustness_seeds.csv",
+        ],
     )
     # natural corruptions beside the adversarial worst case (rules/corrupt.smk)
     targets += expand(

@@ -87,6 +87,7 @@ rule robustness:
             labels={"table": "Robustness summary"},
         ),
         summary_md=f"{R}/tables/robustness_summary.md",
+        seeds=f"{R}/tables/robustness_seeds.csv",
         curves=f"{R}/tables/robustness_curves.csv",
         png=report(
             f"{R}/figures/fig5_robustness_curves.png",

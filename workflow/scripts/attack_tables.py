@@ -9,10 +9,10 @@ import pandas as pd
 
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.reporting.tables import (AttackKeyError, check_sensitivity_path, dataframe_markdown,
+from oncorobust.reporting.tables import (AttackKeyError, check_sensitivity_path,
                                         eps_units_markdown, merge_bracket, pair_inputs, read_attack_csv,
                                         read_eps_units, read_per_image, sanity_warnings, summarize, table1,
-                                        table1_markdown, table_s5, test_ids)
+                                        table1_markdown, table_s5, table_s5_markdown, test_ids)
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "tables") as log:
@@ -46,11 +46,11 @@ with step_logging(sm.log[0], "tables") as log:
         grids = {ds: sorted(summary[summary.dataset == ds].eps.unique()) for ds in sm.params.datasets}
         tmp.write_text("# Table 1: accuracy under attack (clean models)\n\n" + table1_markdown(t1)
                        + "\n## ε in the stored data\n\n" + eps_units_markdown(grids, units))
-    s5 = table_s5(per_image, sm.params.reference_eps, sm.params.paper_names, units)
+    s5 = table_s5(per_image, sm.params.reference_eps, sm.params.paper_names, units, seed=sm.params.seed)
     write_csv(s5, sm.output.table_s5)
     with atomic_path(sm.output.table_s5_md) as tmp:
         tmp.write_text("# Table S5: clean vs adversarially trained models (accuracy %, paired difference"
-                       " with 95% CI)\n\n" + dataframe_markdown(s5))
+                       " with 95% CI)\n\n" + table_s5_markdown(s5))
     warnings = sanity_warnings(summary, set(sm.params.controls))
     write_csv(warnings, sm.output.sanity)
     for w in warnings.itertuples():

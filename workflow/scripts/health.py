@@ -7,7 +7,7 @@ from oncorobust.evaluation.health import COLUMNS, model_checks, table_checks, wh
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
 from oncorobust.models.loading import load_model
-from oncorobust.reporting.tables import read_per_image, summarize
+from oncorobust.evaluation.results import read_per_image, summarize
 from oncorobust.device import resolve_device
 
 sm = snakemake  # noqa: F821 (injected by snakemake)

@@ -46,7 +46,18 @@ _DECODER_PACKAGES = {
 
 
 def read_header(path: str | os.PathLike) -> pydicom.Dataset:
-    """Read a DICOM file's header only (no pixel data). Raises DicomError when unreadable."""
+    """Read a DICOM file's header only (no pixel data). Raises DicomError when unreadable.
+
+    Args:
+        path: the DICOM file.
+
+    Returns:
+        The pydicom dataset, without its pixel data.
+
+    Raises:
+        DicomError: a folder, a missing or empty file, not a DICOM file, or a truncated or
+            corrupt header.
+    """
     return _dcmread(path, stop_before_pixels=True)
 
 
@@ -86,6 +97,12 @@ def non_image_reason(hdr: pydicom.Dataset) -> str:
     file in a series folder must not count as a slice. A header that says nothing (no SOP class,
     no Rows/Columns) is treated as a possible image, so that a broken slice is reported when its
     pixels are read instead of being dropped silently.
+
+    Args:
+        hdr: the file's header (:func:`read_header`).
+
+    Returns:
+        A short reason (e.g. "a DICOMDIR (file-set directory), not an image"), or ''.
     """
     if _image_class(hdr):
         return ""
@@ -211,6 +228,12 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     PixelRepresentation allow, or signed data written with PixelRepresentation 0, which reads
     e.g. -1024..-25 as 64512..65511) are kept as stored but flagged: a warning is logged and a
     :class:`DicomPlausibilityWarning` is issued (``warnings``), both naming the file.
+
+    Args:
+        path: the DICOM file.
+
+    Returns:
+        float32 (H, W), or (frames, H, W) for a multi-frame file, in the modality's units (HU for CT).
 
     Raises:
         DicomError: the file is unreadable or undecodable, its RescaleSlope is 0 (every pixel
@@ -415,6 +438,30 @@ def write_dicom(
 
     ``stored`` is the (H, W) array of stored values (uint16 or int16); ``transfer_syntax`` may be a
     compressed one (RLE, JPEG-LS, JPEG 2000), encoded by pydicom's encoders.
+
+    Args:
+        path: the file to write (its folder is created).
+        stored: (H, W) stored values, uint16 or int16 (PixelRepresentation follows the dtype; 16 bits).
+        modality: ``CT``, ``MR``, ``MG`` (their image SOP classes) or another (Secondary Capture).
+        patient_id: PatientID.
+        study_uid: StudyInstanceUID.
+        series_uid: SeriesInstanceUID.
+        sop_uid: SOPInstanceUID (a new random UID if None).
+        slope: RescaleSlope (stored → modality units, e.g. HU).
+        intercept: RescaleIntercept (modality units, e.g. HU).
+        photometric: PhotometricInterpretation (``MONOCHROME2`` or ``MONOCHROME1``).
+        pixel_spacing: PixelSpacing (row, column) in mm.
+        z_mm: ImagePositionPatient z in mm (with an axial ImageOrientationPatient); None writes neither.
+        instance_number: InstanceNumber.
+        slice_thickness: SliceThickness in mm (not written if None).
+        transfer_syntax: the transfer syntax UID (default Explicit VR Little Endian).
+        extra: more attributes, keyword → value, set last.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        TypeError: ``stored`` is neither uint16 nor int16.
     """
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import UID, generate_uid

@@ -81,6 +81,15 @@ def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None
 
 
 def check_records(df: pd.DataFrame, fmt: str) -> None:
+    """Refuse an unusable set of adapter records.
+
+    Args:
+        df: the records (:data:`MANIFEST_COLUMNS`).
+        fmt: the source format (named in the message).
+
+    Raises:
+        DataError: no records, a duplicate ``sample_id``, or fewer than two labels.
+    """
     if df.empty:
         raise DataError(f"the {fmt} source yielded no labelled samples: check source.root and the"
                         " label rule, and read skipped.csv for files that could not be used")
@@ -113,6 +122,15 @@ def assign_splits(df: pd.DataFrame, test_fraction: float, val_fraction: float, s
     no row has ``test``, ``test_fraction`` of the patients become test; ``val_fraction`` of the
     remaining training patients become validation. Uses scikit-learn's StratifiedGroupKFold.
 
+    Args:
+        df: the records (``patient_id``, ``label``, ``split``: empty, ``train``, ``val`` or ``test``).
+        test_fraction: fraction of the patients held out for testing, in (0, 1).
+        val_fraction: fraction of the remaining patients for validation, in (0, 1).
+        seed: seed of the test split (``seed + 1`` for validation).
+
+    Returns:
+        A copy of ``df`` with ``split`` set on every row.
+
     Raises:
         ConfigError: a fraction outside (0, 1) (``split.test_fraction`` / ``split.val_fraction``).
         DataError: unknown split values, a partial user split, or too few patients.
@@ -142,7 +160,14 @@ def assign_splits(df: pd.DataFrame, test_fraction: float, val_fraction: float, s
 
 
 def check_splits(df: pd.DataFrame) -> None:
-    """No patient in two splits; every split present and holding every class."""
+    """No patient in two splits; every split present and holding every class.
+
+    Args:
+        df: the split manifest (``patient_id``, ``split``, ``label_name``).
+
+    Raises:
+        DataError: a patient in two splits, an empty split, or a split missing a class.
+    """
     per_patient = df.groupby("patient_id").split.nunique()
     leaked = per_patient[per_patient > 1].index.tolist()
     if leaked:
@@ -164,6 +189,13 @@ def check_splits(df: pd.DataFrame) -> None:
 def pseudonymize(df: pd.DataFrame, salt: str) -> pd.DataFrame:
     """Replace patient and sample IDs by keyed hashes (HMAC-SHA256 with ``salt``), stable per salt
     (``source`` is left alone: see ``privacy.protect_ingest`` for the whole manifest).
+
+    Args:
+        df: the manifest.
+        salt: the key of the hashes.
+
+    Returns:
+        A copy with ``P-``/``S-`` pseudonyms in ``patient_id`` and ``sample_id``.
 
     Raises:
         ConfigError: an empty salt.

@@ -75,7 +75,20 @@ class IntensityError(DataError):
 def crop_square(image: np.ndarray, centre: tuple[float, float], side: int, sample: str = "") -> np.ndarray:
     """A side×side crop of the (H, W) or (H, W, C) ``image`` centred on (row, col) in pixels;
     pads with the image minimum where the window leaves the image. A centre outside the image is
-    a DataError."""
+    a DataError.
+
+    Args:
+        image: (H, W) or (H, W, C) raw pixels (stored units).
+        centre: (row, col) of the crop's centre in pixels.
+        side: the crop's side in pixels.
+        sample: the sample named in the message.
+
+    Returns:
+        The side×side (×C) crop, in the image's dtype and units.
+
+    Raises:
+        DataError: ``centre`` lies outside the image.
+    """
     h, w = image.shape[:2]
     r, c = centre
     if not (0 <= r < h and 0 <= c < w):
@@ -91,7 +104,16 @@ def crop_square(image: np.ndarray, centre: tuple[float, float], side: int, sampl
 
 
 def intensity_range(crop: np.ndarray, cfg: dict) -> tuple[float, float] | None:
-    """The raw values mapped to 0 and 1 by :func:`scale_intensity` (None for ``mode: none``)."""
+    """The raw values mapped to 0 and 1 by :func:`scale_intensity` (None for ``mode: none``).
+
+    Args:
+        crop: the raw pixels (stored units, e.g. HU for CT).
+        cfg: the intensity scaling (``mode``; ``window`` [lo, hi], default the lung window
+            [-1350, 150] HU; ``percentiles``, default [1, 99]); any other mode reads as percentile.
+
+    Returns:
+        (lo, hi) in stored units, or None for ``mode: none``.
+    """
     mode = cfg.get("mode", "percentile")
     if mode == "none":
         return None
@@ -104,7 +126,15 @@ def intensity_range(crop: np.ndarray, cfg: dict) -> tuple[float, float] | None:
 
 def scale_intensity(crop: np.ndarray, cfg: dict) -> np.ndarray:
     """Map raw values to [0,1]: a fixed window (``mode: window``, e.g. HU), per-image robust
-    percentiles (``mode: percentile``) or nothing (``mode: none``, data already in [0,1])."""
+    percentiles (``mode: percentile``) or nothing (``mode: none``, data already in [0,1]).
+
+    Args:
+        crop: the raw pixels (stored units, e.g. HU for CT).
+        cfg: the intensity scaling (see :func:`intensity_range`).
+
+    Returns:
+        The values scaled and clipped to [0,1], same shape; all zeros when hi <= lo.
+    """
     rng = intensity_range(crop, cfg)
     if rng is None:
         return np.clip(crop, 0, 1)
@@ -126,7 +156,14 @@ NOISE_COLUMNS = ["sample_id", "split", "sigma", "span", "unit"]
 def crop_sigma(crop: np.ndarray) -> float:
     """Noise σ of one crop in its stored units: :func:`~oncorobust.data.noise.estimate_noise_sigma`
     of a (H, W) crop, the mean over channels of an (H, W, C) one; NaN when the crop cannot be
-    used (smaller than 8 px on a side, not finite)."""
+    used (smaller than 8 px on a side, not finite).
+
+    Args:
+        crop: the crop as stored (before intensity scaling and resizing), (H, W) or (H, W, C).
+
+    Returns:
+        σ in stored units (HU for CT, grey levels otherwise), or NaN.
+    """
     a = np.asarray(crop)
     try:
         if a.ndim == 3:
@@ -171,7 +208,16 @@ def eps_units(source_format: str, intensity: dict, spans: list[float],
 
 def resize(image: np.ndarray, size: int, clamp: bool = True) -> torch.Tensor:
     """(H, W) or (H, W, C) array → C×size×size float32 tensor (bilinear, antialiased), clamped to
-    [0,1] unless ``clamp`` is False (raw values, scaled later)."""
+    [0,1] unless ``clamp`` is False (raw values, scaled later).
+
+    Args:
+        image: (H, W) or (H, W, C) pixels, in [0,1] (or raw values with ``clamp=False``).
+        size: the output side in pixels.
+        clamp: clamp the result to [0,1].
+
+    Returns:
+        A C×size×size float32 tensor (C = 1 for an (H, W) image).
+    """
     t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
     if t.shape[-2:] != (size, size):
@@ -286,7 +332,15 @@ class ContentIndex:
 
     def add(self, pixels: np.ndarray, patient: str, sample: str, path: Path, frame: int = -1) -> None:
         """Record that ``sample`` of ``patient`` uses the decoded image ``pixels`` ((H, W) or
-        (H, W, C)) of ``path`` (its ``frame``, -1 for a single image)."""
+        (H, W, C)) of ``path`` (its ``frame``, -1 for a single image).
+
+        Args:
+            pixels: the decoded image; hashed once per (``path``, ``frame``).
+            patient: the patient ID.
+            sample: the sample ID.
+            path: the image file.
+            frame: the frame / slice index in the file, -1 for a single image.
+        """
         key = (str(path), int(frame))
         digest = self._digest.get(key)
         if digest is None:
@@ -319,7 +373,18 @@ class ContentIndex:
 
 
 def balance(idx: np.ndarray, y: np.ndarray, method: str, seed: int) -> np.ndarray:
-    """Indices of a class-balanced subset: seeded undersampling of the larger classes."""
+    """Indices of a class-balanced subset: seeded undersampling of the larger classes.
+
+    Args:
+        idx: the candidate row indices.
+        y: the labels of all rows (indexed by ``idx``).
+        method: ``none`` (keep all) or ``undersample`` (any other value undersamples too).
+        seed: seed of the undersampling.
+
+    Returns:
+        ``idx`` itself for ``none``; else the sorted kept indices, every class with as many rows as
+        the smallest.
+    """
     if method == "none":
         return idx
     rng = np.random.default_rng(seed)
@@ -331,7 +396,21 @@ def balance(idx: np.ndarray, y: np.ndarray, method: str, seed: int) -> np.ndarra
 def run_preprocess(manifest: pd.DataFrame, source: dict, prep: dict, seed: int,
                    on_bad_file: str = "skip") -> tuple[dict[str, dict], dict, pd.DataFrame]:
     """Return ({split: tensors}, stats, skipped) for one dataset's manifest: the first three
-    results of :func:`preprocess_with_noise` (see there)."""
+    results of :func:`preprocess_with_noise` (see there).
+
+    Args:
+        manifest: ``results/{ds}/manifest.csv`` (ingest's output).
+        source: the dataset's source config.
+        prep: the dataset's ``preprocess`` config.
+        seed: seed of the training-set balancing.
+        on_bad_file: ``skip`` (list undecodable files in the skipped frame) or ``error``.
+
+    Returns:
+        ({split: {"x": float32 N×C×size×size in [0,1], "y": int64 N, "ids"}}, stats, skipped).
+
+    Raises:
+        ConfigError, DataError, IntensityError, DicomError: as :func:`preprocess_with_noise`.
+    """
     return preprocess_with_noise(manifest, source, prep, seed, on_bad_file)[:3]
 
 
@@ -539,7 +618,15 @@ def select_frame(pixels: np.ndarray, frame: int, sample: str = "", rgb: bool = F
 
 
 def crop_side(roi_size_px: float, cfg: dict) -> int:
-    """Crop side in pixels: ``fixed_px``, else ``margin`` × lesion extent, at least ``min_px``."""
+    """Crop side in pixels: ``fixed_px``, else ``margin`` × lesion extent, at least ``min_px``.
+
+    Args:
+        roi_size_px: the lesion's extent in pixels (None or NaN: unknown, ``min_px`` is used).
+        cfg: the ``preprocess.crop`` block (``fixed_px``; ``margin``, default 2; ``min_px``, default 32).
+
+    Returns:
+        The crop side in pixels.
+    """
     if cfg.get("fixed_px"):
         return int(cfg["fixed_px"])
     side = int(cfg.get("min_px", 32))
@@ -553,6 +640,15 @@ def _counts(manifest: pd.DataFrame, idx: np.ndarray) -> dict[str, int]:
 
 
 def save_tensors(tensors: dict[str, dict], out_dir: str | Path) -> None:
+    """Save each split's tensors to ``{out_dir}/{split}.pt``, atomically.
+
+    Args:
+        tensors: {split: {"x": float32 N×C×H×W in [0,1], "y": int64 N, "ids": list[str]}}.
+        out_dir: the tensors folder (``results/{ds}/tensors``).
+
+    Raises:
+        WriteError: naming the file, when the disk is full or the write fails otherwise.
+    """
     from oncorobust.io import save_torch
 
     for split, payload in tensors.items():

@@ -35,12 +35,24 @@ MAPPING_COLUMNS = ["sample_id", "patient_id", "source", "real_sample_id", "real_
 
 
 def enabled(privacy: dict | None) -> bool:
+    """Whether IDs are pseudonymised.
+
+    Args:
+        privacy: the ``privacy`` config, or None.
+
+    Returns:
+        True when ``privacy.pseudonymize_ids`` is set (truthy).
+    """
     return bool(privacy and privacy.get("pseudonymize_ids"))
 
 
 def check_privacy(privacy: dict | None, results: str = "results") -> None:
     """Load-time checks of the ``privacy`` config: no ``salt`` key, a non-empty key available
     when pseudonymising, a mapping folder outside ``results``.
+
+    Args:
+        privacy: the ``privacy`` config (None or a non-dict passes: the schema reports a wrong type).
+        results: the ``results`` folder of the config.
 
     Raises:
         ConfigError: naming the key, the variable or the file.
@@ -63,6 +75,12 @@ def check_privacy(privacy: dict | None, results: str = "results") -> None:
 def load_salt(privacy: dict | None) -> str:
     """The pseudonymisation key: ``$ONCOROBUST_SALT`` if set, else the content of
     ``privacy.salt_file`` (surrounding whitespace stripped).
+
+    Args:
+        privacy: the ``privacy`` config (``salt_file``), or None.
+
+    Returns:
+        The key, whitespace stripped.
 
     Raises:
         ConfigError: no key given, an unreadable salt file, or an empty key.
@@ -87,19 +105,42 @@ def load_salt(privacy: dict | None) -> str:
 
 
 def mapping_dir(privacy: dict | None) -> str:
+    """The folder of the private mappings.
+
+    Args:
+        privacy: the ``privacy`` config, or None.
+
+    Returns:
+        ``privacy.mapping_dir``, else :data:`DEFAULT_MAPPING_DIR` (``.oncorobust_private``).
+    """
     return str((privacy or {}).get("mapping_dir") or DEFAULT_MAPPING_DIR)
 
 
 def private_paths(privacy: dict | None, ds: str) -> dict[str, str]:
     """The private files of dataset ``ds``: ``mapping`` (pseudonym → real), ``skipped`` (real paths
-    of the inputs ingest skipped), ``preprocess_skipped`` (of the files preprocess skipped)."""
+    of the inputs ingest skipped), ``preprocess_skipped`` (of the files preprocess skipped).
+
+    Args:
+        privacy: the ``privacy`` config, or None.
+        ds: the dataset key.
+
+    Returns:
+        ``{"mapping", "skipped", "preprocess_skipped"}`` → CSV paths under ``<mapping_dir>/<ds>/``.
+    """
     d = Path(mapping_dir(privacy)) / ds
     return {"mapping": str(d / "mapping.csv"), "skipped": str(d / "skipped.csv"),
             "preprocess_skipped": str(d / "preprocess_skipped.csv")}
 
 
 class Pseudonymizer:
-    """Keyed hashes: ``P-`` patients, ``S-`` samples, ``F-`` files (16 hex digits each)."""
+    """Keyed hashes: ``P-`` patients, ``S-`` samples, ``F-`` files (16 hex digits each).
+
+    Args:
+        salt: the key (from :func:`load_salt`).
+
+    Raises:
+        ConfigError: an empty key.
+    """
 
     def __init__(self, salt: str):
         if not salt:
@@ -110,16 +151,44 @@ class Pseudonymizer:
         return prefix + hmac.new(self._key, str(value).encode(), hashlib.sha256).hexdigest()[:16]
 
     def patient(self, value: object) -> str:
+        """The pseudonym of a patient ID.
+
+        Args:
+            value: the real patient ID (hashed as ``str(value)``).
+
+        Returns:
+            ``P-`` followed by 16 hex digits.
+        """
         return self._h("P-", value)
 
     def sample(self, value: object) -> str:
+        """The pseudonym of a sample ID.
+
+        Args:
+            value: the real sample ID (hashed as ``str(value)``).
+
+        Returns:
+            ``S-`` followed by 16 hex digits.
+        """
         return self._h("S-", value)
 
     def file(self, value: object) -> str:
+        """The pseudonym of a source path.
+
+        Args:
+            value: the real source path (hashed as ``str(value)``).
+
+        Returns:
+            ``F-`` followed by 16 hex digits.
+        """
         return self._h("F-", value)
 
     def fingerprint(self) -> str:
-        """A one-way fingerprint of the key (a rule param: a new key reruns ingest)."""
+        """A one-way fingerprint of the key (a rule param: a new key reruns ingest).
+
+        Returns:
+            ``K-`` followed by 8 hex digits.
+        """
         return self._h("K-", "oncorobust key fingerprint")[:10]
 
 
@@ -167,12 +236,22 @@ class Scrubber(logging.Filter):
 
     def add_root(self, root: str | os.PathLike) -> None:
         """Also hide any other path under ``root`` (say a folder an adapter names in a warning):
-        the part after the root, up to a space or quote, becomes ``<hidden>``."""
+        the part after the root, up to a space or quote, becomes ``<hidden>``.
+
+        Args:
+            root: the source's root folder (matched as given and as an absolute path).
+        """
         for r in sorted({str(Path(root)), os.path.abspath(root)} - self._root_names, key=len, reverse=True):
             self._root_names.add(r)
             self._roots.append(re.compile(r"(?<![\w./-])(" + re.escape(r) + r")/[^\s'\"(),;\[\]]+"))
 
     def add(self, real: object, public: str) -> None:
+        """Replace ``real`` by ``public`` from now on (None, NaN, empty or equal values are ignored).
+
+        Args:
+            real: the real ID or path.
+            public: its pseudonym.
+        """
         real = "" if real is None or (isinstance(real, float) and real != real) else str(real)
         if real and real != public and self._map.get(real) != public:
             self._map[real] = public
@@ -183,7 +262,14 @@ class Scrubber(logging.Filter):
 
     def learn_records(self, pz: Pseudonymizer, records: Iterable[dict], skipped: Iterable[dict] = (),
                       root: str | os.PathLike | None = None) -> None:
-        """Learn the pseudonyms of adapter records and skipped inputs (ingest)."""
+        """Learn the pseudonyms of adapter records and skipped inputs (ingest).
+
+        Args:
+            pz: the pseudonymizer giving the pseudonyms.
+            records: the adapter's records (``sample_id``, ``patient_id``, ``source``).
+            skipped: the skipped inputs (``file``, ``sample_id``).
+            root: the source's root folder (also hidden, see :meth:`add_root`), or None.
+        """
         if root:
             self.add_root(root)
         for r in records:
@@ -197,7 +283,12 @@ class Scrubber(logging.Filter):
                 self._add_source(s["file"], public_file(pz, s["file"], root), root)
 
     def learn_mapping(self, mapping: pd.DataFrame, root: str | os.PathLike | None = None) -> None:
-        """Learn the pseudonyms of a private mapping (preprocess)."""
+        """Learn the pseudonyms of a private mapping (preprocess).
+
+        Args:
+            mapping: the private mapping (:data:`MAPPING_COLUMNS`).
+            root: the source's root folder (also hidden, see :meth:`add_root`), or None.
+        """
         if root:
             self.add_root(root)
         for row in mapping.itertuples(index=False):
@@ -214,6 +305,14 @@ class Scrubber(logging.Filter):
             self.add(os.path.abspath(Path(root) / str(real)), public)
 
     def scrub(self, text: str) -> str:
+        """``text`` with every known real ID and path replaced by its pseudonym.
+
+        Args:
+            text: any text (a message, a log line).
+
+        Returns:
+            The scrubbed text; paths under a known root end in ``/<hidden>``.
+        """
         if not text:
             return text
         if self._map:
@@ -225,6 +324,15 @@ class Scrubber(logging.Filter):
         return text
 
     def scrub_frame(self, df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+        """A copy of ``df`` with the strings of ``columns`` scrubbed (:meth:`scrub`).
+
+        Args:
+            df: the frame.
+            columns: the columns to scrub (absent ones are ignored).
+
+        Returns:
+            The scrubbed copy.
+        """
         df = df.copy()
         for c in columns:
             if c in df:
@@ -232,6 +340,14 @@ class Scrubber(logging.Filter):
         return df
 
     def filter(self, record: logging.LogRecord) -> bool:  # logging.Filter API
+        """Scrub ``record``'s message and traceback in place (its args are merged into the message).
+
+        Args:
+            record: the log record.
+
+        Returns:
+            True (the record is always written).
+        """
         record.msg = self.scrub(record.getMessage())
         record.args = ()
         if record.exc_info:
@@ -249,7 +365,11 @@ class Scrubber(logging.Filter):
     def buffered(self) -> Iterator[None]:
         """Hold every log record until the block ends, then write them scrubbed: the IDs an
         adapter logs are known only once it has read them. The filter stays on the handlers, so
-        an error logged after the block (``logs.step_logging``) is scrubbed too."""
+        an error logged after the block (``logs.step_logging``) is scrubbed too.
+
+        Yields:
+            None; the records are written (scrubbed) when the block ends, normally or not.
+        """
         root = logging.getLogger()
         handlers = list(root.handlers)
         held: list[logging.LogRecord] = []
@@ -272,7 +392,16 @@ class Scrubber(logging.Filter):
 
 
 def public_file(pz: Pseudonymizer, file: str, root: str | os.PathLike | None) -> str:
-    """The pseudonym of a file: of its path relative to ``root`` when it lies inside."""
+    """The pseudonym of a file: of its path relative to ``root`` when it lies inside.
+
+    Args:
+        pz: the pseudonymizer.
+        file: the real file path.
+        root: the source's root folder, or None.
+
+    Returns:
+        The ``F-`` pseudonym.
+    """
     rel = str(file)
     if root:
         with contextlib.suppress(ValueError):
@@ -289,6 +418,16 @@ def protect_ingest(manifest: pd.DataFrame, skipped: pd.DataFrame, pz: Pseudonymi
     ``sample_id`` and ``source``; the mapping (:data:`MAPPING_COLUMNS`) lets preprocess find the
     real file of each sample. Skipped rows keep their stage and reason (scrubbed), the file and
     sample become pseudonyms; the private skipped frame is the original.
+
+    Args:
+        manifest: ingest's manifest with real IDs and sources.
+        skipped: ingest's skipped frame (``stage``, ``file``, ``sample_id``, ``reason``).
+        pz: the pseudonymizer.
+        root: the source's root folder (sources are pseudonymised relative to it), or None.
+        scrubber: the scrubber to teach the pseudonyms (a new one if None).
+
+    Returns:
+        (public manifest, public skipped, private mapping, private skipped).
     """
     scrubber = scrubber or Scrubber()
     scrubber.learn_records(pz, manifest.to_dict("records"), skipped.to_dict("records"), root)
@@ -310,7 +449,15 @@ def protect_ingest(manifest: pd.DataFrame, skipped: pd.DataFrame, pz: Pseudonymi
 
 def write_private_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a private file (mapping, real skipped paths): readable by its owner only (0600, in a
-    0700 folder), atomically."""
+    0700 folder), atomically.
+
+    Args:
+        df: the private frame.
+        path: ``<mapping_dir>/<ds>/<name>.csv`` (its folders are created).
+
+    Raises:
+        WriteError: naming ``path``, when the disk is full or the write fails otherwise.
+    """
     from oncorobust.io import write_csv
 
     path = Path(path)
@@ -323,12 +470,27 @@ def write_private_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def mapping_dir_of(path: Path) -> Path:
-    """The mapping folder of a private file ``<mapping_dir>/<ds>/<name>``."""
+    """The mapping folder of a private file ``<mapping_dir>/<ds>/<name>``.
+
+    Args:
+        path: the private file.
+
+    Returns:
+        Its grandparent folder.
+    """
     return path.parent.parent
 
 
 def real_manifest(public: pd.DataFrame, mapping: pd.DataFrame, mapping_file: str) -> pd.DataFrame:
     """The public manifest with each row's real ``source`` (IDs stay pseudonyms), for preprocess.
+
+    Args:
+        public: the public manifest.
+        mapping: the private mapping (:func:`read_mapping`).
+        mapping_file: the mapping's path (named in the message).
+
+    Returns:
+        A copy of ``public`` with the real ``source`` of each sample.
 
     Raises:
         DataError: a sample of the manifest is not in the mapping (ingest ran with another key,
@@ -347,6 +509,12 @@ def real_manifest(public: pd.DataFrame, mapping: pd.DataFrame, mapping_file: str
 
 def read_mapping(path: str | os.PathLike) -> pd.DataFrame:
     """The private mapping written by ingest.
+
+    Args:
+        path: the mapping CSV.
+
+    Returns:
+        The mapping, every column a string (:data:`MAPPING_COLUMNS`).
 
     Raises:
         DataError: it is missing (rerun ingest).

@@ -31,6 +31,20 @@ def table2_rows(sens: pd.DataFrame, dataset: str, regime: str, exclude_fraction:
                 paper_before: float = np.nan, paper_after: float = np.nan) -> list[dict]:
     """Two rows: threshold from validation (ours) and from the test split (as in the paper).
 
+    Args:
+        sens: per-image sensitivity results, one row per image; columns ``split`` ("val"/"test"),
+            ``min_flip_eps`` (smallest flipping ε in [0,1] pixel units, ``inf`` if never flipped),
+            bool ``correct`` and optionally ``sample_id`` (named in the error).
+        dataset: the dataset name, copied into the rows and messages.
+        regime: the training regime name, copied into the rows and messages.
+        exclude_fraction: the fraction in [0,1] of images to defer (the quantile of ``min_flip_eps``,
+            ``method="lower"``, taken as the threshold; test images with ε > threshold are kept).
+        paper_before: the paper's accuracy (%) before exclusion, copied into both rows (NaN if none).
+        paper_after: the paper's accuracy (%) after exclusion, copied into both rows (NaN if none).
+    Returns:
+        Two dicts (validation-quantile row, then test-quantile row) with ``threshold_eps``,
+        ``excluded_fraction``, ``n_test``/``n_retained`` and accuracies in % with Wilson 95% CIs
+        (``acc_before[_ci_low|_ci_high]``, ``acc_after[...]``), plus the inputs above.
     Raises:
         DataError: the val or test split has no rows, or an image's ``min_flip_eps`` is NaN
             (``inf``, never flipped, is valid).
@@ -62,7 +76,19 @@ def table2_rows(sens: pd.DataFrame, dataset: str, regime: str, exclude_fraction:
 
 
 def deferral_curves(test: pd.DataFrame, fractions=None) -> pd.DataFrame:
-    """Accuracy (%) on retained test images vs deferred fraction for each policy."""
+    """Accuracy (%) on retained test images vs deferred fraction for each policy.
+
+    Args:
+        test: the test split's per-image rows; columns bool ``correct``, ``confidence`` (max softmax),
+            ``min_flip_eps`` (ε in [0,1] pixel units, ``inf`` if never flipped) and optionally
+            ``first_order_eps`` (adds the ``first_order`` policy).
+        fractions: deferred fractions in [0,1]; default 0, 0.02, ..., 0.50.
+    Returns:
+        Long frame, one row per (fraction, policy): ``policy`` ("sensitivity", "confidence",
+        ["first_order",] "random"), ``deferred_fraction``, ``n_retained``, ``accuracy`` (%, NaN if none kept).
+    Raises:
+        DataError: ``test`` has no rows.
+    """
     fractions = np.round(np.arange(0, 0.51, 0.02), 2) if fractions is None else np.asarray(fractions)
     _require_rows(test, "test")
     n = len(test)
@@ -87,7 +113,14 @@ def deferral_curves(test: pd.DataFrame, fractions=None) -> pd.DataFrame:
 
 def curve_auc(curves: pd.DataFrame) -> pd.DataFrame:
     """Area under each accuracy-vs-deferred-fraction curve, divided by the fraction range
-    (= mean accuracy over the range, in %)."""
+    (= mean accuracy over the range, in %).
+
+    Args:
+        curves: the frame of :func:`deferral_curves` (``policy``, ``deferred_fraction``, ``accuracy``).
+    Returns:
+        One row per policy, in order of first appearance: ``policy``, ``auc`` (% ; with a single
+        fraction, its accuracy).
+    """
     out = []
     for policy, c in curves.groupby("policy", sort=False):
         c = c.sort_values("deferred_fraction")

@@ -41,7 +41,7 @@ from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.resources import health_passes
 from oncorobust.spec import ITERATIVE_METHODS
-from oncorobust.reporting.tables import merge_bracket
+from oncorobust.evaluation.results import merge_bracket
 from oncorobust.evaluation.stats import paired_difference, wilson
 
 COLUMNS = ["dataset", "regime", "check", "passed", "value", "threshold", "detail"]
@@ -187,7 +187,16 @@ def whitebox_flipped(per_image: dict[tuple[str, float], pd.DataFrame], eps: floa
     transfer attacks excluded), from the attack CSVs; None when there is none at that ε.
 
     Flipped means: the prediction left the clean prediction (``labels: predicted``) or the
-    true label (``labels: true``)."""
+    true label (``labels: true``).
+
+    Args:
+        per_image: (method, eps) → per-image attack CSV (``sample_id``, ``adv_pred``, ``clean_pred``, ``label``).
+        eps: the ε to compare at ([0,1] pixel units; matched within 1e-12).
+        labels: ``predicted`` (compare with ``clean_pred``); anything else compares with ``label``.
+        ids: the sample IDs, in the order of the result.
+    Returns:
+        N bools, one per ``ids`` (an ID missing from every CSV counts as not flipped), or None.
+    """
     cols = []
     for (method, e), df in per_image.items():
         if abs(e - eps) > 1e-12 or method.startswith("transfer_") or method == "square":
@@ -202,7 +211,7 @@ def whitebox_flipped(per_image: dict[tuple[str, float], pd.DataFrame], eps: floa
 def worst_vs_bracket(per_image: dict[tuple[str, float], pd.DataFrame], sens: pd.DataFrame | None, labels: str) -> dict | None:
     """Check ``worst_vs_bracket``: images the sensitivity search flips at a confirmed ε ≤ an ε of
     the ``worst`` attack, which ``worst`` left unflipped there (Table 1 counts them as flipped,
-    :func:`oncorobust.reporting.tables.merge_bracket`). Passes when they are ≤ 1% of the images at every ε.
+    :func:`oncorobust.evaluation.results.merge_bracket`). Passes when they are ≤ 1% of the images at every ε.
 
     Args:
         per_image: (method, eps) → per-image attack CSV of one (dataset, regime).
@@ -299,7 +308,13 @@ def table_checks(summary: pd.DataFrame, per_image: dict[tuple[str, float], pd.Da
 
 
 def markdown(health: pd.DataFrame) -> str:
-    """The health table as markdown: one row per check, ✓ / ✗ / – per (dataset, regime)."""
+    """The health table as markdown: one row per check, ✓ / ✗ / – per (dataset, regime).
+
+    Args:
+        health: rows with :data:`COLUMNS` (dataset, regime, check, passed (bool or None), value, threshold, detail).
+    Returns:
+        A markdown table followed by a line counting passed and failed checks.
+    """
     lines = ["| dataset | regime | check | result | value | threshold | detail |", "|---|---|---|---|---|---|---|"]
     for r in health.itertuples():
         mark = "–" if r.passed is None or (isinstance(r.passed, float) and math.isnan(r.passed)) else ("✓ pass" if r.passed else "✗ **FAIL**")

@@ -279,7 +279,7 @@ def _t_quantile(q: float, df: int) -> float:
 
 def two_level_bootstrap(values: Sequence[np.ndarray], stat: Callable[[np.ndarray], float] = np.mean,
                         *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                        shared_images: bool = True) -> dict:
+                        shared_images: bool = True, bounds: tuple[float, float] | None = None) -> dict:
     """Across-seed mean of a per-image statistic, with an interval over seeds and images.
 
     Each of the K replicate trainings (seeds) gives per-image values on the test set; the
@@ -314,6 +314,9 @@ def two_level_bootstrap(values: Sequence[np.ndarray], stat: Callable[[np.ndarray
         seed: seed of ``numpy.random.default_rng``.
         level: interval level (0.95).
         shared_images: whether all seeds were evaluated on the same images (see above).
+        bounds: (low, high) the statistic cannot leave (e.g. (0, 1) for an accuracy, (−1, 1) for a
+            difference of accuracies, (0, inf) for an ε): the square-and-add interval, which is not
+            a resampling interval and can overshoot with few seeds, is clipped to it. None: no clip.
     Returns:
         dict with ``k`` (seeds), ``n`` (images per seed, list), ``mean`` (across seeds),
         ``ci_low``, ``ci_high`` (two-level bootstrap: seeds and images), ``sa_ci_low``,
@@ -321,7 +324,9 @@ def two_level_bootstrap(values: Sequence[np.ndarray], stat: Callable[[np.ndarray
         ``images_ci_low``, ``images_ci_high``
         (images only, seeds held fixed: what the interval would be without the seed
         variation), ``per_seed`` (list), ``seed_min``, ``seed_max``, ``seed_sd`` (ddof 1; NaN
-        for K = 1), ``n_boot``, ``n_undefined`` (replicates where ``stat`` gave NaN, left out).
+        for K = 1), ``n_boot``, ``n_undefined`` (replicates where ``stat`` gave NaN, left out),
+        ``replicates`` (the n_boot two-level bootstrap values, NaN kept: for a ratio of two
+        independent estimates).
     Raises:
         PairedError: no seeds, an empty seed, unequal image counts with ``shared_images``, or
             unusable n_boot/level.
@@ -362,8 +367,10 @@ def two_level_bootstrap(values: Sequence[np.ndarray], stat: Callable[[np.ndarray
     t_half = _t_quantile(1 - (1 - level) / 2, k - 1) * sd / math.sqrt(k) if k > 1 else math.nan
     sa_lo = mean - math.hypot(t_half, mean - ilo) if k > 1 else math.nan
     sa_hi = mean + math.hypot(t_half, ihi - mean) if k > 1 else math.nan
+    if bounds is not None and k > 1:
+        sa_lo, sa_hi = min(max(sa_lo, bounds[0]), bounds[1]), max(min(sa_hi, bounds[1]), bounds[0])
     return {"k": k, "n": ns, "mean": mean, "ci_low": lo, "ci_high": hi,
             "sa_ci_low": sa_lo, "sa_ci_high": sa_hi,
             "images_ci_low": ilo, "images_ci_high": ihi, "per_seed": per_seed.tolist(),
             "seed_min": float(per_seed.min()), "seed_max": float(per_seed.max()), "seed_sd": sd,
-            "n_boot": int(n_boot), "n_undefined": int(np.isnan(both).sum())}
+            "n_boot": int(n_boot), "n_undefined": int(np.isnan(both).sum()), "replicates": both}

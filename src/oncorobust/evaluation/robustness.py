@@ -44,7 +44,14 @@ def curve(eps_upper: np.ndarray, correct: np.ndarray, grid: np.ndarray) -> pd.Da
 
 def quantile(eps_upper: np.ndarray, q: float) -> float:
     """The ε by which a fraction ``q`` of the images have flipped (lower empirical quantile);
-    inf when fewer than that fraction flipped at all."""
+    inf when fewer than that fraction flipped at all.
+
+    Args:
+        eps_upper: per image, the confirmed flipping ε ([0,1] pixel units; inf = never flipped).
+        q: the fraction of images, in [0,1] (0.5 for ε₅₀, 0.1 for ε₁₀).
+    Returns:
+        The ε (pixel units), inf if it lies beyond the flipped images, NaN when there are no images.
+    """
     e = np.sort(np.asarray(eps_upper, dtype=float))
     if not len(e):
         return math.nan
@@ -53,7 +60,16 @@ def quantile(eps_upper: np.ndarray, q: float) -> float:
 
 
 def bootstrap(eps_upper: np.ndarray, q: float, *, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
-    """``n_boot`` bootstrap replicates (resampling images) of :func:`quantile`."""
+    """``n_boot`` bootstrap replicates (resampling images) of :func:`quantile`.
+
+    Args:
+        eps_upper: per image, the confirmed flipping ε ([0,1] pixel units; inf = never flipped); non-empty.
+        q: the fraction of images, in [0,1].
+        n_boot: number of bootstrap resamples.
+        seed: seed of the numpy generator that draws the resamples.
+    Returns:
+        Float array of shape (n_boot,): the quantile of each resample (may contain inf).
+    """
     e = np.asarray(eps_upper, dtype=float)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(e), size=(n_boot, len(e)))
@@ -63,7 +79,14 @@ def bootstrap(eps_upper: np.ndarray, q: float, *, n_boot: int = 2000, seed: int 
 
 
 def ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of bootstrap replicates (inf-aware)."""
+    """Percentile interval of bootstrap replicates (inf-aware).
+
+    Args:
+        replicates: 1-D array of bootstrap replicates (may contain inf).
+        level: coverage of the interval, in (0, 1).
+    Returns:
+        (low, high): the lower (1 − level)/2 and upper 1 − (1 − level)/2 empirical quantiles.
+    """
     a = (1 - level) / 2
     return float(np.quantile(replicates, a, method="lower")), float(np.quantile(replicates, 1 - a, method="higher"))
 
@@ -117,7 +140,15 @@ def summary(frames: dict[tuple[str, str], pd.DataFrame], controls: set[str], *, 
 
 def paper_eps50(paper: pd.DataFrame, name: str | None, method: str = "pgd") -> float:
     """The ε at which the paper's Table 1 accuracy (``method``) falls to half its baseline, by
-    linear interpolation between its grid values; inf when it never does, NaN without values."""
+    linear interpolation between its grid values; inf when it never does, NaN without values.
+
+    Args:
+        paper: the paper's numbers, columns ``table``, ``dataset``, ``regime``, ``method``, ``eps``, ``accuracy``.
+        name: the dataset's name in the paper; None or empty gives NaN.
+        method: the attack whose clean-regime Table 1 rows are interpolated (its ``method`` value).
+    Returns:
+        The ε (the paper's units), interpolated from (0, baseline) through the method's grid.
+    """
     if not name:
         return math.nan
     t = paper[(paper.table == "table1") & (paper.dataset == name) & (paper.regime == "clean")]
@@ -134,7 +165,13 @@ def paper_eps50(paper: pd.DataFrame, name: str | None, method: str = "pgd") -> f
 
 
 def markdown(s: pd.DataFrame) -> str:
-    """The summary table as markdown (ε in [0,1] pixel units, stored-data units beside)."""
+    """The summary table as markdown (ε in [0,1] pixel units, stored-data units beside).
+
+    Args:
+        s: the frame of :func:`summary`.
+    Returns:
+        A markdown table, one line per row of ``s``, followed by a paragraph explaining the columns.
+    """
     def f(v):
         return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else ("> eps_max" if v == math.inf else f"{v:.3g}")
 
@@ -151,3 +188,128 @@ def markdown(s: pd.DataFrame) -> str:
             " test images change their prediction, from the per-image flipping ε (an upper bound: a stronger attack can"
             " only lower them). CIs: percentile bootstrap over images (2000 resamples). The paper's value is the ε at"
             " which its Table 1 PGD accuracy falls to half the baseline (linear interpolation).\n")
+
+
+# ------------------------------------------------------------------------------ seed replicates
+
+#: the columns of :func:`seed_summary`, per quantile stem (eps50, eps10)
+SEED_SUFFIXES = ("", "_ci_low", "_ci_high", "_sa_ci_low", "_sa_ci_high", "_images_ci_low", "_images_ci_high",
+                 "_seed_min", "_seed_max")
+
+
+def _seed_stream(seed: int, dataset: str) -> int:
+    """A bootstrap seed per dataset, so that two datasets' resamples are independent (a ratio)."""
+    import zlib
+
+    return int(seed) + zlib.crc32(dataset.encode()) % 100_000
+
+
+def seed_summary(frames: dict[tuple[str, str], pd.DataFrame], controls: set[str], *, n_boot: int = 2000,
+                 seed: int = 0) -> pd.DataFrame:
+    """ε₅₀ and ε₁₀ per (dataset, regime) over its seed replicates, and each medical set's ε₅₀ over
+    the control's, with intervals that cover the training seed as well as the test images.
+
+    The models of one regime's K seeds are named ``R``, ``R-r2`` … ``R-rK``
+    (:func:`oncorobust.spec.split_replicate_name`). With K = 1 a row repeats :func:`summary`'s
+    numbers (bootstrap over images, same seed). With K > 1 the value is the mean over the seeds of
+    each seed's quantile; ``*_ci_*`` is the two-level bootstrap (seeds, then images), ``*_sa_ci_*``
+    the small-K interval (Student t over seeds ⊕ images; prefer it for K ≤ 5), ``*_images_ci_*``
+    the images-only interval and ``*_seed_min/max`` the per-seed range
+    (:func:`oncorobust.evaluation.paired.two_level_bootstrap`). The ratio to the control is the
+    ratio of the two across-seed means, its interval the percentile interval of the ratio of the two
+    datasets' independent two-level bootstrap replicates; ``ratio_seed_min/max`` range over the
+    ratios of replicate k to the control's replicate k.
+
+    Args:
+        frames: (dataset, model name) → the test rows of its sensitivity CSV (``eps_upper``,
+            [0,1] pixel units, inf = never flipped), every replicate of every regime.
+        controls: the control datasets (MNIST/CIFAR-10 or their stand-ins).
+        n_boot: bootstrap replicates.
+        seed: the bootstrap seed (the config's ``seed``).
+    Returns:
+        One row per (dataset, base regime): ``dataset``, ``regime``, ``control``, ``replicates``,
+        ``n``, ``interval`` (``images`` or ``seeds+images``), then for ``eps50`` and ``eps10`` the
+        columns of :data:`SEED_SUFFIXES`, then ``ratio_to_control``, ``ratio_ci_low``,
+        ``ratio_ci_high``, ``ratio_seed_min``, ``ratio_seed_max``, ``control_dataset``.
+    """
+    from oncorobust.evaluation.paired import two_level_bootstrap
+    from oncorobust.spec import split_replicate_name
+
+    groups: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+    for (ds, name), f in frames.items():
+        base, k = split_replicate_name(name)
+        groups.setdefault((ds, base), {})[k] = f.eps_upper.to_numpy(dtype=float)
+    rows, boots, per_seed = [], {}, {}
+    for (ds, base), reps in groups.items():
+        eps = [reps[k] for k in sorted(reps)]
+        row = {"dataset": ds, "regime": base, "control": ds in controls, "replicates": len(eps), "n": len(eps[0]),
+               "interval": "images" if len(eps) == 1 else "seeds+images"}
+        for name, q in QUANTILES.items():
+            if len(eps) == 1:
+                b = bootstrap(eps[0], q, n_boot=n_boot, seed=seed)
+                lo, hi = ci(b)
+                v = quantile(eps[0], q)
+                row.update({name: v, f"{name}_ci_low": lo, f"{name}_ci_high": hi, f"{name}_sa_ci_low": math.nan,
+                            f"{name}_sa_ci_high": math.nan, f"{name}_images_ci_low": lo,
+                            f"{name}_images_ci_high": hi, f"{name}_seed_min": v, f"{name}_seed_max": v})
+                boots[(ds, base, name)], per_seed[(ds, base, name)] = b, [v]
+                continue
+            res = two_level_bootstrap(eps, lambda e, q=q: quantile(e, q), n_boot=n_boot,
+                                      seed=_seed_stream(seed, ds), bounds=(0.0, math.inf))
+            row.update({name: res["mean"], **{f"{name}{s}": res[s.lstrip("_")] for s in SEED_SUFFIXES if s}})
+            boots[(ds, base, name)], per_seed[(ds, base, name)] = res["replicates"], res["per_seed"]
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    ratio_cols = {c: [] for c in ("ratio_to_control", "ratio_ci_low", "ratio_ci_high", "ratio_seed_min",
+                                  "ratio_seed_max", "control_dataset")}
+    for r in out.itertuples():
+        ctrl = next((c for (c, b) in groups if c in controls and b == r.regime), None)
+        if ctrl is None or r.dataset in controls:
+            for c in ratio_cols:
+                ratio_cols[c].append("" if c == "control_dataset" else math.nan)
+            continue
+        c_mean = float(out[(out.dataset == ctrl) & (out.regime == r.regime)].eps50.iloc[0])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rb = boots[(r.dataset, r.regime, "eps50")] / boots[(ctrl, r.regime, "eps50")]
+            seeds = [a / b for a, b in zip(per_seed[(r.dataset, r.regime, "eps50")],
+                                           per_seed[(ctrl, r.regime, "eps50")]) if b > 0]
+        rb = rb[~np.isnan(rb)]
+        lo, hi = ci(rb) if len(rb) else (math.nan, math.nan)
+        for c, v in zip(ratio_cols, (r.eps50 / c_mean if c_mean > 0 else math.nan, lo, hi,
+                                     min(seeds) if seeds else math.nan, max(seeds) if seeds else math.nan, ctrl)):
+            ratio_cols[c].append(v)
+    return out.assign(**ratio_cols)
+
+
+def seed_markdown(s: pd.DataFrame) -> str:
+    """:func:`seed_summary` as markdown, with a note saying which interval is which.
+
+    Args:
+        s: a frame of :func:`seed_summary`.
+    Returns:
+        The markdown table and its note.
+    """
+    def f(v):
+        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else ("> eps_max" if v == math.inf else f"{v:.3g}")
+
+    def cell(r, stem):
+        text = f"{f(getattr(r, stem))} [{f(getattr(r, stem + '_ci_low'))}, {f(getattr(r, stem + '_ci_high'))}]"
+        if r.replicates > 1:
+            text += (f"; t⊕img [{f(getattr(r, stem + '_sa_ci_low'))}, {f(getattr(r, stem + '_sa_ci_high'))}]"
+                     f"; seeds {f(getattr(r, stem + '_seed_min'))} to {f(getattr(r, stem + '_seed_max'))}")
+        return text
+
+    lines = ["| dataset | regime | seeds | n | ε₅₀ | ε₁₀ | ε₅₀ / control's |", "|---|---|---|---|---|---|---|"]
+    for r in s.itertuples():
+        ratio = "–" if not r.control_dataset else (
+            f"{f(r.ratio_to_control)} [{f(r.ratio_ci_low)}, {f(r.ratio_ci_high)}]"
+            + (f"; seeds {f(r.ratio_seed_min)} to {f(r.ratio_seed_max)}" if r.replicates > 1 else "")
+            + f" vs {r.control_dataset}")
+        lines.append(f"| {r.dataset}{' (control)' if r.control else ''} | {r.regime} | {r.replicates} | {r.n}"
+                     f" | {cell(r, 'eps50')} | {cell(r, 'eps10')} | {ratio} |")
+    return ("\n".join(lines) + "\n\nAcross the training seeds of each regime: the mean over the seeds of each seed's"
+            " ε₅₀ / ε₁₀ (L∞, [0,1] pixel units). Intervals (95%): a two-level bootstrap (seeds, then images),"
+            " \"t⊕img\" the small-K interval (Student t over the per-seed values combined with the images'"
+            " interval; prefer it for 5 seeds or fewer), \"seeds\" the range of the per-seed values. The ratio to"
+            " the control is the ratio of the two means; its interval comes from the two datasets' independent"
+            " bootstraps, its seed range from replicate k against the control's replicate k.\n")

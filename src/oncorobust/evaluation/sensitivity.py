@@ -62,6 +62,13 @@ class GradCounter(nn.Module):
         self.training = model.training  # the model's mode, without resetting its submodules' own modes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's output for ``x``; adds N to ``grad_images`` if ``x`` requires grad.
+
+        Args:
+            x: N×C×H×W float32 images in [0,1].
+        Returns:
+            The wrapped model's output (N×classes logits).
+        """
         if torch.is_grad_enabled() and x.requires_grad:
             self.grad_images += len(x)
         return self.model(x)
@@ -313,10 +320,25 @@ def min_flip_eps(model: nn.Module, x: torch.Tensor, *, eps_max: float, tol: floa
     ``apgd_margin`` or ``pgd`` (the paper's); the relative tolerance and refinement of :func:`flip_eps_bracket` at their
     defaults. ``stats`` receives ``grad_evals`` and ``rounds``.
 
+    Args:
+        model: classifier on N×C×H×W images in [0,1] (eval mode set and restored).
+        x: N×C×H×W float32 images in [0,1].
+        eps_max: the largest ε searched ([0,1] pixel units, ≤ 1).
+        tol: the bracket width at which bisection stops (pixel units, 0 < tol < eps_max).
+        method: the inner attack, one of those above.
+        steps: inner-attack steps per round.
+        restarts: inner-attack restarts per round.
+        alpha_ratio: PGD's step size as a fraction of ε (PGD only).
+        random_start: PGD starts at a random point of the ball (PGD only).
+        seed: seed of the per-image random starts (keyed by image index).
+        batch_size: images searched at once.
+        warm_start: each round starts from the flip found at the image's current upper end.
+        stats: if a dict, ``grad_evals``, ``lowered_by_fab``, ``pushed`` are added to it and ``rounds`` maxed.
     Returns:
-        Tensor (N) of flipping ε, ``inf`` where none was found.
+        Float32 tensor (N) on the CPU of flipping ε, ``inf`` where none was found.
     Raises:
-        AttackError: bad arguments.
+        AttackError: bad arguments (method, tol/eps_max, images).
+        AttackSanityError: a stored flip did not reproduce (a bug).
     """
     return flip_eps_bracket(model, x, eps_max=eps_max, tol=tol, method=method, steps=steps, restarts=restarts,
                             alpha_ratio=alpha_ratio, random_start=random_start, seed=seed,

@@ -12,7 +12,15 @@ Z95 = 1.959963984540054
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (Wilson 1927; Newcombe 1998, method 3)."""
+    """Wilson score interval for k successes in n trials (Wilson 1927; Newcombe 1998, method 3).
+
+    Args:
+        k: number of successes, 0 <= k <= n.
+        n: number of trials.
+        z: normal quantile of the interval; default 1.96 (95%).
+    Returns:
+        (low, high) as proportions clipped to [0, 1]; (NaN, NaN) when n == 0.
+    """
     if n == 0:
         return math.nan, math.nan
     p = k / n
@@ -27,6 +35,14 @@ def paired_difference(b: int, c: int, n: int, z: float = Z95) -> tuple[float, fl
 
     ``b``: pairs right under condition 2 only; ``c``: right under condition 1 only (discordant
     pairs of the same test images). Returns (difference, low, high).
+
+    Args:
+        b: number of pairs right under condition 2 only.
+        c: number of pairs right under condition 1 only.
+        n: number of pairs (test images).
+        z: normal quantile of the interval; default 1.96 (95%).
+    Returns:
+        (difference, low, high) as proportions, the bounds clipped to [-1, 1]; all NaN when n == 0.
     """
     if n == 0:
         return math.nan, math.nan, math.nan

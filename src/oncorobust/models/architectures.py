@@ -342,10 +342,20 @@ class ExportedNet(nn.Module):
         self.batch = _static_batch(program)
 
     def train(self, mode: bool = True):
+        """Set this wrapper's own flag only (the program runs as exported); returns self.
+
+        Args:
+            mode: True for training mode, False for eval.
+        """
         self.training = mode
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The program's output for ``x``, in chunks of its fixed batch size (main output per chunk).
+
+        Args:
+            x: N×C×H×W float32 inputs (as the program expects them).
+        """
         b = self.batch
         if b is None or len(x) == b:
             return self._gm(x)
@@ -414,7 +424,8 @@ def fit_problems(model: nn.Module, classes: list[str], channels: int, size: int)
     """What goes wrong when ``model`` (wrapped) runs on 2×channels×size×size [0,1] inputs.
 
     The model runs in eval mode without gradients on two seeded random images; every
-    submodule's own mode is restored afterwards (:func:`oncorobust.device.eval_mode`). One output per image (N or N×1) fits two classes (a one-output head).
+    submodule's own mode is restored afterwards (:func:`oncorobust.device.eval_mode`). One output
+    per image (N or N×1) fits two classes (a one-output head).
 
     Args:
         model: the wrapped model (:class:`~oncorobust.models.networks.Wrapped`).

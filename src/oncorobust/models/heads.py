@@ -57,6 +57,7 @@ class OutputHead(nn.Module):
         self.kind, self.positive = kind, int(positive)
 
     def extra_repr(self) -> str:
+        """``kind=..., positive=...`` for the module's repr."""
         return f"kind={self.kind}, positive={self.positive}"
 
     def _two(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,11 @@ class Normalize(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """N×C×H×W images in [0,1] → normalised N×C'×H×W (C' = ``out_channels`` when C is 1)."""
+        """N×C×H×W images in [0,1] → normalised N×C'×H×W (C' = ``out_channels`` when C is 1).
+
+        Args:
+            x: N×C×H×W float32 images in [0,1].
+        """
         x = (x - self.mean) / self.std
         if self.out_channels and x.shape[1] == 1 and self.out_channels != 1:
             x = x.expand(-1, self.out_channels, -1, -1)
@@ -81,13 +85,24 @@ def paper_head(in_features: int, classes: int, hidden=(4096, 1024), dropout: flo
 
 
 class Classifier(nn.Module):
-    """normalize → features → head: N×C×H×W images in [0,1] → N×classes logits."""
+    """normalize → features → head: N×C×H×W images in [0,1] → N×classes logits.
+
+    Args:
+        normalize: the input normalisation.
+        features: the convolutional base.
+        head: maps the features to N×classes logits (e.g. :func:`paper_head`).
+    """
 
     def __init__(self, normalize: Normalize, features: nn.Module, head: nn.Module):
         super().__init__()
         self.normalize, self.features, self.head = normalize, features, head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N×C×H×W images in [0,1] → N×classes logits.
+
+        Args:
+            x: N×C×H×W float32 images in [0,1].
+        """
         return self.head(self.features(self.normalize(x)))
 
 
@@ -246,6 +261,11 @@ class Wrapped(nn.Module):
         self.head = head or OutputHead("logits")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N×C×H×W images in [0,1] → N×classes logits.
+
+        Args:
+            x: N×C×H×W float32 images in [0,1].
+        """
         return self.head(main_output(self.net(self.normalize(x))))
 
 

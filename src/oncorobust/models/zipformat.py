@@ -9,7 +9,14 @@ from pathlib import Path
 
 def is_torchscript(path: str | Path) -> bool:
     """Whether ``path`` is a TorchScript archive (a zip holding ``constants.pkl`` or ``code/``),
-    as opposed to a pickled state dict; False for anything unreadable."""
+    as opposed to a pickled state dict; False for anything unreadable.
+
+    Args:
+        path: the file.
+
+    Returns:
+        True for a TorchScript archive.
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
@@ -19,7 +26,14 @@ def is_torchscript(path: str | Path) -> bool:
 
 def is_exported_program(path: str | Path) -> bool:
     """Whether ``path`` is a ``torch.export`` program saved with ``torch.export.save`` (a ``.pt2``
-    zip holding ``archive_format`` and ``models/*.json``); False for anything unreadable."""
+    zip holding ``archive_format`` and ``models/*.json``); False for anything unreadable.
+
+    Args:
+        path: the file.
+
+    Returns:
+        True for a ``torch.export`` program.
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()

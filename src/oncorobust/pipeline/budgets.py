@@ -65,7 +65,14 @@ EARLY_EXIT = {"attack": 1.0, "health": 1.0, "sensitivity": 0.2}
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
-    """``base`` updated by ``extra``, nested mappings merged (neither is changed)."""
+    """``base`` updated by ``extra``, nested mappings merged (neither is changed).
+
+    Args:
+        base: the mapping to start from.
+        extra: the mapping whose values win; a dict value merges into a dict of ``base`` at that key.
+    Returns:
+        A new dict (deep copies of the values of both).
+    """
     out = copy.deepcopy(base)
     for k, v in extra.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)

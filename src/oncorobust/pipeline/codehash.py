@@ -72,7 +72,17 @@ def _imported(tree: ast.AST, current: list[str] | None, is_package: bool) -> lis
 
 def module_files(script: str | os.PathLike, package_dir: str | os.PathLike | None = None) -> list[Path]:
     """Every file of the package that ``script`` imports, directly or through other modules,
-    sorted; the package ``__init__`` files on the way are included."""
+    sorted; the package ``__init__`` files on the way are included.
+
+    Args:
+        script: the Python file (a workflow script or a module) whose imports are followed.
+        package_dir: the ``oncorobust`` package directory; default: the one this module is in.
+    Returns:
+        Sorted paths of the package files reached (``script`` itself only if it imports itself).
+    Raises:
+        OSError: ``script`` or a reached file cannot be read.
+        SyntaxError: one of them does not parse.
+    """
     package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parents[1]  # the package, above pipeline/
     todo: list[tuple[Path, list[str] | None, bool]] = [(Path(script), None, False)]
     seen: set[Path] = set()
@@ -106,6 +116,16 @@ def code_version(script: str | os.PathLike, package_dir: str | os.PathLike | Non
 
     Computed once per (script, package) in a process (the workflow calls it at load time). File
     paths enter the hash relative to the package, so two checkouts of the same code agree.
+
+    Args:
+        script: the Python file (a workflow script) whose imports are followed.
+        package_dir: the ``oncorobust`` package directory; default: the one this module is in.
+        length: number of hex digits kept of the SHA-256.
+    Returns:
+        The first ``length`` hex digits of the SHA-256 over the reached files' relative paths and bytes.
+    Raises:
+        OSError: ``script`` or a reached file cannot be read.
+        SyntaxError: one of them does not parse.
     """
     package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parents[1]  # the package, above pipeline/
     return _cached(str(Path(script).resolve()), str(package_dir.resolve()), length)

@@ -112,7 +112,18 @@ def _layers(arch: str, size: int, width: int = 32) -> list[tuple[str, int, int, 
 
 
 def param_count(arch: str, size: int, classes: int = 2, width: int = 32) -> int:
-    """Parameters of :func:`oncorobust.models.architectures.build_model` (the paper's head on the conv base)."""
+    """Parameters of :func:`oncorobust.models.architectures.build_model` (the paper's head on the conv base).
+
+    Args:
+        arch: ``vgg16`` or ``vgg_small``.
+        size: input side in pixels.
+        classes: output classes.
+        width: vgg_small's first-block channels (ignored for vgg16).
+    Returns:
+        The number of parameters.
+    Raises:
+        ValueError: ``arch`` is neither vgg16 nor vgg_small.
+    """
     if arch == "vgg16":
         feat, flat, hidden = VGG16_FEATURES, 512 * (size // 32) ** 2, (4096, 1024)
     else:
@@ -125,20 +136,49 @@ def param_count(arch: str, size: int, classes: int = 2, width: int = 32) -> int:
 def activation_mb(arch: str, size: int, width: int = 32) -> float:
     """MB (2**20 bytes) of all conv and pool outputs of one image (float32); vgg_small's
     convolutions count four times (the batch norm's output, and what autograd keeps of both:
-    measured 0.9 MB per image at 32 px, width 16)."""
+    measured 0.9 MB per image at 32 px, width 16).
+
+    Args:
+        arch: ``vgg16`` or ``vgg_small``.
+        size: input side in pixels.
+        width: vgg_small's first-block channels (ignored for vgg16).
+    Returns:
+        MB per image.
+    Raises:
+        ValueError: ``arch`` is neither vgg16 nor vgg_small.
+    """
     n = sum(co * side * side * (4 if arch == "vgg_small" and kind == "C" else 1)
             for kind, _, co, side in _layers(arch, size, width))
     return 4 * n / 2 ** 20
 
 
 def gmacs(arch: str, size: int, width: int = 32, classes: int = 2) -> float:
-    """Multiply-accumulates (10**9) of one forward pass of one image."""
+    """Multiply-accumulates (10**9) of one forward pass of one image.
+
+    Args:
+        arch: ``vgg16`` or ``vgg_small``.
+        size: input side in pixels.
+        width: vgg_small's first-block channels (ignored for vgg16).
+        classes: output classes.
+    Returns:
+        GMAC: the 3×3 convolutions' MACs plus the parameter count (≈ the dense layers' MACs).
+    Raises:
+        ValueError: ``arch`` is neither vgg16 nor vgg_small.
+    """
     conv = sum(9 * ci * co * side * side for kind, ci, co, side in _layers(arch, size, width) if kind == "C")
     return (conv + param_count(arch, size, classes, width)) / 1e9
 
 
 def images_in(data_mb: float, size: int, channels: int = 1) -> int:
-    """An upper estimate of the images in tensor files of ``data_mb`` MB (float32 C×size×size)."""
+    """An upper estimate of the images in tensor files of ``data_mb`` MB (float32 C×size×size).
+
+    Args:
+        data_mb: size of the files in MB (2**20 bytes).
+        size: image side in pixels.
+        channels: channels per image.
+    Returns:
+        The image count, rounded up.
+    """
     return int(math.ceil(data_mb * 2 ** 20 / (4 * channels * size * size)))
 
 
@@ -163,6 +203,8 @@ def mem_mb(kind: str, arch: str, size: int, batch: int, *, channels: int = 1, da
             beside the model).
     Returns:
         MB, a multiple of 100, at least ``FLOOR_MB``.
+    Raises:
+        ValueError: an unknown ``kind``, ``batch`` < 1 or ``size`` < 1.
     """
     if arch not in KNOWN_ARCHS:
         if batch < 1 or size < 1:
@@ -192,7 +234,19 @@ def mem_mb(kind: str, arch: str, size: int, batch: int, *, channels: int = 1, da
 def runtime_min(arch: str, size: int, n_images: int, passes: float, *, device: str = "cpu",
                 threads: int = 1, width: int = 32) -> int:
     """Rough upper estimate of a job's minutes: ``n_images`` × ``passes`` forward-pass
-    equivalents (forward + backward = 3) of the model, at ``RATE_GMACS`` of the device."""
+    equivalents (forward + backward = 3) of the model, at ``RATE_GMACS`` of the device.
+
+    Args:
+        arch: ``model.arch``; other than vgg16/vgg_small: VGG16 at ``max(32, size)`` × ``OTHER_ARCH_FACTOR``.
+        size: input side in pixels.
+        n_images: images the job processes.
+        passes: forward-pass equivalents per image.
+        device: ``cpu`` or ``cuda…`` (picks the rate).
+        threads: CPU threads (the CPU rate scales with them; ignored on a GPU).
+        width: vgg_small's first-block channels.
+    Returns:
+        Minutes, including ``START_MIN``, at least ``FLOOR_MIN``.
+    """
     if arch not in KNOWN_ARCHS:
         return runtime_min("vgg16", max(32, size), n_images, passes * OTHER_ARCH_FACTOR, device=device,
                            threads=threads)
@@ -205,7 +259,14 @@ def runtime_min(arch: str, size: int, n_images: int, passes: float, *, device: s
 def sensitivity_passes(c: dict) -> float:
     """Forward-pass equivalents per image of one sensitivity search (``flip_eps_bracket``) with
     the ``sensitivity`` config ``c``: every bisection round a full attack of every member and
-    restart (the worst case: an image that flips exits early), the refinement's rounds, FAB."""
+    restart (the worst case: an image that flips exits early), the refinement's rounds, FAB.
+
+    Args:
+        c: the ``sensitivity`` block; ``eps_max`` and ``tol`` required (pixel units), ``rel_tol``, ``method``,
+            ``steps``, ``restarts``, ``refine_steps``, ``fab_check``, ``fab_steps`` optional.
+    Returns:
+        Forward-pass equivalents per image.
+    """
     rounds = 1 + max(0, math.ceil(math.log2(float(c["eps_max"]) / float(c["tol"]))))
     rel = float(c.get("rel_tol", 0))
     if rel > 0:  # finer than tol for small ε: down to rel_tol of 1/100 of eps_max
@@ -220,7 +281,14 @@ def sensitivity_passes(c: dict) -> float:
 def health_passes(pgd: dict, square_queries: float) -> float:
     """Forward-pass equivalents per image of the model-running health checks
     (:func:`oncorobust.evaluation.health.model_checks`): PGD × 1, × restarts and × 2 steps × 2 restarts,
-    APGD at ε = 1, Square, gradients and determinism."""
+    APGD at ε = 1, Square, gradients and determinism.
+
+    Args:
+        pgd: the ``attacks.pgd`` parameters (``steps``, ``restarts``; defaults 10 and 1).
+        square_queries: queries of the health check's Square run (0: none).
+    Returns:
+        Forward-pass equivalents per image.
+    """
     steps, restarts = float(pgd.get("steps", 10)), float(pgd.get("restarts", 1))
     return 3 * (20 + steps * (1 + restarts + 4 * restarts)) + float(square_queries) + 6
 
@@ -228,7 +296,17 @@ def health_passes(pgd: dict, square_queries: float) -> float:
 def attack_passes(method: str, params: dict, member_params: dict | None = None) -> float:
     """Forward-pass equivalents per image of one attack (all restarts counted; an upper bound:
     early exit stops on flipped images). ``worst``: the sum of its members' (``params["members"]``,
-    each with its ``member_params`` entry; without them the defaults' Square-dominated figure)."""
+    each with its ``member_params`` entry; without them the defaults' Square-dominated figure).
+
+    Args:
+        method: a result name (a method of :data:`~oncorobust.spec.METHODS`, or ``transfer_`` + one).
+        params: its parameters (``attacks.<method>``; missing keys take the formula's defaults).
+        member_params: member name → its parameters, for ``worst``.
+    Returns:
+        Forward-pass equivalents per image.
+    Raises:
+        KeyError: ``method`` (or a member) is not a known method.
+    """
     base = base_method(method)
     if METHODS[base].family == "ensemble" and member_params is not None and params.get("members"):
         return sum(attack_passes(m, member_params.get(m) or {}) for m in params["members"]) + 2

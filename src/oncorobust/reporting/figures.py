@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from oncorobust.io import atomic_path  # noqa: E402
-from oncorobust.spec import METHODS, PAPER_METHODS  # noqa: E402
+from oncorobust.spec import METHODS, PAPER_METHODS, split_replicate_name  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
 METHOD_COLORS = {name: m.color for name, m in METHODS.items()}
@@ -234,14 +234,53 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
     return fig
 
 
+def seed_means(summary: pd.DataFrame) -> pd.DataFrame:
+    """Fold seed replicates (``R-r{k}``, :func:`oncorobust.spec.split_replicate_name`) of an attack
+    summary onto their regime R: per (dataset, R, method, ε) the mean accuracy over the K seeds and,
+    as its band, the envelope of the per-seed 95% CIs (lowest low, highest high) — it covers the
+    test-image noise of every seed and the seed-to-seed spread. Regimes with one seed are unchanged.
+
+    Args:
+        summary: rows of :func:`oncorobust.evaluation.results.summarize` (``dataset``, ``regime``,
+            ``method``, ``eps``, ``accuracy``, ``ci_low``, ``ci_high``, ``clean_accuracy``,
+            ``clean_ci_low``, ``clean_ci_high``, ...; accuracies in %).
+    Returns:
+        The same columns with ``regime`` the base regime, plus ``seeds`` (K per row).
+    """
+    if not len(summary):
+        return summary.assign(seeds=pd.Series(dtype=int))
+    base = summary.regime.map(lambda r: split_replicate_name(r)[0])
+    out = summary.assign(regime=base, seeds=1)
+    if (base == summary.regime).all():
+        return out
+    agg = {c: "first" for c in out.columns if c not in ("dataset", "regime", "method", "eps")}
+    agg.update({"accuracy": "mean", "clean_accuracy": "mean", "ci_low": "min", "clean_ci_low": "min",
+                "ci_high": "max", "clean_ci_high": "max", "seeds": "sum"})
+    if "flip_rate" in out.columns:
+        agg["flip_rate"] = "mean"
+    agg = {c: f for c, f in agg.items() if c in out.columns}
+    return out.groupby(["dataset", "regime", "method", "eps"], sort=False, as_index=False).agg(agg)
+
+
 def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm", "pgd"),
                       stem: str | Path | None = None, units: dict[str, dict] | None = None) -> plt.Figure:
     """Clean vs adversarially trained models, white-box, per dataset (datasets with adversarial
-    regimes only); colour = regime, line style = method. ``methods`` absent from ``summary`` are
-    left out (all white-box methods present are drawn when none of them is). Without any
-    adversarially trained regime the figure is a placeholder saying so."""
+    regimes only); colour = regime, line style = method. With seed replicates each regime is drawn
+    once: the mean over its seeds, the band the envelope of the per-seed 95% CIs (:func:`seed_means`).
+
+    Args:
+        summary: the attack summary (``tables/attack_summary.csv``; rows of
+            :func:`oncorobust.evaluation.results.summarize`), transfer rows are left out.
+        controls: the control datasets (their ε axis is not shared with the medical sets').
+        methods: the white-box methods to draw; those absent from ``summary`` are left out (all
+            white-box methods present are drawn when none of them is).
+        stem: where to write PNG + PDF (no suffix); None: not written.
+        units: dataset → ``stats.json``'s ``eps_units`` (a top axis in the stored data's units).
+    Returns:
+        The figure; a placeholder saying so when no adversarially trained regime is configured.
+    """
     _style()
-    wb = summary[~summary.method.str.startswith("transfer_")]
+    wb = seed_means(summary[~summary.method.str.startswith("transfer_")])
     datasets = [d for d in dict.fromkeys(wb.dataset) if (wb[wb.dataset == d].regime != "clean").any()]
     if not datasets:
         return _placeholder("No adversarially trained regime configured"
@@ -252,6 +291,7 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
     styles = {m: ["--", "-", ":", "-."][i % 4] for i, m in enumerate(methods)}
     medical = [d for d in datasets if d not in controls]
     med_max = wb[wb.dataset.isin(medical)].eps.max() if medical else 0
+    seeds = int(wb.seeds.max()) if len(wb) else 1
     fig, axes = _grid(max(1, len(datasets)))
     for ax, ds in zip(axes, datasets):
         scale = _eps_axis(ax, ds not in controls, med_max)
@@ -260,12 +300,16 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
             for method in methods:
                 m = wb[(wb.dataset == ds) & (wb.regime == regime) & (wb.method == method)]
                 if len(m):
+                    k = int(m.seeds.iloc[0])
                     _band(ax, _with_baseline(m), scale, colors[regime],
-                          f"{regime} · {METHOD_LABELS.get(method, method)}", styles[method])
+                          f"{regime}{f' ({k} seeds)' if k > 1 else ''} · {METHOD_LABELS.get(method, method)}",
+                          styles[method])
         ax.set_title(ds)
         ax.set_ylim(0, 102)
         ax.set_ylabel("accuracy (%)")
-    fig.suptitle("Adversarial training: accuracy under white-box attack (bands: 95% CI)", fontsize=9)
+    bands = ("bands: 95% CI" if seeds == 1 else
+             "lines: mean over seeds; bands: envelope of the per-seed 95% CIs")
+    fig.suptitle(f"Adversarial training: accuracy under white-box attack ({bands})", fontsize=9)
     _legend_below(fig, axes, ncol=4)
     if stem:
         save(fig, stem)

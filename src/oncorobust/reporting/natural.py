@@ -41,7 +41,13 @@ HEALTH_COLUMNS = ["dataset", "regime", "check", "passed", "value", "threshold", 
 
 def strongest_method(methods) -> str | None:
     """The strongest attack among ``methods`` (``worst`` first, then the registry's strength
-    order), None when none is a known method."""
+    order), None when none is a known method.
+
+    Args:
+        methods: an iterable of method names (unknown names, e.g. ``transfer_pgd``, are ignored).
+    Returns:
+        The method name, or None.
+    """
     known = [m for m in STRENGTH_ORDER if m in set(methods)]
     return known[0] if known else None
 
@@ -99,6 +105,8 @@ def mean_corruption_accuracy(table: pd.DataFrame) -> pd.DataFrame:
     accuracy / clean accuracy (MedMNIST-C / ImageNet-C style, relative to the clean model's own
     accuracy on the same images).
 
+    Args:
+        table: the frame of :func:`corruption_table`.
     Returns:
         :data:`MEAN_COLUMNS` (accuracies in %).
     """
@@ -122,7 +130,15 @@ def _ci(v, lo, hi, fmt: str) -> str:
 
 
 def corruption_markdown(table: pd.DataFrame, means: pd.DataFrame, controls=()) -> str:
-    """``corruptions.md``: per dataset the accuracy per corruption and severity, then the means."""
+    """``corruptions.md``: per dataset the accuracy per corruption and severity, then the means.
+
+    Args:
+        table: the frame of :func:`corruption_table`.
+        means: the frame of :func:`mean_corruption_accuracy`.
+        controls: dataset names marked "(control)" in their headings.
+    Returns:
+        The markdown text (a note instead of the tables when ``table`` is empty).
+    """
     lines = ["# Natural corruptions", "",
              "Accuracy (%) on the test images corrupted at each severity (in the corruption's unit), Wilson 95% CI;"
              " flip = % of images whose prediction changed; ‖δ‖∞ = the median measured L∞ size of the corruption,"
@@ -229,6 +245,14 @@ def noise_units_table(sens: dict[tuple[str, str], pd.DataFrame], noise: dict[str
 
 
 def noise_units_markdown(table: pd.DataFrame) -> str:
+    """``noise_units.md``: ε₅₀ in [0,1] units and in multiples of each image's own noise σ.
+
+    Args:
+        table: the frame of :func:`noise_units_table`.
+    Returns:
+        The markdown text: a note on the method, one table row per (dataset, regime), and a note
+        naming the datasets without σ (if any).
+    """
     lines = ["# ε₅₀ in units of each image's own noise", "",
              "Per test image: its flipping ε (sensitivity search, `eps_upper`; ∞ = no flip up to eps_max) divided by its"
              " noise σ in [0,1] units (σ in stored units measured on the crop at the stored resolution, before"
@@ -299,7 +323,15 @@ def corruption_health(per_image: dict[tuple, pd.DataFrame], sens: dict[tuple[str
 
 def attack_curve(per_image: dict[tuple, pd.DataFrame]) -> pd.DataFrame:
     """Accuracy (%) with Wilson CI per (dataset, regime, method, eps) from attack CSV frames
-    keyed (dataset, regime, method, eps); ε = 0 rows hold the clean accuracy."""
+    keyed (dataset, regime, method, eps); ε = 0 rows hold the clean accuracy.
+
+    Args:
+        per_image: {(dataset, regime, method, eps): attack CSV frame} (``label``, ``clean_pred``,
+            ``adv_pred``; ε in [0,1] pixel units).
+    Returns:
+        Columns dataset, regime, method, eps, accuracy, ci_low, ci_high (%; NaN for no images); one row
+        per key plus one ε = 0 row per (dataset, regime, method), sorted by dataset, regime, ε.
+    """
     rows = []
     for (ds, regime, method, eps), df in per_image.items():
         n = len(df)

@@ -6,7 +6,7 @@ outputs of the workflow and never from its aggregate tables:
 - clean accuracy (%), and worst-case accuracy (%) at the dataset's ``attack.reference_eps``:
   the per-image attack CSV of ``worst`` when that method ran, else of the strongest method run
   (:data:`oncorobust.spec.STRENGTH_ORDER`). For ``worst`` the sensitivity search's confirmed flips
-  at or below ε count as flipped (:func:`oncorobust.reporting.tables.merge_bracket`), as in
+  at or below ε count as flipped (:func:`oncorobust.evaluation.results.merge_bracket`), as in
   Table 1 and Table S5, so the accuracies equal theirs;
 - ε₅₀: the lower median of the test images' flipping ε (``eps_upper`` of the sensitivity CSV,
   inf = never flips), the robustness summary's definition (:func:`oncorobust.evaluation.robustness.quantile`);
@@ -46,7 +46,7 @@ from oncorobust.evaluation.paired import (eps50, mcnemar_exact, mean_difference,
                                           two_level_bootstrap)
 from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
-from oncorobust.reporting.tables import merge_bracket, read_attack_csv, read_per_image
+from oncorobust.evaluation.results import merge_bracket, read_attack_csv, read_per_image
 from oncorobust.spec import REGIMES, STRENGTH_ORDER, TRANSFER_PREFIX
 from oncorobust.spec import replicate_name as spec_replicate_name
 
@@ -291,7 +291,7 @@ def _accuracy(stem: str, oks: list[np.ndarray], n_boot: int, seed: int) -> dict:
         lo, hi = wilson(int(ok.sum()), len(ok))
         return _single(stem, 100 * float(ok.mean()), 100 * lo, 100 * hi)
     return _from_two_level(stem, two_level_bootstrap([o.astype(float) for o in oks], np.mean, n_boot=n_boot,
-                                                     seed=seed), 100.0)
+                                                     seed=seed, bounds=(0.0, 1.0)), 100.0)
 
 
 def _eps50(stem: str, eps: list[np.ndarray], n_boot: int, seed: int) -> dict:
@@ -299,7 +299,7 @@ def _eps50(stem: str, eps: list[np.ndarray], n_boot: int, seed: int) -> dict:
         e = eps[0]
         lo, hi = robustness.ci(robustness.bootstrap(e, 0.5, n_boot=n_boot, seed=seed))
         return _single(stem, robustness.quantile(e, 0.5), lo, hi)
-    return _from_two_level(stem, two_level_bootstrap(eps, eps50, n_boot=n_boot, seed=seed))
+    return _from_two_level(stem, two_level_bootstrap(eps, eps50, n_boot=n_boot, seed=seed, bounds=(0.0, math.inf)))
 
 
 def _paired(clean: list[pd.DataFrame], other: list[pd.DataFrame], n_boot: int, seed: int) -> dict:
@@ -320,7 +320,8 @@ def _paired(clean: list[pd.DataFrame], other: list[pd.DataFrame], n_boot: int, s
         out["d_eps50_n_undefined"] = e["n_undefined"]
         return out
     acc = [np.column_stack([c.adv_ok.to_numpy(float), o.adv_ok.to_numpy(float)]) for c, o in zip(clean, other)]
-    out.update(_from_two_level("d_accuracy", two_level_bootstrap(acc, mean_difference, n_boot=n_boot, seed=seed),
+    out.update(_from_two_level("d_accuracy", two_level_bootstrap(acc, mean_difference, n_boot=n_boot, seed=seed,
+                                                                   bounds=(-1.0, 1.0)),
                                100.0))
     eps = [np.column_stack([c.eps_upper.to_numpy(float), o.eps_upper.to_numpy(float)]) for c, o in zip(clean, other)]
     res = two_level_bootstrap(eps, median_difference, n_boot=n_boot, seed=seed)

@@ -7,17 +7,19 @@ All accuracies are percentages with Wilson 95% CIs and n; the paper's value (fro
 from __future__ import annotations
 
 import json
-import math
-import re
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from oncorobust.errors import DataError
-from oncorobust.evaluation.stats import paired_difference, wilson
-from oncorobust.io import ATTACK_KEY_COLUMNS
+from oncorobust.evaluation.paired import mean_difference, two_level_bootstrap
+# the per-image readers live in evaluation.results (the health jobs use them); re-exported here
+from oncorobust.evaluation.results import (AttackKeyError, InputKeyError, attack_key_from_path,  # noqa: F401
+                                           check_sensitivity_path, merge_bracket, pair_inputs, read_attack_csv,
+                                           read_per_image, summarize, test_ids)
+from oncorobust.evaluation.stats import paired_difference
+from oncorobust.spec import TRANSFER_PREFIX, replicate_name, split_replicate_name
 
 METHOD_ORDER = ["fgsm", "pgd", "bim"]  # the paper's Table 1 order
 
@@ -25,240 +27,6 @@ METHOD_ORDER = ["fgsm", "pgd", "bim"]  # the paper's Table 1 order
 def paper_values() -> pd.DataFrame:
     with resources.files("oncorobust").joinpath("data/paper_values.csv").open() as fh:
         return pd.read_csv(fh)
-
-
-def summarize(df: pd.DataFrame, dataset: str, regime: str, method: str, eps: float) -> dict:
-    """Accuracy (%), Wilson CI (%), flip rate (%) of one per-image attack result, and the clean
-    accuracy of the same images with its CI (the ε = 0 baseline of tables and figures)."""
-    n = len(df)
-    k = int((df.adv_pred == df.label).sum())
-    k0 = int((df.clean_pred == df.label).sum())
-    lo, hi = wilson(k, n)
-    lo0, hi0 = wilson(k0, n)
-    return {"dataset": dataset, "regime": regime, "method": method, "eps": float(eps), "n": n,
-            "accuracy": 100 * k / n if n else np.nan, "ci_low": 100 * lo, "ci_high": 100 * hi,
-            "flip_rate": 100 * float((df.adv_pred != df.clean_pred).mean()) if n else np.nan,
-            "clean_accuracy": 100 * k0 / n if n else np.nan,
-            "clean_ci_low": 100 * lo0, "clean_ci_high": 100 * hi0}
-
-
-def read_per_image(path: str | Path, ids: list[str] | None = None) -> pd.DataFrame:
-    """A per-image result CSV (attack or sensitivity), checked against the test images it scores.
-
-    Args:
-        path: the CSV.
-        ids: the sample IDs of the test split (``tensors/test.pt``), or None to skip the check.
-            A sensitivity CSV's ``split == "test"`` rows are compared.
-
-    Returns:
-        The frame (``sample_id`` as text).
-
-    Raises:
-        DataError: the file is unreadable, or its rows are not exactly one per test image (a
-            truncated or foreign file): naming the file, the counts and what to do.
-    """
-    try:
-        df = pd.read_csv(path, dtype={"sample_id": str, "regime": str, "method": str})
-    except Exception as exc:  # noqa: BLE001 (pandas raises many kinds on a damaged file)
-        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); delete it and rerun the workflow"
-                        " (it is rebuilt from the model and the test images)") from None
-    if ids is None:
-        return df
-    rows = df[df.split == "test"] if "split" in df.columns else df
-    got, want = list(rows.sample_id), [str(i) for i in ids]
-    if len(got) != len(want) or set(got) != set(want):
-        missing, extra = len(set(want) - set(got)), len(set(got) - set(want))
-        raise DataError(f"{path}: {len(got)} test rows for {len(want)} test images ({missing} test images"
-                        f" missing, {extra} rows of other images{', duplicated IDs' if len(set(got)) != len(got) else ''}):"
-                        " the file was truncated or changed outside the workflow. Delete it and rerun"
-                        " the workflow, which rebuilds it")
-    return df
-
-
-class InputKeyError(DataError):
-    """A per-image result file is not the one its entry of the rule's ``params.index`` describes
-    (the input list and the params are out of step, or the file was moved). Names the file."""
-
-
-class AttackKeyError(InputKeyError):
-    """A per-image attack CSV does not hold what the workflow wired to it: its own ``regime``,
-    ``method`` or ``eps`` column disagrees with the job's params or its path (a mis-wired input),
-    or the columns are missing (a file written before they existed). The message names the file."""
-
-
-def pair_inputs(index: list[dict], paths: list[str], what: str) -> list[tuple[dict, str]]:
-    """The entries of a rule's ``params.index`` with its input files, one to one.
-
-    Args:
-        index: the params entries (``dataset``, ``regime``...), in the input list's order.
-        paths: the input files.
-        what: what the files are, for the message (e.g. ``"attack CSVs"``).
-
-    Returns:
-        ``list(zip(index, paths))``.
-
-    Raises:
-        InputKeyError: the two lists differ in length (``zip`` would silently drop the tail).
-    """
-    index, paths = list(index), [str(p) for p in paths]
-    if len(index) != len(paths):
-        raise InputKeyError(f"{len(paths)} {what} but {len(index)} entries in the rule's params.index; the two"
-                            " lists must match one to one: fix the wiring (workflow/rules)")
-    return list(zip(index, paths))
-
-
-def check_sensitivity_path(path: str | Path, expect: dict) -> None:
-    """Check that a sensitivity CSV's path ``…/{dataset}/sensitivity/{regime}.csv`` names the
-    ``dataset`` and ``regime`` of ``expect`` (its entry of the rule's params; the file itself
-    has no such columns). A path of another layout is not checked.
-
-    Raises:
-        InputKeyError: the path names another dataset or regime, naming the file and both.
-    """
-    path = Path(path)
-    if path.suffix != ".csv" or path.parent.name != "sensitivity" or len(path.parts) < 3:
-        return
-    got = {"dataset": path.parent.parent.name, "regime": path.stem}
-    bad = [k for k in got if k in expect and str(expect[k]) != got[k]]
-    if bad:
-        raise InputKeyError(f"{path} is the sensitivity CSV of dataset={got['dataset']!r}, regime={got['regime']!r},"
-                            f" but was given as {', '.join(f'{k}={expect[k]!r}' for k in bad)}: the rule's input"
-                            " list and its params are not in the same order; fix the wiring (workflow/rules)")
-
-
-#: ``…/{regime}/{method}/eps={eps}.csv``, the attack CSVs' path layout (``workflow/rules/common.smk``).
-_ATTACK_PATH = re.compile(r"eps=(?P<eps>[^/\\]+)\.csv$")
-
-
-def attack_key_from_path(path: str | Path) -> tuple[str, str, float] | None:
-    """(regime, method, eps) from an attack CSV's path ``…/{regime}/{method}/eps={eps}.csv``, or
-    None when the path does not follow that layout."""
-    path = Path(path)
-    m = _ATTACK_PATH.fullmatch(path.name)
-    if not m or len(path.parts) < 3:
-        return None
-    try:
-        eps = float(m["eps"])
-    except ValueError:
-        return None
-    return path.parent.parent.name, path.parent.name, eps
-
-
-def _agrees(column: str, got, want) -> bool:
-    if column == "eps":
-        return math.isclose(float(got), float(want), rel_tol=1e-9, abs_tol=1e-15)
-    return str(got) == str(want)
-
-
-def _fmt_key(key: tuple) -> str:
-    return f"regime={key[0]!r}, method={key[1]!r}, eps={float(key[2])!r}"
-
-
-def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
-                    expect: dict | None = None) -> tuple[tuple[str, str, float], pd.DataFrame]:
-    """A per-image attack CSV and the (regime, method, eps) it says it holds, checked.
-
-    The key is read from the file's own columns (:data:`oncorobust.io.ATTACK_KEY_COLUMNS`, one
-    value each) and compared with ``expect`` (what the workflow wired to this input, e.g. an entry
-    of the rule's ``params.index``) and with the path when it follows the layout
-    ``…/{regime}/{method}/eps={eps}.csv``. ε agrees within a relative 1e-9.
-
-    Args:
-        path: the CSV (``results/{ds}/attacks/{regime}/{method}/eps={eps}.csv``).
-        ids: the sample IDs of the test split, or None to skip that check (see :func:`read_per_image`).
-        expect: the expected ``regime``, ``method`` and ``eps`` (other keys, e.g. ``dataset``, are
-            ignored; a key left out is not compared).
-
-    Returns:
-        ((regime, method, eps), the frame with every column, the key columns included). A file with
-        no rows (no test image) takes its key from ``expect``, else its path.
-
-    Raises:
-        DataError: see :func:`read_per_image`.
-        AttackKeyError: the key columns are missing (written by an older oncorobust: rerun the
-            attack jobs), hold several values, or disagree with ``expect`` or the path; naming
-            the file and both keys.
-    """
-    df = read_per_image(path, ids)
-    missing = [c for c in ATTACK_KEY_COLUMNS if c not in df.columns]
-    if missing:
-        raise AttackKeyError(f"{path}: no {'/'.join(missing)} column: the file was written by an older oncorobust,"
-                             " whose attack CSVs did not say what they hold. Rerun the attack jobs (Snakemake"
-                             " reruns them by itself since their code changed; otherwise delete the results'"
-                             " attacks/ folders or run with `--forcerun attack`)")
-    path_key = attack_key_from_path(path)
-    if len(df) == 0:
-        given = expect or {}
-        if all(k in given for k in ATTACK_KEY_COLUMNS):
-            return (str(given["regime"]), str(given["method"]), float(given["eps"])), df
-        if path_key is None:
-            raise AttackKeyError(f"{path}: no rows, so no regime/method/eps to read, and neither the params nor"
-                                 " the path give them")
-        return path_key, df
-    several = [c for c in ATTACK_KEY_COLUMNS if df[c].nunique(dropna=False) != 1]
-    if several:
-        raise AttackKeyError(f"{path}: column(s) {'/'.join(several)} hold several values (one attack result per"
-                             " file: several files pasted together?); delete it and rerun the workflow")
-    try:
-        key = (str(df.regime.iloc[0]), str(df.method.iloc[0]), float(df.eps.iloc[0]))
-    except (TypeError, ValueError):
-        key = None
-    if key is None or not math.isfinite(key[2]):
-        raise AttackKeyError(f"{path}: eps column is not a number ({df.eps.iloc[0]!r}); delete it and rerun the"
-                             " workflow")
-    if expect is not None:
-        given = {c: expect[c] for c in ATTACK_KEY_COLUMNS if expect.get(c) is not None}
-        bad = [c for c, v in zip(ATTACK_KEY_COLUMNS, key) if c in given and not _agrees(c, v, given[c])]
-        if bad:
-            raise AttackKeyError(f"{path} holds {_fmt_key(key)} but was given as"
-                                 f" {', '.join(f'{c}={w!r}' for c, w in given.items())} (disagreeing:"
-                                 f" {'/'.join(bad)}): the rule's input list and its params.index are not in the"
-                                 " same order, or the file was moved; fix the wiring (workflow/rules) or delete"
-                                 " the file and rerun")
-    if path_key is not None and not all(_agrees(c, a, b) for c, a, b in zip(ATTACK_KEY_COLUMNS, key, path_key)):
-        raise AttackKeyError(f"{path} holds {_fmt_key(key)}, but its path says {_fmt_key(path_key)}: the file was"
-                             " copied or moved by hand; delete it and rerun the workflow")
-    return key, df
-
-
-def test_ids(path: str | Path) -> list[str]:
-    """The sample IDs of a split's tensor file (``tensors/test.pt``), in order."""
-    import torch
-
-    return [str(i) for i in torch.load(path, map_location="cpu", weights_only=True)["ids"]]
-
-
-def merge_bracket(worst: pd.DataFrame, sens: pd.DataFrame, eps: float, labels: str, n_classes: int) -> pd.DataFrame:
-    """One verdict per image: ``worst``'s result at ``eps`` with every image that the sensitivity
-    search flipped at a confirmed ``eps_upper`` ≤ ``eps`` counted as flipped.
-
-    The search's flips are confirmed images (re-scored one at a time) inside the same L∞ ball, so
-    an image it flips at or below ε is one the worst case missed. Its adversarial class is the
-    other class on two classes; on more it is unknown and recorded as −1 (wrong: the worst case).
-    With ``labels: true`` only images the model classifies correctly change (the search pushes
-    away from the prediction, which is then the label).
-
-    Args:
-        worst: the per-image CSV of ``worst`` at ``eps`` (sample_id, label, clean_pred, adv_pred, ...).
-        sens: the sensitivity CSV of the same (dataset, regime) (sample_id, split, eps_upper).
-        eps: the attack's ε (pixel units).
-        labels: ``predicted`` or ``true``.
-        n_classes: the model's class count.
-
-    Returns:
-        A copy of ``worst`` with ``adv_pred`` updated and a bool column ``from_bracket``.
-    """
-    out = worst.copy()
-    test = sens[sens.split == "test"] if "split" in sens.columns else sens
-    upper = out.sample_id.map(test.set_index("sample_id").eps_upper).astype(float)
-    unflipped = out.adv_pred == out.clean_pred
-    if labels == "true":
-        unflipped &= out.clean_pred == out.label
-    extra = unflipped & (upper <= float(eps) * (1 + 1e-9))
-    other = (1 - out.clean_pred) if n_classes == 2 else -1
-    out["adv_pred"] = np.where(extra, other, out.adv_pred)
-    out["from_bracket"] = extra.to_numpy()
-    return out
 
 
 def paper_lookup(table: str, name: str | None, regime: str, method: str, eps: float) -> float:
@@ -331,37 +99,124 @@ def table1(summary: pd.DataFrame, paper_names: dict[str, str | None], labels: st
     return out
 
 
+#: Table S5's columns (one seed per regime)
+S5_COLUMNS = ["dataset", "regime", "method", "evaluation", "eps", "eps_stored", "n", "original", "adv_trained",
+              "difference", "diff_ci_low", "diff_ci_high", "paper_original", "paper_adv_trained"]
+#: the columns added when a dataset has several seed replicates (``replicates: K``)
+S5_SEED_COLUMNS = ["replicates", "interval", "diff_sa_ci_low", "diff_sa_ci_high", "diff_images_ci_low",
+                   "diff_images_ci_high", "diff_seed_min", "diff_seed_max", "original_seed_min",
+                   "original_seed_max", "adv_trained_seed_min", "adv_trained_seed_max"]
+
+
 def table_s5(per_image: dict[tuple, pd.DataFrame], ref_eps: dict[str, float],
-             paper_names: dict[str, str | None], units: dict[str, dict] | None = None) -> pd.DataFrame:
+             paper_names: dict[str, str | None], units: dict[str, dict] | None = None, *,
+             n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Clean vs adversarially trained accuracy at each dataset's reference ε, white-box and transfer.
 
-    ``per_image`` maps (dataset, regime, method, eps) to the per-image frame. The difference is
-    paired (same test images) with a Wald 95% CI.
+    Replicate k of a regime (``R-r{k}``, :func:`oncorobust.spec.split_replicate_name`) is paired
+    with replicate k of ``clean`` on the same test images. With one seed per regime the row is that
+    pair: accuracies in %, the paired difference with a Wald 95% CI. With K seeds the row is the
+    mean over the K pairs; ``diff_ci_*`` is the two-level bootstrap (seeds, then images),
+    ``diff_sa_ci_*`` the small-K interval (Student t over seeds ⊕ images; prefer it for K ≤ 5),
+    ``diff_images_ci_*`` the images-only interval and ``*_seed_min/max`` the per-seed range
+    (:func:`oncorobust.evaluation.paired.two_level_bootstrap`); those columns
+    (:data:`S5_SEED_COLUMNS`) are present only when some regime has K > 1.
+
+    Args:
+        per_image: (dataset, regime, method, ε) → the per-image attack frame (``sample_id``,
+            ``label``, ``adv_pred``), regimes named as in the paths (replicates included).
+        ref_eps: dataset → its ``attack.reference_eps`` ([0,1] pixel units); other ε are left out.
+        paper_names: dataset → the paper's dataset name (for the paper's values), or None.
+        units: dataset → ``stats.json``'s ``eps_units`` (ε in the stored data's units), optional.
+        n_boot: bootstrap replicates of the K > 1 intervals.
+        seed: their ``numpy.random.default_rng`` seed (the config's ``seed``).
+    Returns:
+        One row per (dataset, regime, method, evaluation) with the columns of
+        :data:`S5_COLUMNS` (+ :data:`S5_SEED_COLUMNS` when K > 1), accuracies and differences in %.
     """
     paper = paper_values()
-    rows = []
+    pairs: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     for (ds, regime, method, eps), adv_df in per_image.items():
-        if regime == "clean" or not np.isclose(eps, ref_eps.get(ds, np.nan)):
+        base_regime, k = split_replicate_name(regime)
+        if base_regime == "clean" or not np.isclose(eps, ref_eps.get(ds, np.nan)):
             continue
-        base = method.removeprefix("transfer_")
-        clean_df = per_image.get((ds, "clean", base, eps))
+        base = method.removeprefix(TRANSFER_PREFIX)
+        clean_df = per_image.get((ds, replicate_name("clean", k), base, eps))
         if clean_df is None:
             continue
         m = clean_df.merge(adv_df, on="sample_id", suffixes=("_c", "_a"))
-        right_c = m.adv_pred_c == m.label_c
-        right_a = m.adv_pred_a == m.label_a
-        n = len(m)
-        d, lo, hi = paired_difference(int((right_a & ~right_c).sum()), int((right_c & ~right_a).sum()), n)
-        rows.append({"dataset": ds, "regime": regime, "method": base,
-                     "evaluation": "transfer" if method.startswith("transfer_") else "white-box",
-                     "eps": eps, "eps_stored": clinical_eps(eps, (units or {}).get(ds))[1],
-                     "n": n, "original": 100 * right_c.mean(), "adv_trained": 100 * right_a.mean(),
-                     "difference": 100 * d, "diff_ci_low": 100 * lo, "diff_ci_high": 100 * hi,
-                     "paper_original": _paper_lookup(paper, "table1", paper_names.get(ds), "clean", base, eps),
-                     "paper_adv_trained": _paper_lookup(paper, "table_s5", paper_names.get(ds), regime, base, eps)})
-    cols = ["dataset", "regime", "method", "evaluation", "eps", "eps_stored", "n", "original", "adv_trained",
-            "difference", "diff_ci_low", "diff_ci_high", "paper_original", "paper_adv_trained"]
+        evaluation = "transfer" if method.startswith(TRANSFER_PREFIX) else "white-box"
+        pairs.setdefault((ds, base_regime, base, evaluation, eps), {})[k] = (
+            (m.adv_pred_c == m.label_c).to_numpy(), (m.adv_pred_a == m.label_a).to_numpy())
+    several = any(len(reps) > 1 or 1 not in reps for reps in pairs.values())
+    rows = []
+    for (ds, regime, base, evaluation, eps), reps in pairs.items():
+        row = {"dataset": ds, "regime": regime, "method": base, "evaluation": evaluation, "eps": eps,
+               "eps_stored": clinical_eps(eps, (units or {}).get(ds))[1],
+               "paper_original": _paper_lookup(paper, "table1", paper_names.get(ds), "clean", base, eps),
+               "paper_adv_trained": _paper_lookup(paper, "table_s5", paper_names.get(ds), regime, base, eps)}
+        ks = sorted(reps)
+        if ks == [1]:
+            right_c, right_a = reps[1]
+            n = len(right_c)
+            d, lo, hi = paired_difference(int((right_a & ~right_c).sum()), int((right_c & ~right_a).sum()), n)
+            row.update({"n": n, "original": 100 * right_c.mean(), "adv_trained": 100 * right_a.mean(),
+                        "difference": 100 * d, "diff_ci_low": 100 * lo, "diff_ci_high": 100 * hi})
+            if several:
+                row.update({"replicates": 1, "interval": "images", "diff_images_ci_low": 100 * lo,
+                            "diff_images_ci_high": 100 * hi, "diff_seed_min": 100 * d, "diff_seed_max": 100 * d})
+        else:
+            stacked = [np.column_stack([reps[k][0], reps[k][1]]).astype(float) for k in ks]
+            res = two_level_bootstrap(stacked, mean_difference, n_boot=n_boot, seed=seed, bounds=(-1.0, 1.0))
+            orig = [100 * float(reps[k][0].mean()) for k in ks]
+            adv = [100 * float(reps[k][1].mean()) for k in ks]
+            row.update({"n": len(stacked[0]), "original": float(np.mean(orig)), "adv_trained": float(np.mean(adv)),
+                        "difference": 100 * res["mean"], "diff_ci_low": 100 * res["ci_low"],
+                        "diff_ci_high": 100 * res["ci_high"], "replicates": len(ks), "interval": "seeds+images",
+                        "diff_sa_ci_low": 100 * res["sa_ci_low"], "diff_sa_ci_high": 100 * res["sa_ci_high"],
+                        "diff_images_ci_low": 100 * res["images_ci_low"],
+                        "diff_images_ci_high": 100 * res["images_ci_high"],
+                        "diff_seed_min": 100 * res["seed_min"], "diff_seed_max": 100 * res["seed_max"],
+                        "original_seed_min": min(orig), "original_seed_max": max(orig),
+                        "adv_trained_seed_min": min(adv), "adv_trained_seed_max": max(adv)})
+        rows.append(row)
+    cols = S5_COLUMNS + (S5_SEED_COLUMNS if several else [])
     return pd.DataFrame(rows, columns=cols).sort_values(["dataset", "regime", "method", "evaluation"])
+
+
+def table_s5_markdown(s5: pd.DataFrame) -> str:
+    """Table S5 as markdown: every column with one seed per regime; with K seeds (the columns of
+    :data:`S5_SEED_COLUMNS` present) the across-seed means, the two intervals and the seed range.
+
+    Args:
+        s5: a frame of :func:`table_s5`.
+    Returns:
+        The markdown table and, with K seeds, a note saying which interval is which.
+    """
+    if "replicates" not in s5.columns:
+        return dataframe_markdown(s5)
+
+    def rng(lo, hi):
+        return "–" if pd.isna(lo) else f"{lo:.1f} to {hi:.1f}"
+
+    lines = ["| dataset | regime | method | evaluation | ε | ε stored | n | seeds | original % (seeds) |"
+             " adv. trained % (seeds) | difference, pp [two-level CI]; t⊕img; seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in s5.itertuples():
+        diff = f"{r.difference:+.1f} [{r.diff_ci_low:.1f}, {r.diff_ci_high:.1f}]"
+        if r.replicates > 1:
+            diff += (f"; t⊕img [{r.diff_sa_ci_low:.1f}, {r.diff_sa_ci_high:.1f}]"
+                     f"; seeds {r.diff_seed_min:+.1f} to {r.diff_seed_max:+.1f}")
+        lines.append(f"| {r.dataset} | {r.regime} | {r.method} | {r.evaluation} | {r.eps:g} | {r.eps_stored or '–'}"
+                     f" | {r.n} | {r.replicates} | {r.original:.1f} ({rng(r.original_seed_min, r.original_seed_max)})"
+                     f" | {r.adv_trained:.1f} ({rng(r.adv_trained_seed_min, r.adv_trained_seed_max)})"
+                     f" | {diff} |")
+    note = ("\nWith several seeds per regime, replicate k of a regime is compared with replicate k of clean on the"
+            " same test images; the values are means over the seeds. Intervals (95%): a two-level bootstrap (seeds,"
+            " then images), \"t⊕img\" the small-K interval (Student t over the per-seed differences combined with"
+            " the images' interval; prefer it for 5 seeds or fewer), \"seeds\" the range of the per-seed values."
+            " One seed: Wald paired interval over the images. The CSV has the images-only interval too.\n")
+    return "\n".join(lines) + "\n" + note
 
 
 def sanity_warnings(summary: pd.DataFrame, controls: set[str]) -> pd.DataFrame:

@@ -288,9 +288,23 @@ class RegimeLoss:
     code: str = ""
 
     def backward_passes(self, iters: int) -> int:
+        """Backward passes per training step.
+
+        Args:
+            iters: inner sign steps.
+        Returns:
+            ``iters`` + 1 (the inner steps and the outer loss).
+        """
         return int(iters) + 1
 
     def image_passes(self, iters: int) -> int:
+        """Forward+backward passes per training image (the TRADES KL target's forward-only pass not counted).
+
+        Args:
+            iters: inner sign steps.
+        Returns:
+            ``iters`` + 2 (the inner steps, then the clean and the adversarial copy in the outer step).
+        """
         return int(iters) + 2
 
 

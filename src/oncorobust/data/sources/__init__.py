@@ -20,7 +20,14 @@ ARRAY_FORMATS = {"mnist", "cifar10", "digits"}
 
 
 def source_root(cfg: dict) -> Path:
-    """The folder that manifest ``source`` paths of a file-based source are relative to."""
+    """The folder that manifest ``source`` paths of a file-based source are relative to.
+
+    Args:
+        cfg: the dataset's source config (``format``; ``root``; ``manifest`` for the manifest format).
+
+    Returns:
+        ``root``; for the manifest format ``root`` if given, else the manifest file's folder.
+    """
     if cfg["format"] == "manifest":
         return Path(cfg.get("root") or Path(cfg["manifest"]).parent)
     return Path(cfg["root"])

@@ -24,7 +24,19 @@ _WHERE = {
 
 
 def load_arrays(cfg: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train": (images, labels), "test": (...)}``; images N×H×W (gray) or N×H×W×3, float32 0..1."""
+    """``{"train": (images, labels), "test": (...)}``; images N×H×W (gray) or N×H×W×3, float32 0..1.
+
+    Args:
+        cfg: the source config (``format``: ``digits``, ``mnist`` or ``cifar10``; ``root`` for the
+            latter two).
+
+    Returns:
+        {part: (float32 images in [0,1], int64 labels N)}; ``digits`` gives one part ``"all"``
+        (8×8 images).
+
+    Raises:
+        DataError: ``source.root`` is not a folder, or the MNIST/CIFAR-10 files are missing or corrupt.
+    """
     fmt = cfg["format"]
     if fmt == "digits":
         from sklearn.datasets import load_digits
@@ -52,6 +64,15 @@ def load_arrays(cfg: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def ingest(cfg: dict, result: IngestResult) -> None:
+    """Add one record per image (its own patient; the official test part is the test split).
+
+    Args:
+        cfg: the source config (see :func:`load_arrays`).
+        result: receives the records; ``source`` is ``<format>:<part>:<index>``.
+
+    Raises:
+        DataError: as :func:`load_arrays`.
+    """
     fmt = cfg["format"]
     for part, (_, labels) in load_arrays(cfg).items():
         split = "test" if part == "test" else ""

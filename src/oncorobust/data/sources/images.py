@@ -42,7 +42,14 @@ class ImageError(DicomError):
 
 
 def image_kind(path: str | os.PathLike) -> str:
-    """``pillow``, ``nifti`` or ``dicom`` (anything else, e.g. ``.dcm`` or no suffix)."""
+    """``pillow``, ``nifti`` or ``dicom`` (anything else, e.g. ``.dcm`` or no suffix).
+
+    Args:
+        path: the image file (only its name is read).
+
+    Returns:
+        The reader that decodes it.
+    """
     name = Path(path).name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
@@ -204,7 +211,20 @@ def require_min_side(pixels: np.ndarray, path: str | os.PathLike, rgb: bool = Fa
 
 
 def image_shape(path: str | os.PathLike) -> tuple[int, int, int]:
-    """(frames, rows, columns) of an image file, from its header where the format allows."""
+    """(frames, rows, columns) of an image file, from its header where the format allows.
+
+    Args:
+        path: a DICOM, NIfTI or Pillow image file.
+
+    Returns:
+        (frames, rows, columns); frames is 1 for a single image (DICOM: 0 rows/columns when the
+        header has none).
+
+    Raises:
+        DicomError: the DICOM header cannot be read.
+        ImageError: a NIfTI or Pillow file cannot be read, nibabel is missing, or a NIfTI file is not
+            2-D or 3-D.
+    """
     path = Path(path)
     kind = image_kind(path)
     if kind == "dicom":

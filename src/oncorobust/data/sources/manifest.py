@@ -7,7 +7,8 @@ Columns (see config/README.md):
 - ``path`` — a DICOM file, or a series folder (slices ordered by their position along the slice
   normal, ``n · ImagePositionPatient`` with ``n`` = row × column of ImageOrientationPatient: z for
   an axial series, x for a sagittal one, y for a coronal one), or a PNG/JPEG/TIFF/NIfTI file
-  (read by :mod:`.images`; a NIfTI volume's slice is ``roi_slice``), relative to ``source.root`` (default: the manifest's folder) or absolute;
+  (read by :mod:`.images`; a NIfTI volume's slice is ``roi_slice``), relative to ``source.root``
+  (default: the manifest's folder) or absolute;
 - the ROI, either ``roi_row`` + ``roi_col`` (pixels, origin top-left) with, for a series,
   ``roi_slice`` (0-based index in that order) or ``roi_z_mm`` (that position in mm); or
   ``mask_path``, a mask DICOM of the image's size (value > 0 inside; for a series, its position

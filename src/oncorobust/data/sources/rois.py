@@ -489,6 +489,9 @@ def structure_roi(where: str, root: Path, row: dict, slices: Sequence[Path],
         slices: the image series' slice files in the series' order.
         roi_slice: the row's ``roi_slice`` (NaN: the largest cross-section).
 
+    Returns:
+        The :class:`StructureRoi` on the chosen slice, or None when the row gives neither form.
+
     Raises:
         DataError: the row gives both forms, or one of them together with a point, a mask or
             ``roi_z_mm``, or a file without its structure name / segment, or a ``roi_slice``

@@ -119,7 +119,16 @@ def _lidc_xml(series_uid: str, study_uid: str, readers: list[list[dict]]) -> byt
 
 def generate_lidc(out: Path, n_patients: int = 100, seed: int = 0, size: int = 96,
                   n_slices: int = 16, separation: float = 1.2) -> None:
-    """Write an LIDC-IDRI-like tree under ``out`` (``LIDC-IDRI/LIDC-IDRI-NNNN/...``)."""
+    """Write an LIDC-IDRI-like tree under ``out`` (``LIDC-IDRI/LIDC-IDRI-NNNN/...``).
+
+    Args:
+        out: the folder to write into.
+        n_patients: patients, one CT series of 1-3 nodules each.
+        seed: seed of everything drawn.
+        size: slice side in pixels (0.7 mm pixels; stored values are HU + 1024, clipped to 0..4095).
+        n_slices: slices per series (2.5 mm apart; at least 9, nodule centres lie in [4, n_slices - 4)).
+        separation: class separation: the latent score is N(±separation, 1) (malignant +, benign -).
+    """
     rng = np.random.default_rng(seed)
     spacing, thickness = 0.7, 2.5
     top = Path(out) / "LIDC-IDRI"
@@ -199,7 +208,15 @@ _CBIS_CALC_HEADER = ["patient_id", "breast density", "left or right breast", "im
 
 def generate_cbis_ddsm(out: Path, n_patients: int = 150, seed: int = 0, shape=(192, 128),
                        separation: float = 1.1) -> None:
-    """Write a CBIS-DDSM-like download tree under ``out/CBIS-DDSM`` and its case CSVs under ``out``."""
+    """Write a CBIS-DDSM-like download tree under ``out/CBIS-DDSM`` and its case CSVs under ``out``.
+
+    Args:
+        out: the folder to write into.
+        n_patients: patients, one mammogram (mass or calcification case) with 1-2 abnormalities each.
+        seed: seed of everything drawn.
+        shape: (rows, columns) of a full mammogram in pixels (0.1 mm pixels, uint16 grey levels).
+        separation: class separation: the latent score is N(±separation, 1) (malignant +, benign -).
+    """
     rng = np.random.default_rng(seed)
     out = Path(out)
     top = out / "CBIS-DDSM"
@@ -277,7 +294,16 @@ def generate_cbis_ddsm(out: Path, n_patients: int = 150, seed: int = 0, shape=(1
 # --------------------------------------------------------------------------------------- MRI
 def generate_mri_manifest(out: Path, n_patients: int = 80, seed: int = 0, size: int = 96,
                           n_slices: int = 10, separation: float = 1.6) -> None:
-    """Write brain-MRI-like series (one folder per patient) and ``out/manifest.csv``."""
+    """Write brain-MRI-like series (one folder per patient) and ``out/manifest.csv``.
+
+    Args:
+        out: the folder to write into.
+        n_patients: patients, one T1post series of 1-4 lesions each.
+        seed: seed of everything drawn.
+        size: slice side in pixels (1 mm pixels, uint16 grey levels 0..4095).
+        n_slices: slices per series (5 mm apart; at least 5, lesion centres lie in [2, n_slices - 2)).
+        separation: class separation: the latent score is N(±separation, 1) (malignant +, benign -).
+    """
     rng = np.random.default_rng(seed)
     out = Path(out)
     rows = []
@@ -331,7 +357,16 @@ GENERATORS = {"lidc": generate_lidc, "cbis_ddsm": generate_cbis_ddsm, "manifest"
 
 
 def generate(fmt: str, out: str | Path, **kwargs) -> None:
-    """Write synthetic demo data in the native layout read by the ``fmt`` source adapter."""
+    """Write synthetic demo data in the native layout read by the ``fmt`` source adapter.
+
+    Args:
+        fmt: ``lidc``, ``cbis_ddsm`` or ``manifest`` (a key of :data:`GENERATORS`).
+        out: the folder to write into (created if missing).
+        **kwargs: passed to the generator (``n_patients``, ``seed``, ...).
+
+    Raises:
+        ValueError: no generator for ``fmt``.
+    """
     if fmt not in GENERATORS:
         raise ValueError(f"no synthetic generator for format {fmt!r}; choose from {sorted(GENERATORS)}")
     Path(out).mkdir(parents=True, exist_ok=True)
