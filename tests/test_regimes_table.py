@@ -299,7 +299,10 @@ def test_script_writes_csv_and_md(one_seed, tmp_path):
     test_pt = tmp_path / "test.pt"
     torch.save({"ids": out["ids"]}, test_pt)
     stats = tmp_path / "stats.json"
-    stats.write_text('{"classes": ["benign", "malignant"]}')
+    stats.write_text('{"classes": ["benign", "malignant"], "counts": {"train": {"used": {"0": 60, "1": 40}},'
+                     ' "val": {"used": {"0": 10, "1": 20}}}}')
+    hist = tmp_path / "adv_pgd.history.csv"
+    pd.DataFrame({"epoch": [1, 2, 3], "loss": [1.0, 0.9, 0.8]}).to_csv(hist, index=False)
     bench = tmp_path / "clean.tsv"
     bench.write_text("s\th:m:s\n12.5\t0:00:12\n")
     assert read_train_seconds(bench) == 12.5 and math.isnan(read_train_seconds(tmp_path / "none.tsv"))
@@ -309,11 +312,16 @@ def test_script_writes_csv_and_md(one_seed, tmp_path):
                                     tests=[str(test_pt)], stats=[str(stats)]),
         output=types.SimpleNamespace(csv=str(tmp_path / "regimes.csv"), md=str(tmp_path / "regimes.md")),
         params=types.SimpleNamespace(index=index, datasets=["ct"], labels="predicted", seed=0,
+                                     adversarial={"ct": {"iters": 5, "clean_fraction": 0.5}},
+                                     histories=[str(tmp_path / "clean.history.csv"), str(hist)],
                                      benchmarks=[str(bench), str(tmp_path / "missing.tsv")]))
     runpy.run_path(str(ROOT / "workflow" / "scripts" / "regimes_table.py"), init_globals={"snakemake": sm})
     csv = pd.read_csv(sm.output.csv)
     assert list(csv.columns) == COLUMNS and list(csv.regime) == ["clean", "adv_pgd"]
     assert csv.train_seconds.iloc[0] == 12.5 and math.isnan(csv.train_seconds.iloc[1])
+    # 3 epochs × (100 training images × (1 + 5 × 0.5) + 30 validation images × 5 PGD steps); no clean history
+    assert csv.train_grad_evals.iloc[1] == 3 * (100 * 3.5 + 30 * 5) and math.isnan(csv.train_grad_evals.iloc[0])
+    assert "0.0015 M grad. evals" in Path(sm.output.md).read_text()
     assert csv.only_clean.isna().iloc[0] and float(csv.only_clean.iloc[1]).is_integer()
     assert Path(sm.output.md).read_text().startswith("# Training regimes compared")
 

@@ -80,3 +80,19 @@ def test_bad_arguments():
         res.mem_mb("attack", "torchvision:resnet18", 224, 0)
     with pytest.raises(ValueError, match="batch"):
         res.mem_mb("attack", "vgg16", 224, 0)
+
+
+def test_train_grad_evals_known_counts():
+    from oncorobust.pipeline.resources import train_grad_evals
+    from oncorobust.training.losses import REGIME_LOSSES
+
+    adv = {"iters": 7, "clean_fraction": 0.5, "free_replays": 4, "robust_val_max": 50}
+    assert train_grad_evals("clean", None, 100, 40) == {"train": 100.0, "validation": 0.0, "per_image": 1.0}
+    assert train_grad_evals("adv_pgd", adv, 100, 40)["train"] == 100 * (1 + 7 * 0.5)
+    assert train_grad_evals("adv_pgd", adv, 100, 80)["validation"] == 50 * 7  # robust_val_max caps it
+    assert train_grad_evals("adv_fast", adv, 100, 40)["per_image"] == 2
+    assert train_grad_evals("adv_free", adv, 100, 40)["per_image"] == 4
+    for name, rl in REGIME_LOSSES.items():  # the loss registry's own count
+        assert train_grad_evals(name, adv, 10, 0)["per_image"] == rl.image_passes(7)
+    with pytest.raises(ValueError, match="unknown regime"):
+        train_grad_evals("adv_nope", adv, 1, 1)

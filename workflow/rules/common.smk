@@ -244,30 +244,26 @@ def get_train_mem_mb(wildcards, input):
 
 
 def get_train_runtime(wildcards, input, threads):
-    """Minutes: epochs × (train images × passes + validation), adversarial steps included."""
-    ds, regime = wildcards.ds, getattr(wildcards, "regime", "clean")
+    """Minutes: epochs × (the update loop's and the validation attack's gradient evaluations
+    (pipeline.resources.train_grad_evals) × 3 + the validation's forward passes)."""
+    ds = wildcards.ds
+    regime = _spec.split_replicate_name(getattr(wildcards, "regime", "clean"))[0]
     d = config["datasets"][ds]
     s = _shape(ds)
     n_train, n_val = _n_images(ds, input.train), _n_images(ds, input.val)
     if not n_train:
         return _unknown_runtime(ds)
-    if regime == "clean":
-        epochs, per_train, per_val = int(d["train"]["epochs"]), 3.0, 1.0
-    else:
-        adv = d.get("adversarial_training", {})
-        iters = float(adv.get("iters", 7))
-        epochs = int(adv.get("epochs", d["train"]["epochs"]))
-        per_train = {
-            "adv_pgd": 3 + 3 * iters * (1 - float(adv.get("clean_fraction", 0.5))),
-            "adv_fast": 6.0,
-            "adv_free": 3.0,
-        }.get(regime, 3 + 3 * iters)
-        per_val = 2 + 3 * iters
+    adv = d.get("adversarial_training", {}) if regime != "clean" else {}
+    epochs = int(adv.get("epochs", d["train"]["epochs"]))
+    if regime == "adv_free":  # fit() divides the epochs by the replays
+        epochs = -(-epochs // int(adv.get("free_replays", 4)))
+    cost = _res.train_grad_evals(regime, adv, n_train, n_val)
+    forward_only = n_val * (1 if regime == "clean" else 2)
     return _res.runtime_min(
         s["arch"],
         s["size"],
         1,
-        epochs * (n_train * per_train + n_val * per_val),
+        epochs * (3 * (cost["train"] + cost["validation"]) + forward_only),
         device=_device(),
         threads=threads,
         width=s["width"],

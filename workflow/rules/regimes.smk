@@ -25,7 +25,19 @@ rule regimes_table:
         datasets=DATASETS,
         labels=config["attacks"]["labels"],
         seed=config["seed"],
+        # the training cost (gradient evaluations per epoch) depends on these
+        adversarial=canon(
+            {
+                ds: config["datasets"][ds].get("adversarial_training", {})
+                for ds in DATASETS
+            }
+        ),
         # training cost: read when present (not inputs: a benchmark file is no rule's output)
+        # and epochs run (history; an imported model has none: no cost shown)
+        histories=lambda w: [
+            f"{R}/{e['dataset']}/models/{e['regime']}.history.csv"
+            for e in get_regime_index()
+        ],
         benchmarks=lambda w: [
             f"{R}/benchmarks/train/{e['dataset']}/{e['regime']}.tsv"
             for e in get_regime_index()

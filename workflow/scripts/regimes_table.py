@@ -6,7 +6,8 @@ from pathlib import Path
 
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.reporting.regimes import load_runs, markdown, read_train_seconds, regime_table
+from oncorobust.reporting.regimes import (load_runs, markdown, read_train_grad_evals, read_train_seconds,
+                                         regime_table)
 from oncorobust.reporting.tables import test_ids
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
@@ -18,7 +19,11 @@ with step_logging(sm.log[0], "regimes") as log:
                      labels=sm.params.labels)
     seconds = {(m["dataset"], m["regime"]): read_train_seconds(p)
                for m, p in zip(sm.params.index, sm.params.benchmarks)}
-    table = regime_table(runs, seed=sm.params.seed, train_seconds=seconds)
+    stats = dict(zip(sm.params.datasets, sm.input.stats))
+    grad_evals = {(m["dataset"], m["regime"]): read_train_grad_evals(h, stats[m["dataset"]], m["regime"],
+                                                                      sm.params.adversarial.get(m["dataset"]))
+                  for m, h in zip(sm.params.index, sm.params.histories)}
+    table = regime_table(runs, seed=sm.params.seed, train_seconds=seconds, train_grad_evals=grad_evals)
     write_csv(table, sm.output.csv)
     with atomic_path(sm.output.md) as tmp:
         tmp.write_text("# Training regimes compared: accuracy, worst case, ε₅₀ and paired differences against clean\n\n"

@@ -293,6 +293,42 @@ def health_passes(pgd: dict, square_queries: float) -> float:
     return 3 * (20 + steps * (1 + restarts + 4 * restarts)) + float(square_queries) + 6
 
 
+def train_grad_evals(regime: str, adv: dict | None, n_train: int, n_val: int) -> dict[str, float]:
+    """Gradient evaluations of one training epoch (:func:`oncorobust.training.train.fit`): image
+    forward+backward passes through the model, each inner attack step counted as one.
+
+    Per training image: ``clean`` 1; ``adv_pgd`` 1 + iters × (1 − clean_fraction) (the attacked
+    share of each batch); ``adv_fast`` 2 (one FGSM step, one update); ``adv_free`` free_replays
+    (each replay of a minibatch is one pass; the epochs are divided by the replays, so the total
+    matches clean training); ``adv_trades`` / ``adv_mart`` iters + 2 (the inner steps, then the
+    clean and the adversarial copy in the outer loss: ``RegimeLoss.image_passes``; the TRADES KL
+    target's forward-only pass not counted). Adversarial regimes select the epoch by PGD accuracy
+    on up to ``robust_val_max`` validation images: ``iters`` more per such image.
+
+    Args:
+        regime: the base regime (``clean``, ``adv_pgd``, ``adv_fast``, ``adv_free``, ``adv_trades``,
+            ``adv_mart``).
+        adv: the dataset's ``adversarial_training`` block (``iters``, ``clean_fraction``,
+            ``free_replays``, ``robust_val_max``); None or ignored for ``clean``.
+        n_train: training images.
+        n_val: validation images.
+    Returns:
+        ``{"train": …, "validation": …, "per_image": …}``: gradient evaluations per epoch of the
+        update loop and of the validation attack, and per training image per epoch.
+    Raises:
+        ValueError: an unknown regime.
+    """
+    adv = adv or {}
+    iters = float(adv.get("iters", 7))
+    per_image = {"clean": 1.0, "adv_pgd": 1 + iters * (1 - float(adv.get("clean_fraction", 0.5))),
+                 "adv_fast": 2.0, "adv_free": float(adv.get("free_replays", 4)),
+                 "adv_trades": iters + 2, "adv_mart": iters + 2}
+    if regime not in per_image:
+        raise ValueError(f"unknown regime {regime!r}; choose from {', '.join(per_image)}")
+    val = 0.0 if regime == "clean" else min(int(n_val), int(adv.get("robust_val_max", 512))) * iters
+    return {"train": per_image[regime] * int(n_train), "validation": val, "per_image": per_image[regime]}
+
+
 def attack_passes(method: str, params: dict, member_params: dict | None = None) -> float:
     """Forward-pass equivalents per image of one attack (all restarts counted; an upper bound:
     early exit stops on flipped images). ``worst``: the sum of its members' (``params["members"]``,

@@ -46,6 +46,7 @@ from oncorobust.evaluation.paired import (eps50, mcnemar_exact, mean_difference,
                                           two_level_bootstrap)
 from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
+from oncorobust.pipeline.resources import train_grad_evals
 from oncorobust.evaluation.results import merge_bracket, read_attack_csv, read_per_image
 from oncorobust.spec import REGIMES, STRENGTH_ORDER, TRANSFER_PREFIX
 from oncorobust.spec import replicate_name as spec_replicate_name
@@ -77,7 +78,8 @@ COLUMNS = (["dataset", "regime", "label", "replicates", "n", "method", "eps", "i
            + [m + s for m in METRICS for s in _SUFFIXES]
            + [d + s for d in ("d_accuracy",) for s in _SUFFIXES]
            + ["mcnemar_p", "mcnemar_p_per_seed", "only_clean", "only_regime"]
-           + [d + s for d in ("d_eps50",) for s in _SUFFIXES] + ["d_eps50_n_undefined", "train_seconds"])
+           + [d + s for d in ("d_eps50",) for s in _SUFFIXES] + ["d_eps50_n_undefined", "train_seconds",
+                                                                  "train_grad_evals"])
 
 _REPLICATE = re.compile(r"(?P<base>[A-Za-z0-9_]+)-r(?P<k>[0-9]+)")
 _BASE = re.compile(r"[A-Za-z0-9_]+")
@@ -262,6 +264,34 @@ def read_train_seconds(path) -> float:
     return float(pd.to_numeric(b["s"], errors="coerce").mean())
 
 
+def read_train_grad_evals(history_path, stats_path, regime: str, adversarial: dict | None) -> float:
+    """Gradient evaluations (image forward+backward passes) of one training job: the epochs it ran
+    (rows of its ``models/{regime}.history.csv``) × :func:`oncorobust.pipeline.resources.train_grad_evals`
+    of its regime on its training and validation images (``stats.json``'s ``counts``).
+
+    Args:
+        history_path: the model's history CSV (one row per epoch run; early stopping included).
+        stats_path: the dataset's ``tensors/stats.json``.
+        regime: the model's name in the paths (a replicate ``R-r{k}`` is costed as R).
+        adversarial: the dataset's ``adversarial_training`` block (None: defaults).
+    Returns:
+        The count; NaN when the history or the counts are missing or unreadable.
+    """
+    import json
+
+    from oncorobust.spec import split_replicate_name
+
+    try:
+        epochs = len(pd.read_csv(history_path))
+        counts = json.loads(Path(stats_path).read_text())["counts"]
+        n = {split: sum(counts[split]["used"].values()) for split in ("train", "val")}
+    except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return math.nan
+    base = split_replicate_name(regime)[0]
+    cost = train_grad_evals(base, adversarial if base != "clean" else None, n["train"], n["val"])
+    return float(epochs * (cost["train"] + cost["validation"]))
+
+
 # ---------------------------------------------------------------------------------- statistics
 
 def _empty(stem: str) -> dict:
@@ -365,7 +395,8 @@ def _group(runs: Sequence[Run]) -> dict[str, dict[str, list[Run]]]:
 
 
 def regime_table(runs: Sequence[Run], *, n_boot: int = 2000, seed: int = 0,
-                 train_seconds: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
+                 train_seconds: dict[tuple[str, str], float] | None = None,
+                 train_grad_evals: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
     """One row per (dataset, base regime): the metrics and the paired differences against clean.
 
     Args:
@@ -375,6 +406,8 @@ def regime_table(runs: Sequence[Run], *, n_boot: int = 2000, seed: int = 0,
             interval then equals the robustness summary's).
         train_seconds: (dataset, replicate's regime name) → wall-clock seconds of its training job
             (:func:`read_train_seconds`); ``train_seconds`` is their mean over the replicates.
+        train_grad_evals: (dataset, replicate's regime name) → gradient evaluations of its training
+            (:func:`read_train_grad_evals`); ``train_grad_evals`` is their mean over the replicates.
     Returns:
         The columns of :data:`COLUMNS`: accuracies and their differences in % / percentage points,
         ε in [0,1] pixel units; ``interval`` is ``images`` (K = 1) or ``seeds+images`` (K > 1);
@@ -399,9 +432,10 @@ def regime_table(runs: Sequence[Run], *, n_boot: int = 2000, seed: int = 0,
             row.update(_eps50("eps50", [f.eps_upper.to_numpy(float) for f in frames], n_boot, seed))
             if base != "clean" and clean is not None:
                 row.update(_paired([c.frame for c in clean], frames, n_boot, seed))
-            secs = [(train_seconds or {}).get((ds, r.regime), math.nan) for r in reps]
-            secs = [s for s in secs if s is not None and not math.isnan(s)]
-            row["train_seconds"] = float(np.mean(secs)) if secs else math.nan
+            for col, given in (("train_seconds", train_seconds), ("train_grad_evals", train_grad_evals)):
+                vals = [(given or {}).get((ds, r.regime), math.nan) for r in reps]
+                vals = [v for v in vals if v is not None and not math.isnan(v)]
+                row[col] = float(np.mean(vals)) if vals else math.nan
             rows.append(row)
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["mcnemar_p_per_seed"] = [v if isinstance(v, str) else "" for v in out["mcnemar_p_per_seed"]]
@@ -434,11 +468,25 @@ def _cell(r: dict, stem: str, fmt: str, signed: bool = False) -> str:
     return text
 
 
+def _cost(r: dict, clean: float) -> str:
+    """Training cost cell: gradient evaluations (× clean's) and wall-clock seconds, mean over seeds."""
+    g, sec = r.get("train_grad_evals", math.nan), r.get("train_seconds", math.nan)
+    parts = []
+    if not (g is None or math.isnan(g)):
+        rel = f" ({g / clean:.1f}× clean)" if clean and not math.isnan(clean) and r["regime"] != "clean" else ""
+        parts.append(f"{g / 1e6:.3g} M grad. evals{rel}")
+    if not (sec is None or math.isnan(sec)):
+        parts.append(f"{sec:.0f} s")
+    return "; ".join(parts) or "–"
+
+
 def markdown(table: pd.DataFrame) -> str:
     """The regime table as markdown, with a note saying which interval is which."""
     lines = ["| dataset | regime | seeds | n | clean accuracy % | worst-case accuracy % (attack, ε) | ε₅₀ |"
-             " Δ worst-case accuracy vs clean, pp (McNemar p) | Δ ε₅₀ vs clean |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             " Δ worst-case accuracy vs clean, pp (McNemar p) | Δ ε₅₀ vs clean | training cost |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    clean_cost = {r["dataset"]: r.get("train_grad_evals", math.nan) for r in table.to_dict("records")
+                  if r["regime"] == "clean"}
     for r in table.to_dict("records"):
         if isinstance(r["d_accuracy"], float) and math.isnan(r["d_accuracy"]):
             d_acc = d_eps = "–"
@@ -449,7 +497,7 @@ def markdown(table: pd.DataFrame) -> str:
             d_eps = _cell(r, "d_eps50", ".3g", True)
         lines.append(f"| {r['dataset']} | {r['label']} | {r['replicates']} | {r['n']} | {_cell(r, 'clean_accuracy', '.1f')}"
                      f" | {_cell(r, 'worst_accuracy', '.1f')} ({r['method']}, ε = {r['eps']:g}) | {_cell(r, 'eps50', '.3g')}"
-                     f" | {d_acc} | {d_eps} |")
+                     f" | {d_acc} | {d_eps} | {_cost(r, clean_cost.get(r['dataset'], math.nan))} |")
     seeds = sorted(set(int(k) for k in table.replicates)) if len(table) else []
     n_boot = int(table.n_boot.iloc[0]) if len(table) else 0
     note = [
@@ -458,7 +506,9 @@ def markdown(table: pd.DataFrame) -> str:
         " (regime − clean, on the same test images); ε in [0,1] pixel units (L∞); ε₅₀ is the median per-image"
         " flipping ε of the sensitivity search (\"> eps_max\": fewer than half the images flipped). The worst case"
         " is the named attack at the dataset's reference ε (`worst`: its per-image verdict with the search's"
-        " flips at or below ε, as in Table 1).",
+        " flips at or below ε, as in Table 1). Training cost: gradient evaluations (image forward+backward passes,"
+        " each inner attack step one; the epochs each model ran × the regime's passes per image, and the"
+        " validation attack that selects its epoch) and the training job's wall-clock seconds, means over seeds.",
         "",
         "Intervals (95%). **One seed**: over the test images only — Wilson for accuracies, percentile bootstrap"
         f" ({n_boot} resamples) for ε₅₀, Newcombe's paired score interval for Δ accuracy with the exact McNemar"
