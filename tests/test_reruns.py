@@ -19,7 +19,7 @@ import yaml
 
 from oncorobust.pipeline import codehash
 from oncorobust.training import train as train_mod
-from oncorobust.pipeline.codehash import code_version, module_files
+from oncorobust.pipeline.codehash import code_text, code_version, module_files
 from oncorobust.training.train import TrainingError, fit, run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,13 +69,29 @@ def test_code_version_changes_with_imported_modules_only(tmp_path):
     (pkg / "unrelated.py").write_text("x = 2\n")
     codehash._cached.cache_clear()
     assert code_version(script, pkg) == before  # a module the script does not import
-    (pkg / "b.py").write_text("thing = 1  # edited\n")  # imported through a.py (relative import)
+    (pkg / "b.py").write_text("thing = 2\n")  # imported through a.py (relative import)
     codehash._cached.cache_clear()
     after_b = code_version(script, pkg)
     assert after_b != before
-    (pkg / "errors.py").write_text("class E(Exception):\n    pass\n")  # ..errors inside a function
+    (pkg / "errors.py").write_text("class E(ValueError):\n    pass\n")  # ..errors inside a function
     codehash._cached.cache_clear()
     assert code_version(script, pkg) not in (before, after_b)
+
+
+def test_code_version_ignores_docstrings_comments_and_layout(tmp_path):
+    pkg, script = _tree(tmp_path)
+    before = code_version(script, pkg)
+    (pkg / "b.py").write_text('"""The thing."""\n\n# a comment\nthing = 1  # one\n')
+    (pkg / "sub" / "c.py").write_text('def f():\n    """Returns E.\n\n    Returns:\n        the class\n    """\n'
+                                      "    from ..errors import E  # lazily\n\n    return E\n")
+    codehash._cached.cache_clear()
+    assert code_version(script, pkg) == before  # documenting the code reruns nothing
+    (pkg / "sub" / "c.py").write_text('def f():\n    """Returns E."""\n    from ..errors import E\n    return E, 1\n')
+    codehash._cached.cache_clear()
+    assert code_version(script, pkg) != before  # what runs changed
+    (pkg / "b.py").write_text('thing = "The thing."\n')  # a string that is a value, not a docstring
+    codehash._cached.cache_clear()
+    assert code_text(pkg / "b.py") != b"" and code_version(script, pkg) != before
 
 
 def test_code_version_is_the_same_for_a_copy(tmp_path):

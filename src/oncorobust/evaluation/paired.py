@@ -74,7 +74,14 @@ def _check_boot(n_boot: int, level: float) -> None:
 
 def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of bootstrap replicates: the lower order statistic at (1−level)/2 and
-    the higher at (1+level)/2 (inf-aware; NaN replicates are dropped; (nan, nan) if none left)."""
+    the higher at (1+level)/2 (inf-aware; NaN replicates are dropped; (nan, nan) if none left).
+
+    Args:
+        replicates: the bootstrap replicates (1-D; NaN = undefined, left out; ±inf allowed).
+        level: interval level in (0, 1) (0.95); not checked here.
+    Returns:
+        (low, high).
+    """
     r = np.asarray(replicates, dtype=float)
     r = r[~np.isnan(r)]
     if not len(r):
@@ -86,7 +93,13 @@ def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, f
 def eps50(eps_upper: np.ndarray) -> float:
     """ε₅₀: the ε by which half of the images have flipped — the lower empirical median of the
     per-image flipping ε (pixel units; inf when fewer than half ever flip). Same definition as
-    the robustness summary's quantile at q = 0.5."""
+    the robustness summary's quantile at q = 0.5.
+
+    Args:
+        eps_upper: per image (N), the flipping ε in [0,1] pixel units (inf = never flips).
+    Returns:
+        ε₅₀ (the ⌈N/2⌉-th smallest value); NaN when N = 0.
+    """
     e = np.sort(np.asarray(eps_upper, dtype=float))
     if not len(e):
         return math.nan
@@ -100,13 +113,25 @@ def _diff(b: np.ndarray | float, a: np.ndarray | float):
 
 
 def mean_difference(pairs: np.ndarray) -> float:
-    """Mean of column 1 minus mean of column 0 of an N×2 array (e.g. correct_b, correct_a)."""
+    """Mean of column 1 minus mean of column 0 of an N×2 array (e.g. correct_b, correct_a).
+
+    Args:
+        pairs: N×2, one row per image: column 0 model A, column 1 model B (e.g. 0/1 correct).
+    Returns:
+        mean(B) − mean(A) (a fraction for 0/1 columns).
+    """
     p = np.asarray(pairs, dtype=float)
     return float(p[:, 1].mean() - p[:, 0].mean())
 
 
 def median_difference(pairs: np.ndarray) -> float:
-    """ε₅₀ of column 1 minus ε₅₀ of column 0 of an N×2 array of per-image ε (NaN if both inf)."""
+    """ε₅₀ of column 1 minus ε₅₀ of column 0 of an N×2 array of per-image ε (NaN if both inf).
+
+    Args:
+        pairs: N×2, one row per image: column 0 model A's, column 1 model B's flipping ε (pixel units; inf = never).
+    Returns:
+        :func:`eps50` of B − :func:`eps50` of A (pixel units; ±inf if one is inf, NaN if both are).
+    """
     p = np.asarray(pairs, dtype=float)
     return float(_diff(eps50(p[:, 1]), eps50(p[:, 0])))
 

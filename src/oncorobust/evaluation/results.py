@@ -28,7 +28,19 @@ from oncorobust.io import ATTACK_KEY_COLUMNS
 
 def summarize(df: pd.DataFrame, dataset: str, regime: str, method: str, eps: float) -> dict:
     """Accuracy (%), Wilson CI (%), flip rate (%) of one per-image attack result, and the clean
-    accuracy of the same images with its CI (the ε = 0 baseline of tables and figures)."""
+    accuracy of the same images with its CI (the ε = 0 baseline of tables and figures).
+
+    Args:
+        df: the per-image attack frame (one row per test image; ``label``, ``clean_pred``, ``adv_pred``).
+        dataset: the dataset, copied into the row.
+        regime: the regime (model name in the paths), copied into the row.
+        method: the attack method, copied into the row.
+        eps: the attack's ε in [0,1] pixel units, copied into the row.
+    Returns:
+        One summary row: ``dataset``, ``regime``, ``method``, ``eps``, ``n`` (images), ``accuracy``,
+        ``ci_low``, ``ci_high`` (Wilson 95%), ``flip_rate`` (adversarial prediction ≠ clean prediction),
+        ``clean_accuracy``, ``clean_ci_low``, ``clean_ci_high``; rates in %, NaN when ``df`` is empty.
+    """
     n = len(df)
     k = int((df.adv_pred == df.label).sum())
     k0 = int((df.clean_pred == df.label).sum())
@@ -111,6 +123,9 @@ def check_sensitivity_path(path: str | Path, expect: dict) -> None:
     ``dataset`` and ``regime`` of ``expect`` (its entry of the rule's params; the file itself
     has no such columns). A path of another layout is not checked.
 
+    Args:
+        path: the sensitivity CSV's path.
+        expect: the expected ``dataset`` and/or ``regime`` (a key left out is not compared; others are ignored).
     Raises:
         InputKeyError: the path names another dataset or regime, naming the file and both.
     """
@@ -131,7 +146,14 @@ _ATTACK_PATH = re.compile(r"eps=(?P<eps>[^/\\]+)\.csv$")
 
 def attack_key_from_path(path: str | Path) -> tuple[str, str, float] | None:
     """(regime, method, eps) from an attack CSV's path ``…/{regime}/{method}/eps={eps}.csv``, or
-    None when the path does not follow that layout."""
+    None when the path does not follow that layout.
+
+    Args:
+        path: the attack CSV's path.
+    Returns:
+        (regime, method, ε in [0,1] pixel units), or None when the name is not ``eps=<number>.csv``
+        or the path has fewer than three parts.
+    """
     path = Path(path)
     m = _ATTACK_PATH.fullmatch(path.name)
     if not m or len(path.parts) < 3:
@@ -221,7 +243,13 @@ def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
 
 
 def test_ids(path: str | Path) -> list[str]:
-    """The sample IDs of a split's tensor file (``tensors/test.pt``), in order."""
+    """The sample IDs of a split's tensor file (``tensors/test.pt``), in order.
+
+    Args:
+        path: the split's tensor file (a dict with ``ids``, loaded with ``weights_only=True``).
+    Returns:
+        Its ``ids`` as text, in the file's order.
+    """
     import torch
 
     return [str(i) for i in torch.load(path, map_location="cpu", weights_only=True)["ids"]]

@@ -5,10 +5,16 @@ edit of ``src/oncorobust/attacks/methods.py`` would rerun nothing. :func:`code_v
 script's imports of ``oncorobust`` modules transitively (``import oncorobust.x``,
 ``from oncorobust.x import …``, ``from oncorobust import x`` and, inside the package, relative
 imports such as ``from .x import …`` or ``from ..errors import …``; imports inside functions
-count too), hashes the source of every module reached (and of the package ``__init__`` files
+count too), hashes the code of every module reached (and of the package ``__init__`` files
 that importing it runs), and the workflow passes the result as the rule parameter ``code``: an
-edit of any of those files changes the parameter, and Snakemake's params trigger reruns the
-rule's jobs. Modules outside the package (torch, numpy, …) are not followed.
+edit of the code of any of those files changes the parameter, and Snakemake's params trigger
+reruns the rule's jobs. Modules outside the package (torch, numpy, …) are not followed.
+
+What is hashed is each module's syntax tree without docstrings (:func:`code_text`): comments,
+docstrings, blank lines and line breaks do not enter it, so documenting the code reruns nothing,
+while any change of what runs (a constant, a default, an expression) does. The tree's text is
+that of the running Python's ``ast`` module; a new Python minor version may change it (and rerun
+the jobs once).
 """
 
 from __future__ import annotations
@@ -101,18 +107,54 @@ def module_files(script: str | os.PathLike, package_dir: str | os.PathLike | Non
     return sorted(files)
 
 
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    """``tree`` with the docstring of the module and of every class and function removed (in place)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_text(path: str | os.PathLike) -> bytes:
+    """What :func:`code_version` hashes of one module: its syntax tree without docstrings, dumped
+    without positions (comments, docstrings and layout do not enter it).
+
+    Args:
+        path: a Python source file.
+    Returns:
+        ``ast.dump`` of the stripped tree, UTF-8 encoded.
+    Raises:
+        OSError: the file cannot be read.
+        SyntaxError: it does not parse.
+    """
+    p = Path(path)
+    st = p.stat()
+    return _code_text(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _code_text(path: str, mtime_ns: int, size: int) -> bytes:
+    """:func:`code_text` of one version of a file (its modification time and size key the cache:
+    the workflow hashes the same modules for many scripts)."""
+    tree = _strip_docstrings(ast.parse(Path(path).read_bytes(), filename=path))
+    return ast.dump(tree, include_attributes=False).encode()
+
+
 @functools.lru_cache(maxsize=None)
 def _cached(script: str, package_dir: str, length: int) -> str:
     pkg = Path(package_dir)
     h = hashlib.sha256()
     for f in module_files(script, pkg):
-        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + code_text(f) + b"\0")
     return h.hexdigest()[:length]
 
 
 def code_version(script: str | os.PathLike, package_dir: str | os.PathLike | None = None,
                  length: int = 12) -> str:
-    """A short hash of the source of every ``oncorobust`` module ``script`` imports, transitively.
+    """A short hash of the code of every ``oncorobust`` module ``script`` imports, transitively.
 
     Computed once per (script, package) in a process (the workflow calls it at load time). File
     paths enter the hash relative to the package, so two checkouts of the same code agree.
@@ -122,7 +164,8 @@ def code_version(script: str | os.PathLike, package_dir: str | os.PathLike | Non
         package_dir: the ``oncorobust`` package directory; default: the one this module is in.
         length: number of hex digits kept of the SHA-256.
     Returns:
-        The first ``length`` hex digits of the SHA-256 over the reached files' relative paths and bytes.
+        The first ``length`` hex digits of the SHA-256 over the reached files' relative paths and
+        :func:`code_text` (their code without docstrings and comments).
     Raises:
         OSError: ``script`` or a reached file cannot be read.
         SyntaxError: one of them does not parse.

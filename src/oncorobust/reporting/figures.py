@@ -49,7 +49,14 @@ def _style() -> None:
 
 
 def save(fig: plt.Figure, stem: str | Path) -> None:
-    """Write ``stem``.png (200 dpi) and ``stem``.pdf atomically."""
+    """Write ``stem``.png (200 dpi) and ``stem``.pdf atomically, then close ``fig``.
+
+    Args:
+        fig: the figure to write.
+        stem: the path without suffix (a suffix it has is replaced by ``.png`` / ``.pdf``).
+    Raises:
+        WriteError: a file cannot be written (:func:`oncorobust.io.atomic_path`).
+    """
     stem = Path(stem)
     for ext in ("png", "pdf"):
         with atomic_path(stem.with_suffix(f".{ext}")) as tmp:
@@ -104,7 +111,18 @@ def _eps_axis(ax, datasets_medical: bool, eps_max: float) -> float:
 
 def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.Figure:
     """``examples``: dicts with dataset, eps, clean (H×W or C×H×W in [0,1]), adv, classes,
-    clean_prob and adv_prob (probability vectors). One row per dataset, three columns."""
+    clean_prob and adv_prob (probability vectors). One row per dataset, three columns.
+
+    Args:
+        examples: one dict per dataset (:func:`oncorobust.evaluation.examples.example_for`): ``dataset``,
+            ``eps`` ([0,1] pixel units), ``clean`` and ``adv`` (H×W, 1×H×W or 3×H×W arrays in [0,1]),
+            ``classes`` (class names), ``clean_prob`` and ``adv_prob`` (one probability per class).
+        stem: where to write PNG + PDF (no suffix); None: not written.
+    Returns:
+        The figure; a placeholder saying so when ``examples`` is empty.
+    Raises:
+        WriteError: the files cannot be written (:func:`save`).
+    """
     _style()
     if not examples:  # e.g. tiny models that no attack at the reference ε can flip
         return _placeholder("No correctly classified test image is flipped by PGD at the reference ε:\n"
@@ -172,15 +190,18 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
     Args:
         summary: attack_summary.csv rows.
         controls: the control datasets (titled as such).
-        paper, paper_names: the paper's Table 1 values and each dataset's name there (× markers).
-        stem: write ``stem``.png/.pdf.
+        paper: the paper's Table 1 values (``data/paper_values.csv``; × markers), or None.
+        paper_names: dataset → its name in the paper (None: no paper values).
+        stem: write ``stem``.png/.pdf; None: not written.
         units: per dataset ``stats.json``'s ``eps_units``: a second ε axis (top) in the stored
             data's units.
         log_eps: one shared log-scaled ε axis for every panel (the clean baseline drawn as a
             dotted line); ``None`` (default) chooses it when the ε grids span more than a factor 10
             (typically medical sets and controls), else linear axes (×10⁻³ for medical sets).
     Returns:
-        The figure.
+        The figure; a placeholder when ``summary`` has no white-box row of a clean model.
+    Raises:
+        WriteError: the files cannot be written (:func:`save`).
     """
     _style()
     data = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
@@ -278,6 +299,8 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
         units: dataset → ``stats.json``'s ``eps_units`` (a top axis in the stored data's units).
     Returns:
         The figure; a placeholder saying so when no adversarially trained regime is configured.
+    Raises:
+        WriteError: the files cannot be written (:func:`save`).
     """
     _style()
     wb = seed_means(summary[~summary.method.str.startswith("transfer_")])
@@ -317,7 +340,18 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
 
 
 def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path | None = None) -> plt.Figure:
-    """``curves``: deferral.csv rows; one panel per dataset for ``regime``."""
+    """``curves``: deferral.csv rows; one panel per dataset for ``regime``.
+
+    Args:
+        curves: deferral.csv rows (:func:`oncorobust.evaluation.deferral.deferral_curves` with ``dataset``
+            and ``regime``): ``policy``, ``deferred_fraction`` (in [0,1], drawn in %), ``accuracy`` (%).
+        regime: the models to draw (the other regimes' rows are left out).
+        stem: where to write PNG + PDF (no suffix); None: not written.
+    Returns:
+        The figure; a placeholder when ``curves`` has no row of ``regime``.
+    Raises:
+        WriteError: the files cannot be written (:func:`save`).
+    """
     _style()
     data = curves[curves.regime == regime]
     datasets = list(dict.fromkeys(data.dataset))
@@ -356,8 +390,11 @@ def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd
             Table 1's attacks, drawn as markers on the same axes to show the two agree.
         summary: optional :func:`oncorobust.evaluation.robustness.summary` rows: ε₅₀ (and its value in the
             stored data's units) in the legend.
+        stem: where to write PNG + PDF (no suffix); None: not written.
     Returns:
-        The figure (PNG + PDF written when ``stem`` is given).
+        The figure (PNG + PDF written when ``stem`` is given); a placeholder when ``curves`` is empty.
+    Raises:
+        WriteError: the files cannot be written (:func:`save`).
     """
     _style()
     regimes = list(dict.fromkeys(curves.regime)) if len(curves) else []
