@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from oncorobust.data.sources.synthetic import generate
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_test_config(name: str) -> dict:
+    """A config of .test/ (written as a user would, runnable with ``--directory .test``) as a dict,
+    without its results folder: the tests run in a temporary working directory with the default
+    ``results/``. Test modules import it (``from conftest import load_test_config``)."""
+    config = yaml.safe_load((REPO / ".test" / name).read_text())
+    config.pop("results", None)
+    return config
 
 
 @pytest.fixture(scope="session")

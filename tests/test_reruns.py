@@ -22,16 +22,9 @@ from oncorobust.training import train as train_mod
 from oncorobust.pipeline.codehash import code_text, code_version, module_files
 from oncorobust.training.train import TrainingError, fit, run_training
 
+from conftest import load_test_config  # the .test/ configs, one definition for every test module
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_test_config(name: str) -> dict:
-    """A config of .test/ (written as a user would, runnable with ``--directory .test``) as a dict,
-    without its results folder: the tests run in a temporary working directory with the default
-    ``results/``."""
-    config = yaml.safe_load((REPO / ".test" / name).read_text())
-    config.pop("results", None)
-    return config
 
 
 # the digits control alone, one eps, short attacks and sensitivity search

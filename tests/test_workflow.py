@@ -12,17 +12,10 @@ import pytest
 import torch
 import yaml
 
+from conftest import load_test_config  # the .test/ configs, one definition for every test module
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile")]
-
-
-def load_test_config(name: str) -> dict:
-    """A config of .test/ (written as a user would, runnable with ``--directory .test``) as a dict,
-    without its results folder: the tests run in a temporary working directory with the default
-    ``results/``."""
-    config = yaml.safe_load((REPO / ".test" / name).read_text())
-    config.pop("results", None)
-    return config
 
 
 # ct (adversarial training, transfer attacks), mri and the digits control at 16 px

@@ -22,8 +22,8 @@ with step_logging(sm.log[0], "figures") as log:
             meta = torch.load(model_path, weights_only=True)["meta"]
             test = torch.load(test_path, weights_only=True)
             eps = float(sm.params.eps[ds])
-            # attacked attacks.batch_size images at a time (per-image seeds: the example does not
-            # depend on the batch, so the batch size is read from the config, not tracked as a param)
+            # attacked attacks.batch_size images at a time (a param; per-image seeds: the example
+            # does not depend on the batch)
             ex = example_for(model, test, meta["classes"], eps, seed=sm.params.seed,
                              batch_size=int(sm.params.batch_size), **pgd)
             if ex is None:

@@ -25,8 +25,8 @@ with step_logging(sm.log[0], "health") as log:
         rows.append(bracket)
     n = min(len(test["x"]), sm.params.health["max_images"])
     x, ids = test["x"][:n], test["ids"][:n]  # stays on the CPU: model_checks moves each batch
-    # images per model call: the attack jobs' batch (from the config, not a param: the checks'
-    # results do not depend on it, so changing it reruns nothing)
+    # images per model call: the attack jobs' batch (a param: changing it reruns the checks, whose
+    # results do not depend on it — per-image seeds)
     batch = int(sm.params.batch_size)
     model = load_model(sm.input.model, device)
     if sm.params.labels == "true":

@@ -48,7 +48,7 @@ from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
 from oncorobust.pipeline.resources import train_grad_evals
 from oncorobust.evaluation.results import merge_bracket, read_attack_csv, read_per_image
-from oncorobust.spec import REGIMES, STRENGTH_ORDER, TRANSFER_PREFIX
+from oncorobust.spec import REGIMES, REPLICATE_SEP, STRENGTH_ORDER, TRANSFER_PREFIX
 from oncorobust.spec import replicate_name as spec_replicate_name
 
 
@@ -81,7 +81,8 @@ COLUMNS = (["dataset", "regime", "label", "replicates", "n", "method", "eps", "i
            + [d + s for d in ("d_eps50",) for s in _SUFFIXES] + ["d_eps50_n_undefined", "train_seconds",
                                                                   "train_grad_evals"])
 
-_REPLICATE = re.compile(r"(?P<base>[A-Za-z0-9_]+)-r(?P<k>[0-9]+)")
+# the strict form of the registry's naming (spec.REPLICATE_SEP; spec.split_replicate_name is lenient)
+_REPLICATE = re.compile(rf"(?P<base>[A-Za-z0-9_]+){re.escape(REPLICATE_SEP)}(?P<k>[0-9]+)")
 _BASE = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -91,6 +92,10 @@ def split_replicate(name: str) -> tuple[str, int]:
     """The base regime and replicate number of a regime name: ``"adv_pgd"`` → ``("adv_pgd", 1)``,
     ``"clean-r3"`` → ``("clean", 3)``.
 
+    Args:
+        name: a regime name as in the paths (``R`` or ``R-r{k}``).
+    Returns:
+        (base regime R, replicate number k ≥ 1).
     Raises:
         RegimeNameError: not ``R`` or ``R-r{k}`` with k ≥ 2 written without leading zeros
             (replicate 1 is named ``R`` itself, so ``R-r1`` is refused).
@@ -110,7 +115,16 @@ def split_replicate(name: str) -> tuple[str, int]:
 
 
 def replicate_name(base: str, k: int) -> str:
-    """The regime name of replicate ``k`` of ``base`` (inverse of :func:`split_replicate`)."""
+    """The regime name of replicate ``k`` of ``base`` (inverse of :func:`split_replicate`).
+
+    Args:
+        base: the base regime name (letters, digits, underscores).
+        k: the replicate number, 1-based.
+    Returns:
+        ``base`` for k = 1, else ``{base}-r{k}``.
+    Raises:
+        RegimeNameError: ``base`` is not a base regime name, or ``k`` is not an integer ≥ 1.
+    """
     if not _BASE.fullmatch(str(base)):
         raise RegimeNameError(f"regime {base!r}: not a base regime name (letters, digits, underscores)")
     if isinstance(k, bool) or int(k) != k or k < 1:
@@ -119,7 +133,16 @@ def replicate_name(base: str, k: int) -> str:
 
 
 def replicate_names(base: str, replicates: int) -> list[str]:
-    """The regime names of replicates 1..K of ``base``: ``[base, base-r2, ..., base-rK]``."""
+    """The regime names of replicates 1..K of ``base``: ``[base, base-r2, ..., base-rK]``.
+
+    Args:
+        base: the base regime name.
+        replicates: K, seeds per regime.
+    Returns:
+        The K names, replicate 1 first.
+    Raises:
+        RegimeNameError: ``replicates`` is not a positive integer, or ``base`` is not a base regime name.
+    """
     if isinstance(replicates, bool) or int(replicates) != replicates or replicates < 1:
         raise RegimeNameError(f"replicates = {replicates!r}: must be a positive integer")
     return [replicate_name(base, k) for k in range(1, int(replicates) + 1)]
@@ -129,6 +152,10 @@ def reference_method(methods: Iterable[str]) -> str:
     """The attack whose per-image CSV gives the worst case: ``worst`` when configured, else the
     strongest configured white-box method (:data:`oncorobust.spec.STRENGTH_ORDER`).
 
+    Args:
+        methods: the dataset's ``attack.methods``.
+    Returns:
+        The first of :data:`oncorobust.spec.STRENGTH_ORDER` among ``methods``.
     Raises:
         RegimeTableError: no usable method (transfer attacks do not count).
     """
@@ -153,6 +180,9 @@ def run_index(dataset: str, regimes: Sequence[str], replicates: int, methods: It
     Returns:
         Entries ``{"dataset", "regime" (the replicate's name, as in the paths), "base",
         "replicate", "method", "eps"}``, base regimes in the given order, replicates 1..K.
+    Raises:
+        RegimeNameError: a regime name or ``replicates`` is malformed (:func:`split_replicate`).
+        RegimeTableError: no usable attack method (:func:`reference_method`).
     """
     method = reference_method(methods)
     bases = list(dict.fromkeys(split_replicate(r)[0] for r in regimes))
@@ -201,9 +231,12 @@ def load_run(entry: dict, attack_path, sensitivity_path, *, ids: Sequence[str] |
         n_classes: the model's classes (``stats.json``), for the bracket merge of ``worst``; None
             reads it off the labels and predictions.
         labels: ``attacks.labels`` (``predicted`` or ``true``), for the bracket merge.
+    Returns:
+        The :class:`Run`, its frame in the attack CSV's row order.
     Raises:
         ReplicateMissingError: a file is missing (naming it and the replicate).
         DataError: a file is unreadable or does not score the test images.
+        AttackKeyError: the attack CSV's own regime/method/eps columns disagree with ``entry`` or its path.
         RegimeTableError: the two files score different images.
     """
     what = (f"{entry['dataset']} regime {entry['base']} replicate {entry['replicate']}"
@@ -237,6 +270,15 @@ def load_runs(index: Sequence[dict], attack_paths: Sequence, sensitivity_paths: 
               labels: str = "predicted") -> list[Run]:
     """:func:`load_run` of every entry; ``ids`` and ``n_classes`` per dataset (optional).
 
+    Args:
+        index: the entries of :func:`run_index` (all datasets).
+        attack_paths: each entry's attack CSV, in the same order.
+        sensitivity_paths: each entry's sensitivity CSV, in the same order.
+        ids: dataset → its test images' sample IDs; a dataset left out is not checked.
+        n_classes: dataset → its class count; a dataset left out has it read off the predictions.
+        labels: ``attacks.labels`` (``predicted`` or ``true``).
+    Returns:
+        One :class:`Run` per entry, in order.
     Raises:
         RegimeTableError: the three lists differ in length; see :func:`load_run`.
     """
@@ -251,7 +293,13 @@ def load_runs(index: Sequence[dict], attack_paths: Sequence, sensitivity_paths: 
 
 def read_train_seconds(path) -> float:
     """Wall-clock seconds of a training job from its Snakemake benchmark file (mean over its
-    repeats); NaN when the file does not exist or has no ``s`` column."""
+    repeats); NaN when the file does not exist or has no ``s`` column.
+
+    Args:
+        path: the benchmark file (tab-separated, a column ``s``).
+    Returns:
+        The mean of ``s`` in seconds; NaN when the file is missing, unparsable, empty or has no ``s``.
+    """
     p = Path(path)
     if not p.is_file():
         return math.nan
@@ -276,6 +324,8 @@ def read_train_grad_evals(history_path, stats_path, regime: str, adversarial: di
         adversarial: the dataset's ``adversarial_training`` block (None: defaults).
     Returns:
         The count; NaN when the history or the counts are missing or unreadable.
+    Raises:
+        ValueError: the base regime is unknown (:func:`oncorobust.pipeline.resources.train_grad_evals`).
     """
     import json
 
@@ -417,7 +467,9 @@ def regime_table(runs: Sequence[Run], *, n_boot: int = 2000, seed: int = 0,
         ``only_clean`` / ``only_regime`` count the discordant images (summed over seeds).
     Raises:
         ReplicateMissingError: a regime lacks one of the dataset's replicates.
-        RegimeTableError: models of a dataset scored different images or attacks.
+        RegimeTableError: models of a dataset scored different images or attacks, or a replicate is
+            given twice.
+        PairedError: ``n_boot`` is not a positive integer (raised where a paired or K > 1 interval is computed).
     """
     rows = []
     for ds, bases in _group(runs).items():
@@ -481,7 +533,13 @@ def _cost(r: dict, clean: float) -> str:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """The regime table as markdown, with a note saying which interval is which."""
+    """The regime table as markdown, with a note saying which interval is which.
+
+    Args:
+        table: a frame of :func:`regime_table`.
+    Returns:
+        The markdown table (one row per dataset and regime; "–" where a value is missing) and the note.
+    """
     lines = ["| dataset | regime | seeds | n | clean accuracy % | worst-case accuracy % (attack, ε) | ε₅₀ |"
              " Δ worst-case accuracy vs clean, pp (McNemar p) | Δ ε₅₀ vs clean | training cost |",
              "|---|---|---|---|---|---|---|---|---|---|"]

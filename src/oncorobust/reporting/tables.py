@@ -25,12 +25,28 @@ METHOD_ORDER = ["fgsm", "pgd", "bim"]  # the paper's Table 1 order
 
 
 def paper_values() -> pd.DataFrame:
+    """The paper's published values, packaged as ``oncorobust/data/paper_values.csv``.
+
+    Returns:
+        One row per published cell: ``table`` (``table1``, ``table2``, ``table_s5``), ``dataset`` (the
+        paper's name), ``regime``, ``method``, ``eps`` ([0,1] pixel units), ``accuracy`` (%).
+    """
     with resources.files("oncorobust").joinpath("data/paper_values.csv").open() as fh:
         return pd.read_csv(fh)
 
 
 def paper_lookup(table: str, name: str | None, regime: str, method: str, eps: float) -> float:
-    """The paper's published accuracy (%) for one cell, or NaN."""
+    """The paper's published accuracy (%) for one cell, or NaN.
+
+    Args:
+        table: the paper's table (``table1``, ``table_s5``...).
+        name: the dataset's name in the paper, or None (then NaN).
+        regime: the training regime (``clean``, ``adv_pgd``...).
+        method: the attack method (``baseline`` for the clean accuracy).
+        eps: ε in [0,1] pixel units (matched with ``numpy.isclose``).
+    Returns:
+        The first matching accuracy (%), NaN when the paper has none.
+    """
     return _paper_lookup(paper_values(), table, name, regime, method, eps)
 
 
@@ -44,7 +60,17 @@ def _paper_lookup(paper: pd.DataFrame, table: str, name: str | None, regime: str
 
 def read_eps_units(datasets: list[str], stats_paths: list[str]) -> dict[str, dict | None]:
     """Each dataset's ``eps_units`` from its ``tensors/stats.json`` (None where preprocessing
-    recorded none), for :func:`clinical_eps` and the figures' stored-data axes."""
+    recorded none), for :func:`clinical_eps` and the figures' stored-data axes.
+
+    Args:
+        datasets: the datasets.
+        stats_paths: each dataset's ``tensors/stats.json``, in the same order.
+    Returns:
+        dataset → its ``eps_units`` dict, or None.
+    Raises:
+        OSError: a stats file cannot be read.
+        json.JSONDecodeError: a stats file is not JSON.
+    """
     return {ds: json.loads(Path(p).read_text()).get("eps_units") for ds, p in zip(datasets, stats_paths)}
 
 
@@ -53,7 +79,15 @@ def clinical_eps(eps: float, units: dict | None) -> tuple[float, str, bool]:
 
     ``units`` is ``stats.json``'s ``eps_units`` (see :func:`oncorobust.data.preprocess.eps_units`);
     the text is e.g. ``"24 HU"``; the flag is True when the perturbation is smaller than one
-    stored value (it cannot be written back into the image the scanner produced)."""
+    stored value (it cannot be written back into the image the scanner produced).
+
+    Args:
+        eps: ε in [0,1] pixel units.
+        units: the dataset's ``eps_units`` (``per_eps``, ``unit``, optional ``step``, default 1), or None.
+    Returns:
+        (ε in the stored data's units, its text, below one step); (NaN, "", False) when ``units`` is
+        None or has no ``per_eps``.
+    """
     if not units or not units.get("per_eps"):
         return np.nan, "", False
     value = float(eps) * float(units["per_eps"])
@@ -61,7 +95,14 @@ def clinical_eps(eps: float, units: dict | None) -> tuple[float, str, bool]:
 
 
 def eps_units_markdown(eps_by_dataset: dict[str, list[float]], units: dict[str, dict]) -> str:
-    """A small table: each dataset's ε grid in its stored data's units, flagged below one step."""
+    """A small table: each dataset's ε grid in its stored data's units, flagged below one step.
+
+    Args:
+        eps_by_dataset: dataset → its ε grid ([0,1] pixel units).
+        units: dataset → its ``eps_units`` (:func:`read_eps_units`; None or absent: "–").
+    Returns:
+        The markdown table, one row per (dataset, ε).
+    """
     lines = ["| dataset | ε (pixel units) | in the stored data | how |", "|---|---|---|---|"]
     for ds, grid in eps_by_dataset.items():
         for e in grid:
@@ -73,7 +114,21 @@ def eps_units_markdown(eps_by_dataset: dict[str, list[float]], units: dict[str, 
 
 def table1(summary: pd.DataFrame, paper_names: dict[str, str | None], labels: str,
            units: dict[str, dict] | None = None) -> pd.DataFrame:
-    """Clean regime: a baseline row per dataset, then each white-box method × ε."""
+    """Clean regime: a baseline row per dataset, then each white-box method × ε.
+
+    Args:
+        summary: the attack summary (rows of :func:`oncorobust.evaluation.results.summarize`); only the
+            ``clean`` regime's non-transfer rows are used.
+        paper_names: dataset → its name in the paper (None or absent: no paper value).
+        labels: ``attacks.labels`` (``predicted`` or ``true``), written into the ``labels`` column.
+        units: dataset → ``stats.json``'s ``eps_units`` (ε in the stored data's units), optional.
+    Returns:
+        Columns ``labels``, ``dataset``, ``method``, ``eps`` ([0,1] pixel units), ``n``, ``accuracy``,
+        ``ci_low``, ``ci_high`` (Wilson 95%), ``flip_rate``, ``paper`` (all in %; the baseline row is the
+        clean accuracy, ε = 0, flip rate 0) and, when there are rows, ``eps_stored``, ``eps_stored_unit``,
+        ``below_one_step`` (:func:`clinical_eps`). Per dataset the baseline, the methods of :data:`METHOD_ORDER`
+        in that order, each by ε, then the other methods' rows by ε.
+    """
     paper = paper_values()
     clean = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
     rows = []
@@ -133,6 +188,8 @@ def table_s5(per_image: dict[tuple, pd.DataFrame], ref_eps: dict[str, float],
     Returns:
         One row per (dataset, regime, method, evaluation) with the columns of
         :data:`S5_COLUMNS` (+ :data:`S5_SEED_COLUMNS` when K > 1), accuracies and differences in %.
+    Raises:
+        PairedError: ``n_boot`` is not a positive integer (checked only when some regime has K > 1).
     """
     paper = paper_values()
     pairs: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
@@ -220,7 +277,17 @@ def table_s5_markdown(s5: pd.DataFrame) -> str:
 
 
 def sanity_warnings(summary: pd.DataFrame, controls: set[str]) -> pd.DataFrame:
-    """Warnings that point at a weak attack or a broken evaluation (not errors: small test sets)."""
+    """Warnings that point at a weak attack or a broken evaluation (not errors: small test sets).
+
+    Args:
+        summary: the attack summary (rows of :func:`oncorobust.evaluation.results.summarize`); transfer
+            rows are left out.
+        controls: the control datasets (undefended models expected to fall to PGD).
+    Returns:
+        Columns ``dataset``, ``regime``, ``method``, ``eps``, ``warning``, one row per finding: BIM/PGD
+        above FGSM at the same ε beyond the CIs; accuracy rising with ε beyond the CIs; a control's
+        clean model still above 10% under PGD at its largest ε. Empty when nothing is suspicious.
+    """
     rows = []
     wb = summary[~summary.method.str.startswith("transfer_")]
     for (ds, regime), part in wb.groupby(["dataset", "regime"]):
@@ -257,7 +324,13 @@ def _fmt(v: float) -> str:
 
 
 def table1_markdown(t1: pd.DataFrame) -> str:
-    """Rows: baseline, then method × ε; per dataset our accuracy [95% CI] (n) and the paper's."""
+    """Rows: baseline, then method × ε; per dataset our accuracy [95% CI] and the paper's (n in the note).
+
+    Args:
+        t1: a frame of :func:`table1`.
+    Returns:
+        The markdown table and a note (the labels attacked, n per dataset, units).
+    """
     labels = t1.labels.iloc[0] if len(t1) else "predicted"
     t = t1.assign(row=[("baseline", 0.0) if m == "baseline" else (m, e) for m, e in zip(t1.method, t1.eps)])
     datasets = list(dict.fromkeys(t.dataset))
@@ -284,7 +357,14 @@ def table1_markdown(t1: pd.DataFrame) -> str:
 
 
 def dataframe_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
-    """A plain markdown table of ``df`` (numbers formatted with ``floatfmt``)."""
+    """A plain markdown table of ``df`` (numbers formatted with ``floatfmt``).
+
+    Args:
+        df: the frame (its index is not written).
+        floatfmt: format spec of float cells (``eps`` uses ``g``; NaN is written "–").
+    Returns:
+        The markdown table.
+    """
     def cell(v, col):
         if isinstance(v, float):
             return "–" if np.isnan(v) else format(v, "g" if col == "eps" else floatfmt)

@@ -61,6 +61,13 @@ class TrainingError(OncorobustError):
 
 
 def config_hash(*parts: object) -> str:
+    """A short hash of the training configuration, stored in (and checked against) the resume file.
+
+    Args:
+        *parts: JSON-serialisable parts (dict keys sorted; other objects as their ``str``).
+    Returns:
+        The first 16 hex digits of the SHA-256 of their JSON.
+    """
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -72,6 +79,15 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, hflip: bool = True, vflip:
     per call and fills corners with a constant; this draws one angle per image in one batched call
     and fills with the nearest border pixel, as Keras' ImageDataGenerator (fill_mode="nearest")
     did in the paper.
+
+    Args:
+        x: N×C×H×W float32 images in [0,1] (any device).
+        gen: the CPU generator of the draws (three uniforms per image, drawn whatever the flags).
+        hflip: flip left-right with probability ½.
+        vflip: flip up-down with probability ½.
+        rotate_deg: the largest rotation in degrees (uniform in ±``rotate_deg``; 0: none).
+    Returns:
+        The augmented images, N×C×H×W on ``x``'s device (bilinear resampling; values stay in [0,1]).
     """
     n = x.shape[0]
     r = torch.rand(n, 3, generator=gen)
@@ -92,7 +108,17 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, hflip: bool = True, vflip:
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
              batch_size: int = 256) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode on x (N×C×H×W in [0,1]), y (N)."""
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode on x (N×C×H×W in [0,1]), y (N).
+
+    Args:
+        model: the classifier (its modes are restored afterwards).
+        x: N×C×H×W float32 images in [0,1].
+        y: N int64 labels.
+        device: where to run the batches.
+        batch_size: images per forward pass.
+    Returns:
+        (mean cross-entropy per image, accuracy as a fraction in [0,1]); (0.0, 0.0) when N = 0.
+    """
     loss, correct = 0.0, 0
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
@@ -107,7 +133,24 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: 
                     eps: float, step: float, iters: int, seed: int, batch_size: int = 256) -> float:
     """Accuracy under PGD (true labels, one random start) at ``eps`` in [0,1] pixel units,
     ``batch_size`` images per attack; each image's random start is keyed by ``seed`` and its
-    index in ``x``, so the result does not depend on ``batch_size``."""
+    index in ``x``, so the result does not depend on ``batch_size``.
+
+    Args:
+        model: the classifier (attacked and scored in eval mode).
+        x: N×C×H×W float32 images in [0,1].
+        y: N int64 true labels.
+        device: where to run the batches.
+        eps: L∞ budget in [0,1] pixel units.
+        step: PGD step size (absolute, [0,1] pixel units).
+        iters: PGD iterations.
+        seed: the seed of the per-image random starts.
+        batch_size: images per attack call.
+    Returns:
+        The accuracy under attack as a fraction in [0,1] (0.0 when N = 0).
+    Raises:
+        AttackError: unusable images, labels or PGD parameters, or NaN/inf logits during the attack.
+        AttackSanityError: an adversarial image left the ε-ball or [0,1].
+    """
     correct = 0
     seeds = image_seeds(None, len(x), seed)
     for i in range(0, len(x), batch_size):
@@ -151,6 +194,30 @@ def fit(model: nn.Module, data: dict[str, dict], *, regime: str = "clean", train
     ``adv`` (adversarial regimes): eps, step (pixel units), iters, clean_fraction, epochs,
     batch_size, free_replays, robust_val_max. Returns (model with the selected epoch's weights,
     history rows). ``stop_after_epochs`` ends the call early (simulates a kill, for tests).
+
+    Args:
+        model: the classifier (N×C×H×W in [0,1] → logits); moved to the device and trained in place.
+        data: ``{"train": {"x", "y"}, "val": {"x", "y"}}``: x N×C×H×W float32 in [0,1], y N int64 labels.
+        regime: one of :data:`REGIMES` (``clean``, ``adv_pgd``, ``adv_fast``, ``adv_free``, ...).
+        train: the ``train`` block (keys above).
+        adv: the ``adversarial_training`` block (keys above; ε and step in [0,1] pixel units); None: {}.
+        seed: seeds torch, the shuffling/augmentation generator and the attacks.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        ckpt_path: the per-epoch resume file, resumed from when it exists; None: no checkpoint.
+        hash_: the configuration hash (:func:`config_hash`) stored in the resume file and checked on resume.
+        stop_after_epochs: return after this many epochs of this call; None: no limit.
+        progress: show a per-epoch progress bar.
+    Returns:
+        (model, history): the model with the selected epoch's weights (lowest validation loss for
+        ``clean``, highest validation robust accuracy otherwise; the last epoch's weights when
+        ``stop_after_epochs`` ended the call) and one history row per epoch run, resumed epochs
+        included (accuracies as fractions in [0,1], seconds wall-clock).
+    Raises:
+        ValueError: an unknown ``regime``.
+        TrainingError: the loss became NaN/inf, or the resume file belongs to another configuration
+            (hash) or is truncated/corrupt.
+        OncorobustError: ``device`` asks for CUDA where none is available.
+        AttackError: an attack of adversarial training or validation failed (see :func:`robust_accuracy`).
     """
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; choose from {REGIMES}")
@@ -316,7 +383,16 @@ def _resume(path: Path, model, opt, sched, state, hash_: str) -> None:
 
 
 def check_training_data(data: dict[str, dict], size: int, channels: int, classes: int) -> None:
-    """Tensors must match the model's input and every class must be in the training split."""
+    """Tensors must match the model's input and every class must be in the training split.
+
+    Args:
+        data: split → ``{"x": N×C×H×W images, "y": N labels}`` (``train`` required).
+        size: the model's input size in pixels (H = W).
+        channels: the model's input channels.
+        classes: the number of classes (labels 0..classes−1).
+    Raises:
+        DataError: a split's images are not channels×size×size, or a class is absent from the training split.
+    """
     for split, t in data.items():
         shape = tuple(t["x"].shape[1:])
         if shape != (channels, size, size):
@@ -329,7 +405,15 @@ def check_training_data(data: dict[str, dict], size: int, channels: int, classes
 
 
 def file_digest(paths: list[str | Path]) -> str:
-    """SHA-256 (16 hex) of the bytes of ``paths``, in order (the training inputs)."""
+    """SHA-256 (16 hex) of the bytes of ``paths``, in order (the training inputs).
+
+    Args:
+        paths: the files, hashed in this order (each followed by a NUL byte).
+    Returns:
+        The first 16 hex digits of the digest.
+    Raises:
+        OSError: a file cannot be read.
+    """
     h = hashlib.sha256()
     for p in paths:
         with open(p, "rb") as fh:
@@ -343,13 +427,36 @@ def run_training(tensor_paths: dict[str, str], stats: dict, *, regime: str, mode
                  train_cfg: dict, adv_cfg: dict | None, seed: int, device: str, out_model: str | Path,
                  init_from: str | Path | None = None, progress: bool = True, code: str = "") -> list[dict]:
     """Train one regime of one dataset and write ``out_model`` ({"state_dict", "meta"}); ``meta``
-    holds the SHA-256 of the tensors (``models.state_digest``), checked whenever the model is loaded.
+    holds the SHA-256 of the weight tensors (``models.state_digest``), checked whenever the model is loaded.
 
     A resumable checkpoint ``<out_model>.ckpt.pt`` is written every epoch and removed when the
     model is complete; a rerun after a kill (or a SLURM requeue) continues from it. Its hash
     covers the configuration, ``code`` (the workflow's ``codehash.code_version`` of the train
     script) and a digest of the input files (tensors, and ``init_from``), so a resume file left by
     other code or other data is refused instead of silently continued.
+
+    Args:
+        tensor_paths: split → its tensor file (``tensors/{split}.pt``; at least ``train`` and ``val``).
+        stats: the dataset's ``tensors/stats.json`` (``size`` in pixels, ``channels``, ``classes``, ``mean``, ``std``).
+        regime: one of :data:`REGIMES`.
+        model_cfg: the ``model`` block (``arch``, ``pretrained``, ``weights``, ``width``).
+        train_cfg: the ``train`` block (see :func:`fit`).
+        adv_cfg: the ``adversarial_training`` block (see :func:`fit`), or None.
+        seed: the training seed (see :func:`fit`).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        out_model: the model file to write.
+        init_from: a model file whose (verified) weights initialise the model, or None.
+        progress: show a per-epoch progress bar.
+        code: the train script's code version, part of the resume hash.
+    Returns:
+        :func:`fit`'s history rows; ``meta`` records the selected epoch and its metrics.
+    Raises:
+        DataError: the tensors do not fit the model, or a class is missing from the training split.
+        ModelError: the model cannot be built (:func:`oncorobust.models.architectures.build_model`).
+        CheckpointError: ``init_from`` is unreadable, damaged or does not fit the model.
+        TrainingError: see :func:`fit`.
+        ValueError: an unknown ``regime`` (:func:`fit`).
+        WriteError: ``out_model`` cannot be written.
     """
     from oncorobust.models.architectures import build_model
     from oncorobust.models.checkpoints import load_checkpoint, load_weights, model_meta, state_digest
