@@ -104,6 +104,20 @@ def test_fig5_has_one_line_per_dataset_and_regime(tmp_path):
     assert sum(len(ax.get_lines()) for ax in one.axes) == 2  # one dataset: one line per panel
 
 
+def test_fig5_draws_seed_replicates_in_their_regimes_column(tmp_path):
+    frames = _frames()
+    frames.update({(d, f"{r}-r2"): f.assign(eps_upper=1.3 * f.eps_upper) for (d, r), f in _frames().items()})
+    grid = np.geomspace(1e-4, 1, 50)
+    curves = pd.concat([robustness.curve(f.eps_upper, f.correct, grid).assign(dataset=d, regime=r)
+                        for (d, r), f in frames.items()])
+    fig = figures.fig5_robustness_curves(curves, {"digits"}, stem=tmp_path / "fig5")
+    top = [ax for ax in fig.axes if ax.get_ylabel().startswith("predictions")]
+    assert [ax.get_title() for ax in top] == ["clean models", "adv_pgd models"]  # not one column per seed
+    assert all(len(ax.get_lines()) == 4 for ax in top)  # 2 datasets × 2 seeds
+    labels = [ln.get_label() for ax in top for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    assert len(labels) == 4 and all("(2 seeds, one line each)" in lab for lab in labels)  # one entry per seed pair
+
+
 def test_seed_summary_one_seed_repeats_the_summary_and_k_seeds_average():
     rng = np.random.default_rng(3)
     frames = {("ct", "clean"): pd.DataFrame({"eps_upper": rng.exponential(0.01, 120)}),

@@ -381,7 +381,8 @@ def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd
                            summary: pd.DataFrame | None = None, stem: str | Path | None = None) -> plt.Figure:
     """Robustness curves: % of test images whose prediction survives every perturbation of size ε
     (top) and accuracy under attack (bottom), all datasets on one log-scaled ε axis, one column
-    per regime; controls dashed.
+    per regime (its seed replicates ``R-r{k}`` in the same column, one thin line per seed);
+    controls dashed.
 
     Args:
         curves: rows of :func:`oncorobust.evaluation.robustness.curve` with ``dataset`` and ``regime``.
@@ -400,32 +401,42 @@ def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd
     regimes = list(dict.fromkeys(curves.regime)) if len(curves) else []
     if not regimes:
         return _placeholder("No per-image flipping ε: nothing to show.", stem)
+    groups: dict[str, list[str]] = {}  # one column per regime; its seed replicates R-r{k} in it
+    for r in regimes:
+        groups.setdefault(split_replicate_name(r)[0], []).append(r)
+    panels = list(groups)
     datasets = list(dict.fromkeys(curves.dataset))
     colors = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(datasets)}
-    fig, axes = plt.subplots(2, len(regimes), figsize=(3.2 * len(regimes) + 0.4, 5.0), squeeze=False, sharex=True)
-    for j, regime in enumerate(regimes):
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels) + 0.4, 5.0), squeeze=False, sharex=True)
+    for j, base in enumerate(panels):
         for ds in datasets:
-            c = curves[(curves.dataset == ds) & (curves.regime == regime)].sort_values("eps")
-            if not len(c):
-                continue
-            label = ds + (" (control)" if ds in controls else "")
-            if len(regimes) > 1:  # one legend below all panels: name the panel's models
-                label += f" {regime}"
-            if summary is not None:
-                s = summary[(summary.dataset == ds) & (summary.regime == regime)]
-                if len(s) and np.isfinite(s.eps50.iloc[0]):
-                    label += f", ε₅₀ {s.eps50.iloc[0]:.2g}"
-                    if np.isfinite(s.eps50_stored.iloc[0]):
-                        label += f" ≈ {s.eps50_stored.iloc[0]:.2g} {s.stored_unit.iloc[0]}"
-            ls = "--" if ds in controls else "-"
-            for row, col in ((0, "unchanged"), (1, "accuracy")):
-                axes[row][j].plot(c.eps, c[col], ls, color=colors[ds], lw=1.3, label=label if row == 0 else None)
-            if markers is not None:
-                m = markers[(markers.dataset == ds) & (markers.regime == regime)]
+            names = [r for r in groups[base] if ((curves.dataset == ds) & (curves.regime == r)).any()]
+            seeds = len(names)
+            # several seeds: one thin line per seed, one legend entry
+            style = {"lw": 1.3} if seeds == 1 else {"lw": 0.9, "alpha": 0.75}
+            for i, regime in enumerate(names):
+                c = curves[(curves.dataset == ds) & (curves.regime == regime)].sort_values("eps")
+                label = ds + (" (control)" if ds in controls else "")
+                if len(panels) > 1:  # one legend below all panels: name the panel's models
+                    label += f" {base}"
+                if seeds > 1:
+                    label += f" ({seeds} seeds, one line each)"
+                elif summary is not None:
+                    s = summary[(summary.dataset == ds) & (summary.regime == regime)]
+                    if len(s) and np.isfinite(s.eps50.iloc[0]):
+                        label += f", ε₅₀ {s.eps50.iloc[0]:.2g}"
+                        if np.isfinite(s.eps50_stored.iloc[0]):
+                            label += f" ≈ {s.eps50_stored.iloc[0]:.2g} {s.stored_unit.iloc[0]}"
+                ls = "--" if ds in controls else "-"
                 for row, col in ((0, "unchanged"), (1, "accuracy")):
-                    if col in m and m[col].notna().any():
-                        axes[row][j].plot(m.eps, m[col], "o", mfc="none", color=colors[ds], ms=4)
-        axes[0][j].set_title(f"{regime} models")
+                    axes[row][j].plot(c.eps, c[col], ls, color=colors[ds], **style,
+                                      label=label if row == 0 and i == 0 else None)
+                if markers is not None:
+                    m = markers[(markers.dataset == ds) & (markers.regime == regime)]
+                    for row, col in ((0, "unchanged"), (1, "accuracy")):
+                        if col in m and m[col].notna().any():
+                            axes[row][j].plot(m.eps, m[col], "o", mfc="none", color=colors[ds], ms=4)
+        axes[0][j].set_title(f"{base} models")
         axes[0][j].set_ylabel("predictions unchanged (%)")
         axes[1][j].set_ylabel("accuracy under attack (%)")
         axes[1][j].set_xlabel("ε (L∞, [0,1] pixel units, log scale)")
