@@ -142,6 +142,12 @@ def test_seed_summary_one_seed_repeats_the_summary_and_k_seeds_average():
     assert (ct.eps50_seed_min, ct.eps50_seed_max) == pytest.approx((min(per), max(per)))
     assert ct.eps50_sa_ci_low < ct.eps50 < ct.eps50_sa_ci_high and 0 <= ct.eps50_sa_ci_low
     assert ct.eps50_ci_low <= ct.eps50 <= ct.eps50_ci_high
+    from oncorobust.evaluation.paired import eps50, two_level_bootstrap
+    direct = two_level_bootstrap([frames[("ct", n)].eps_upper.to_numpy() for n in ("clean", "clean-r2", "clean-r3")],
+                                 eps50, n_boot=400, seed=1, bounds=(0.0, math.inf))
+    # the regime table's interval (same statistic, same seed): the two tables agree
+    assert (ct.eps50_ci_low, ct.eps50_ci_high, ct.eps50_sa_ci_low) == pytest.approx(
+        (direct["ci_low"], direct["ci_high"], direct["sa_ci_low"]))
     # the seed adds width: the two-level interval is wider than the images-only one
     assert ct.eps50_ci_high - ct.eps50_ci_low > ct.eps50_images_ci_high - ct.eps50_images_ci_low
     assert ct.ratio_to_control == pytest.approx(np.mean(per) / np.mean(ctrl))

@@ -198,7 +198,8 @@ SEED_SUFFIXES = ("", "_ci_low", "_ci_high", "_sa_ci_low", "_sa_ci_high", "_image
 
 
 def _seed_stream(seed: int, dataset: str) -> int:
-    """A bootstrap seed per dataset, so that two datasets' resamples are independent (a ratio)."""
+    """A bootstrap seed of its own for ``dataset``'s replicates, so that the two datasets of a
+    ratio are resampled independently (their seed draws would coincide under one seed)."""
     import zlib
 
     return int(seed) + zlib.crc32(dataset.encode()) % 100_000
@@ -254,8 +255,9 @@ def seed_summary(frames: dict[tuple[str, str], pd.DataFrame], controls: set[str]
                             f"{name}_images_ci_high": hi, f"{name}_seed_min": v, f"{name}_seed_max": v})
                 boots[(ds, base, name)], per_seed[(ds, base, name)] = b, [v]
                 continue
-            res = two_level_bootstrap(eps, lambda e, q=q: quantile(e, q), n_boot=n_boot,
-                                      seed=_seed_stream(seed, ds), bounds=(0.0, math.inf))
+            # the same seed as the regime table (tables/regimes.csv): the same ε₅₀ intervals
+            res = two_level_bootstrap(eps, lambda e, q=q: quantile(e, q), n_boot=n_boot, seed=seed,
+                                      bounds=(0.0, math.inf))
             row.update({name: res["mean"], **{f"{name}{s}": res[s.lstrip("_")] for s in SEED_SUFFIXES if s}})
             boots[(ds, base, name)], per_seed[(ds, base, name)] = res["replicates"], res["per_seed"]
         rows.append(row)
@@ -269,8 +271,14 @@ def seed_summary(frames: dict[tuple[str, str], pd.DataFrame], controls: set[str]
                 ratio_cols[c].append("" if c == "control_dataset" else math.nan)
             continue
         c_mean = float(out[(out.dataset == ctrl) & (out.regime == r.regime)].eps50.iloc[0])
+        den = boots[(ctrl, r.regime, "eps50")]
+        if r.replicates > 1 or len(groups[(ctrl, r.regime)]) > 1:
+            # seeds: the control's replicates drawn independently of this dataset's (own stream)
+            ctrl_eps = [groups[(ctrl, r.regime)][k] for k in sorted(groups[(ctrl, r.regime)])]
+            den = two_level_bootstrap(ctrl_eps, lambda e: quantile(e, 0.5), n_boot=n_boot,
+                                      seed=_seed_stream(seed, ctrl))["replicates"]
         with np.errstate(invalid="ignore", divide="ignore"):
-            rb = boots[(r.dataset, r.regime, "eps50")] / boots[(ctrl, r.regime, "eps50")]
+            rb = boots[(r.dataset, r.regime, "eps50")] / den
             seeds = [a / b for a, b in zip(per_seed[(r.dataset, r.regime, "eps50")],
                                            per_seed[(ctrl, r.regime, "eps50")]) if b > 0]
         rb = rb[~np.isnan(rb)]
