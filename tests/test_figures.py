@@ -76,6 +76,14 @@ def test_fig3_one_panel_per_dataset_with_regimes(tmp_path):
     assert labels == {"clean · FGSM", "clean · PGD", "adv_pgd · FGSM", "adv_pgd · PGD"}
 
 
+def test_fig3_draws_the_strongest_attack_when_pgd_did_not_run():
+    s = _summary()
+    s = s[s.method != "pgd"].replace({"method": {"bim": "worst"}})  # FGSM and the worst case only
+    fig = figures.fig3_adv_training(s, {"digits"})
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {lab.split(" · ")[1] for lab in labels} == {"FGSM", figures.METHOD_LABELS.get("worst", "worst")}
+
+
 def test_fig3_folds_seed_replicates_onto_their_regime(tmp_path):
     one = _summary()
     second = one.assign(regime=one.regime + "-r2", accuracy=one.accuracy - 10, ci_low=one.ci_low - 20)

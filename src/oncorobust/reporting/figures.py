@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from oncorobust.io import atomic_path  # noqa: E402
-from oncorobust.spec import METHODS, PAPER_METHODS, split_replicate_name  # noqa: E402
+from oncorobust.spec import METHODS, PAPER_METHODS, STRENGTH_ORDER, split_replicate_name  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
 METHOD_COLORS = {name: m.color for name, m in METHODS.items()}
@@ -293,8 +293,9 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
         summary: the attack summary (``tables/attack_summary.csv``; rows of
             :func:`oncorobust.evaluation.results.summarize`), transfer rows are left out.
         controls: the control datasets (their ε axis is not shared with the medical sets').
-        methods: the white-box methods to draw; those absent from ``summary`` are left out (all
-            white-box methods present are drawn when none of them is).
+        methods: the white-box methods to draw; those absent from ``summary`` are left out and the
+            strongest method that ran (:data:`oncorobust.spec.STRENGTH_ORDER`) is drawn instead (all
+            white-box methods present are drawn when none of them ran).
         stem: where to write PNG + PDF (no suffix); None: not written.
         units: dataset → ``stats.json``'s ``eps_units`` (a top axis in the stored data's units).
     Returns:
@@ -308,7 +309,10 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
     if not datasets:
         return _placeholder("No adversarially trained regime configured"
                             " (adversarial_training.regimes is empty): nothing to compare.", stem)
-    methods = [m for m in methods if (wb.method == m).any()] or list(dict.fromkeys(wb.method))
+    chosen = [m for m in methods if (wb.method == m).any()]
+    if chosen and len(chosen) < len(methods):  # a requested method did not run: the strongest that did
+        chosen += [m for m in STRENGTH_ORDER if (wb.method == m).any() and m not in chosen][:1]
+    methods = chosen or list(dict.fromkeys(wb.method))
     regimes = list(dict.fromkeys(r for r in wb.regime if r != "clean"))
     colors = {"clean": PALETTE[7], **{r: PALETTE[i] for i, r in enumerate(regimes)}}
     styles = {m: ["--", "-", ":", "-."][i % 4] for i, m in enumerate(methods)}
