@@ -23,7 +23,8 @@ from oncorobust.errors import ConfigError
 from oncorobust.evaluation.corruptions import CORRUPTIONS, CorruptionError, evaluate_corruption
 from oncorobust.evaluation.evaluate import COLUMNS, evaluate_attack
 from oncorobust.io import write_csv
-from oncorobust.reporting.natural import (HEALTH_COLUMNS, corruption_health, corruption_markdown, corruption_table,
+from oncorobust.reporting.natural import (HEALTH_COLUMNS, attack_curve, corruption_health, corruption_markdown,
+                                          corruption_table,
                                           mean_corruption_accuracy, natural_vs_adversarial, noise_units_markdown,
                                           noise_units_table, sigma_multiples)
 from oncorobust.reporting.tables import read_per_image
@@ -236,6 +237,22 @@ def test_figure_copes_with_one_dataset_one_corruption_no_sigma(tmp_path):
     empty = corruption_table({}, {})
     natural_vs_adversarial(empty, curves, {}, {}, ["ct"], stem=tmp_path / "g")
     assert (tmp_path / "g.png").exists() and "No corruption results" in corruption_markdown(empty, mean_corruption_accuracy(empty))
+
+
+def test_figure_folds_seed_replicates_onto_their_regime(tmp_path):
+    ids = [f"s{i}" for i in range(10)]
+    per = {}
+    for k, name in enumerate(("clean", "clean-r2")):
+        wrong = [1] * (2 + 4 * k) + [0] * (8 - 4 * k)  # 20 % and 60 % wrong under the corruption
+        per[("ct", name, "gaussian_noise", 20.0)] = _frame(ids, [0] * 10, [0] * 10, wrong, [0.01] * 10)
+    table = corruption_table(per, {"ct": {"per_eps": 1500.0, "unit": "HU"}})
+    curves = attack_curve({("ct", n, "worst", 0.01): _frame(ids, [0] * 10, [0] * 10, [1] * (3 + 2 * k) + [0] * (7 - 2 * k),
+                                                             [0.01] * 10) for k, n in enumerate(("clean", "clean-r2"))})
+    fig = natural_vs_adversarial(table, curves, {"ct": {"per_eps": 1500.0, "unit": "HU"}}, {"ct": math.nan}, ["ct"])
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")}
+    assert len(lines) == 2 and all(lab.endswith("(clean, mean of 2 seeds)") for lab in lines)  # not one per seed
+    noise = next(ln for lab, ln in lines.items() if lab.startswith("gaussian_noise"))
+    assert list(noise.get_ydata()) == pytest.approx([60.0])  # mean of 80 % and 40 % accuracy
 
 
 # ---------------------------------------------------------------------------------------------

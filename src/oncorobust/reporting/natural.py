@@ -22,7 +22,7 @@ import pandas as pd
 
 from oncorobust.data.noise import SIGMA_FLOOR, sigma_multiple
 from oncorobust.evaluation.stats import wilson
-from oncorobust.spec import CORRUPT_PREFIX, METHODS, REGIME_NAMES, STRENGTH_ORDER
+from oncorobust.spec import CORRUPT_PREFIX, METHODS, REGIME_NAMES, STRENGTH_ORDER, split_replicate_name
 
 #: columns of ``results/tables/corruptions.csv`` (accuracies in %, Wilson 95% CI)
 TABLE_COLUMNS = ["dataset", "regime", "corruption", "severity", "unit", "n", "accuracy", "ci_low", "ci_high",
@@ -344,6 +344,26 @@ def attack_curve(per_image: dict[tuple, pd.DataFrame]) -> pd.DataFrame:
     return out.drop_duplicates(["dataset", "regime", "method", "eps"]).sort_values(["dataset", "regime", "eps"])
 
 
+def _seeds_note(seeds: int) -> str:
+    return f", mean of {seeds} seeds" if seeds > 1 else ""
+
+
+def _seed_means(frame: pd.DataFrame, keys: list[str], values: list[str]) -> tuple[pd.DataFrame, int]:
+    """``frame`` with seed replicates (``R-r{k}``) folded onto their regime R: ``values`` averaged
+    over the seeds per ``keys``, other columns from the first seed; and the largest seed count.
+    A frame without replicates is returned unchanged (K = 1)."""
+    if not len(frame):
+        return frame, 1
+    base = frame.regime.map(lambda r: split_replicate_name(r)[0])
+    if (base == frame.regime).all():
+        return frame, 1
+    f = frame.assign(regime=base, _seeds=1)
+    agg = {c: ("mean" if c in values else "first") for c in f.columns if c not in keys}
+    agg["_seeds"] = "sum"
+    out = f.groupby(keys, sort=False, as_index=False).agg(agg)
+    return out.drop(columns="_seeds"), int(out["_seeds"].max())
+
+
 def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dict[str, dict | None],
                            sigma: dict[str, float], datasets: list[str], stem=None):
     """The one-axis figure: per dataset, accuracy against perturbation size in stored units (log x).
@@ -367,6 +387,11 @@ def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dic
     from oncorobust.reporting import figures as F
 
     F._style()
+    # seed replicates (R-r{k}): one line per regime, the mean over its seeds
+    table, seeds_t = _seed_means(table, ["dataset", "regime", "corruption", "severity"],
+                                 ["accuracy", "median_linf", "clean_accuracy"])
+    curves, seeds_c = _seed_means(curves, ["dataset", "regime", "method", "eps"], ["accuracy"])
+    seeds = max(seeds_t, seeds_c)
     shown = [ds for ds in datasets if ds in set(table.dataset) | set(curves.dataset)]
     if not shown:
         return F._placeholder("No corruption or attack results to plot.", stem)
@@ -382,13 +407,13 @@ def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dic
             c = c[c.eps > 0].sort_values("eps")
             ls = "-" if regime == "clean" else "--"
             label = f"{METHODS[c.method.iloc[0]].label if len(c) and c.method.iloc[0] in METHODS else 'attack'}" \
-                    f" ({regime})" if len(c) else None
+                    f" ({regime}{_seeds_note(seeds)})" if len(c) else None
             ax.plot(c.eps * scale, c.accuracy, ls, color="black", marker="o", ms=2.5, lw=1.1, label=label)
         for (regime, name), g in table[table.dataset == ds].groupby(["regime", "corruption"], sort=False):  # table order
             g = g[g.median_linf > 0].sort_values("median_linf")
             ax.plot(g.median_linf * scale, g.accuracy, "-" if regime == "clean" else "--", marker="s", ms=3, lw=1,
                     color=colors[name], mfc=colors[name] if regime == "clean" else "white",
-                    label=f"{name} ({regime})")
+                    label=f"{name} ({regime}{_seeds_note(seeds)})")
         clean = table[(table.dataset == ds) & (table.regime == "clean")].clean_accuracy
         if len(clean):
             ax.axhline(float(clean.iloc[0]), color="grey", ls=":", lw=0.8)
@@ -403,6 +428,7 @@ def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dic
             top = ax.secondary_xaxis("top", functions=(lambda v, s=s: v / s, lambda v, s=s: v * s))
             top.set_xlabel(f"× median σ ({s:.3g} {unit})", fontsize=6)
             top.tick_params(labelsize=6)
+            top.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # less than a decade: no clutter
         else:
             ax.set_title(f"{ds} (no σ: control or unmeasured)")
     F._legend_below(fig, axes, ncol=3)
