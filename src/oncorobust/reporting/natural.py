@@ -402,13 +402,16 @@ def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dic
         per, unit = _stored(units.get(ds))
         scale = per if np.isfinite(per) else 1.0
         cd = curves[curves.dataset == ds]
-        for regime in sorted(set(cd.regime), key=lambda r: REGIME_NAMES.index(r) if r in REGIME_NAMES else 99):
+        order = sorted(set(cd.regime), key=lambda r: REGIME_NAMES.index(r) if r in REGIME_NAMES else 99)
+        adversarial = [r for r in order if r != "clean"]
+        for regime in order:
             c = cd[cd.regime == regime]
             c = c[c.eps > 0].sort_values("eps")
-            ls = "-" if regime == "clean" else "--"
+            ls = "-" if regime == "clean" else ["--", ":", "-.", (0, (5, 1, 1, 1))][adversarial.index(regime) % 4]
+            marker = "o" if regime == "clean" else ["o", "^", "D", "v"][adversarial.index(regime) % 4]
             label = f"{METHODS[c.method.iloc[0]].label if len(c) and c.method.iloc[0] in METHODS else 'attack'}" \
                     f" ({regime}{_seeds_note(seeds)})" if len(c) else None
-            ax.plot(c.eps * scale, c.accuracy, ls, color="black", marker="o", ms=2.5, lw=1.1, label=label)
+            ax.plot(c.eps * scale, c.accuracy, ls=ls, color="black", marker=marker, ms=2.5, lw=1.1, label=label)
         for (regime, name), g in table[table.dataset == ds].groupby(["regime", "corruption"], sort=False):  # table order
             g = g[g.median_linf > 0].sort_values("median_linf")
             ax.plot(g.median_linf * scale, g.accuracy, "-" if regime == "clean" else "--", marker="s", ms=3, lw=1,
