@@ -321,7 +321,7 @@ def test_script_writes_csv_and_md(one_seed, tmp_path):
     assert csv.train_seconds.iloc[0] == 12.5 and math.isnan(csv.train_seconds.iloc[1])
     # 3 epochs × (100 training images × (1 + 5 × 0.5) + 30 validation images × 5 PGD steps); no clean history
     assert csv.train_grad_evals.iloc[1] == 3 * (100 * 3.5 + 30 * 5) and math.isnan(csv.train_grad_evals.iloc[0])
-    assert "0.0015 M grad. evals" in Path(sm.output.md).read_text()
+    assert "1.5 k grad. evals" in Path(sm.output.md).read_text()
     assert csv.only_clean.isna().iloc[0] and float(csv.only_clean.iloc[1]).is_integer()
     assert Path(sm.output.md).read_text().startswith("# Training regimes compared")
 

@@ -526,7 +526,7 @@ def _cost(r: dict, clean: float) -> str:
     parts = []
     if not (g is None or math.isnan(g)):
         rel = f" ({g / clean:.1f}× clean)" if clean and not math.isnan(clean) and r["regime"] != "clean" else ""
-        parts.append(f"{g / 1e6:.3g} M grad. evals{rel}")
+        parts.append((f"{g / 1e6:.3g} M" if g >= 1e6 else f"{g / 1e3:.3g} k") + f" grad. evals{rel}")
     if not (sec is None or math.isnan(sec)):
         parts.append(f"{sec:.0f} s")
     return "; ".join(parts) or "–"
