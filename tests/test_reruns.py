@@ -370,6 +370,9 @@ STAGE_EDITS = {
     "evaluation/corruptions.py": {"corrupt"},
     "reporting/regimes.py": {"regimes_table"},
     "reporting/figures.py": {"corruption_tables", "figures", "robustness"},
+    # a table edit replans no health check (the per-image readers live in evaluation.results)
+    "reporting/tables.py": {"attack_tables", "cards", "corruption_tables", "deferral_tables", "figures",
+                            "regimes_table", "robustness"},
 }
 
 
