@@ -18,9 +18,13 @@ is an upper bound on each image's true flipping ε, so are the curves' fractions
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pandas as pd
+
+from oncorobust.evaluation.paired import two_level_bootstrap
+from oncorobust.spec import split_replicate_name
 
 QUANTILES = {"eps50": 0.5, "eps10": 0.1}
 
@@ -200,8 +204,6 @@ SEED_SUFFIXES = ("", "_ci_low", "_ci_high", "_sa_ci_low", "_sa_ci_high", "_image
 def _seed_stream(seed: int, dataset: str) -> int:
     """A bootstrap seed of its own for ``dataset``'s replicates, so that the two datasets of a
     ratio are resampled independently (their seed draws would coincide under one seed)."""
-    import zlib
-
     return int(seed) + zlib.crc32(dataset.encode()) % 100_000
 
 
@@ -233,9 +235,6 @@ def seed_summary(frames: dict[tuple[str, str], pd.DataFrame], controls: set[str]
         columns of :data:`SEED_SUFFIXES`, then ``ratio_to_control``, ``ratio_ci_low``,
         ``ratio_ci_high``, ``ratio_seed_min``, ``ratio_seed_max``, ``control_dataset``.
     """
-    from oncorobust.evaluation.paired import two_level_bootstrap
-    from oncorobust.spec import split_replicate_name
-
     groups: dict[tuple[str, str], dict[int, np.ndarray]] = {}
     for (ds, name), f in frames.items():
         base, k = split_replicate_name(name)

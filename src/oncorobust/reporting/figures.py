@@ -255,11 +255,35 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
     return fig
 
 
+def fold_seeds(frame: pd.DataFrame, keys: list[str], how: dict[str, str]) -> pd.DataFrame:
+    """Fold seed replicates (``R-r{k}``, :func:`oncorobust.spec.split_replicate_name`) onto their
+    regime R: one row per ``keys`` (which include ``regime``), each column of ``how`` aggregated
+    over the seeds with its pandas function (``mean``, ``min``, ``max``), every other column taken
+    from the first seed. Without replicates the rows are unchanged.
+
+    Args:
+        frame: rows with a ``regime`` column (model names as in the paths) and ``keys``.
+        keys: the columns that identify a row once the seeds are folded.
+        how: column → aggregation over the seeds; columns absent from ``frame`` are ignored.
+    Returns:
+        ``frame``'s columns with ``regime`` the base regime, plus ``seeds`` (K per row).
+    """
+    if not len(frame):
+        return frame.assign(seeds=pd.Series(dtype=int))
+    base = frame.regime.map(lambda r: split_replicate_name(r)[0])
+    out = frame.assign(regime=base, seeds=1)
+    if (base == frame.regime).all():
+        return out
+    agg = {c: how.get(c, "first") for c in out.columns if c not in keys}
+    agg["seeds"] = "sum"
+    return out.groupby(keys, sort=False, as_index=False).agg(agg)
+
+
 def seed_means(summary: pd.DataFrame) -> pd.DataFrame:
-    """Fold seed replicates (``R-r{k}``, :func:`oncorobust.spec.split_replicate_name`) of an attack
-    summary onto their regime R: per (dataset, R, method, ε) the mean accuracy over the K seeds and,
-    as its band, the envelope of the per-seed 95% CIs (lowest low, highest high) — it covers the
-    test-image noise of every seed and the seed-to-seed spread. Regimes with one seed are unchanged.
+    """Fold seed replicates of an attack summary onto their regime (:func:`fold_seeds`): per
+    (dataset, R, method, ε) the mean accuracy over the K seeds and, as its band, the envelope of the
+    per-seed 95% CIs (lowest low, highest high) — it covers the test-image noise of every seed and
+    the seed-to-seed spread. Regimes with one seed are unchanged.
 
     Args:
         summary: rows of :func:`oncorobust.evaluation.results.summarize` (``dataset``, ``regime``,
@@ -268,19 +292,9 @@ def seed_means(summary: pd.DataFrame) -> pd.DataFrame:
     Returns:
         The same columns with ``regime`` the base regime, plus ``seeds`` (K per row).
     """
-    if not len(summary):
-        return summary.assign(seeds=pd.Series(dtype=int))
-    base = summary.regime.map(lambda r: split_replicate_name(r)[0])
-    out = summary.assign(regime=base, seeds=1)
-    if (base == summary.regime).all():
-        return out
-    agg = {c: "first" for c in out.columns if c not in ("dataset", "regime", "method", "eps")}
-    agg.update({"accuracy": "mean", "clean_accuracy": "mean", "ci_low": "min", "clean_ci_low": "min",
-                "ci_high": "max", "clean_ci_high": "max", "seeds": "sum"})
-    if "flip_rate" in out.columns:
-        agg["flip_rate"] = "mean"
-    agg = {c: f for c, f in agg.items() if c in out.columns}
-    return out.groupby(["dataset", "regime", "method", "eps"], sort=False, as_index=False).agg(agg)
+    return fold_seeds(summary, ["dataset", "regime", "method", "eps"],
+                      {"accuracy": "mean", "clean_accuracy": "mean", "flip_rate": "mean", "ci_low": "min",
+                       "clean_ci_low": "min", "ci_high": "max", "clean_ci_high": "max"})
 
 
 def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm", "pgd"),

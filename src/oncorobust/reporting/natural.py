@@ -22,7 +22,7 @@ import pandas as pd
 
 from oncorobust.data.noise import SIGMA_FLOOR, sigma_multiple
 from oncorobust.evaluation.stats import wilson
-from oncorobust.spec import CORRUPT_PREFIX, METHODS, REGIME_NAMES, STRENGTH_ORDER, split_replicate_name
+from oncorobust.spec import CORRUPT_PREFIX, METHODS, REGIME_NAMES, STRENGTH_ORDER
 
 #: columns of ``results/tables/corruptions.csv`` (accuracies in %, Wilson 95% CI)
 TABLE_COLUMNS = ["dataset", "regime", "corruption", "severity", "unit", "n", "accuracy", "ci_low", "ci_high",
@@ -348,22 +348,6 @@ def _seeds_note(seeds: int) -> str:
     return f", mean of {seeds} seeds" if seeds > 1 else ""
 
 
-def _seed_means(frame: pd.DataFrame, keys: list[str], values: list[str]) -> tuple[pd.DataFrame, int]:
-    """``frame`` with seed replicates (``R-r{k}``) folded onto their regime R: ``values`` averaged
-    over the seeds per ``keys``, other columns from the first seed; and the largest seed count.
-    A frame without replicates is returned unchanged (K = 1)."""
-    if not len(frame):
-        return frame, 1
-    base = frame.regime.map(lambda r: split_replicate_name(r)[0])
-    if (base == frame.regime).all():
-        return frame, 1
-    f = frame.assign(regime=base, _seeds=1)
-    agg = {c: ("mean" if c in values else "first") for c in f.columns if c not in keys}
-    agg["_seeds"] = "sum"
-    out = f.groupby(keys, sort=False, as_index=False).agg(agg)
-    return out.drop(columns="_seeds"), int(out["_seeds"].max())
-
-
 def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dict[str, dict | None],
                            sigma: dict[str, float], datasets: list[str], stem=None):
     """The one-axis figure: per dataset, accuracy against perturbation size in stored units (log x).
@@ -388,10 +372,10 @@ def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dic
 
     F._style()
     # seed replicates (R-r{k}): one line per regime, the mean over its seeds
-    table, seeds_t = _seed_means(table, ["dataset", "regime", "corruption", "severity"],
-                                 ["accuracy", "median_linf", "clean_accuracy"])
-    curves, seeds_c = _seed_means(curves, ["dataset", "regime", "method", "eps"], ["accuracy"])
-    seeds = max(seeds_t, seeds_c)
+    table = F.fold_seeds(table, ["dataset", "regime", "corruption", "severity"],
+                         {c: "mean" for c in ("accuracy", "median_linf", "clean_accuracy")})
+    curves = F.fold_seeds(curves, ["dataset", "regime", "method", "eps"], {"accuracy": "mean"})
+    seeds = int(max([1, *table.seeds, *curves.seeds]))
     shown = [ds for ds in datasets if ds in set(table.dataset) | set(curves.dataset)]
     if not shown:
         return F._placeholder("No corruption or attack results to plot.", stem)

@@ -30,6 +30,7 @@ The functions are pure (paths and config slices in, frames and text out); the wo
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, replace
@@ -48,7 +49,7 @@ from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
 from oncorobust.pipeline.resources import train_grad_evals
 from oncorobust.evaluation.results import merge_bracket, read_attack_csv, read_per_image
-from oncorobust.spec import REGIMES, REPLICATE_SEP, STRENGTH_ORDER, TRANSFER_PREFIX
+from oncorobust.spec import REGIMES, REPLICATE_SEP, STRENGTH_ORDER, TRANSFER_PREFIX, split_replicate_name
 from oncorobust.spec import replicate_name as spec_replicate_name
 
 
@@ -327,10 +328,6 @@ def read_train_grad_evals(history_path, stats_path, regime: str, adversarial: di
     Raises:
         ValueError: the base regime is unknown (:func:`oncorobust.pipeline.resources.train_grad_evals`).
     """
-    import json
-
-    from oncorobust.spec import split_replicate_name
-
     try:
         epochs = len(pd.read_csv(history_path))
         counts = json.loads(Path(stats_path).read_text())["counts"]
