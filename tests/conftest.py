@@ -49,3 +49,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "full" in item.keywords:
             item.add_marker(skip)
+
+
+#: the model fingerprint test frames are stamped with (no model file beside them: not compared)
+TEST_MODEL_FP = "0" * 16
+
+
+def write_result(df, path, model_fp: str = TEST_MODEL_FP, data_fp: str = "") -> None:
+    """Write a per-image result frame as the workflow does (provenance columns appended)."""
+    from oncorobust.io import write_result_csv
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_result_csv(df, path, model_fp=model_fp, data_fp=data_fp)
+
+
+def restamp(path, data_fp: str, model_fp: str = TEST_MODEL_FP) -> None:
+    """Re-write a per-image CSV written by :func:`write_result` with other fingerprints (e.g. of a
+    test.pt made after it)."""
+    import pandas as pd
+
+    from oncorobust.provenance import PROVENANCE_COLUMNS
+
+    df = pd.read_csv(path, dtype={"sample_id": str}).drop(columns=list(PROVENANCE_COLUMNS))
+    write_result(df, path, model_fp=model_fp, data_fp=data_fp)

@@ -3,6 +3,7 @@ aggregates read them (checked against their params) instead of trusting the inpu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import torch
 
 from oncorobust.evaluation.evaluate import COLUMNS, evaluate_attack
 from oncorobust.evaluation.health import table_checks, whitebox_flipped, worst_vs_bracket
+from conftest import TEST_MODEL_FP, write_result
 from oncorobust.io import ATTACK_KEY_COLUMNS, write_attack_csv, write_csv
+from oncorobust.provenance import PROVENANCE_COLUMNS, file_fingerprint
 from oncorobust.models.architectures import build_model
 from oncorobust.models.checkpoints import state_digest
 from oncorobust.models.loading import load_model
@@ -47,8 +50,8 @@ def _run(script: str, spec: dict, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _strip_key(text: str) -> str:
-    """A CSV's text without its last three columns (the key)."""
-    return "".join(line.rsplit(",", 3)[0] + "\n" for line in text.splitlines())
+    """A CSV's text without its last six columns (the key, then the provenance)."""
+    return "".join(line.rsplit(",", 6)[0] + "\n" for line in text.splitlines())
 
 
 # ---------------------------------------------------------------- the attack script writes the key
@@ -82,7 +85,11 @@ def test_attack_script_appends_regime_method_eps(tiny):
     run = _run("attack.py", spec, tiny)
     assert run.returncode == 0, run.stderr[-2000:]
     df = pd.read_csv(out)
-    assert list(df.columns) == COLUMNS + ["regime", "method", "eps"] == COLUMNS + list(ATTACK_KEY_COLUMNS)
+    assert list(df.columns) == COLUMNS + ["regime", "method", "eps", "model_fp", "data_fp", "row_fp"]
+    assert list(df.columns) == COLUMNS + list(ATTACK_KEY_COLUMNS) + list(PROVENANCE_COLUMNS)
+    # the provenance: the model's weight digest and the test tensors' file digest
+    assert (df.model_fp == torch.load(tiny / "m" / "clean.pt", weights_only=True)["meta"]["sha256"][:16]).all()
+    assert (df.data_fp == hashlib.sha256((tiny / "m" / "test.pt").read_bytes()).hexdigest()[:16]).all()
     assert (df.regime == "adv_pgd").all() and (df.method == "transfer_fgsm").all()
     assert df.eps.dtype == float and (df.eps == 0.05).all() and len(df) == 12
     # the old columns, byte for byte, as the previous version wrote them (write_csv of the result)
@@ -100,7 +107,7 @@ def test_attack_script_appends_regime_method_eps(tiny):
 def test_write_attack_csv_refuses_a_result_that_has_a_key_column(tmp_path):
     with pytest.raises(ValueError, match="eps"):
         write_attack_csv(pd.DataFrame({"sample_id": ["a"], "eps": [0.1]}), tmp_path / "x.csv",
-                         regime="clean", method="pgd", eps=0.1)
+                         regime="clean", method="pgd", eps=0.1, model_fp=TEST_MODEL_FP, data_fp="")
 
 
 # ---------------------------------------------------------------- the reader checks the key
@@ -117,13 +124,13 @@ def _frame(ids, rng, eps):
                          "linf": np.full(n, eps, dtype=np.float32)})[COLUMNS]
 
 
-def _attack_csv(root: Path, regime, method, eps, df, key=True) -> Path:
+def _attack_csv(root: Path, regime, method, eps, df, key=True, data_fp="") -> Path:
     p = root / "ds" / "attacks" / regime / method / f"eps={eps:g}.csv"
     p.parent.mkdir(parents=True, exist_ok=True)
     if key:
-        write_attack_csv(df, p, regime=regime, method=method, eps=eps)
+        write_attack_csv(df, p, regime=regime, method=method, eps=eps, model_fp=TEST_MODEL_FP, data_fp=data_fp)
     else:
-        write_csv(df, p)
+        write_result(df, p, data_fp=data_fp)
     return p
 
 
@@ -172,14 +179,15 @@ def grid(tmp_path):
             for r in ("clean", "adv_pgd")}
     for fmt in ("new", "old"):
         root = tmp_path / fmt
-        for (r, m, e), df in frames.items():
-            _attack_csv(root, r, m, e, df, key=fmt == "new")
         (root / "ds" / "tensors").mkdir(parents=True)
         torch.save({"ids": ids}, root / "ds" / "tensors" / "test.pt")
+        fp = file_fingerprint(root / "ds" / "tensors" / "test.pt")
+        for (r, m, e), df in frames.items():
+            _attack_csv(root, r, m, e, df, key=fmt == "new", data_fp=fp)
         (root / "ds" / "tensors" / "stats.json").write_text(json.dumps({"classes": ["b", "m"]}))
         (root / "ds" / "sensitivity").mkdir()
         for r, df in sens.items():
-            write_csv(df, root / "ds" / "sensitivity" / f"{r}.csv")
+            write_result(df, root / "ds" / "sensitivity" / f"{r}.csv", data_fp=fp)
     index = [{"dataset": "ds", "regime": r, "method": m, "eps": e} for r, m, e in jobs]
     return tmp_path, index, ids
 
@@ -242,7 +250,7 @@ def test_tables_unchanged_by_the_key_columns(grid):
     per_image, rows = {}, []
     for meta, path in zip(index, spec["input"]["csvs"]):
         df = read_per_image(path.replace(str(tmp / "new"), str(old)), ids)
-        assert list(df.columns) == COLUMNS
+        assert list(df.columns) == COLUMNS + list(PROVENANCE_COLUMNS)
         key = (meta["dataset"], meta["regime"], meta["method"], meta["eps"])
         if meta["method"] == "worst":
             df = merge_bracket(df, sens[meta["regime"]], meta["eps"], "predicted", 2)

@@ -27,6 +27,7 @@ from oncorobust.reporting.natural import (HEALTH_COLUMNS, attack_curve, corrupti
                                           corruption_table,
                                           mean_corruption_accuracy, natural_vs_adversarial, noise_units_markdown,
                                           noise_units_table, sigma_multiples)
+from conftest import write_result
 from oncorobust.reporting.tables import read_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,7 @@ def test_corruption_csv_passes_the_attack_csv_checks(batch, tmp_path):
     assert np.isfinite(df[["clean_prob", "adv_prob"]].to_numpy()).all()
     path = tmp_path / "attacks" / "clean" / "corrupt_gaussian_noise" / "severity=40.csv"
     path.parent.mkdir(parents=True)
-    write_csv(df, path)
+    write_result(df, path)  # as the corrupt job writes it (provenance columns appended)
     back = read_per_image(path, ids)  # one row per test image, as the attack CSVs are checked
     assert list(back.sample_id) == ids
     # the same clean predictions as the attack CSV of the same model

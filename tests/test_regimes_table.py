@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
+from conftest import restamp, write_result
+from oncorobust.provenance import file_fingerprint
 from oncorobust.errors import OncorobustError
 from oncorobust.evaluation import robustness
 from oncorobust.evaluation.paired import (eps50, mean_difference, median_difference, paired_eps50_difference,
@@ -54,13 +56,13 @@ def write_model(root: Path, ds: str, regime: str, method: str, eps_ref: float, i
         att = att.sample(frac=1, random_state=shuffle_seed)
     a = root / ds / "attacks" / regime / method / f"eps={eps_ref:g}.csv"
     a.parent.mkdir(parents=True, exist_ok=True)
-    att.to_csv(a, index=False)
+    write_result(att, a)
     test = pd.DataFrame({"sample_id": ids, "split": "test", "label": label, "clean_pred": clean_pred,
                          "correct": clean_pred == label, "min_flip_eps": eps, "eps_lower": eps / 2, "eps_upper": eps})
     val = test.head(3).assign(sample_id=[f"val-{i}" for i in range(min(3, len(test)))], split="val", eps_upper=0.0)
     s = root / ds / "sensitivity" / f"{regime}.csv"
     s.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat([val, test]).to_csv(s, index=False)
+    write_result(pd.concat([val, test]), s)
     return a, s
 
 
@@ -298,6 +300,8 @@ def test_script_writes_csv_and_md(one_seed, tmp_path):
     index, atts, senss, out = one_seed
     test_pt = tmp_path / "test.pt"
     torch.save({"ids": out["ids"]}, test_pt)
+    for p in [*atts, *senss]:  # made on these test tensors
+        restamp(p, file_fingerprint(test_pt))
     stats = tmp_path / "stats.json"
     stats.write_text('{"classes": ["benign", "malignant"], "counts": {"train": {"used": {"0": 60, "1": 40}},'
                      ' "val": {"used": {"0": 10, "1": 20}}}}')

@@ -10,6 +10,7 @@ import pytest
 
 from oncorobust.errors import DataError
 from oncorobust.evaluation.health import worst_vs_bracket
+from conftest import write_result
 from oncorobust.reporting.tables import merge_bracket, read_per_image, summarize
 
 IDS = [f"s{i}" for i in range(10)]
@@ -65,13 +66,13 @@ def test_health_worst_vs_bracket():
 
 def test_truncated_per_image_csv_is_refused_by_name(tmp_path):
     path = tmp_path / "eps=0.01.csv"
-    _worst([1]).iloc[:6].to_csv(path, index=False)
+    write_result(_worst([1]).iloc[:6], path)
     with pytest.raises(DataError, match=r"eps=0.01.csv: 6 test rows for 10 test images \(4 test images missing"):
         read_per_image(path, IDS)
-    _worst([1]).to_csv(path, index=False)
+    write_result(_worst([1]), path)
     assert len(read_per_image(path, IDS)) == 10
     sens = tmp_path / "sens.csv"
-    _sens({}).to_csv(sens, index=False)
+    write_result(_sens({}), sens)
     assert len(read_per_image(sens, IDS)) == 11  # the val row is kept, the test rows checked
     path.write_text("sample_id,label\n\x00\x01garbage")
     with pytest.raises(DataError, match="eps=0.01.csv"):

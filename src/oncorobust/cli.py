@@ -239,6 +239,96 @@ def print_estimate(config: dict, name: str, data: Path, cores: int) -> float:
     return total
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give at least 1 core")
+    return value
+
+
+def lock_out_folder(out: Path):
+    """Hold ``out``'s audit lock (``.oncorobust-audit.lock``) until the returned file is closed or the
+    process ends: a second audit into the same folder is refused instead of overwriting the first's
+    ``config.yaml`` while it runs.
+
+    Args:
+        out: the audit's output folder (exists).
+
+    Returns:
+        The open lock file (keep it open for the whole audit).
+
+    Raises:
+        OncorobustError: another audit holds the lock (its pid is named).
+    """
+    import fcntl
+
+    fh = open(out / ".oncorobust-audit.lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise OncorobustError(f"--out {out}: another `oncorobust audit` is running into this folder ({holder});"
+                              " wait for it to finish or give another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    fh.flush()
+    return fh
+
+
+def _die_with_parent() -> None:  # pragma: no cover (runs in the child between fork and exec)
+    """Linux: the child gets SIGTERM when the audit process dies, even by SIGKILL."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_child(cmd: list[str], env: dict) -> int:
+    """Run ``cmd`` (Snakemake) and return its exit status; it never outlives the audit: a SIGTERM,
+    SIGHUP or Ctrl-C of the audit stops it (SIGTERM, then SIGKILL after 30 s) and, on Linux, so does
+    the audit's own death.
+
+    Args:
+        cmd: the command line.
+        env: its environment.
+
+    Returns:
+        The child's exit status (128 + the signal number when the audit was stopped by one).
+    """
+    import signal
+
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    stopped = []
+
+    def _stop(signum, _frame):
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 128 + int(stopped[0] if stopped else signal.SIGINT)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def _audit(args: argparse.Namespace) -> int:
     import yaml
 
@@ -251,6 +341,7 @@ def _audit(args: argparse.Namespace) -> int:
     snakefile = find_snakefile(args.snakefile)
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
+    lock = lock_out_folder(out)  # noqa: F841 (held until the audit ends)
     config = audit_config(args)
     validate_config(config, schema_file(snakefile))
     cwd = os.getcwd()
@@ -275,11 +366,11 @@ def _audit(args: argparse.Namespace) -> int:
     run = base + (["-n"] if args.dry_run else []) + list(args.snakemake_args or [])
     # the workflow runs in --out: a python:<module>:<callable> model is imported from here
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH")) if p)}
-    rc = subprocess.call(run, env=env)
+    rc = run_child(run, env)
     if rc != 0 or args.dry_run:
         return rc
     if not args.no_report:
-        rc = subprocess.call(base + ["--report", str(out / "report.html")], env=env)
+        rc = run_child(base + ["--report", str(out / "report.html")], env)
         if rc != 0:
             return rc
     print(f"oncorobust audit: tables in {out / 'results' / 'tables'}, figures in"
@@ -361,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--epochs", type=int, default=20, help="training epochs when the model is trained here")
     audit.add_argument("--seed", type=int, default=0)
     audit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    audit.add_argument("--cores", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    audit.add_argument("--cores", type=_positive_int, default=max(1, min(4, os.cpu_count() or 1)),
+                       help="CPU cores for the workflow, at least 1 (default: %(default)s)")
     audit.add_argument("--config", help="a YAML file deep-merged into the generated config (its key"
                                         " 'dataset' into the dataset's entry), e.g. sensitivity or attacks settings")
     audit.add_argument("--snakefile", help="the workflow's Snakefile (default: found automatically)")

@@ -146,9 +146,32 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
 ATTACK_KEY_COLUMNS = ("regime", "method", "eps")
 
 
+def write_result_csv(df: pd.DataFrame, path: str | os.PathLike, *, model_fp: str,
+                     data_fp: str | list[str] | pd.Series) -> None:
+    """Write one per-image result (attack, corruption, sensitivity search) with the provenance
+    columns appended (:func:`oncorobust.provenance.stamp`: the model's and the images'
+    fingerprints and a digest of each row as written), atomically.
+
+    Args:
+        df: the per-image result (its columns are written first, unchanged).
+        path: the CSV.
+        model_fp: the fingerprint of the model that made it (:func:`oncorobust.provenance.model_fingerprint`).
+        data_fp: the fingerprint of the tensor file its images came from, one for all rows or one per
+            row (:func:`oncorobust.provenance.file_fingerprint`).
+
+    Raises:
+        ValueError: ``df`` already has a provenance column.
+        WriteError: naming ``path``, when the disk is full or the write fails otherwise.
+    """
+    from oncorobust.provenance import stamp
+
+    write_csv(stamp(df, model_fp, data_fp), path)
+
+
 def write_attack_csv(df: pd.DataFrame, path: str | os.PathLike, *, regime: str, method: str,
-                     eps: float) -> None:
-    """Write one per-image attack result with its :data:`ATTACK_KEY_COLUMNS` appended, atomically.
+                     eps: float, model_fp: str, data_fp: str) -> None:
+    """Write one per-image attack result with its :data:`ATTACK_KEY_COLUMNS` and the provenance
+    columns (:func:`write_result_csv`) appended, atomically.
 
     Args:
         df: the per-image result (one row per test image; its columns are written first, unchanged).
@@ -156,15 +179,18 @@ def write_attack_csv(df: pd.DataFrame, path: str | os.PathLike, *, regime: str, 
         regime: the attacked model's regime (``clean``, ``adv_pgd``...).
         method: the result's name, with its ``transfer_`` prefix where it has one.
         eps: the L∞ budget in [0,1] pixel units (written as a float).
+        model_fp: the attacked model's fingerprint.
+        data_fp: the test tensors' fingerprint.
 
     Raises:
-        ValueError: ``df`` already has one of the key columns (it would be overwritten).
+        ValueError: ``df`` already has one of the key or provenance columns (it would be overwritten).
         WriteError: naming ``path``, when the disk is full or the write fails otherwise.
     """
     clash = [c for c in ATTACK_KEY_COLUMNS if c in df.columns]
     if clash:
         raise ValueError(f"{path}: the result already has column(s) {clash}; they are the file's key")
-    write_csv(df.assign(regime=str(regime), method=str(method), eps=float(eps)), path)
+    write_result_csv(df.assign(regime=str(regime), method=str(method), eps=float(eps)), path,
+                     model_fp=model_fp, data_fp=data_fp)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints, input functions and the target list.
 import os
 import re as _re
+import sys
 
 from snakemake.utils import validate
 
@@ -54,6 +55,24 @@ def _dataset_order(ds):
 
 DATASETS = sorted(config["datasets"], key=_dataset_order)
 SYNTHETIC = [ds for ds in DATASETS if "synthetic" in config["datasets"][ds]["source"]]
+
+
+def _source_line(ds):
+    src = config["datasets"][ds]["source"]
+    if ds in SYNTHETIC:
+        return f"{ds} synthetic demo data"
+    where = src.get("root") or src.get("manifest") or src.get("path") or ""
+    return f"{ds} {src['format']}{' ' + str(where) if where else ''}"
+
+
+def config_origin():
+    """The configuration this run uses, as said at start-up and in {results}/config.used.yaml:
+    the config files (absolute paths) and the --config overrides."""
+    return {
+        "configfiles": [os.path.abspath(str(f)) for f in workflow.configfiles],
+        "overrides": canon(dict(workflow.config_settings.config or {})),
+    }
+
 
 
 wildcard_constraints:
@@ -548,7 +567,8 @@ def is_control(ds):
 
 def get_final_output():
     """Everything `rule all` asks for, built from the configured datasets."""
-    targets = expand(f"{R}/{{ds}}/manifest.csv", ds=DATASETS)
+    targets = [f"{R}/config.used.yaml"]
+    targets += expand(f"{R}/{{ds}}/manifest.csv", ds=DATASETS)
     targets += expand(
         f"{R}/{{ds}}/tensors/{{split}}.pt", ds=DATASETS, split=["train", "val", "test"]
     )
@@ -763,3 +783,15 @@ def get_regime_sensitivity_csvs(wildcards=None):
     return [
         f"{R}/{e['dataset']}/sensitivity/{e['regime']}.csv" for e in get_regime_index()
     ]
+
+
+if workflow.is_main_process:
+    print(
+        "oncorobust: configuration "
+        + " + ".join(config_origin()["configfiles"])
+        + (" with --config overrides" if config_origin()["overrides"] else "")
+        + "; datasets: "
+        + "; ".join(_source_line(ds) for ds in DATASETS)
+        + f"; results in {os.path.abspath(R)} (the full config: {R}/config.used.yaml)",
+        file=sys.stderr,
+    )

@@ -97,3 +97,21 @@ rule fig4_deferral:
         code=code_version("scripts/figures.py"),
     script:
         "../scripts/figures.py"
+
+
+rule config_used:
+    output:
+        f"{R}/config.used.yaml",
+    log:
+        f"{R}/logs/config_used.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        code=code_version("scripts/config_used.py"),
+        # the validated config (defaults filled in) and where it came from: any change rewrites it
+        config=canon(config),
+        origin=config_origin(),
+    script:
+        "../scripts/config_used.py"

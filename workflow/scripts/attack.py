@@ -1,5 +1,5 @@
 """Snakemake adapter: (model, test tensors) -> per-image attack CSV for one method and eps, its
-regime, method and eps appended as its last columns (the aggregates check them)."""
+regime, method and eps appended, then the model's and the images' fingerprints (the aggregates check them)."""
 
 import torch
 
@@ -7,6 +7,7 @@ from oncorobust.evaluation.evaluate import evaluate_attack
 from oncorobust.io import write_attack_csv
 from oncorobust.logs import step_logging
 from oncorobust.models.loading import load_model
+from oncorobust.provenance import file_fingerprint, model_fingerprint
 from oncorobust.device import resolve_device
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
@@ -22,4 +23,5 @@ with step_logging(sm.log[0], "attack"):
                              params=opts["params"], labels=sm.params.labels, seed=sm.params.seed,
                              batch_size=sm.params.batch_size, device=device, source_model=source,
                              early_exit=opts.get("early_exit", False), member_params=opts.get("member_params"))
-    write_attack_csv(result, sm.output[0], regime=sm.wildcards.regime, method=method, eps=eps)
+    write_attack_csv(result, sm.output[0], regime=sm.wildcards.regime, method=method, eps=eps,
+                     model_fp=model_fingerprint(sm.input.model), data_fp=file_fingerprint(sm.input.test))

@@ -15,9 +15,10 @@ import torch
 
 from oncorobust.device import resolve_device
 from oncorobust.evaluation.corruptions import CORRUPTIONS, CorruptionError, evaluate_corruption
-from oncorobust.io import write_csv
+from oncorobust.io import write_result_csv
 from oncorobust.logs import step_logging
 from oncorobust.models.loading import load_model
+from oncorobust.provenance import file_fingerprint, model_fingerprint
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "corrupt") as log:
@@ -27,6 +28,7 @@ with step_logging(sm.log[0], "corrupt") as log:
     units = json.loads(open(sm.input.stats).read()).get("eps_units") or {}
     per_eps = units.get("per_eps")
     model = load_model(sm.input.model, device)
+    made_by = model_fingerprint(sm.input.model)
     noise = pd.read_csv(sm.input.noise, dtype={"sample_id": str})
     span = noise[noise.split == "test"].set_index("sample_id").span.reindex([str(i) for i in test["ids"]])
     for (name, severity), out in zip(sm.params.plan, sm.output):
@@ -49,4 +51,4 @@ with step_logging(sm.log[0], "corrupt") as log:
                  name, severity, CORRUPTIONS[name].unit, float((result.clean_pred == result.label).mean()),
                  float((result.adv_pred == result.label).mean()), float((result.adv_pred != result.clean_pred).mean()),
                  float(result.linf.median()) if len(result) else math.nan, len(result))
-        write_csv(result, out)
+        write_result_csv(result, out, model_fp=made_by, data_fp=file_fingerprint(sm.input.test))

@@ -7,7 +7,7 @@ from oncorobust.evaluation.health import COLUMNS, model_checks, table_checks, wh
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
 from oncorobust.models.loading import load_model
-from oncorobust.evaluation.results import read_per_image, summarize
+from oncorobust.evaluation.results import read_per_image, sample_ids, summarize
 from oncorobust.device import resolve_device
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
@@ -16,7 +16,7 @@ with step_logging(sm.log[0], "health") as log:
     device = resolve_device(sm.params.device)
     ds, regime = sm.wildcards.ds, sm.wildcards.regime
     test = torch.load(sm.input.test, map_location="cpu", weights_only=True)
-    all_ids = [str(i) for i in test["ids"]]
+    all_ids = sample_ids(test["ids"], sm.input.test)
     per_image = {(m["method"], m["eps"]): read_per_image(p, all_ids) for m, p in zip(sm.params.index, sm.input.attacks)}
     summary = pd.DataFrame([summarize(df, ds, regime, method, eps) for (method, eps), df in per_image.items()])
     rows = table_checks(summary, per_image, sm.params.labels)

@@ -3,9 +3,10 @@
 import torch
 
 from oncorobust.evaluation.sensitivity import sensitivity_frame
-from oncorobust.io import write_csv
+from oncorobust.io import write_result_csv
 from oncorobust.logs import step_logging
 from oncorobust.models.loading import load_model
+from oncorobust.provenance import file_fingerprint, model_fingerprint
 from oncorobust.device import resolve_device
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
@@ -21,7 +22,8 @@ with step_logging(sm.log[0], "sensitivity") as log:
                               method=cfg["method"], steps=cfg["steps"], restarts=cfg["restarts"],
                               alpha_ratio=sm.params.pgd_alpha_ratio, fab_check=cfg["fab_check"],
                               fab_steps=cfg["fab_steps"], seed=sm.params.seed, stats=stats)
-    write_csv(frame, sm.output[0])
+    data_fp = frame.split.map({s: file_fingerprint(getattr(sm.input, s)) for s in ("val", "test")})
+    write_result_csv(frame, sm.output[0], model_fp=model_fingerprint(sm.input.model), data_fp=data_fp)
     finite = frame.min_flip_eps[frame.min_flip_eps < float("inf")]
     log.info("flipping eps (eps_upper): %d images, %d not flipped at eps_max=%g, median %.4g;"
              " median bracket width %.3g; %d gradient evaluations (%.0f per image), FAB lowered %d,"

@@ -24,6 +24,7 @@ import pandas as pd
 from oncorobust.errors import DataError
 from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
+from oncorobust.provenance import PROVENANCE_COLUMNS, file_fingerprint, model_file_for, model_fingerprint, verify
 
 
 def summarize(df: pd.DataFrame, dataset: str, regime: str, method: str, eps: float) -> dict:
@@ -53,13 +54,14 @@ def summarize(df: pd.DataFrame, dataset: str, regime: str, method: str, eps: flo
             "clean_ci_low": 100 * lo0, "clean_ci_high": 100 * hi0}
 
 
-def read_per_image(path: str | Path, ids: list[str] | None = None) -> pd.DataFrame:
+def read_per_image(path: str | Path, ids: list[str] | None = None, *, provenance: bool = True) -> pd.DataFrame:
     """A per-image result CSV (attack or sensitivity), checked against the test images it scores.
 
     Args:
         path: the CSV.
         ids: the sample IDs of the test split (``tensors/test.pt``), or None to skip the check.
             A sensitivity CSV's ``split == "test"`` rows are compared.
+        provenance: check the provenance columns (:func:`check_provenance`) after the rows.
 
     Returns:
         The frame (``sample_id`` as text).
@@ -67,13 +69,17 @@ def read_per_image(path: str | Path, ids: list[str] | None = None) -> pd.DataFra
     Raises:
         DataError: the file is unreadable, or its rows are not exactly one per test image (a
             truncated or foreign file): naming the file, the counts and what to do.
+        ProvenanceError: (a DataError) the file was edited, predates the provenance columns, or was
+            made by another model or on other test tensors.
     """
     try:
-        df = pd.read_csv(path, dtype={"sample_id": str, "regime": str, "method": str})
+        df = pd.read_csv(path, dtype={"sample_id": str, "regime": str, "method": str, **dict.fromkeys(PROVENANCE_COLUMNS, str)})
     except Exception as exc:  # noqa: BLE001 (pandas raises many kinds on a damaged file)
         raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); delete it and rerun the workflow"
                         " (it is rebuilt from the model and the test images)") from None
     if ids is None:
+        if provenance:
+            check_provenance(path, df, ids)
         return df
     rows = df[df.split == "test"] if "split" in df.columns else df
     got, want = list(rows.sample_id), [str(i) for i in ids]
@@ -83,7 +89,34 @@ def read_per_image(path: str | Path, ids: list[str] | None = None) -> pd.DataFra
                         f" missing, {extra} rows of other images{', duplicated IDs' if len(set(got)) != len(got) else ''}):"
                         " the file was truncated or changed outside the workflow. Delete it and rerun"
                         " the workflow, which rebuilds it")
+    if provenance:
+        check_provenance(path, df, ids)
     return df
+
+
+def check_provenance(path: str | Path, df: pd.DataFrame, ids: list[str] | None = None) -> None:
+    """Check a per-image CSV's provenance columns (:func:`oncorobust.provenance.verify`): every row
+    as written, ``data_fp`` against ``ids.fingerprint`` (when ``ids`` comes from :func:`test_ids`;
+    a sensitivity CSV's test rows), ``model_fp`` against the model file beside it in the
+    workflow's layout (:func:`oncorobust.provenance.model_file_for`).
+
+    Args:
+        path: the CSV.
+        df: the frame read from it (for the ``split`` column).
+        ids: the test split's sample IDs, or None.
+
+    Raises:
+        ProvenanceError: the file was edited, predates the provenance columns, or was made by another
+            model or on other test tensors; naming the file and the line.
+        DataError: the file is not UTF-8 text.
+    """
+    model = model_file_for(path)
+    data_rows = (df.split == "test") if "split" in df.columns else None
+    try:
+        verify(path, model_fp=model_fingerprint(model) if model is not None else None,
+               data_fp=getattr(ids, "fingerprint", None), data_rows=data_rows)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: unreadable ({exc}); delete it and rerun the workflow") from None
 
 
 class InputKeyError(DataError):
@@ -176,7 +209,7 @@ def _fmt_key(key: tuple) -> str:
 
 
 def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
-                    expect: dict | None = None) -> tuple[tuple[str, str, float], pd.DataFrame]:
+                    expect: dict | None = None, provenance: bool = True) -> tuple[tuple[str, str, float], pd.DataFrame]:
     """A per-image attack CSV and the (regime, method, eps) it says it holds, checked.
 
     The key is read from the file's own columns (:data:`oncorobust.io.ATTACK_KEY_COLUMNS`, one
@@ -189,18 +222,19 @@ def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
         ids: the sample IDs of the test split, or None to skip that check (see :func:`read_per_image`).
         expect: the expected ``regime``, ``method`` and ``eps`` (other keys, e.g. ``dataset``, are
             ignored; a key left out is not compared).
+        provenance: check the provenance columns after the key (:func:`check_provenance`).
 
     Returns:
         ((regime, method, eps), the frame with every column, the key columns included). A file with
         no rows (no test image) takes its key from ``expect``, else its path.
 
     Raises:
-        DataError: see :func:`read_per_image`.
+        DataError: see :func:`read_per_image`; ProvenanceError, see :func:`check_provenance`.
         AttackKeyError: the key columns are missing (written by an older oncorobust: rerun the
             attack jobs), hold several values, or disagree with ``expect`` or the path; naming
             the file and both keys.
     """
-    df = read_per_image(path, ids)
+    df = read_per_image(path, ids, provenance=False)
     missing = [c for c in ATTACK_KEY_COLUMNS if c not in df.columns]
     if missing:
         raise AttackKeyError(f"{path}: no {'/'.join(missing)} column: the file was written by an older oncorobust,"
@@ -211,10 +245,14 @@ def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
     if len(df) == 0:
         given = expect or {}
         if all(k in given for k in ATTACK_KEY_COLUMNS):
+            if provenance:
+                check_provenance(path, df, ids)
             return (str(given["regime"]), str(given["method"]), float(given["eps"])), df
         if path_key is None:
             raise AttackKeyError(f"{path}: no rows, so no regime/method/eps to read, and neither the params nor"
                                  " the path give them")
+        if provenance:
+            check_provenance(path, df, ids)
         return path_key, df
     several = [c for c in ATTACK_KEY_COLUMNS if df[c].nunique(dropna=False) != 1]
     if several:
@@ -239,20 +277,46 @@ def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
     if path_key is not None and not all(_agrees(c, a, b) for c, a, b in zip(ATTACK_KEY_COLUMNS, key, path_key)):
         raise AttackKeyError(f"{path} holds {_fmt_key(key)}, but its path says {_fmt_key(path_key)}: the file was"
                              " copied or moved by hand; delete it and rerun the workflow")
+    if provenance:
+        check_provenance(path, df, ids)
     return key, df
 
 
-def test_ids(path: str | Path) -> list[str]:
-    """The sample IDs of a split's tensor file (``tensors/test.pt``), in order.
+class SampleIds(list):
+    """A split's sample IDs (text, in the tensor file's order) with the tensor file's fingerprint
+    (:func:`oncorobust.provenance.file_fingerprint`), which :func:`read_per_image` compares with
+    each result's ``data_fp``."""
+
+    fingerprint: str | None = None
+
+
+def sample_ids(ids, path: str | Path | None) -> SampleIds:
+    """``ids`` as text with the fingerprint of the tensor file they come from.
+
+    Args:
+        ids: the split's sample IDs (any values; made text).
+        path: the split's tensor file (``tensors/test.pt``), or None (no fingerprint: not compared).
+
+    Returns:
+        A :class:`SampleIds`.
+    """
+    out = SampleIds(str(i) for i in ids)
+    out.fingerprint = file_fingerprint(path) if path is not None else None
+    return out
+
+
+def test_ids(path: str | Path) -> SampleIds:
+    """The sample IDs of a split's tensor file (``tensors/test.pt``), in order, with the file's
+    fingerprint (results made on other tensors are refused by :func:`read_per_image`).
 
     Args:
         path: the split's tensor file (a dict with ``ids``, loaded with ``weights_only=True``).
     Returns:
-        Its ``ids`` as text, in the file's order.
+        Its ``ids`` as text, in the file's order (a list).
     """
     import torch
 
-    return [str(i) for i in torch.load(path, map_location="cpu", weights_only=True)["ids"]]
+    return sample_ids(torch.load(path, map_location="cpu", weights_only=True)["ids"], path)
 
 
 def merge_bracket(worst: pd.DataFrame, sens: pd.DataFrame, eps: float, labels: str, n_classes: int) -> pd.DataFrame:

@@ -48,7 +48,7 @@ from oncorobust.evaluation.paired import (eps50, mcnemar_exact, mean_difference,
 from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
 from oncorobust.pipeline.resources import train_grad_evals
-from oncorobust.evaluation.results import merge_bracket, read_attack_csv, read_per_image
+from oncorobust.evaluation.results import check_provenance, merge_bracket, read_attack_csv, read_per_image
 from oncorobust.spec import REGIMES, REPLICATE_SEP, STRENGTH_ORDER, TRANSFER_PREFIX, split_replicate_name
 from oncorobust.spec import replicate_name as spec_replicate_name
 
@@ -217,7 +217,7 @@ class Run:
 def _check_key(path, df: pd.DataFrame, entry: dict) -> None:
     """When the attack CSV says what it holds (its key columns), it must be what was wired."""
     if all(c in df.columns for c in ATTACK_KEY_COLUMNS):
-        read_attack_csv(path, None, expect={c: entry[c] for c in ATTACK_KEY_COLUMNS})
+        read_attack_csv(path, None, expect={c: entry[c] for c in ATTACK_KEY_COLUMNS}, provenance=False)
 
 
 def load_run(entry: dict, attack_path, sensitivity_path, *, ids: Sequence[str] | None = None,
@@ -246,8 +246,9 @@ def load_run(entry: dict, attack_path, sensitivity_path, *, ids: Sequence[str] |
         if not Path(p).is_file():
             raise ReplicateMissingError(f"{p}: the {kind} CSV of {what} is missing; run the workflow for this"
                                         " replicate (its training, attack and sensitivity jobs) first")
-    att = read_per_image(attack_path, ids)
+    att = read_per_image(attack_path, ids, provenance=False)
     _check_key(attack_path, att, entry)
+    check_provenance(attack_path, att, ids)
     sens = read_per_image(sensitivity_path, ids)
     test = sens[sens.split == "test"] if "split" in sens.columns else sens
     if set(att.sample_id) != set(test.sample_id) or len(att) != len(test):
