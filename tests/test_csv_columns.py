@@ -312,3 +312,21 @@ def test_deferral_tables_refuse_swapped_sensitivity_inputs(grid):
             "params": {"index": index, "datasets": ["ds"]}, "log": [str(root / "deferral.log")]}
     run = _run("deferral_tables.py", spec, tmp)
     assert run.returncode == 1 and "adv_pgd.csv is the sensitivity CSV of dataset='ds', regime='adv_pgd'" in run.stderr
+
+
+def test_tables_refuse_a_hand_edited_attack_csv(grid):
+    """An attack CSV edited by hand (one image's adversarial class changed) stops Table 1, naming the file
+    and line, instead of entering it (issue 29: Table 1 showed 20.0% instead of 50.0%)."""
+    tmp, index, _ = grid
+    root = tmp / "new"
+    spec = _tables_spec(root, index)
+    edited = Path(spec["input"]["csvs"][1])
+    lines = edited.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[3] = str(1 - int(fields[3]))  # adv_pred flipped by hand
+    lines[1] = ",".join(fields)
+    edited.write_text("\n".join(lines) + "\n")
+    run = _run("attack_tables.py", spec, tmp)
+    assert run.returncode == 1
+    assert f"ProvenanceError: {edited}, line 2: the row was changed after the workflow wrote it" in run.stderr
+    assert not Path(spec["output"]["table1"]).exists()
