@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from conftest import write_result
+from oncorobust.provenance import model_fingerprint
 import torch
 import yaml
 
@@ -342,6 +345,28 @@ def test_given_model_digest_and_runtime(tmp_path):
     assert cards.read_grad_evals(tmp_path / "absent.log") is None
 
 
+def test_plausibility_warns_of_chance_accuracy_constant_predictions_and_no_flip():
+    classes = ["benign", "malignant"]
+    ok = pd.DataFrame({"split": "test", "label": [0, 1] * 20, "clean_pred": [0, 1] * 18 + [1, 0] * 2,
+                       "eps_upper": 0.01})
+    assert cards.plausibility(ok, classes, 0.1)["warnings"] == []
+    # reversed classes: 36 of 40 wrong, below chance with its CI
+    rev = ok.assign(clean_pred=1 - ok.clean_pred)
+    w = cards.plausibility(rev, classes, 0.1)["warnings"]
+    assert len(w) == 1 and w[0].startswith("Clean accuracy 10.0% is below chance (50% for 2 classes")
+    assert "reversed" in w[0]
+    # a model that scales by 255 itself: one class for every image, accuracy at chance, nothing flips
+    const = ok.assign(clean_pred=1, eps_upper=float("inf"))
+    w = cards.plausibility(const, classes, 0.1)["warnings"]
+    assert [x.split(" ")[0:3] for x in w] == [["Clean", "accuracy", "50.0%"], ["The", "model", "predicts"],
+                                             ["No", "test", "image"]]
+    assert "'malignant' for 100% of the test images" in w[1] and "up to ε = 0.1" in w[2]
+    assert cards.plausibility(None, classes)["checked"] is False
+    # the verdict carries the first warning
+    card = {"clean": {"accuracy": 50.0}, "attacks": [], "plausibility": {"warnings": w}}
+    assert cards.verdict_sentence(card).endswith("Caution: " + w[0])
+
+
 def test_card_config_of_the_demo():
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     c = cards.card_config(cfg, "ct", "clean", control=False)
@@ -360,7 +385,8 @@ def test_adapter_writes_both_files(res, tmp_path):
     spec = {"input": {"summary": "tables/attack_summary.csv", "robustness": "tables/robustness_summary.csv",
                       "curves": "tables/robustness_curves.csv", "table2": "tables/table2.csv",
                       "auc": "tables/deferral_auc.csv", "health": "ct/health/clean.csv",
-                      "stats": "ct/tensors/stats.json", "model": "ct/models/clean.pt"},
+                      "stats": "ct/tensors/stats.json", "model": "ct/models/clean.pt",
+                      "sensitivity": "ct/sensitivity/clean.csv"},
             "output": {"md": str(out / "ct_clean.md"), "html": str(out / "ct_clean.html")},
             "params": {"card": cfg, "benchmarks": {"train": ["benchmarks/none.tsv"]}, "sensitivity_log": "none.log"},
             "log": [str(tmp_path / "card.log")], "wildcards": {"ds": "ct", "regime": "clean"}}
@@ -373,9 +399,13 @@ def test_adapter_writes_both_files(res, tmp_path):
                 log=spec["log"], wildcards=NS(**spec["wildcards"]), threads=1)
         runpy.run_path({str(REPO / "workflow" / "scripts" / "cards.py")!r}, init_globals={{"snakemake": sm}})
     """)
+    sens = pd.DataFrame({"sample_id": [f"t{i}" for i in range(20)], "split": "test", "label": [0, 1] * 10,
+                         "clean_pred": [0, 1] * 9 + [1, 0], "eps_upper": 0.01})
+    write_result(sens, res / "ct" / "sensitivity" / "clean.csv", model_fp=model_fingerprint(res / "ct" / "models" / "clean.pt"))
     run = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     md, page = (out / "ct_clean.md").read_text(), (out / "ct_clean.html").read_text()
+    assert "## Is the model plausible?\n\nYes as far as checked" in md
     verdict = cards.read_verdict(out / "ct_clean.md")
     assert "passed 7 of 8 health checks" in verdict and verdict in (tmp_path / "card.log").read_text()
     assert "Runtime: no benchmark recorded." in md and "Gradient evaluations: not recorded." in md

@@ -307,6 +307,12 @@ def _check_dataset(ds: str, entry: dict) -> None:
     model = entry.get("model", {})
     _check_model_source(key, entry)
     arch, size = model.get("arch", "vgg_small"), prep.get("size")
+    if size is not None and int(size) > MAX_SIZE:
+        mib = int(size) ** 2 * 4 / 2**20
+        raise ConfigError(f"{key}.preprocess.size = {size}: each image would be a {size}x{size} float32 tensor"
+                          f" ({mib:,.0f} MiB per channel, {mib * 1000 / 1024:,.0f} GiB per thousand images in"
+                          f" tensors/*.pt, more in every attack's memory); at most {MAX_SIZE} px is accepted."
+                          " Lesion classifiers use crops of 32-512 px: give a size your model takes")
     if arch == "vgg16" and size is not None and int(size) < 32:
         raise ConfigError(f"{key}.preprocess.size = {size}: model.arch vgg16 needs at least 32 px"
                           " (five 2x poolings); raise the size or use arch vgg_small")
@@ -409,6 +415,54 @@ def _check_model_source(key: str, entry: dict) -> None:
         raise ConfigError(f"{key}.model.input describes a given model (model.checkpoint or"
                           " torchscript:); a model trained here normalises its inputs with the"
                           " train-set mean/std and takes the data's channels: remove model.input")
+
+
+#: The source and model keys that hold a path (``~`` is expanded in them, as the shell and the CLI do).
+PATH_KEYS = {"source": ("root", "xml_root", "csv_root", "manifest"), "model": ("checkpoint", "weights")}
+
+#: Prefixes of ``model.arch`` that name a file (``torchscript:~/m.pt``, ``python:~/nets.py:make``).
+_ARCH_FILE_PREFIXES = ("torchscript:", "export:", "python:")
+
+
+def expand_user_paths(config: dict) -> dict:
+    """Expand a leading ``~`` in every path of the config (in place), as a shell would: ``results``,
+    each dataset's ``source`` root/xml_root/csv_root/manifest, ``model`` checkpoint/weights and the
+    file of a ``torchscript:``/``export:``/``python:`` arch. YAML does not expand ``~``, so a
+    config path ``~/data/LIDC-IDRI`` was read as a folder literally named ``~``.
+
+    Args:
+        config: the workflow config (as loaded, before validation).
+
+    Returns:
+        The same dict, paths expanded.
+    """
+    def expand(value):
+        return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
+
+    if "results" in config:
+        config["results"] = expand(config["results"])
+    for entry in (config.get("datasets") or {}).values():
+        if not isinstance(entry, dict):
+            continue
+        for block, keys in PATH_KEYS.items():
+            sub = entry.get(block)
+            if isinstance(sub, dict):
+                for k in keys:
+                    if k in sub:
+                        sub[k] = expand(sub[k])
+        model = entry.get("model")
+        arch = model.get("arch") if isinstance(model, dict) else None
+        if isinstance(arch, str):
+            for prefix in _ARCH_FILE_PREFIXES:
+                if arch.startswith(prefix + "~"):
+                    model["arch"] = prefix + os.path.expanduser(arch[len(prefix):])
+    return config
+
+
+#: The largest ``preprocess.size`` accepted (pixels per side). A 2048 px single-channel float32
+#: crop is 16 MiB; above it the tensor files and the attacks' memory grow past what a study of
+#: thousands of lesions can hold (4096 px: 64 MiB an image, 64 GiB per thousand).
+MAX_SIZE = 2048
 
 
 def check_config(config: dict, workdir: str | os.PathLike | None = None) -> None:

@@ -13,6 +13,8 @@ rule card:
         health=f"{R}/{{ds}}/health/{{regime}}.csv",
         stats=f"{R}/{{ds}}/tensors/stats.json",
         model=f"{R}/{{ds}}/models/{{regime}}.pt",
+        # clean predictions and flips per test image: the card's plausibility checks
+        sensitivity=f"{R}/{{ds}}/sensitivity/{{regime}}.csv",
     output:
         md=f"{R}/cards/{{ds}}_{{regime}}.md",
         html=report(

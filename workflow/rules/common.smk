@@ -10,6 +10,7 @@ from oncorobust.config import (
     check_config,
     check_yaml_files,
     corruption_plan as _corruption_plan,
+    expand_user_paths,
     resolve_source,
     validate_config,
 )
@@ -22,6 +23,8 @@ from oncorobust.data.privacy import check_privacy
 # dump of the whole schema); Snakemake's validate then fills the defaults
 # a key given twice: Snakemake's YAML loader kept the last silently
 check_yaml_files(workflow.configfiles)
+# a leading ~ in config paths means the home folder, as in a shell (YAML keeps it literally)
+expand_user_paths(config)
 # first: privacy.salt is refused by name
 check_privacy(config.get("privacy"), config.get("results", "results"))
 validate_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))

@@ -8,6 +8,7 @@ from oncorobust.reporting.cards import gather, model_identity, read_benchmarks, 
 from oncorobust import package_version
 from oncorobust.io import atomic_path
 from oncorobust.logs import step_logging
+from oncorobust.evaluation.results import read_per_image
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "cards") as log:
@@ -19,7 +20,7 @@ with step_logging(sm.log[0], "cards") as log:
                   sensitivity_cfg=cfg["sensitivity"], adversarial_cfg=cfg.get("adversarial"),
                   control=cfg["control"], model=model_identity(sm.input.model),
                   runtime=read_benchmarks(sm.params.benchmarks), grad_evals=read_grad_evals(sm.params.sensitivity_log),
-                  version=package_version())
+                  version=package_version(), per_image=read_per_image(sm.input.sensitivity))
     curves = pd.read_csv(sm.input.curves)
     curve = curves[(curves.dataset.astype(str) == ds) & (curves.regime.astype(str) == regime)]
     with atomic_path(sm.output.md) as tmp:

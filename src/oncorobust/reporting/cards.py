@@ -35,6 +35,7 @@ import pandas as pd
 
 from oncorobust.spec import STRENGTH_ORDER
 from oncorobust.errors import OncorobustError
+from oncorobust.evaluation.stats import wilson
 from oncorobust.reporting.tables import clinical_eps
 
 
@@ -294,6 +295,58 @@ def _health(path) -> dict | None:
             "not_applicable": [r["check"] for r in rows if r["passed"] is None]}
 
 
+#: One class predicted for at least this share of the test images counts as "constant predictions".
+CONSTANT_SHARE = 0.95
+
+
+def plausibility(per_image: pd.DataFrame | None, classes: list[str], eps_max: float | None = None) -> dict:
+    """Whether the model's clean behaviour makes its fragility numbers meaningful: warnings for a
+    clean accuracy near or below chance (reversed class order, a model that rescales its input
+    itself, a wrong output head), constant predictions, and no image flipped within the search.
+
+    Args:
+        per_image: the model's sensitivity CSV (test rows: ``label``, ``clean_pred``, ``eps_upper``),
+            or None (not checked).
+        classes: the class names in label order (``stats.json``).
+        eps_max: the sensitivity search's largest ε (pixel units), for the "nothing flipped" note.
+
+    Returns:
+        ``{"checked": bool, "warnings": [sentences], "n": test images, "chance": % for k classes}``.
+    """
+    k = max(len(classes), 2)
+    if per_image is None:
+        return {"checked": False, "warnings": [], "n": 0, "chance": 100 / k}
+    test = per_image[per_image.split == "test"] if "split" in per_image.columns else per_image
+    n = len(test)
+    warnings = []
+    if n == 0:
+        return {"checked": True, "warnings": ["No test image was scored."], "n": 0, "chance": 100 / k}
+    correct = int((test.clean_pred == test.label).sum())
+    lo, hi = wilson(correct, n)
+    acc, chance = 100 * correct / n, 100 / k
+    if 100 * hi < chance:
+        warnings.append(f"Clean accuracy {acc:.1f}% is below chance ({chance:.0f}% for {k} classes, 95% CI"
+                        f" {100 * lo:.1f}–{100 * hi:.1f}%): the class order (--classes, source.classes) may be"
+                        " reversed, or the labels do not match the model.")
+    elif 100 * lo <= chance:
+        warnings.append(f"Clean accuracy {acc:.1f}% is not distinguishable from chance ({chance:.0f}% for {k}"
+                        f" classes, 95% CI {100 * lo:.1f}–{100 * hi:.1f}%): check the input scaling"
+                        " (--normalize, a model that divides by 255 itself), the channels and the output head"
+                        " before reading fragility from it.")
+    counts = test.clean_pred.value_counts()
+    top, share = counts.index[0], float(counts.iloc[0]) / n
+    if share >= CONSTANT_SHARE:
+        name = classes[int(top)] if 0 <= int(top) < len(classes) else str(top)
+        warnings.append(f"The model predicts {name!r} for {100 * share:.0f}% of the test images: its"
+                        " fragility describes a (nearly) constant classifier.")
+    if "eps_upper" in test.columns and not np.isfinite(test.eps_upper.astype(float)).any():
+        upto = f" up to ε = {eps_max:g}" if eps_max is not None and math.isfinite(eps_max) else ""
+        warnings.append(f"No test image changed its prediction{upto}: either the model is robust in the"
+                        " searched range or its gradients are masked (see the health checks); raise"
+                        " sensitivity.eps_max to find its flips.")
+    return {"checked": True, "warnings": warnings, "n": n, "chance": chance}
+
+
 def _deferral(dataset: str, regime: str, table2_csv, auc_csv, units: dict | None) -> dict | None:
     out = {}
     if table2_csv is not None and Path(table2_csv).is_file():
@@ -325,7 +378,7 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
            table2_csv=None, auc_csv=None, attack_cfg: dict | None = None, attacks_cfg: dict | None = None,
            sensitivity_cfg: dict | None = None, adversarial_cfg: dict | None = None, control: bool = False,
            model: dict | None = None, runtime: dict | None = None, grad_evals: dict | None = None,
-           version: str = "") -> dict:
+           version: str = "", per_image: pd.DataFrame | None = None) -> dict:
     """Collect one card's numbers from the workflow's outputs (never recomputed differently).
 
     Args:
@@ -346,6 +399,7 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
         runtime: :func:`read_benchmarks` of its jobs, or None.
         grad_evals: :func:`read_grad_evals` of its sensitivity job, or None.
         version: the oncorobust version that wrote the card.
+        per_image: the model's sensitivity CSV as read (:func:`plausibility`), or None.
     Returns:
         A dict with keys dataset, regime, control, n, clean, attacks, worst_note, units, eps50,
         eps10, eps_max, health, deferral, run and verdict (the one-sentence verdict).
@@ -357,7 +411,8 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
     if not stats_path.is_file():
         raise CardError(f"{stats_path}: no such file (the dataset's preprocessing statistics); run preprocess first")
     try:
-        units = json.loads(stats_path.read_text()).get("eps_units")
+        stats = json.loads(stats_path.read_text())
+        units = stats.get("eps_units")
     except json.JSONDecodeError as exc:
         raise CardError(f"{stats_path}: not valid JSON ({exc}); delete it and rerun preprocess") from None
 
@@ -410,6 +465,7 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
         "attacks": rows, "worst_note": note, "units": units, "eps50": eps["eps50"], "eps10": eps["eps10"],
         "eps_max": _float(sens.get("eps_max")),
         "health": _health(health_csv),
+        "plausibility": plausibility(per_image, list(stats.get("classes") or []), _float(sens.get("eps_max"))),
         "deferral": _deferral(dataset, regime, table2_csv, auc_csv, units),
         "transfer": [{"method": str(r.method), "eps": float(r.eps), "accuracy": float(r.accuracy),
                       "ci_low": float(r.ci_low), "ci_high": float(r.ci_high)}
@@ -473,7 +529,9 @@ def verdict_sentence(card: dict) -> str:
     else:
         second = (f"the attacks passed all {h['applicable']} health checks, so nothing suggests they"
                   " understate the fragility.")
-    return f"{first}; {second}"
+    warnings = (card.get("plausibility") or {}).get("warnings") or []
+    caution = f" Caution: {warnings[0]}" if warnings else ""
+    return f"{first}; {second}{caution}"
 
 
 # ---------------------------------------------------------------------------------- markdown
@@ -491,6 +549,11 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
     out.append(("Clean accuracy",
                 [f"{_acc_ci(c['accuracy'], c['ci_low'], c['ci_high'])} on {c['n']} test images (Wilson 95% CI)."],
                 None, []))
+    p = card.get("plausibility") or {}
+    if p.get("checked"):
+        out.append(("Is the model plausible?", p["warnings"] or [
+            f"Yes as far as checked: clean accuracy above chance ({p['chance']:.0f}%), more than one class predicted"
+            " and flips found within the searched ε."], None, []))
     labels = card["run"].get("labels")
     table = [["ε (pixel units)", "ε in stored data", "attack", "accuracy % [95% CI]", "predictions changed %"]]
     for r in card["attacks"]:
@@ -558,10 +621,14 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
         t = d.get("table2")
         if t:
             thr = f"ε ≤ {t['threshold_eps']:.4g}" + (f" ({t['threshold_stored']})" if t.get("threshold_stored") else "")
-            paras.append(f"Deferring the {100 * t['excluded_fraction']:.4g}% most sensitive test images (flipping {thr},"
-                         f" threshold chosen on the validation split) changes accuracy from {t['acc_before']:.4g}% on all"
-                         f" {int(t['n_test'])} to {t['acc_after']:.4g}% [{t['acc_after_ci_low']:.4g}, {t['acc_after_ci_high']:.4g}]"
-                         f" on the {int(t['n_retained'])} retained (Table 2).")
+            if not math.isfinite(t.get("acc_after", math.nan)) or not t.get("n_retained"):
+                paras.append(f"Deferring by sensitivity (threshold chosen on the validation split: {thr}) would defer"
+                             f" every one of the {int(t['n_test'])} test images, leaving none to score (Table 2).")
+            else:
+                paras.append(f"Deferring the {100 * t['excluded_fraction']:.4g}% most sensitive test images (flipping {thr},"
+                             f" threshold chosen on the validation split) changes accuracy from {t['acc_before']:.4g}% on all"
+                             f" {int(t['n_test'])} to {t['acc_after']:.4g}% [{t['acc_after_ci_low']:.4g}, {t['acc_after_ci_high']:.4g}]"
+                             f" on the {int(t['n_retained'])} retained (Table 2).")
         a = d.get("auc")
         rows = None
         if a:
