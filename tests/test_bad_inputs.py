@@ -212,8 +212,9 @@ def test_manifest_mask_of_another_size_is_skipped_with_the_reason(tmp_path):
     (b"", r"m\.csv: the manifest is empty \(0 bytes\)"),
     ("patient_id,sample_id,path,label,roi_row,roi_col\np1,Léa-1,a.dcm,benign,5,5\n".encode("latin-1"),
      r"m\.csv: not UTF-8 \(byte 0xe9 on line 2.*iconv"),
-    (b"patient_id;sample_id;path;label;roi_row;roi_col\np1;s1;a.dcm;benign;5;5\n",
-     r"m\.csv: the columns are separated by semicolons \(';'\), not commas"),
+    # (semicolons, as a spreadsheet writes them, are read: tests/test_sweep3_data.py)
+    (b"patient_id\tsample_id\tpath\tlabel\troi_row\troi_col\np1\ts1\ta.dcm\tbenign\t5\t5\n",
+     r"m\.csv: the columns are separated by tabs"),
 ])
 def test_unreadable_manifest_csv_names_the_file(tmp_path, content, expect):
     (tmp_path / "m.csv").write_bytes(content)

@@ -36,8 +36,6 @@ def _version(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii", ".gz")
-
 
 def audit_config(args: argparse.Namespace) -> dict:
     """The workflow config of ``oncorobust audit`` (one dataset ``args.name``), paths absolute.
@@ -144,10 +142,17 @@ def audit_config(args: argparse.Namespace) -> dict:
 
 
 def _count_images(data: Path) -> int:
-    """Image files under a folder (recursively), or the rows of a manifest CSV."""
+    """Image files under a folder (recursively, judged by content as the folder source reads them:
+    DICOM without an ending, WebP... counted; hidden/system files and non-images not), or the rows
+    of a manifest CSV."""
     if data.is_dir():
-        return sum(1 for p in data.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(data).parts))
+        from oncorobust.data.sources.folder import IGNORED_FOLDERS
+        from oncorobust.data.sources.images import classify_file
+
+        return sum(1 for p in data.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") or part.lower() in IGNORED_FOLDERS
+                               for part in p.relative_to(data).parts)
+                   and classify_file(p)[0] in ("dicom", "nifti", "pillow"))
     with open(data, newline="") as fh:
         return max(0, sum(1 for line in fh if line.strip()) - 1)
 
@@ -198,10 +203,27 @@ def time_one_pass(config: dict, name: str, batch: int) -> float:
             times.append(time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 (the user's model may raise anything)
         raise OncorobustError(f"timing the model on {batch}x{channels}x{size}x{size} random images failed:"
-                              f" {type(exc).__name__}: {exc}") from None
+                              f" {reason_line(exc)}") from None
     finally:
         torch.set_num_threads(threads)
     return sorted(times[1:])[1] / (3 * batch)
+
+
+def reason_line(exc: BaseException, limit: int = 400) -> str:
+    """An exception as one line that leads with its reason: TorchScript and autograd errors put a
+    40-line trace before the reason on their last line; that line comes first here.
+
+    Args:
+        exc: the exception.
+        limit: the most characters kept.
+
+    Returns:
+        ``"<Type>: <last non-empty line of the message>"`` (cut to ``limit``).
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not set(ln.strip()) <= set("~^ ")]
+    text = lines[-1] if lines else ""
+    text = text.removeprefix(f"{type(exc).__name__}: ")
+    return f"{type(exc).__name__}: {text}"[:limit]
 
 
 def print_estimate(config: dict, name: str, data: Path, cores: int) -> float:
@@ -370,9 +392,16 @@ def _audit(args: argparse.Namespace) -> int:
     if rc != 0 or args.dry_run:
         return rc
     if not args.no_report:
-        rc = run_child(base + ["--report", str(out / "report.html")], env)
-        if rc != 0:
+        # written beside, then renamed: a failed report (a full disk) leaves no 0-byte report.html
+        partial = out / ".report.partial.html"
+        rc = run_child(base + ["--report", str(partial)], env)
+        if rc != 0 or not partial.is_file() or partial.stat().st_size == 0:
+            partial.unlink(missing_ok=True)
+            if rc == 0:
+                raise OncorobustError(f"snakemake --report wrote nothing to {out / 'report.html'} (a full disk?);"
+                                      " free space and rerun the audit (the results are kept)")
             return rc
+        os.replace(partial, out / "report.html")
     print(f"oncorobust audit: tables in {out / 'results' / 'tables'}, figures in"
           f" {out / 'results' / 'figures'}" + ("" if args.no_report else f", report {out / 'report.html'}"),
           file=sys.stderr)

@@ -40,6 +40,7 @@ def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
     try:
         yield log
     except OncorobustError as exc:
+        _log_listed(log, exc)
         log.error("%s: %s", type(exc).__name__, exc)
         raise SystemExit(1) from None
     except Exception:
@@ -47,6 +48,23 @@ def step_logging(log_path: str | None, name: str) -> Iterator[logging.Logger]:
         # what stopped the step, with its traceback; it is then re-raised unchanged.
         log.exception("the step stopped on an unexpected error (please report it with this log)")
         raise
+
+
+def _log_listed(log: logging.Logger, exc: OncorobustError) -> None:
+    """Write the skip list an ingest/preprocess error carries (``exc.skipped``) into the log: the
+    job's skipped.csv is an output, which Snakemake deletes when the job fails, so the log (kept)
+    is where a user finds why each file was left out. ``exc.private`` (pseudonymised runs): the
+    reasons are counted, no file or ID is written."""
+    listed = getattr(exc, "skipped", None)
+    if listed is None or not len(listed):
+        return
+    if getattr(exc, "private", False) or "reason" not in getattr(listed, "columns", ()):
+        reasons = listed["reason"].astype(str).str.split(":").str[0].value_counts() if "reason" in listed else {}
+        log.info("%d file(s) were left out before the error; by reason: %s", len(listed),
+                 "; ".join(f"{k} ({v})" for k, v in dict(reasons).items()) or "not recorded")
+        return
+    log.info("%d file(s) were left out before the error (the job's skipped.csv is not kept when it fails):\n%s",
+             len(listed), listed.to_string(index=False, max_rows=500, max_colwidth=200))
 
 
 def fmt_seconds(s: float) -> str:

@@ -8,6 +8,7 @@ privacy.mapping_dir (outside results/); the key comes from $ONCOROBUST_SALT or p
 import contextlib
 
 from oncorobust.data.ingest import run_ingest
+from oncorobust.errors import OncorobustError
 from oncorobust.io import write_csv
 from oncorobust.logs import step_logging
 from oncorobust.data.privacy import Pseudonymizer, Scrubber, enabled, load_salt, protect_ingest, write_private_csv
@@ -19,8 +20,12 @@ with step_logging(sm.log[0], "ingest") as log:
     scrubber = Scrubber()
     pz = Pseudonymizer(load_salt(sm.params.privacy)) if private else None
     with scrubber.buffered() if private else contextlib.nullcontext():
-        manifest, skipped = run_ingest(sm.params.source, sm.params.split, sm.params.seed, None,
-                                       sm.params.on_bad_file, scrubber=scrubber, pseudonymizer=pz)
+        try:
+            manifest, skipped = run_ingest(sm.params.source, sm.params.split, sm.params.seed, None,
+                                           sm.params.on_bad_file, scrubber=scrubber, pseudonymizer=pz)
+        except OncorobustError as exc:
+            exc.private = private  # the skip list it carries goes to the log (by reason only if private)
+            raise
         if private:
             fmt = sm.params.source["format"]
             root = None if fmt in ARRAY_FORMATS else source_root(sm.params.source)

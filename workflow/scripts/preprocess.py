@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from oncorobust.errors import OncorobustError
 from oncorobust.io import write_csv, write_json
 from oncorobust.logs import step_logging
 from oncorobust.data.preprocess import preprocess_with_noise, save_tensors
@@ -30,8 +31,12 @@ with step_logging(sm.log[0], "preprocess") as log:
         fmt = sm.params.source["format"]
         scrubber.learn_mapping(mapping, None if fmt in ARRAY_FORMATS else source_root(sm.params.source))
         manifest = real_manifest(manifest, mapping, sm.input.private_mapping)
-    tensors, stats, skipped, noise = preprocess_with_noise(manifest, sm.params.source, sm.params.preprocess,
-                                                           sm.params.seed, sm.params.on_bad_file)
+    try:
+        tensors, stats, skipped, noise = preprocess_with_noise(manifest, sm.params.source, sm.params.preprocess,
+                                                               sm.params.seed, sm.params.on_bad_file)
+    except OncorobustError as exc:
+        exc.private = private  # the skip list it carries goes to the log (by reason only if private)
+        raise
     save_tensors(tensors, Path(sm.output.stats).parent)
     if private:
         write_private_csv(skipped, sm.output.private_skipped)

@@ -3,6 +3,18 @@
 Decoding goes through pydicom's pixel handlers (pydicom >= 3 with the pylibjpeg plugins); this
 module adds only what pydicom leaves to the caller: one float32 convention for every file and one
 clear :class:`~oncorobust.errors.DicomError` for every way a real export can be broken.
+
+- Size guard: before any pixel data is decoded, the header's Rows × Columns (and × NumberOfFrames
+  × SamplesPerPixel) is checked against :data:`MAX_PIXELS` per image and :data:`MAX_VALUES` per
+  file (:func:`size_problem`): a 6 MB RLE file can decode to gigabytes, so an oversized file is
+  refused with its size instead of exhausting the memory.
+- Enhanced multi-frame images (Enhanced CT/MR/...): their RescaleSlope/RescaleIntercept live in the
+  Pixel Value Transformation Sequence of the Per-frame (one per frame) or Shared Functional Groups
+  Sequence, which pydicom's ``apply_modality_lut`` (3.0) does not read; :func:`frame_rescale`
+  reads them, so CT comes out in HU as for single-frame files.
+- Colour (RGB, YBR_FULL, YBR_FULL_422 converted to RGB by pydicom; PALETTE COLOR through its
+  lookup table) is decoded by :func:`decode_dicom` when the caller asks for colour
+  (``preprocess.color: rgb``) and refused with a clear error otherwise.
 """
 
 from __future__ import annotations
@@ -43,6 +55,47 @@ _DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
     "1.2.840.10008.1.2.5": "pylibjpeg-rle",           # RLE Lossless
 }
+
+
+#: Largest image (Rows × Columns, or width × height of any image file) read: 2^28 = 268,435,456
+#: pixels (16384 × 16384; 1 GiB as float32). Larger images are refused before decoding (a
+#: listed skip, or an error with ``on_bad_file: error``): crop or downsample them first.
+MAX_PIXELS = 2 ** 28
+#: Largest number of values (frames × rows × columns × samples) one file may decode to: 2^29
+#: (2 GiB as float32; e.g. 2048 slices of 512 × 512). A multi-frame file above it is refused.
+MAX_VALUES = 2 ** 29
+
+
+def size_problem(rows: int, cols: int, frames: int = 1, samples: int = 1, bits: int | None = None) -> str:
+    """Why an image of this size is not decoded ('' when it may be), from its header alone.
+
+    Args:
+        rows: image height in pixels.
+        cols: image width in pixels.
+        frames: frames / pages / slices in the file.
+        samples: values per pixel (3 for colour).
+        bits: bits allocated per stored value (DICOM), named in the message when given.
+
+    Returns:
+        '' or a reason starting with "image too large (W×H px, ...)", naming the limit.
+    """
+    rows, cols, frames, samples = int(rows), int(cols), max(1, int(frames)), max(1, int(samples))
+    pixels, values = rows * cols, rows * cols * frames * samples
+    what = f"{cols}×{rows} px"
+    if frames > 1:
+        what += f" × {frames} frames"
+    if samples > 1:
+        what += f" × {samples} samples"
+    stored = f", {values * bits / 8 / 2 ** 30:.1f} GiB decoded" if bits else ""
+    advice = ("; crop or downsample it before use (the limit keeps one file from exhausting the"
+              " memory while decoding)")
+    if pixels > MAX_PIXELS:
+        return (f"image too large ({what}: {pixels:,} pixels per image{stored}; limit {MAX_PIXELS:,}"
+                f" = 2^28 pixels){advice}")
+    if values > MAX_VALUES:
+        return (f"image too large ({what}: {values:,} values in the file{stored}; limit {MAX_VALUES:,}"
+                f" = 2^29 values per file){advice}")
+    return ""
 
 
 def read_header(path: str | os.PathLike) -> pydicom.Dataset:
@@ -210,18 +263,22 @@ def slice_position(hdr: pydicom.Dataset, normal: np.ndarray | None = None,
 
 
 def read_dicom(path: str | os.PathLike) -> np.ndarray:
-    """Decode one DICOM file to float32 in the modality's units.
+    """Decode one grayscale DICOM file to float32 in the modality's units.
 
     - applies the Modality LUT (RescaleSlope/RescaleIntercept, or a Modality LUT Sequence), so CT
-      comes out in Hounsfield units;
+      comes out in Hounsfield units; for an enhanced multi-frame file (Enhanced CT/MR...) the
+      rescale is read per frame from its functional groups (:func:`frame_rescale`);
     - inverts MONOCHROME1 images so that brighter is always larger: each value v becomes
       ``lo + hi - v`` where [lo, hi] is the range the stored bits can hold after the modality LUT
       (an image-independent mapping, so a window chosen on MONOCHROME2 data still applies);
     - decodes compressed transfer syntaxes (RLE, JPEG lossless, JPEG-LS, JPEG 2000) through
-      pydicom's pixel handlers.
+      pydicom's pixel handlers;
+    - refuses, before decoding, an image larger than :data:`MAX_PIXELS` pixels or a file of more
+      than :data:`MAX_VALUES` values (:func:`size_problem`).
 
     Returns an (H, W) array for a single-frame file and (frames, H, W) for a multi-frame file.
-    Colour images (SamplesPerPixel > 1) are refused: no modality in this project uses them.
+    Colour images (RGB, YBR, PALETTE COLOR) are refused here: :func:`decode_dicom` with
+    ``colour=True`` reads them (``preprocess.color: rgb``).
     Every failure is a :class:`DicomError` naming the file and the reason.
 
     Stored values that are implausible for the header (outside the range BitsStored and
@@ -236,9 +293,33 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
         float32 (H, W), or (frames, H, W) for a multi-frame file, in the modality's units (HU for CT).
 
     Raises:
-        DicomError: the file is unreadable or undecodable, its RescaleSlope is 0 (every pixel
-            would become RescaleIntercept: a constant image), or its values are not finite
-            after the modality LUT.
+        DicomError: the file is unreadable, undecodable, too large or in colour, its RescaleSlope
+            is 0 (every pixel would become RescaleIntercept: a constant image), or its values are
+            not finite after the modality LUT.
+    """
+    return decode_dicom(path)[0]
+
+
+def _photometric(ds: pydicom.Dataset) -> str:
+    return str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+
+
+def decode_dicom(path: str | os.PathLike, colour: bool = False) -> tuple[np.ndarray, int | None, bool]:
+    """Decode one DICOM file, grayscale (as :func:`read_dicom`) or, with ``colour``, colour too.
+
+    Args:
+        path: the DICOM file.
+        colour: accept colour images (``preprocess.color: rgb``): RGB and YBR_FULL /
+            YBR_FULL_422 (converted to RGB by pydicom), and PALETTE COLOR (through its lookup
+            table). Without it a colour file is a :class:`DicomError` saying how to use it.
+
+    Returns:
+        ``(pixels, bits, is_colour)``: grayscale float32 (H, W) / (frames, H, W) in the modality's
+        units with ``bits`` None; colour float32 (H, W, 3) / (frames, H, W, 3) with the stored
+        values (0–255 for 8-bit) and ``bits`` their bit depth (BitsStored, or the palette's).
+
+    Raises:
+        DicomError: as :func:`read_dicom`; a colour file without ``colour``.
     """
     path = Path(path)
     ds = _dcmread(path)
@@ -264,30 +345,152 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
         package = _DECODER_PACKAGES.get(str(ts), "a pydicom pixel-data plugin")
         raise DicomError(f"{path}: transfer syntax {ts} ({ts.name}) needs a decoder that is not"
                          f" installed; `pip install {package}` adds it")
-    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
-        raise DicomError(f"{path}: {ds.SamplesPerPixel} samples per pixel"
-                         f" ({ds.get('PhotometricInterpretation', '?')}); only grayscale is supported")
+    photometric = _photometric(ds)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    is_colour = samples != 1 or photometric == "PALETTE COLOR"
+    if is_colour and not colour:
+        raise DicomError(f"{path}: a colour DICOM ({samples} sample(s) per pixel, PhotometricInterpretation"
+                         f" {photometric or '?'}); set preprocess.color: rgb to use colour images (three"
+                         " channels), or convert the file to grayscale (MONOCHROME2)")
+    if is_colour and samples not in (1, 3):
+        raise DicomError(f"{path}: {samples} samples per pixel ({photometric}); only grayscale (1) and"
+                         " colour (3) images are supported")
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        bits_alloc = int(ds.get("BitsAllocated", 16) or 16)
+    except (TypeError, ValueError) as exc:
+        raise DicomError(f"{path}: Rows/Columns/NumberOfFrames/BitsAllocated are not numbers ({exc});"
+                         " the header is broken") from None
+    too_large = size_problem(rows, cols, frames, samples, bits_alloc)
+    if too_large:
+        raise DicomError(f"{path}: {too_large}")
     try:
         stored = ds.pixel_array
     except Exception as exc:  # pydicom raises ValueError/RuntimeError/... from many decoders
         raise DicomError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc});"
                          " the file is probably truncated or corrupt") from exc
-    _check_rescale_slope(path, ds)
+    if is_colour:
+        return _colour_pixels(path, ds, stored, photometric)
+    rescale = frame_rescale(ds, path)
+    if rescale is None:
+        _check_rescale_slope(path, ds)
     problem = stored_value_problem(ds, stored)
     if problem:
         message = f"{path}: {problem}"
         log.warning("%s", message)
         warnings.warn(message, DicomPlausibilityWarning, stacklevel=2)
     try:
-        pixels = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+        if rescale is None:
+            pixels = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+        else:
+            slopes = np.array([s for s, _ in rescale], dtype=np.float64)
+            intercepts = np.array([b for _, b in rescale], dtype=np.float64)
+            if stored.ndim == 3:  # (frames, H, W): each frame its own rescale
+                slopes, intercepts = slopes[:, None, None], intercepts[:, None, None]
+            else:
+                slopes, intercepts = slopes[0], intercepts[0]
+            pixels = (stored.astype(np.float64) * slopes + intercepts).astype(np.float32)
+    except DicomError:
+        raise
     except Exception as exc:
         raise DicomError(f"{path}: invalid Modality LUT / rescale attributes ({exc})") from exc
     if not np.all(np.isfinite(pixels)):
         raise DicomError(f"{path}: pixel values are not finite after the modality LUT")
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
-        lo, hi = _rescaled_range(ds)
-        pixels = np.float32(lo + hi) - pixels
-    return pixels
+    if photometric == "MONOCHROME1":
+        if rescale is None:
+            lo, hi = _rescaled_range(ds)
+            pixels = np.float32(lo + hi) - pixels
+        else:
+            ranges = [_rescaled_range(ds, s, b) for s, b in rescale]
+            total = np.array([lo + hi for lo, hi in ranges], dtype=np.float32)
+            pixels = (total.reshape(-1, 1, 1) if pixels.ndim == 3 else total[0]) - pixels
+    return pixels, None, False
+
+
+def _colour_pixels(path: Path, ds: pydicom.Dataset, stored: np.ndarray,
+                   photometric: str) -> tuple[np.ndarray, int | None, bool]:
+    """(pixels, bits, True) of a decoded colour DICOM: RGB as stored (pydicom already converted
+    YBR_FULL / YBR_FULL_422 to RGB), PALETTE COLOR through its lookup table."""
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            rgb = apply_color_lut(stored, ds)
+            bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        except Exception as exc:  # noqa: BLE001 (a missing or broken palette raises many kinds)
+            raise DicomError(f"{path}: PALETTE COLOR image whose palette cannot be applied ({exc});"
+                             " the header is broken") from None
+        return np.asarray(rgb, dtype=np.float32), bits, True
+    if stored.shape[-1] != 3:
+        raise DicomError(f"{path}: a colour image ({photometric}) decoded to shape {stored.shape},"
+                         " not three samples per pixel; the file is broken")
+    if photometric not in ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"):
+        raise DicomError(f"{path}: PhotometricInterpretation {photometric} is not supported (RGB, YBR_FULL,"
+                         " YBR_FULL_422, YBR_ICT, YBR_RCT and PALETTE COLOR are); convert the file to RGB")
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
+    return np.asarray(stored, dtype=np.float32), bits, True
+
+
+def frame_rescale(ds: pydicom.Dataset, where: str | os.PathLike = "") -> list[tuple[float, float]] | None:
+    """(RescaleSlope, RescaleIntercept) per frame from an enhanced image's functional groups.
+
+    Enhanced multi-frame images (e.g. Enhanced CT Image Storage, 1.2.840.10008.5.1.4.1.1.2.1)
+    keep the rescale in the Pixel Value Transformation Sequence of each item of the
+    Per-frame Functional Groups Sequence, or once in the Shared Functional Groups Sequence, not at
+    the top level of the dataset, where pydicom's ``apply_modality_lut`` looks (pydicom 3.0). A
+    frame's own (per-frame) values win over the shared ones, which win over the top level. A
+    top-level Modality LUT Sequence is left to ``apply_modality_lut`` (None is returned).
+
+    Args:
+        ds: the dataset (header is enough).
+        where: the file, named in the error.
+
+    Returns:
+        One (slope, intercept) per frame (NumberOfFrames of them), or None when the functional
+        groups hold no rescale (the top-level attributes, if any, apply). An empty slope reads 1
+        and an empty intercept 0.
+
+    Raises:
+        DicomError: a slope or intercept that is not a number, a slope of 0, or a Per-frame
+            Functional Groups Sequence whose length is not NumberOfFrames.
+    """
+    if "ModalityLUTSequence" in ds:
+        return None
+
+    def transform(item):
+        seq = item.get("PixelValueTransformationSequence") if item is not None else None
+        return seq[0] if seq else None
+
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = transform(shared_seq[0]) if shared_seq else None
+    per_seq = ds.get("PerFrameFunctionalGroupsSequence") or []
+    per = [transform(item) for item in per_seq]
+    if shared is None and not any(t is not None for t in per):
+        return None
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if per and len(per) != n_frames:
+        raise DicomError(f"{where}: the Per-frame Functional Groups Sequence has {len(per)} item(s) but"
+                         f" NumberOfFrames is {n_frames}: the header is broken; export the image again")
+    top = ds if "RescaleSlope" in ds or "RescaleIntercept" in ds else None
+    out = []
+    for i in range(n_frames):
+        item = per[i] if per and per[i] is not None else shared if shared is not None else top
+        slope_raw = item.get("RescaleSlope") if item is not None else None
+        intercept_raw = item.get("RescaleIntercept") if item is not None else None
+        try:
+            slope = float(slope_raw) if slope_raw not in (None, "") else 1.0
+            intercept = float(intercept_raw) if intercept_raw not in (None, "") else 0.0
+        except (TypeError, ValueError):
+            raise DicomError(f"{where}: frame {i}: RescaleSlope {slope_raw!r} / RescaleIntercept"
+                             f" {intercept_raw!r} (Pixel Value Transformation Sequence) are not numbers;"
+                             " fix the header") from None
+        if slope == 0:
+            raise DicomError(f"{where}: frame {i}: RescaleSlope is 0 in the Pixel Value Transformation"
+                             f" Sequence, so every pixel would become RescaleIntercept ({intercept:g}): a"
+                             " constant image. The header is broken; export the image again")
+        out.append((slope, intercept))
+    return out
 
 
 def _check_rescale_slope(path: Path, ds: pydicom.Dataset) -> None:
@@ -402,15 +605,19 @@ def _image_class(ds: pydicom.Dataset) -> str:
     return ""
 
 
-def _rescaled_range(ds: pydicom.Dataset) -> tuple[float, float]:
-    """The lowest and highest value the stored bits can hold, after RescaleSlope/Intercept."""
+def _rescaled_range(ds: pydicom.Dataset, slope: float | None = None,
+                    intercept: float | None = None) -> tuple[float, float]:
+    """The lowest and highest value the stored bits can hold, after RescaleSlope/Intercept (the
+    given ones, else the top-level attributes)."""
     bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
     if int(ds.get("PixelRepresentation", 0)) == 1:
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     else:
         lo, hi = 0, 2**bits - 1
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope is None:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+    if intercept is None:
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
     a, b = lo * slope + intercept, hi * slope + intercept
     return min(a, b), max(a, b)
 

@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from oncorobust.config import ON_BAD_FILE, check_choice, check_fraction
-from oncorobust.errors import DataError
+from oncorobust.errors import DataError, OncorobustError
 from oncorobust.data.privacy import Pseudonymizer, Scrubber, enabled, load_salt, protect_ingest
 from oncorobust.data.sources import ADAPTERS, ARRAY_FORMATS, MANIFEST_COLUMNS, IngestResult, source_root
 
@@ -45,7 +45,9 @@ def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None
     Raises:
         ConfigError: an unknown ``on_bad_file`` or a split fraction outside (0, 1).
         DataError: an unknown format, no usable samples, leakage, a split without a class, or
-            (``on_bad_file: error``) any skipped input.
+            (``on_bad_file: error``) any skipped input. An error raised while the adapter reads
+            the source carries the inputs listed so far as ``exc.skipped`` (the skipped.csv
+            frame), so that the caller can write skipped.csv before stopping.
     """
     check_choice(on_bad_file, ON_BAD_FILE, "on_bad_file")
     test_fraction = check_fraction(split.get("test_fraction", 1 / 3), "split.test_fraction")
@@ -56,16 +58,21 @@ def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None
     result = IngestResult()
     try:
         ADAPTERS[fmt](source, result)
+    except OncorobustError as exc:
+        # the adapter stopped (e.g. a class folder whose every file was skipped): the inputs it had
+        # listed go with the error, for the caller to write to skipped.csv
+        exc.skipped = skipped_frame(result)
+        raise
     finally:
         if scrubber is not None and pseudonymizer is not None:
             root = None if fmt in ARRAY_FORMATS else source_root(source)
-            scrubber.learn_records(pseudonymizer, result.records, result.skipped, root)
-    skipped = pd.DataFrame(result.skipped, columns=["file", "sample_id", "reason"])
-    skipped.insert(0, "stage", "ingest")
-    if on_bad_file == "error" and len(skipped):
-        first = skipped.iloc[0]
-        raise DataError(f"{len(skipped)} input(s) could not be used; first: {first.file}: {first.reason}."
+            scrubber.learn_records(pseudonymizer, result.records, result.skipped + result.ignored, root)
+    bad = pd.DataFrame(result.skipped, columns=["file", "sample_id", "reason"])
+    if on_bad_file == "error" and len(bad):
+        first = bad.iloc[0]
+        raise DataError(f"{len(bad)} input(s) could not be used; first: {first.file}: {first.reason}."
                         " Fix or remove them, or set on_bad_file: skip to list them in skipped.csv")
+    skipped = skipped_frame(result)
     df = pd.DataFrame(result.records, columns=MANIFEST_COLUMNS)
     check_records(df, fmt)
     df = assign_splits(df, test_fraction, val_fraction, seed)
@@ -75,9 +82,27 @@ def run_ingest(source: dict, split: dict, seed: int, privacy: dict | None = None
         df, skipped, _, _ = protect_ingest(df, skipped, Pseudonymizer(load_salt(privacy)), root, scrubber)
     log.info("ingest: %d samples, %d patients; per split and class:\n%s", len(df),
              df.patient_id.nunique(), pd.crosstab(df.split, df.label_name).to_string())
-    if len(skipped):
-        log.warning("ingest: %d input(s) skipped (see skipped.csv)", len(skipped))
+    if len(result.skipped):
+        log.warning("ingest: %d input(s) skipped (see skipped.csv)", len(result.skipped))
+    if len(result.ignored):
+        log.info("ingest: %d file(s)/folder(s) that are not data (hidden/system files, not images) not"
+                 " read; listed in skipped.csv", len(result.ignored))
     return df, skipped
+
+
+def skipped_frame(result: IngestResult) -> pd.DataFrame:
+    """ingest's skipped.csv frame: the skipped inputs, then the files that are not data.
+
+    Args:
+        result: the adapter's result (``skipped`` and ``ignored``).
+
+    Returns:
+        Columns ``stage`` (``ingest``), ``file``, ``sample_id``, ``reason``: one row per skipped
+        input (a bad file) and per ignored one (hidden/system file, not an image...).
+    """
+    skipped = pd.DataFrame(result.skipped + result.ignored, columns=["file", "sample_id", "reason"])
+    skipped.insert(0, "stage", "ingest")
+    return skipped
 
 
 def check_records(df: pd.DataFrame, fmt: str) -> None:

@@ -9,7 +9,12 @@ Checks on the decoded pixels of file-based sources (every bad case names the fil
 - ``preprocess.color: rgb`` keeps colour images as three channels (C = 3; grey files repeated);
   ``luminance`` (default) converts colour to one grey channel, as before.
 - an image smaller than 8 pixels on a side is refused (an :class:`ImageError`, so ``on_bad_file``
-  lists it in ``tensors/skipped.csv`` or stops the run);
+  lists it in ``tensors/skipped.csv`` or stops the run), and so is an image larger than the size
+  guard (2^28 pixels, or 2^29 values in a multi-frame file: "image too large (W×H px, ...)"),
+  checked from the file's header before its pixels are decoded;
+- a split left without any image of a class once unreadable files are skipped is an
+  :class:`UnusableSplitError` naming the class, its folder and the first reasons; it, like every
+  error raised here, carries the skipped frame as ``exc.skipped`` (for ``tensors/skipped.csv``);
 - the same pixel content (SHA-256 of the decoded array) under two patients is a
   :class:`DataError` naming both rows: a split by patient ID would leak it;
 - ``intensity.mode: bitdepth`` scales integer images by their bit depth (8-bit: [0, 255];
@@ -51,7 +56,7 @@ from tqdm import tqdm
 from oncorobust.config import ON_BAD_FILE, check_choice
 from oncorobust.data.dicom import DicomPlausibilityWarning
 from oncorobust.data.noise import NoiseEstimateError, estimate_noise_sigma
-from oncorobust.errors import DataError, DicomError
+from oncorobust.errors import DataError, DicomError, OncorobustError
 from oncorobust.data.sources import ARRAY_FORMATS, source_root
 from oncorobust.data.sources.arrays import load_arrays
 from oncorobust.data.sources.images import COLORS, DecodedImage, decode_image, require_min_side, whole_image
@@ -65,6 +70,21 @@ INTENSITY_MODES = ("window", "percentile", "bitdepth", "none")
 CLIP_NOTE = 0.01
 #: default of ``intensity.max_clipped``: above it a fixed window stops preprocess
 CLIP_ERROR = 0.5
+
+
+#: columns of the skipped frame (``tensors/skipped.csv``)
+SKIPPED_COLUMNS = ["stage", "file", "sample_id", "reason"]
+
+
+class UnusableSplitError(DataError):
+    """A split is left without any image of a class (or without any image) once unreadable files
+    were skipped. ``skipped`` is the skipped frame so far (:data:`SKIPPED_COLUMNS`), for the caller
+    to write ``tensors/skipped.csv`` before stopping (every error of :func:`preprocess_with_noise`
+    carries it as ``exc.skipped``)."""
+
+    def __init__(self, message: str, skipped: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.skipped = skipped
 
 
 class IntensityError(DataError):
@@ -382,10 +402,10 @@ def balance(idx: np.ndarray, y: np.ndarray, method: str, seed: int) -> np.ndarra
         seed: seed of the undersampling.
 
     Returns:
-        ``idx`` itself for ``none``; else the sorted kept indices, every class with as many rows as
-        the smallest.
+        ``idx`` itself for ``none`` (or when empty); else the sorted kept indices, every class with
+        as many rows as the smallest.
     """
-    if method == "none":
+    if method == "none" or len(idx) == 0:
         return idx
     rng = np.random.default_rng(seed)
     n = min(np.bincount(y[idx])[np.unique(y[idx])])
@@ -441,11 +461,29 @@ def preprocess_with_noise(manifest: pd.DataFrame, source: dict, prep: dict, seed
         ConfigError: an unknown ``on_bad_file``, ``preprocess.balance``,
             ``preprocess.intensity.mode`` or ``preprocess.color``.
         DataError: a ROI outside its image, a frame index that does not fit its file, a split
-            that misses a class after skipping, or one pixel content under two patients.
+            that misses a class after skipping (:class:`UnusableSplitError`, naming the class,
+            its folder and why its files were skipped), or one pixel content under two patients.
+            Every error raised here carries the skipped frame so far as ``exc.skipped``, so that
+            the caller can write ``tensors/skipped.csv`` before stopping.
         IntensityError: (a DataError) the window clips more than ``intensity.max_clipped`` of an
             image, ``mode: none`` on integer images, ``mode: bitdepth`` on float/DICOM data.
         DicomError: an undecodable or too small file with ``on_bad_file: error``.
     """
+    skipped: list[dict] = []
+    notes: list[dict] = []
+    try:
+        return _preprocess_with_noise(manifest, source, prep, seed, on_bad_file, skipped, notes)
+    except OncorobustError as exc:
+        if getattr(exc, "skipped", None) is None:
+            exc.skipped = pd.DataFrame(skipped + notes, columns=SKIPPED_COLUMNS)
+        raise
+
+
+def _preprocess_with_noise(manifest: pd.DataFrame, source: dict, prep: dict, seed: int, on_bad_file: str,
+                           skipped: list[dict], notes: list[dict]
+                           ) -> tuple[dict[str, dict], dict, pd.DataFrame, pd.DataFrame]:
+    """:func:`preprocess_with_noise`, appending to ``skipped`` and ``notes`` as it goes (so that
+    they can go with an error)."""
     check_choice(on_bad_file, ON_BAD_FILE, "on_bad_file")
     check_choice(prep.get("balance", "undersample"), ("undersample", "none"), "preprocess.balance")
     intensity = prep.get("intensity", {})
@@ -455,8 +493,6 @@ def preprocess_with_noise(manifest: pd.DataFrame, source: dict, prep: dict, seed
     check_choice(color, COLORS, "preprocess.color")
     max_clipped = float(intensity.get("max_clipped", CLIP_ERROR))
     size = int(prep["size"])
-    skipped: list[dict] = []
-    notes: list[dict] = []
     images: list[torch.Tensor | None] = []
     spans: list[float] = []
     levels: set[float] = set()
@@ -558,11 +594,12 @@ def preprocess_with_noise(manifest: pd.DataFrame, source: dict, prep: dict, seed
     for split in ("train", "val", "test"):
         idx = np.flatnonzero((splits == split) & ok)
         counts[split] = {"before_balancing": _counts(manifest, idx)}
+        missing = sorted(set(y.tolist()) - set(y[idx].tolist()))
+        if missing:
+            raise UnusableSplitError(_missing_class_message(manifest, split, missing, ok, skipped, source),
+                                     pd.DataFrame(skipped + notes, columns=SKIPPED_COLUMNS))
         if split == "train":
             idx = balance(idx, y, prep.get("balance", "undersample"), seed)
-        if len(np.unique(y[idx])) < manifest.label.nunique():
-            raise DataError(f"after skipping unreadable files the {split} split misses a class;"
-                            " fix the files listed in tensors/skipped.csv")
         counts[split]["used"] = _counts(manifest, idx)
         tensors[split] = {"x": torch.stack([images[i] for i in idx]).contiguous(),
                           "y": torch.from_numpy(y[idx]),
@@ -582,8 +619,38 @@ def preprocess_with_noise(manifest: pd.DataFrame, source: dict, prep: dict, seed
                                next(iter(levels)) if len(levels) == 1 else None),
     }
     noise = pd.concat(noise_rows, ignore_index=True).assign(unit=stats["eps_units"]["unit"])[NOISE_COLUMNS]
-    return (tensors, stats, pd.DataFrame(skipped + notes, columns=["stage", "file", "sample_id", "reason"]),
-            noise)
+    return tensors, stats, pd.DataFrame(skipped + notes, columns=SKIPPED_COLUMNS), noise
+
+
+def _missing_class_message(manifest: pd.DataFrame, split: str, missing: list[int], ok: np.ndarray,
+                           skipped: list[dict], source: dict) -> str:
+    """Why ``split`` has no image of the ``missing`` labels: per class, its rows in the split,
+    where its files are, and why they were skipped (the first reasons)."""
+    parts = []
+    reasons = {s["sample_id"]: s["reason"] for s in skipped}
+    for label in missing:
+        rows = manifest[(manifest.label.to_numpy() == label) & (manifest.split.to_numpy() == split)]
+        names = manifest.label_name[manifest.label == label]
+        name = str(names.iloc[0]) if len(names) else str(label)
+        if rows.empty:
+            parts.append(f"class '{name}': no row in the manifest's {split} split (rerun ingest)")
+            continue
+        file_rows = manifest[manifest.label.to_numpy() == label]
+        n_bad = int((~ok[(manifest.label.to_numpy() == label)]).sum())
+        where = ""
+        if source.get("format") not in ARRAY_FORMATS:
+            root = source_root(source)
+            folders = sorted({str((root / str(src)).parent) for src in file_rows.source})
+            where = (f" (folder {folders[0]})" if len(folders) == 1 else
+                     f" (files in {len(folders)} folders, e.g. {folders[0]})")
+        examples = "; ".join([f"{Path(str(r.source)).name}: {reasons[r.sample_id]}"
+                              for r in rows.itertuples() if r.sample_id in reasons][:2])
+        parts.append(f"class '{name}'{where}: all {len(rows)} image(s) of the {split} split could not be"
+                     f" read ({n_bad} of the class's {len(file_rows)} in all were skipped"
+                     f"{', e.g. ' + examples if examples else ''})")
+    return (f"after skipping unreadable files the {split} split has no image of "
+            + "; ".join(parts) + ". Every skipped file and its reason is listed in tensors/skipped.csv"
+            " (stage preprocess): fix or replace them, or remove the class")
 
 
 def select_frame(pixels: np.ndarray, frame: int, sample: str = "", rgb: bool = False) -> np.ndarray:

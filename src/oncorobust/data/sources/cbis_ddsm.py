@@ -124,7 +124,7 @@ def ingest(cfg: dict, result: IngestResult) -> None:
     index: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     cases = {_case_and_series(v)[0] for col in ("image_file_path", "roi_mask_file_path",
                                                   "cropped_image_file_path") for v in table[col]}
-    for path, hdr in scan_headers(root, result):
+    for path, hdr in scan_headers(root, result, {".csv"}, "DICOM mammograms"):
         case = next((part for part in path.relative_to(root).parts if part in cases), None)
         if case is None:
             continue

@@ -1,9 +1,23 @@
 """The ImageFolder layout: ``root/<class>/<image>`` (sub-folders of a class folder are searched).
 
-Each image is one sample, used whole (the images are already lesion crops): PNG, JPEG, TIFF, BMP,
-DICOM (``.dcm``) or single-slice NIfTI. Class folders must be the names in ``source.classes``
-(compared case-insensitively; label = the index there). The sample ID is the image's path below
-``root`` without its suffix (e.g. ``malignant/case12_a``).
+Each image is one sample, used whole (the images are already lesion crops): any image Pillow
+opens (PNG, JPEG, TIFF, BMP, WebP, GIF...), DICOM (recognised by its content, the 'DICM' marker
+at byte 128, whatever the file's name: PACS exports write ``IM0001`` or ``1.2.840....`` names) or
+single-slice NIfTI. Class folders must be the names in ``source.classes`` (compared
+case-insensitively; label = the index there). The sample ID is the image's path below ``root``
+without its image suffix (e.g. ``malignant/case12_a``; a name without an image suffix, such as
+``1.2.840.1.5``, is kept whole).
+
+Every file below ``root`` is either read or listed in ``skipped.csv`` with its reason
+(:func:`~oncorobust.data.sources.images.classify_file`): hidden/system files (``.DS_Store``,
+``._name``, ``Thumbs.db``, ``desktop.ini``), hidden and ``__MACOSX`` folders (left by unzipping
+an archive made on a Mac; not searched), files that are not images (notes, spreadsheets) and files
+at the top of ``root`` (outside any class folder) are listed as not read, and never stop ingest;
+files in an unknown format, images that cannot be opened, multi-frame files (a NIfTI volume, a
+multi-frame DICOM, a multi-page TIFF or animated GIF: give them in a manifest with ``roi_slice``),
+DICOM files that hold no image, and images larger than the size guard
+(:data:`~oncorobust.data.dicom.MAX_PIXELS` pixels; "image too large (W×H px, limit ...)") are
+skipped, listed with the reason (``on_bad_file: error`` stops on them instead).
 
 Patients: ``source.patient_pattern``, a regular expression searched in the image's path below its
 class folder; its group ``patient`` (or its first group, or the whole match) is the patient ID,
@@ -11,12 +25,11 @@ so that all images of one patient land in one split. A file that does not match 
 (a patient split could leak otherwise). Without a pattern every image is its own patient, and the
 log says so.
 
-Walking the tree: hidden entries (``.name``) and ``__MACOSX`` folders (left by unzipping an archive
-made on a Mac) are ignored, at the top and inside class folders. Symbolic links to folders and
-files are followed; a link that leads back into a folder already being walked (a loop), or to a
-folder or file already read through another path, is not read again and is listed in
-``skipped.csv`` with the reason, and so is a dangling link. A class folder without any usable
-image stops ingest naming it (it would otherwise vanish from the labels).
+Walking the tree: symbolic links to folders and files are followed; a link that leads back into
+a folder already being walked (a loop), or to a folder or file already read through another path,
+is not read again and is listed in ``skipped.csv`` with the reason, and so is a dangling link. A
+class folder without any usable image stops ingest naming it and the reasons its files were
+skipped (it would otherwise vanish from the labels).
 """
 
 from __future__ import annotations
@@ -27,9 +40,11 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from oncorobust.errors import DataError
-from oncorobust.data.sources.common import IngestResult, record, require_dir
-from oncorobust.data.sources.images import IMAGE_SUFFIXES, ImageError, image_kind, image_shape
+from oncorobust.data.dicom import non_image_reason, read_header, size_problem
+from oncorobust.errors import DataError, DicomError
+from oncorobust.data.sources.common import IngestResult, record, require_dir, system_folder_reason
+from oncorobust.data.sources.images import DICOM_SUFFIXES, NIFTI_SUFFIXES, PILLOW_SUFFIXES, \
+    classify_file, image_shape, pillow_suffixes
 
 log = logging.getLogger("oncorobust.data.sources.folder")
 
@@ -64,6 +79,28 @@ def class_folders(root: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not _ignored(p.name))
 
 
+def sample_id(rel: str) -> str:
+    """The sample ID of an image at ``rel`` (its path below the root): the path without its image
+    suffix (``.png``, ``.dcm``, ``.nii.gz``...); a name without one (``IM0001``,
+    ``1.2.840.1.5``) is kept whole, so that PACS names differing only after their last dot stay
+    apart.
+
+    Args:
+        rel: the image's path below ``root``, with forward slashes.
+
+    Returns:
+        The sample ID.
+    """
+    low = rel.lower()
+    for suffix in NIFTI_SUFFIXES[::-1]:  # .nii.gz before .nii
+        if low.endswith(suffix):
+            return rel[: -len(suffix)]
+    suffix = Path(low).suffix
+    if suffix and (suffix in PILLOW_SUFFIXES or suffix in DICOM_SUFFIXES or suffix in pillow_suffixes()):
+        return rel[: -len(suffix)]
+    return rel
+
+
 def _walk(folder: Path, result: IngestResult, seen_dirs: dict, seen_files: dict) -> Iterator[Path]:
     """Files below ``folder`` (a stable order), following symbolic links once each.
 
@@ -91,8 +128,6 @@ def _walk(folder: Path, result: IngestResult, seen_dirs: dict, seen_files: dict)
         return
     subdirs, files = [], []
     for entry in entries:
-        if _ignored(entry.name):
-            continue
         path = Path(entry.path)
         try:
             is_dir = entry.is_dir()  # follows symbolic links
@@ -105,9 +140,15 @@ def _walk(folder: Path, result: IngestResult, seen_dirs: dict, seen_files: dict)
                         " (a dangling link); fix or remove it")
             continue
         if is_dir:
-            subdirs.append(path)
+            why = system_folder_reason(entry.name)
+            if why:
+                result.ignore(path, why)
+            else:
+                subdirs.append(path)
         elif is_file:
             files.append((path, (fst.st_dev, fst.st_ino), entry.is_symlink()))
+        else:
+            result.ignore(path, "not a regular file (a socket, device or pipe); not read")
     # two names of one file in this folder: the file itself is read, the link is not
     chosen: dict = {}
     for path, fkey, link in files:
@@ -135,6 +176,36 @@ def _patient(pattern: re.Pattern | None, rel: str, sample_id: str) -> str | None
     return m.group(1) if pattern.groups else m.group(0)
 
 
+def _unusable(path: Path, kind: str) -> str:
+    """Why an image file of the folder format cannot be one sample ('' when it can), from its
+    header only: unreadable, not an image (a DICOMDIR, a report), larger than the size guard, or
+    several frames (a folder image is used whole: one picture per file)."""
+    try:
+        if kind == "dicom":
+            hdr = read_header(path)
+            why = non_image_reason(hdr)
+            if why:
+                return f"{why}; the folder format needs one image per file"
+            frames = int(hdr.get("NumberOfFrames", 1) or 1)
+            rows, cols = int(hdr.get("Rows", 0) or 0), int(hdr.get("Columns", 0) or 0)
+            too_large = size_problem(rows, cols, frames, int(hdr.get("SamplesPerPixel", 1) or 1),
+                                     int(hdr.get("BitsAllocated", 16) or 16))
+        else:
+            frames, rows, cols = image_shape(path)
+            too_large = size_problem(rows, cols, frames)
+    except DicomError as exc:  # ImageError too
+        return str(exc).split(": ", 1)[-1]
+    except (TypeError, ValueError) as exc:
+        return f"a broken header (Rows/Columns/NumberOfFrames: {exc})"
+    if too_large:
+        return too_large
+    if frames > 1:
+        what = {"nifti": f"a NIfTI volume of {frames} slices", "dicom": f"a multi-frame DICOM of {frames} frames"}
+        return (f"{what.get(kind, f'a multi-page image of {frames} pages/frames')}; the folder format"
+                " uses one picture per file: list it in a manifest with roi_slice to pick the slice")
+    return ""
+
+
 def ingest(cfg: dict, result: IngestResult) -> None:
     """Append one record per image under ``cfg["root"]``'s class folders to ``result``.
 
@@ -144,7 +215,8 @@ def ingest(cfg: dict, result: IngestResult) -> None:
 
     Raises:
         DataError: the root is missing, a sub-folder is not one of the classes, a class has no
-            folder, the pattern is invalid or misses a file.
+            folder or no usable image (the message names the folder and why its files were not
+            used), the pattern is invalid or misses a file.
     """
     root = require_dir(cfg.get("root"), "source.root")
     classes = [str(c).lower() for c in cfg.get("classes", ["benign", "malignant"])]
@@ -169,45 +241,57 @@ def ingest(cfg: dict, result: IngestResult) -> None:
     if pattern is None:
         log.info("folder %s: no source.patient_pattern, so every image is its own patient (images of"
                  " one patient may land in different splits; give a pattern if a patient has several)", root)
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and system_folder_reason(p.name)):
+        result.ignore(path, system_folder_reason(path.name))
+    for path in sorted(p for p in root.iterdir() if not p.is_dir()):
+        kind, why = classify_file(path) if path.is_file() else ("other", "not a regular file; not read")
+        if kind in ("dicom", "pillow", "nifti"):
+            result.skip(path, f"an image outside the class folders: the folder format reads {root}/<class>/...;"
+                        " move it into its class's folder")
+        elif kind == "system":
+            result.ignore(path, why)
+        else:
+            result.ignore(path, f"outside the class folders, {why}")
     misses = []
     seen_dirs: dict = {}
     seen_files: dict = {}
     per_class: dict[str, int] = {}
+    empty: list[str] = []
     for folder in folders:
         label = classes.index(folder.name.lower())
-        n_before, skipped_before = len(result.records), len(result.skipped)
+        n_before, skipped_before, ignored_before = len(result.records), len(result.skipped), len(result.ignored)
         for path in _walk(folder, result, seen_dirs, seen_files):
-            name = path.name.lower()
-            if not (Path(name).suffix in IMAGE_SUFFIXES or name.endswith(".nii.gz")):
-                continue
-            if name.endswith(".gz") and not name.endswith(".nii.gz"):
+            kind, why = classify_file(path)
+            if kind in ("system", "other"):
+                result.ignore(path, why)
                 continue
             rel = path.relative_to(root).as_posix()
-            sid = rel[: -len(".nii.gz")] if name.endswith(".nii.gz") else rel.rsplit(".", 1)[0]
+            sid = sample_id(rel)
+            if kind == "unknown":
+                result.skip(path, why, sid)
+                continue
             pid = _patient(pattern, path.relative_to(folder).as_posix(), sid)
             if pid is None:
                 misses.append(rel)
                 continue
-            if image_kind(path) == "nifti":
-                try:
-                    frames = image_shape(path)[0]
-                except ImageError as exc:
-                    result.skip(path, str(exc).split(": ", 1)[-1], sid)
-                    continue
-                if frames > 1:
-                    result.skip(path, f"a NIfTI volume of {frames} slices; list it in a manifest with"
-                                " roi_slice to pick the slice", sid)
-                    continue
+            why = _unusable(path, kind)
+            if why:
+                result.skip(path, why, sid)
+                continue
             result.records.append(record(sample_id=sid, patient_id=str(pid), label=label,
                                          label_name=classes[label], source=rel))
         per_class[folder.name] = len(result.records) - n_before
-        if per_class[folder.name] == 0 and not misses:
-            n_skip = len(result.skipped) - skipped_before
-            raise DataError(f"{folder}: the folder of class '{folder.name}' holds no usable image"
-                            f" (PNG, JPEG, TIFF, BMP, DICOM .dcm or single-slice NIfTI"
-                            f"{f'; {n_skip} input(s) below it were skipped, see the log' if n_skip else ''});"
-                            " put the class's images there, or remove the class from source.classes"
-                            " and its folder")
+        if per_class[folder.name] == 0:
+            below = result.skipped[skipped_before:] + result.ignored[ignored_before:]
+            examples = "; ".join(f"{Path(s['file']).name}: {s['reason']}" for s in below[:3])
+            detail = (f"; the {len(below)} file(s) below it were not used, e.g. {examples}"
+                      f"{' ...' if len(below) > 3 else ''} (every one with its reason in the log and"
+                      " skipped.csv)") if below else "; it holds no file"
+            empty.append(f"{folder}: the folder of class '{folder.name}' holds no usable image (any"
+                         f" image Pillow reads, e.g. PNG, JPEG, TIFF, BMP, WebP; DICOM; single-slice NIfTI){detail}")
+    if empty and not misses:
+        raise DataError("; ".join(empty) + ". Put the class's images there, or remove the class from"
+                        " source.classes and its folder")
     if misses:
         raise DataError(f"source.patient_pattern = {raw!r} does not match {len(misses)} file(s), e.g."
                         f" {misses[:3]}; fix the pattern (its group 'patient', or first group, is the"

@@ -322,7 +322,7 @@ def ingest(cfg: dict, result: IngestResult) -> None:
     # 1. index the CT slices by series
     series: dict[str, list[dict]] = defaultdict(list)
     seen: dict[tuple[str, str], dict] = {}
-    for path, hdr in scan_headers(root, result):
+    for path, hdr in scan_headers(root, result, {".xml"}, "DICOM CT series"):
         uid = str(hdr.get("SeriesInstanceUID", ""))
         ipp = hdr.get("ImagePositionPatient")
         if not uid or ipp is None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,20 +48,13 @@ import pandas as pd
 
 from oncorobust.data.dicom import non_image_reason, read_header, slice_normal, slice_position
 from oncorobust.errors import DataError, DicomError
-from oncorobust.data.sources.common import IngestResult, bbox_centre, iter_files, record
-from oncorobust.data.sources.images import image_kind, image_shape, read_image
+from oncorobust.data.sources.common import IngestResult, bbox_centre, dicom_name, record, walk_all
+from oncorobust.data.sources.images import classify_file, image_kind, image_shape, is_dicom_file, read_image
 from oncorobust.data.sources.rois import RTSTRUCT_COLUMNS, SEG_COLUMNS, structure_roi
 
 log = logging.getLogger("oncorobust.data.sources.manifest")
 
 REQUIRED = ["patient_id", "sample_id", "label", "path"]
-
-
-def _num(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _series_slices(folder: Path, result: IngestResult | None = None,
@@ -77,14 +71,18 @@ def _series_slices(folder: Path, result: IngestResult | None = None,
     ImageOrientationPatient the z of ImagePositionPatient is used (an axial series); without
     ImagePositionPatient, InstanceNumber, else the file's place in the folder.
 
-    Files that are not images (a DICOMDIR, a structured report, a presentation state...) are not
-    slices: counting them would shift every ``roi_slice``. Two files with the same
+    A file is DICOM by its content (the 'DICM' marker at byte 128), whatever its name (PACS
+    exports write ``IM0001`` or ``1.2.840....320``). Files that are not images (a DICOMDIR, a
+    structured report, a presentation state...), not DICOM, or hidden/system files are not
+    slices: counting them would shift every ``roi_slice``; they are listed in ``result.ignored``
+    (skipped.csv) with the reason. Two files with the same
     SOPInstanceUID at the same position are one slice copied twice: the first (by file name) is
     kept, and the other is logged and listed in ``result`` (skipped.csv) as a duplicate.
 
     Args:
         folder: the series folder.
-        result: where duplicated instance files are listed (None: only logged).
+        result: where duplicated instance files and files that are not slices are listed (None:
+            only logged).
         sample_id: the manifest row's sample, named in the log.
 
     Returns:
@@ -98,11 +96,21 @@ def _series_slices(folder: Path, result: IngestResult | None = None,
             stack).
     """
     headers, ignored, uids = [], [], {}
-    for f in iter_files(folder, {".dcm", ".dicom", ""}):
+    listing = result if result is not None else IngestResult()
+    for f in walk_all(folder, listing):
+        if not is_dicom_file(f):
+            kind, why = classify_file(f)
+            if not (kind == "dicom" or (kind == "unknown" and dicom_name(f))):
+                # not a slice: listed (skipped.csv) once, never counted (roi_slice would shift)
+                listing.ignore(f, why if kind in ("system", "other") else
+                               f"not a DICOM file (no 'DICM' marker at byte 128) in the series folder {folder};"
+                               " not a slice")
+                continue
         hdr = read_header(f)
         why = non_image_reason(hdr)
         if why:
             ignored.append(f"{f.name} ({why})")
+            listing.ignore(f, f"{why}; not a slice of the series")
             continue
         headers.append((f, hdr))
         uid = str(hdr.get("SeriesInstanceUID", "")).strip()
@@ -207,23 +215,34 @@ _NO_POSITIONS = ("the series' slices have no ImagePositionPatient, so a z in mm 
 
 
 _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+#: cell values (lower-case) that spreadsheets and pandas write for a missing value: never an ID
+MISSING_MARKERS = {"nan", "none", "null", "na", "n/a", "#n/a", "<na>", "nat", "missing",
+                   "#value!", "#ref!", "#name?", "#div/0!", "#null!", "#num!"}
+#: the numeric ROI columns, parsed by :func:`_number`
+NUMERIC_COLUMNS = ("roi_row", "roi_col", "roi_size_px", "roi_z_mm", "roi_slice")
 
 
 def read_manifest_csv(manifest: Path) -> pd.DataFrame:
     """The manifest CSV as strings (column names stripped and lower-cased).
 
     A Latin-1 (or any non-UTF-8) file is refused rather than guessed: a wrongly decoded ``path``
-    would point at no file, and IDs would silently change.
+    would point at no file, and IDs would silently change. What a spreadsheet writes is read: a
+    UTF-8 byte-order mark, semicolons as separators (Excel's CSV in locales with a decimal comma;
+    the header decides, and the log says so), columns without a name and without any value
+    (trailing separators) and rows without any value (dropped).
 
     Args:
         manifest: the CSV file.
 
     Returns:
-        One row per lesion, every cell a string ('' when empty).
+        One row per lesion, every cell a string ('' when empty); the index is the row's line in the
+        file (the header is line 1).
 
     Raises:
-        DataError: naming the file when it is empty, not UTF-8, separated by something other than
-            commas, or not parseable as CSV.
+        DataError: naming the file when it is empty, not UTF-8, separated by tabs or vertical
+            bars, not parseable as CSV, or has two columns whose names differ only in case or
+            spaces (e.g. ``label`` and ``Label``: two readers' columns, one would be silently
+            dropped), or a column without a name that holds values.
     """
     raw = manifest.read_bytes()
     if not raw.strip():
@@ -237,20 +256,99 @@ def read_manifest_csv(manifest: Path) -> pd.DataFrame:
                         " Windows-1252 export?). Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8"
                         " old.csv > new.csv`; the encoding is not guessed because paths and IDs would"
                         " silently change") from None
-    header = text.splitlines()[0]
+    header = text.lstrip("\r\n").splitlines()[0]
     need = len(REQUIRED) - 1
+    sep = ","
     if header.count(",") < need:
         found = max(_DELIMITERS, key=header.count)
-        if header.count(found) >= need:
+        if found == ";" and header.count(";") >= need:
+            sep = ";"
+            log.info("%s: the columns are separated by semicolons (a spreadsheet's CSV): read so", manifest)
+        elif header.count(found) >= need:
             raise DataError(f"{manifest}: the columns are separated by {_DELIMITERS[found]} ({found!r}),"
                             " not commas; save it as comma-separated CSV (e.g. in a spreadsheet:"
                             " 'CSV, comma delimited')")
     try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, header=None, sep=sep)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{manifest}: not a valid CSV ({str(exc).strip()}); fix the file") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    names = [str(c) for c in table.iloc[0]]
+    df = table.iloc[1:].copy()
+    df.index = range(2, len(df) + 2)  # lines of the file (pandas drops blank lines: approximate then)
+    keys = [n.strip().lower() for n in names]
+    unnamed = [k for k, key in enumerate(keys) if not key]
+    for k in unnamed:
+        filled = df[k].astype(str).str.strip() != ""
+        if filled.any():
+            line = int(df.index[filled.to_numpy()][0])
+            raise DataError(f"{manifest}: column {k + 1} has no name in the header but holds values (e.g."
+                            f" line {line}: {df[k][line]!r}); name it, or remove the column")
+    seen: dict[str, str] = {}
+    for name, key in zip(names, keys):
+        if not key:
+            continue
+        if key in seen:
+            raise DataError(f"{manifest}: the columns {seen[key]!r} and {name!r} are the same column once"
+                            " case and spaces are ignored (two readers' columns?); one would be silently"
+                            " dropped. Keep one, or rename the other (e.g. label_reader2)")
+        seen[key] = name
+    df = df.drop(columns=unnamed)
+    df.columns = [key for key in keys if key]
+    blank = (df.apply(lambda col: col.astype(str).str.strip()) == "").all(axis=1)
+    if blank.any():
+        log.info("%s: %d row(s) without any value ignored (lines %s)", manifest, int(blank.sum()),
+                 ", ".join(str(i) for i in df.index[blank.to_numpy()][:5]))
+        df = df[~blank]
     return df
+
+
+def _number(row: dict, column: str, where: str) -> float:
+    """A numeric ROI cell: NaN when empty (or a missing-value marker such as ``NaN``).
+
+    Raises:
+        DataError: naming the row and column, when the cell is not a number: a decimal comma
+            (``12,5``) is named as such, and ``roi_slice`` must be a whole number.
+    """
+    raw = str(row.get(column, "") or "").strip()
+    if not raw or raw.lower() in MISSING_MARKERS:
+        return math.nan
+    try:
+        value = float(raw)
+    except ValueError:
+        if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+", raw):
+            raise DataError(f"{where}: {column} {raw!r} has a comma: a thousands separator (write"
+                            f" {raw.replace(',', '')}) or a decimal comma (write {raw.replace(',', '.')})?"
+                            " Write plain numbers with a decimal point (a spreadsheet's number format /"
+                            " locale setting)") from None
+        if re.fullmatch(r"[+-]?\d*,\d+", raw):
+            raise DataError(f"{where}: {column} {raw!r} has a decimal comma; write a decimal point"
+                            f" ({raw.replace(',', '.')}): save the manifest with '.' as the decimal"
+                            " separator (a spreadsheet's locale setting)") from None
+        raise DataError(f"{where}: {column} {raw!r} is not a number; give it in pixels (or mm for"
+                        " roi_z_mm), or leave it empty") from None
+    if not math.isfinite(value):
+        return math.nan
+    if column == "roi_slice" and not value.is_integer():
+        raise DataError(f"{where}: roi_slice {raw!r} is not a whole number; give the 0-based slice/frame index")
+    return value
+
+
+def _identifier(row: dict, column: str, where: str) -> str:
+    """A row's ``patient_id`` / ``sample_id``, stripped (case and leading zeros kept as written).
+
+    Raises:
+        DataError: naming the row, when the cell is empty or a missing-value marker (``NaN``,
+            ``None``, ``#N/A``...): such a value is not a patient, and all of them would become one.
+    """
+    value = str(row.get(column, "") or "").strip()
+    if not value:
+        raise DataError(f"{where}: empty sample_id or patient_id ({column}); give every row its IDs, or"
+                        " remove the row")
+    if value.lower() in MISSING_MARKERS:
+        raise DataError(f"{where}: {column} {value!r} is a missing-value marker, not an ID (every such row"
+                        f" would become one {'patient' if column == 'patient_id' else 'sample'}); give the"
+                        " row its real ID, or remove the row")
+    return value
 
 
 def _frame_index(where: str, image: Path, k: float) -> int:
@@ -317,12 +415,12 @@ def ingest(cfg: dict, result: IngestResult) -> None:
         log.info("%s has no ROI columns (roi_row/roi_col, mask_path): every image is used whole, as"
                  " an image that is already the lesion's crop", manifest)
     classes = [str(c).lower() for c in cfg.get("classes", ["benign", "malignant"])]
-    for i, row in enumerate(df.to_dict("records"), start=2):  # line 1 is the header
+    for i, row in zip(df.index, df.to_dict("records")):  # the index is the line (the header is line 1)
         where = f"{manifest}:{i}"
-        sid, pid = row["sample_id"].strip(), row["patient_id"].strip()
+        sid, pid = _identifier(row, "sample_id", where), _identifier(row, "patient_id", where)
         label_raw = row["label"].strip().lower()
-        if not sid or not pid:
-            raise DataError(f"{where}: empty sample_id or patient_id")
+        for column in NUMERIC_COLUMNS:  # a decimal comma or a word: an error now, not an empty ROI
+            _number(row, column, where)
         if label_raw in classes:
             label = classes.index(label_raw)
         elif label_raw.isdigit() and int(label_raw) < len(classes):
@@ -342,7 +440,7 @@ def ingest(cfg: dict, result: IngestResult) -> None:
                 result.skip(path, "no such DICOM file, series folder or image file"
                             + _path_hint(row["path"]), sid)
                 continue
-            structure = structure_roi(where, root, row, [t[1] for t in slices], _num(row.get("roi_slice")))
+            structure = structure_roi(where, root, row, [t[1] for t in slices], _number(row, "roi_slice", where))
             if structure is not None:  # rtstruct_path + roi_name, or seg_path + segment
                 chosen = structure.file
                 source = chosen.relative_to(root) if chosen.is_relative_to(root) else chosen
@@ -351,8 +449,8 @@ def ingest(cfg: dict, result: IngestResult) -> None:
                     roi_row=structure.row, roi_col=structure.col, roi_size_px=structure.size_px,
                     split=str(row.get("split", "")).strip().lower()))
                 continue
-            rr, cc, size = _num(row.get("roi_row")), _num(row.get("roi_col")), _num(row.get("roi_size_px"))
-            z_mm, k = _num(row.get("roi_z_mm")), _num(row.get("roi_slice"))
+            rr, cc, size = (_number(row, c, where) for c in ("roi_row", "roi_col", "roi_size_px"))
+            z_mm, k = _number(row, "roi_z_mm", where), _number(row, "roi_slice", where)
             z_from = f"roi_z_mm {row.get('roi_z_mm', '').strip()}"
             mask_rel = str(row.get("mask_path", "")).strip()
             mask_file, mask_shape = None, None
