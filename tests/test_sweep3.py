@@ -255,3 +255,38 @@ def test_the_workflow_child_does_not_outlive_a_killed_audit(tmp_path):
             pytest.fail(f"the child outlived the audit killed by {sig!r}")
         if sig == signal.SIGTERM:
             assert parent.returncode == 128 + signal.SIGTERM
+
+
+@pytest.mark.slow
+def test_readme_slurm_command_from_the_checkout_plans_the_real_data(tmp_path):
+    """`snakemake --profile profiles/slurm --configfile config/paper.yaml` (README), dry run."""
+    checkout = _checkout_copy(tmp_path)
+    out = _plan(checkout, "--profile", "profiles/slurm", "--configfile", "config/paper.yaml")
+    assert out.returncode == 0, out.text[-3000:]
+    jobs = _jobs(out.stdout)
+    assert "demo_data" not in jobs and jobs["ingest"] == 5
+    assert f"oncorobust: configuration {checkout / 'config' / 'paper.yaml'}; datasets: ct lidc" in out.stderr
+
+
+@pytest.mark.slow
+def test_audit_into_a_folder_holding_config_yaml_runs_its_own_config(tmp_path, capfd):
+    """An --out folder that holds a config/config.yaml (here the demo's): the audit plans only its
+    own dataset, with the budget it prints."""
+    from PIL import Image
+
+    data = tmp_path / "imgs"
+    for k, cls in enumerate(("benign", "malignant")):
+        (data / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(((i * 7 + k * 50) % 255 * torch.ones(24, 24)).numpy().astype("uint8")).save(
+                data / cls / f"p{i:02d}_{cls}.png")
+    out = tmp_path / "out"
+    (out / "config").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", out / "config" / "config.yaml")
+    rc = main(["audit", "--model", "vgg_small", "--data", str(data), "--out", str(out), "--size", "16",
+               "--budget", "quick", "--no-estimate", "--dry-run"])
+    text = "".join(capfd.readouterr())
+    assert rc == 0, text[-3000:]
+    assert f"oncorobust: configuration {out / 'config.yaml'}; datasets: audit folder {data}" in text
+    assert "ds=ct" not in text and "ds=digits" not in text and "ds=audit" in text
+    assert yaml.safe_load((out / "config.yaml").read_text())["attacks"]["budget"] == "quick"

@@ -36,7 +36,6 @@ def _version(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def audit_config(args: argparse.Namespace) -> dict:
     """The workflow config of ``oncorobust audit`` (one dataset ``args.name``), paths absolute.
 

@@ -133,7 +133,9 @@ def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels,
             zero = attack(craft, xb[:8], target[:8], zero_method, 0.0, seeds=sb[:8], **zero_kw)
             if not torch.equal(predict(model, zero)[0], clean_pred[:8]):
                 raise AttackSanityError(f"{method} at ε = 0 changed predictions: the model is not"
-                                        " deterministic in eval mode, or the attack is broken")
+                                        " deterministic in eval mode (dropout kept active, as in MC dropout, or"
+                                        " BatchNorm saved in training mode inside a TorchScript/torch.export"
+                                        " file: export it after model.eval()), or the attack is broken")
         x_adv = attack(craft, xb, target, base, eps, seeds=sb, **kw)
         adv_pred, adv_prob = predict(model, x_adv)
         linf = (x_adv - xb).flatten(1).abs().amax(dim=1)

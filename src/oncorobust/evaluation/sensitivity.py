@@ -184,7 +184,10 @@ def _confirm(model, x, pred, best, hi, found, eps_max):
         hi = torch.where(todo, torch.maximum(hi, norm), hi)
         pushed |= todo
     raise AttackSanityError(f"{int(todo.sum())} bisection answers did not reproduce their flip, even pushed"
-                            f" {math.prod(f for f, _ in PUSH):.2f}x along their perturbation")
+                            f" {math.prod(f for f, _ in PUSH):.2f}x along their perturbation. The usual cause is a"
+                            " model that is not deterministic in eval mode: dropout kept active (MC dropout), or"
+                            " BatchNorm saved in training mode inside a TorchScript/torch.export file. Export the"
+                            " model after model.eval(); the health check 'deterministic' measures it")
 
 
 @strict_fp32()
