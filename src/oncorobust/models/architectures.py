@@ -14,10 +14,12 @@
 The bare networks of the last three come from :func:`build_net`. Serialized models are loaded,
 never built (:func:`load_serialized`):
 
-- ``torchscript:<path>``: a scripted or traced model, used as-is (never trained; loading it runs
-  the user's code);
+- ``torchscript:<path>``: a scripted or traced model, used as-is (never trained; its TorchScript
+  code runs on every forward: trusted files only, see :func:`load_torchscript`);
 - ``export:<path.pt2>``: a ``torch.export`` program (``torch.export.save``), used as-is; a program
-  exported with a fixed batch size is run in chunks of that size (:class:`ExportedNet`).
+  exported with a fixed batch size is run in chunks of that size (:class:`ExportedNet`). The
+  archive is checked before ``torch.export.load`` reads it: a file whose loading would run code
+  (pickled Python objects, code in its sizes or guards) is refused (:func:`load_export`).
 
 :func:`fit_problems` says whether a wrapped network runs on the dataset's images and returns one
 output per class.
@@ -25,6 +27,7 @@ output per class.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -42,6 +45,7 @@ from oncorobust.models.checkpoints import CheckpointError, load_weights, read_st
 from oncorobust.models.heads import main_output
 from oncorobust.models.networks import (Normalize, Wrapped, find_vgg16_weights, first_conv, vgg16_classifier,
                                         vgg_small_classifier)
+from oncorobust.models.zipformat import REEXPORT_HINT, export_archive_problems
 from oncorobust.spec import BUILT_SOURCES, SERIALIZED_SOURCES, parse_arch
 
 #: The ``python:`` factory contract, stated once (README, schema and errors point here).
@@ -294,6 +298,14 @@ def build_net(arch: str, *, classes: int | list[str], in_channels: int, size: in
 def load_torchscript(source: str | os.PathLike | bytes, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
     """``torch.jit.load`` of a TorchScript file or its bytes. This runs the model's own code.
 
+    ``torch.jit.load`` reads the archive's pickles with TorchScript's own unpickler, which builds
+    tensors and TorchScript types only (a Python global such as ``os.system`` in a crafted
+    archive is refused, no Python object is created), so loading itself runs no Python code of
+    the file. The model's TorchScript code does run, on every forward, with every operator it
+    was saved with (file reads and writes included): use TorchScript files only from a source
+    you trust, or prefer a state dict or a ``torch.export`` program (checked before loading, see
+    :func:`load_export`).
+
     Args:
         source: the file, or its bytes (as embedded in this project's model file).
         device: where the model is loaded.
@@ -380,6 +392,23 @@ def _static_batch(program) -> int | None:
     return int(first) if isinstance(first, int) else None
 
 
+@contextlib.contextmanager
+def _weights_only_loads():
+    """Every ``torch.load`` inside runs with ``weights_only=True`` (``TORCH_FORCE_WEIGHTS_ONLY_LOAD``),
+    a second guard behind :func:`~oncorobust.models.zipformat.export_archive_problems`."""
+    saved = {k: os.environ.get(k) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def load_export(source: str | os.PathLike | bytes, device: str | torch.device = "cpu") -> ExportedNet:
     """``torch.export.load`` of a ``.pt2`` file or its bytes, as an :class:`ExportedNet`.
 
@@ -391,12 +420,21 @@ def load_export(source: str | os.PathLike | bytes, device: str | torch.device = 
         The program as a module taking N×C×H×W batches of any N.
 
     Raises:
-        CheckpointError: the file is not a loadable ``torch.export`` program.
+        CheckpointError: the file is not a loadable ``torch.export`` program, or loading it could
+            run code (:func:`~oncorobust.models.zipformat.export_archive_problems`: pickled
+            Python objects where torch expects tensors, code in its symbolic sizes or guards,
+            AOTInductor code); the file is refused before ``torch.export.load`` sees it.
     """
+    where = "the embedded torch.export program" if isinstance(source, bytes) else str(source)
+    problems = export_archive_problems(source)
+    if problems:
+        raise CheckpointError(f"{where}: refused, loading it with torch.export.load could run code from"
+                              " the file:\n  - " + "\n  - ".join(problems[:8])
+                              + ("\n  - ..." if len(problems) > 8 else "") + f"\nThe file is not loaded; {REEXPORT_HINT}")
     try:
-        program = torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+        with _weights_only_loads():
+            program = torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else str(source))
     except Exception as exc:  # noqa: BLE001 (torch.export raises many kinds)
-        where = "the embedded torch.export program" if isinstance(source, bytes) else str(source)
         raise CheckpointError(f"{where}: not a loadable torch.export program ({type(exc).__name__}:"
                               f" {_reason(exc)}); save it with torch.export.save(torch.export.export("
                               "model.eval(), (x,)), 'model.pt2')") from None
@@ -420,6 +458,56 @@ def load_serialized(kind: str, source: str | os.PathLike | bytes, device: str | 
     return load_torchscript(source, device) if kind == "torchscript" else load_export(source, device)
 
 
+#: Words of a forward error about tensor shapes (a wrong input size or channel count).
+_SHAPE_WORDS = ("shape", "size", "channel", "dimension", "mat1", "mat2", "expected input", "guard", "must match",
+                "out of range", "cannot be multiplied", "view", "reshape")
+#: Words of a forward error about dtypes (weights saved in float16/float64).
+_DTYPE_WORDS = ("dtype", "scalar type", "half", "double", "bfloat16", "float16", "float64", "should be the same")
+
+
+def _runs_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a wrapped model's network runs on ``x`` made channels-last (N×H×W×C)."""
+    net, normalize = getattr(model, "net", None), getattr(model, "normalize", None)
+    if net is None or normalize is None:
+        return False
+    try:
+        with torch.no_grad(), eval_mode(model):
+            z = normalize(x)
+            if z.shape[1] == z.shape[2]:
+                return False  # channels-last looks the same: nothing to learn
+            out = main_output(net(z.permute(0, 2, 3, 1)))
+    except Exception:  # noqa: BLE001 (the user's code may raise anything)
+        return False
+    return isinstance(out, torch.Tensor) and out.ndim >= 1 and out.shape[0] == len(x)
+
+
+def _forward_problem(model: nn.Module, exc: BaseException, x: torch.Tensor) -> str:
+    """Why a wrapped model fails on ``x`` (N×C×S×S, float32), led by the error itself, with the
+    hint that fits it: the weights' dtype, a channels-last network, or the input size/channels."""
+    from oncorobust.models.networks import weights_dtype
+
+    reason = _reason(exc)
+    low = reason.lower()
+    channels, size = x.shape[1], x.shape[2]
+    dtype = weights_dtype(getattr(model, "net", model))
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        return (f"dtype: the model fails on float32 images ({reason}): the model's weights are"
+                f" {str(dtype).replace('torch.', '')}; save it in float32 (model.float()), which attacks"
+                " need for their small steps")
+    if any(w in low for w in _DTYPE_WORDS):
+        return (f"dtype: the model fails on float32 images ({reason}); save it in float32 (model.float())"
+                " so that it takes float32 images")
+    if _runs_channels_last(model, x):
+        return (f"input layout: the model fails on N×C×H×W images ({reason}) but runs on channels-last"
+                " N×H×W×C ones: it seems to expect channels-last input; save it wrapped so that it takes"
+                " N×C×H×W images, as PyTorch models do (forward(x) = model(x.permute(0, 2, 3, 1)))")
+    if any(w in low for w in _SHAPE_WORDS):
+        return (f"input size: the model fails on {channels}x{size}x{size} images ({reason}); set"
+                " preprocess.size to the size it was trained on, or model.input.channels to the channels"
+                " its first layer takes")
+    return f"forward: the model fails on {channels}x{size}x{size} images ({type(exc).__name__}: {reason})"
+
+
 def fit_problems(model: nn.Module, classes: list[str], channels: int, size: int) -> list[str]:
     """What goes wrong when ``model`` (wrapped) runs on 2×channels×size×size [0,1] inputs.
 
@@ -434,14 +522,16 @@ def fit_problems(model: nn.Module, classes: list[str], channels: int, size: int)
         size: the images' side in pixels.
 
     Returns:
-        One line per problem (input size, output shape, class count); empty when it fits.
+        One line per problem (a failing forward, led by its error: the weights' dtype, a
+        channels-last network, the input size or channels; output shape; class count); empty
+        when it fits.
     """
+    x = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad(), eval_mode(model):
-            out = model(torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0)))
+            out = model(x)
     except Exception as exc:  # noqa: BLE001 (a shape error can be anything the user's code raises)
-        return [f"input size: the model fails on {channels}x{size}x{size} images ({_reason(exc)}); set"
-                " preprocess.size to the size it was trained on, or model.input.channels"]
+        return [_forward_problem(model, exc, x)]
     out = main_output(out)
     if isinstance(out, torch.Tensor) and out.ndim == 1 and len(out) == 2 and len(classes) == 2:
         return []  # one value per image (model.output: logit or probabilities)

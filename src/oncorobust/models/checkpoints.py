@@ -49,6 +49,9 @@ WRAPPER_PREFIXES = ("module.", "model.", "net.", "_orig_mod.")
 EMA_COUNTERS = ("n_averaged",)
 #: BatchNorm's step counter: no inference uses it, so a given checkpoint may lack it.
 BN_COUNTER = "num_batches_tracked"
+#: The module-version table that ``nn.Module.state_dict`` attaches to its ``OrderedDict``, which
+#: some training frameworks store as a key of the state dict; not a weight, dropped when read.
+STATE_METADATA = "_metadata"
 
 
 class CheckpointError(ModelError):
@@ -251,8 +254,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
 # ----------------------------------------------------------------------------------------------
 
 
+def _without_metadata(obj):
+    """``obj`` without a non-tensor :data:`STATE_METADATA` entry (anything else unchanged)."""
+    if isinstance(obj, dict) and STATE_METADATA in obj and not isinstance(obj[STATE_METADATA], torch.Tensor):
+        return {k: v for k, v in obj.items() if k != STATE_METADATA}
+    return obj
+
+
 def _unwrap(obj, path: Path, key: str | None = None) -> tuple[dict, str]:
     """The state dict inside a training checkpoint, and where it was found (``""``: top level)."""
+    obj = _without_metadata(obj)
     if not isinstance(obj, dict):
         return obj, ""
     if key:
@@ -276,8 +287,9 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
     torchvision's reference scripts, Lightning's and timm's ``state_dict``, ``model_state_dict``,
     EMA copies), or under ``key``; the key used is logged. ``argparse.Namespace`` entries
     (torchvision's reference scripts store their ``args``) are allowed; other Python objects are
-    refused. A ``module.`` prefix on every key (``DataParallel``) is removed; other wrapper
-    prefixes are matched against the network by :func:`match_prefixes`.
+    refused. A ``_metadata`` entry (the module versions ``state_dict()`` attaches, stored as a key
+    by some frameworks) is dropped. A ``module.`` prefix on every key (``DataParallel``) is
+    removed; other wrapper prefixes are matched against the network by :func:`match_prefixes`.
 
     Args:
         path: the file.
@@ -316,7 +328,7 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
                  _few(top), where, f" (it also holds {', '.join(others)}: set model.checkpoint_key to"
                                    " audit that one instead)" if others else "")
     if isinstance(obj, dict):
-        obj = {k: v for k, v in obj.items() if str(k) not in EMA_COUNTERS}
+        obj = {k: v for k, v in _without_metadata(obj).items() if str(k) not in EMA_COUNTERS}
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         found = type(obj).__name__ if not isinstance(obj, dict) else f"a dict with keys {_few(sorted(map(str, obj)))}"
         raise CheckpointError(f"{path}: expected a state dict (parameter name -> tensor), or a training"

@@ -133,6 +133,41 @@ def detect_output(out: torch.Tensor, classes: int) -> str | None:
     return "probabilities" if rows_sum_to_one else "logits"
 
 
+def _labels_error(out: torch.Tensor, where: str) -> ModelError:
+    """The error for a model whose outputs are integers or booleans (labels, thresholds)."""
+    return ModelError(f"{where}: the model returns {str(out.dtype).replace('torch.', '')} outputs (class labels?),"
+                      " which carry no gradient; attacks need the scores/logits: export the model before its"
+                      " argmax/threshold")
+
+
+def require_gradient(out, images: torch.Tensor, where: str) -> None:
+    """Check that a model's output carries a gradient back to its input images (attacks need it).
+
+    Args:
+        out: the network's main output, computed with gradients on from ``images`` (anything
+            but a tensor passes: :func:`resolve_output` names it).
+        images: the input batch, with ``requires_grad`` set.
+        where: the model file or arch, named in errors.
+
+    Raises:
+        ModelError: integer or boolean outputs (class labels, a threshold), or floating outputs
+            that do not depend on the images through autograd (detached, computed under
+            ``torch.no_grad``, or labels turned into floats).
+    """
+    if not isinstance(out, torch.Tensor):
+        return
+    if not out.is_floating_point():
+        raise _labels_error(out, where)
+    grad = None
+    if out.requires_grad:
+        (grad,) = torch.autograd.grad(out.float().sum(), images, allow_unused=True)
+    if grad is None:
+        raise ModelError(f"{where}: the model's outputs carry no gradient with respect to its input (detached,"
+                         " computed under torch.no_grad(), or labels/thresholds turned into floats?); attacks"
+                         " need the scores/logits: export the model before its argmax/threshold, without"
+                         " .detach() or torch.no_grad()")
+
+
 def resolve_output(declared: str, out: torch.Tensor, classes: int, where: str) -> str:
     """The output head of a given model: ``model.output`` checked against what the model returns.
 
@@ -146,11 +181,14 @@ def resolve_output(declared: str, out: torch.Tensor, classes: int, where: str) -
         The head kind to wrap the network with.
 
     Raises:
-        ModelError: non-finite outputs; a shape that fits no head; probabilities not declared as
-            such (attacks on probabilities saturate); an ambiguous one-output head under ``auto``.
+        ModelError: integer or boolean outputs (class labels: no gradient); non-finite outputs; a
+            shape that fits no head; probabilities not declared as such (attacks on probabilities
+            saturate); an ambiguous one-output head under ``auto``.
     """
     if not isinstance(out, torch.Tensor):
         raise ModelError(f"{where}: the model returns {type(out).__name__}, not a tensor of logits")
+    if not out.is_floating_point():
+        raise _labels_error(out, where)
     bad = ~torch.isfinite(out.reshape(len(out), -1)).all(1) if out.ndim else torch.tensor([True])
     if bad.any():
         raise ModelError(f"{where}: the model returns NaN or infinite outputs on {int(bad.sum())} of"

@@ -28,7 +28,7 @@ from oncorobust.models.architectures import build_model, build_net, fit_problems
 from oncorobust.models.checkpoints import (CheckpointError, fill_bn_counters, has_one_output, load_checkpoint,
                                            load_weights, match_prefixes, model_meta, not_ours, read_state_dict,
                                            state_digest, state_problems)
-from oncorobust.models.heads import OutputHead, main_output, resolve_output
+from oncorobust.models.heads import OutputHead, require_gradient, resolve_output
 from oncorobust.models.networks import Normalize, Wrapped, input_normalization
 from oncorobust.spec import BUILT_SOURCES, SERIALIZED_SOURCES, given_file, parse_arch
 
@@ -81,15 +81,41 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
 @torch.no_grad()
 def _raw_outputs(model: Wrapped, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """The wrapped network's main output (before the head) on ``images``, in eval mode (every
-    submodule's own mode restored after), batched."""
+    submodule's own mode restored after), batched; floating outputs as float32, others (labels)
+    in their own dtype."""
     outs = []
     with eval_mode(model):
         for i in range(0, len(images), batch_size):
-            out = main_output(model.net(model.normalize(images[i:i + batch_size])))
+            out = model.raw(images[i:i + batch_size])
             if not isinstance(out, torch.Tensor):
                 return out
-            outs.append(out.float())
+            outs.append(out.float() if out.is_floating_point() else out)
     return torch.cat(outs)
+
+
+def _check_gradient(model: Wrapped, images: torch.Tensor, where: str) -> None:
+    """:func:`~oncorobust.models.heads.require_gradient` on two of ``images``, in eval mode."""
+    x = images[:2].detach().clone().requires_grad_(True)
+    with torch.enable_grad(), eval_mode(model):
+        out = model.raw(x)
+    require_gradient(out, x, where)
+
+
+def _check_deterministic(model: Wrapped, images: torch.Tensor, first, where: str) -> None:
+    """Two eval-mode passes over the same images must agree: a model that samples (dropout kept
+    active, MC dropout; BatchNorm saved in training mode inside a TorchScript or torch.export file)
+    gives each attack and each bisection step another model, and its flips do not reproduce."""
+    if not isinstance(first, torch.Tensor) or not first.is_floating_point():
+        return
+    second = _raw_outputs(model, images)
+    diff = float((second - first).abs().max()) if first.numel() else 0.0
+    scale = max(1.0, float(first.abs().max())) if first.numel() else 1.0
+    if not diff <= 1e-5 * scale:
+        raise ModelError(f"{where}: two passes over the same images gave different outputs (max |difference|"
+                         f" {diff:.3g}): the model is not deterministic in eval mode. Dropout kept active (MC"
+                         " dropout) or BatchNorm saved in training mode (a TorchScript/torch.export file exported"
+                         " before model.eval()) makes every attack and every ε search step face another model;"
+                         " export it after model.eval() (for MC dropout, audit the deterministic model)")
 
 
 def import_checkpoint(model_cfg: dict, stats: dict, images: torch.Tensor | None = None) -> dict:
@@ -119,8 +145,9 @@ def import_checkpoint(model_cfg: dict, stats: dict, images: torch.Tensor | None 
     Raises:
         CheckpointError: the file is unreadable or does not fit: one message listing every
             difference (missing/unexpected keys, shape mismatches, class count, input size).
-        ModelError: the architecture cannot be built; the outputs are NaN/inf on some images; the
-            output head is ambiguous or not what ``model.output`` declares.
+        ModelError: the architecture cannot be built; the outputs are labels (integers or
+            booleans) or carry no gradient to the input; the outputs are NaN/inf on some images;
+            the output head is ambiguous or not what ``model.output`` declares.
     """
     arch = model_cfg.get("arch", "vgg_small")
     kind = parse_arch(arch)[0]
@@ -172,7 +199,10 @@ def import_checkpoint(model_cfg: dict, stats: dict, images: torch.Tensor | None 
     if images is None:
         images = torch.rand(8, int(stats["channels"]), size, size, generator=torch.Generator().manual_seed(0))
     declared = str(model_cfg.get("output") or "auto")
-    output = resolve_output(declared, _raw_outputs(model, images), len(classes), str(path))
+    _check_gradient(model, images, str(path))
+    raw = _raw_outputs(model, images)
+    _check_deterministic(model, images, raw, str(path))
+    output = resolve_output(declared, raw, len(classes), str(path))
     positive = int(model_cfg.get("positive_class", 1))
     model.head = OutputHead(output, positive)
     if declared == "auto":

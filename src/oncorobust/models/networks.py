@@ -242,12 +242,38 @@ def input_normalization(model_cfg: dict, stats: dict) -> tuple[list[float], list
     return [float(v) for v in mean], [float(v) for v in std], channels
 
 
+def weights_dtype(net: nn.Module) -> torch.dtype | None:
+    """The floating dtype of a network's weights: its first floating parameter's, else its first
+    floating buffer's (for a ``torch.export`` program, :class:`~oncorobust.models.architectures.ExportedNet`,
+    those of the graph module it holds).
+
+    Args:
+        net: a network.
+
+    Returns:
+        The dtype (``torch.float32``, ``torch.float16``, ...), or None when it holds no floating
+        tensor.
+    """
+    for holder in (net, getattr(net, "_gm", None)):
+        if isinstance(holder, nn.Module):
+            for tensors in (holder.parameters(), holder.buffers()):
+                for t in tensors:
+                    if t.is_floating_point():
+                        return t.dtype
+    return None
+
+
 class Wrapped(nn.Module):
     """normalize (``model.input``) → a user's network → :class:`~oncorobust.models.heads.OutputHead`:
-    [0,1] images (N×C×H×W) in, N×classes logits out.
+    [0,1] images (N×C×H×W) in, N×classes float32 logits out.
 
     A network returning a tuple (e.g. auxiliary heads) or a dict with ``logits``/``out`` is
-    reduced to its main output before the head.
+    reduced to its main output before the head. A network with float64 weights gets its input in
+    float64 (exact: every float32 value is a float64 one); a floating output of another dtype
+    (float64, float16) is cast to float32 before the head, so attacks and margins always see
+    float32 logits and the gradient w.r.t. the images is float32. A float16/bfloat16 network gets
+    float32 input (its forward fails: :func:`~oncorobust.models.architectures.fit_problems` says to
+    save it in float32), since attacks at small ε need float32 precision.
 
     Args:
         normalize: the input normalisation.
@@ -260,13 +286,32 @@ class Wrapped(nn.Module):
         self.normalize, self.net = normalize, net
         self.head = head or OutputHead("logits")
 
+    def raw(self, x: torch.Tensor):
+        """The network's main output (before the head, in its own dtype) for images in [0,1].
+
+        Args:
+            x: N×C×H×W float32 images in [0,1].
+
+        Returns:
+            What the network returns, reduced to its main output
+            (:func:`~oncorobust.models.heads.main_output`): N×K scores for a classifier, of the
+            network's dtype (an integer dtype for a network returning labels).
+        """
+        z = self.normalize(x)
+        if weights_dtype(self.net) == torch.float64:
+            z = z.double()
+        return main_output(self.net(z))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """N×C×H×W images in [0,1] → N×classes logits.
+        """N×C×H×W images in [0,1] → N×classes float32 logits.
 
         Args:
             x: N×C×H×W float32 images in [0,1].
         """
-        return self.head(main_output(self.net(self.normalize(x))))
+        out = self.raw(x)
+        if isinstance(out, torch.Tensor) and out.is_floating_point() and out.dtype != torch.float32:
+            out = out.float()
+        return self.head(out)
 
 
 def first_conv(net: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
