@@ -25,6 +25,7 @@ from pathlib import Path
 from oncorobust import package_version
 from oncorobust import spec as registry
 from oncorobust.pipeline.budgets import BUDGETS, apply_budget, deep_merge, estimate_seconds, planned_passes
+from oncorobust.epsilon import normalize_config_eps, parse_fraction
 from oncorobust.errors import OncorobustError
 from oncorobust.logs import fmt_seconds
 from oncorobust.pipeline.workflow_files import find_snakefile, schema_file
@@ -260,6 +261,16 @@ def print_estimate(config: dict, name: str, data: Path, cores: int) -> float:
     return total
 
 
+def _eps_arg(text: str) -> float:
+    value = parse_fraction(text)
+    if value is None:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a number (0.002) or a fraction (8/255)") from None
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -363,7 +374,7 @@ def _audit(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     lock = lock_out_folder(out)  # noqa: F841 (held until the audit ends)
-    config = audit_config(args)
+    config = normalize_config_eps(audit_config(args))  # "k/255" from --config files
     validate_config(config, schema_file(snakefile))
     cwd = os.getcwd()
     os.chdir(out)  # check_config resolves results (and relative paths) against the working directory
@@ -452,8 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
                             " defaults), thorough (AutoAttack budgets, 3 restarts) (default: %(default)s)")
     audit.add_argument("--data", required=True,
                        help="a manifest CSV (config/README.md) or a folder with one sub-folder per class")
-    audit.add_argument("--eps", type=float, nargs="+", default=[0.001, 0.002, 0.004, 0.008],
-                       help="L-inf budgets in [0,1] pixel units (default: %(default)s)")
+    audit.add_argument("--eps", type=_eps_arg, nargs="+", default=[0.001, 0.002, 0.004, 0.008],
+                       help="L-inf budgets in [0,1] pixel units, numbers or fractions such as 8/255"
+                            " (default: %(default)s)")
     audit.add_argument("--out", default="results/audit", help="output folder (default: %(default)s)")
     audit.add_argument("--name", default="audit", help="the dataset's name in results (default: %(default)s)")
     audit.add_argument("--size", type=int, default=224, help="model input side in pixels (default: %(default)s)")

@@ -15,6 +15,7 @@ import math
 import os
 from pathlib import Path
 
+from oncorobust.epsilon import eps_key, parse_fraction, same_eps
 from oncorobust.errors import ConfigError
 from oncorobust.spec import BUILT_SOURCES, METHOD_NAMES, MODEL_SOURCES, arch_source, given_file
 from oncorobust.spec import (ARRAY_LEVELS, CORRUPTION_KINDS, CORRUPTION_NAMES, DEFAULT_CORRUPTION_SETS,
@@ -284,7 +285,7 @@ def _check_dataset(ds: str, entry: dict) -> None:
                           " (the tables and figures need attack results), or remove the key for the"
                           " default methods")
     _check_eps(key, att)
-    if "eps" in att and not any(abs(e - att.get("reference_eps", 0.002)) < 1e-12 for e in att["eps"]):
+    if "eps" in att and not any(same_eps(e, att.get("reference_eps", 0.002)) for e in att["eps"]):
         raise ConfigError(f"{key}.attack.reference_eps = {att.get('reference_eps', 0.002)}"
                           f" is not one of attack.eps {att['eps']}")
     sens = entry.get("sensitivity", {})
@@ -333,11 +334,14 @@ def _check_dataset(ds: str, entry: dict) -> None:
 
 def _eps_value(value: object, key: str) -> float:
     """One ε as a float: a finite number in (0, 1] (pixel units), else a ConfigError naming ``key``."""
+    if parse_fraction(value) is not None:
+        value = parse_fraction(value)
     if isinstance(value, str) and _as_number(value) is not None:
         raise ConfigError(f"{key} = {value!r} is a string, not a number: YAML reads it so (PyYAML needs a"
                           f" dot and a signed exponent); write {_yaml_float_text(value)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key} = {value!r} is not a number: give an L-inf budget in (0, 1], e.g. 0.002")
+        raise ConfigError(f"{key} = {value!r} is not a number: give an L-inf budget in (0, 1], e.g. 0.002 or"
+                          " \"8/255\" (a fraction, quoted)")
     eps = float(value)
     if not math.isfinite(eps) or not 0 < eps <= 1:
         raise ConfigError(f"{key} = {value!r}: an ε must be a finite number in (0, 1] (pixel units of"
@@ -346,18 +350,16 @@ def _eps_value(value: object, key: str) -> float:
 
 
 def _check_eps(key: str, att: dict) -> None:
-    """``attack.eps`` and ``attack.reference_eps``: finite, in (0, 1], and no two ε with one file
-    name (``eps={eps:g}.csv``: 0.01 and 0.0100000001 would share one result file)."""
-    names: dict[str, tuple[int, float]] = {}
+    """``attack.eps`` and ``attack.reference_eps``: finite, in (0, 1], and no two ε that are the same
+    budget (:func:`oncorobust.epsilon.same_eps`: their results would be one file or indistinguishable)."""
+    seen: list[tuple[int, float]] = []
     for i, value in enumerate(att.get("eps") or []):
         eps = _eps_value(value, f"{key}.attack.eps[{i}]")
-        name = f"{eps:g}"
-        if name in names:
-            j, other = names[name]
-            raise ConfigError(f"{key}.attack.eps: {other!r} (item {j}) and {eps!r} (item {i}) both give the"
-                              f" result file name eps={name}.csv (6 significant digits), so their results"
-                              " would be merged; give ε values that differ within 6 significant digits")
-        names[name] = (i, eps)
+        for j, other in seen:
+            if same_eps(eps, other):
+                raise ConfigError(f"{key}.attack.eps: {other!r} (item {j}) and {eps!r} (item {i}) are the same"
+                                  f" budget (result file eps={eps_key(eps)}.csv); list each ε once")
+        seen.append((i, eps))
     if "reference_eps" in att:
         _eps_value(att["reference_eps"], f"{key}.attack.reference_eps")
 

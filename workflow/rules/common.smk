@@ -15,6 +15,7 @@ from oncorobust.config import (
     validate_config,
 )
 from oncorobust import spec as _spec
+from oncorobust.epsilon import eps_key as _eps_key, normalize_config_eps
 from oncorobust.reporting import regimes as _regimes
 from oncorobust.pipeline import resources as _res
 from oncorobust.data.privacy import check_privacy
@@ -25,6 +26,8 @@ from oncorobust.data.privacy import check_privacy
 check_yaml_files(workflow.configfiles)
 # a leading ~ in config paths means the home folder, as in a shell (YAML keeps it literally)
 expand_user_paths(config)
+# ε written as "k/255" (strings in YAML) becomes its float before validation
+normalize_config_eps(config)
 # first: privacy.salt is refused by name
 check_privacy(config.get("privacy"), config.get("results", "results"))
 validate_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
@@ -426,8 +429,9 @@ def get_fig1_runtime(wildcards, input):
 
 
 def eps_str(eps):
-    """The canonical text of an ε in file names (0.002 -> '0.002')."""
-    return f"{float(eps):g}"
+    """The canonical text of an ε in file names (oncorobust.epsilon.eps_key: 0.002 -> '0.002', 8/255
+    -> '0.03137254901960784'): it reads back as exactly the config's float."""
+    return _eps_key(eps)
 
 
 def attack_jobs(ds, regime=None):
@@ -476,15 +480,16 @@ def get_attack_params(wildcards):
 
 
 def canon(value):
-    """A config slice in canonical form (mappings with sorted keys, floats rounded to 12
-    significant digits), so that re-ordering keys in a config file plans no job again.
+    """A config slice in canonical form (mappings with sorted keys, floats kept exact), so
+    that re-ordering keys in a config file plans no job again; an ε such as 8/255 reaches the job
+    as exactly the config's float.
     """
     if isinstance(value, dict):
         return {str(k): canon(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, (list, tuple)):
         return [canon(v) for v in value]
     if isinstance(value, float):
-        return float(f"{value:.12g}")
+        return float(value)
     return value
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oncorobust.epsilon import same_eps
 from oncorobust.attacks.kernels import image_seeds
 from oncorobust.attacks.methods import attack
 from oncorobust.device import eval_mode, strict_fp32
@@ -191,7 +192,7 @@ def whitebox_flipped(per_image: dict[tuple[str, float], pd.DataFrame], eps: floa
 
     Args:
         per_image: (method, eps) → per-image attack CSV (``sample_id``, ``adv_pred``, ``clean_pred``, ``label``).
-        eps: the ε to compare at ([0,1] pixel units; matched within 1e-12).
+        eps: the ε to compare at ([0,1] pixel units; matched with :func:`oncorobust.epsilon.same_eps`).
         labels: ``predicted`` (compare with ``clean_pred``); anything else compares with ``label``.
         ids: the sample IDs, in the order of the result.
     Returns:
@@ -199,7 +200,7 @@ def whitebox_flipped(per_image: dict[tuple[str, float], pd.DataFrame], eps: floa
     """
     cols = []
     for (method, e), df in per_image.items():
-        if abs(e - eps) > 1e-12 or method.startswith("transfer_") or method == "square":
+        if not same_eps(e, eps) or method.startswith("transfer_") or method == "square":
             continue
         d = df.set_index("sample_id")
         cols.append(d.adv_pred != (d.clean_pred if labels == "predicted" else d.label))

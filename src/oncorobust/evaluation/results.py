@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oncorobust.epsilon import same_eps
 from oncorobust.errors import DataError
 from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
@@ -200,7 +201,7 @@ def attack_key_from_path(path: str | Path) -> tuple[str, str, float] | None:
 
 def _agrees(column: str, got, want) -> bool:
     if column == "eps":
-        return math.isclose(float(got), float(want), rel_tol=1e-9, abs_tol=1e-15)
+        return same_eps(got, want)
     return str(got) == str(want)
 
 
@@ -215,7 +216,7 @@ def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
     The key is read from the file's own columns (:data:`oncorobust.io.ATTACK_KEY_COLUMNS`, one
     value each) and compared with ``expect`` (what the workflow wired to this input, e.g. an entry
     of the rule's ``params.index``) and with the path when it follows the layout
-    ``…/{regime}/{method}/eps={eps}.csv``. ε agrees within a relative 1e-9.
+    ``…/{regime}/{method}/eps={eps}.csv``. ε agrees as :func:`oncorobust.epsilon.same_eps` says.
 
     Args:
         path: the CSV (``results/{ds}/attacks/{regime}/{method}/eps={eps}.csv``).

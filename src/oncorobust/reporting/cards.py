@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oncorobust.epsilon import eps_text
 from oncorobust.spec import STRENGTH_ORDER
 from oncorobust.errors import OncorobustError
 from oncorobust.evaluation.stats import wilson
@@ -516,7 +517,7 @@ def verdict_sentence(card: dict) -> str:
     elif card.get("attacks"):
         last = card["attacks"][-1]
         stored = f" ({last['eps_stored_text']})" if last.get("eps_stored_text") else ""
-        first = (f"Under the strongest attack at ε = {last['eps']:g}{stored} the accuracy {whose}falls from"
+        first = (f"Under the strongest attack at ε = {eps_text(last['eps'])}{stored} the accuracy {whose}falls from"
                  f" {_pct(card['clean']['accuracy'])}% to {_pct(last['accuracy'])}%")
     else:
         first = f"No attack result {whose}is available"
@@ -560,7 +561,7 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
         stored = r["eps_stored_text"] or "–"
         if r["below_one_step"]:
             stored += " ⚠ below one stored-value step"
-        table.append([f"{r['eps']:g}", stored, r["method"].upper(), _acc_ci(r["accuracy"], r["ci_low"], r["ci_high"]).replace("%", ""),
+        table.append([eps_text(r["eps"]), stored, r["method"].upper(), _acc_ci(r["accuracy"], r["ci_low"], r["ci_high"]).replace("%", ""),
                       _pct(r["flip_rate"])])
     after = []
     if card["worst_note"]:
@@ -669,7 +670,7 @@ def _run_lines(card: dict) -> list[str]:
     if m.get("checkpoint_sha256"):
         lines.append(f"Given checkpoint file SHA-256: `{m['checkpoint_sha256']}`.")
     if run["methods"]:
-        grid = ", ".join(f"{e:g}" for e in run["eps"]) or "–"
+        grid = ", ".join(eps_text(e) for e in run["eps"]) or "–"
         lines.append(f"Attacks: {', '.join(run['methods'])} at ε = {grid} (L∞, pixel units); reference ε for the"
                      f" health checks {_f3(run['reference_eps'])}.")
     if run.get("budget"):

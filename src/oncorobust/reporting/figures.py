@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from oncorobust.epsilon import eps_text
 from oncorobust.io import atomic_path  # noqa: E402
 from oncorobust.spec import METHODS, PAPER_METHODS, STRENGTH_ORDER, split_replicate_name  # noqa: E402
 
@@ -134,7 +135,7 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
         amp = 0.5 + delta / (2 * max(ex["eps"], 1e-12))  # ±ε -> [0, 1], 0 -> mid grey
         for ax, img, title in (
             (row[0], clean, _prob_title("clean", ex["classes"], ex["clean_prob"])),
-            (row[1], adv, _prob_title(f"PGD ε={ex['eps']:g}", ex["classes"], ex["adv_prob"])),
+            (row[1], adv, _prob_title(f"PGD ε={eps_text(ex['eps'])}", ex["classes"], ex["adv_prob"])),
             (row[2], amp, f"perturbation (±ε → black/white)\nmax |δ| = {np.abs(delta).max():.2g}"),
         ):
             show = img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 else img.squeeze()

@@ -40,6 +40,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from oncorobust.epsilon import eps_text
 from oncorobust.errors import OncorobustError
 from oncorobust.evaluation import robustness
 from oncorobust.evaluation.paired import (eps50, mcnemar_exact, mean_difference, median_difference,
@@ -552,7 +553,7 @@ def markdown(table: pd.DataFrame) -> str:
             d_acc = f"{_cell(r, 'd_accuracy', '.1f', True)} ({p_text})"
             d_eps = _cell(r, "d_eps50", ".3g", True)
         lines.append(f"| {r['dataset']} | {r['label']} | {r['replicates']} | {r['n']} | {_cell(r, 'clean_accuracy', '.1f')}"
-                     f" | {_cell(r, 'worst_accuracy', '.1f')} ({r['method']}, ε = {r['eps']:g}) | {_cell(r, 'eps50', '.3g')}"
+                     f" | {_cell(r, 'worst_accuracy', '.1f')} ({r['method']}, ε = {eps_text(r['eps'])}) | {_cell(r, 'eps50', '.3g')}"
                      f" | {d_acc} | {d_eps} | {_cost(r, clean_cost.get(r['dataset'], math.nan))} |")
     seeds = sorted(set(int(k) for k in table.replicates)) if len(table) else []
     n_boot = int(table.n_boot.iloc[0]) if len(table) else 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oncorobust.epsilon import eps_text, same_eps
 from oncorobust.evaluation.paired import mean_difference, two_level_bootstrap
 # the per-image readers live in evaluation.results (the health jobs use them); re-exported here
 from oncorobust.evaluation.results import (AttackKeyError, InputKeyError, attack_key_from_path,  # noqa: F401
@@ -43,7 +44,7 @@ def paper_lookup(table: str, name: str | None, regime: str, method: str, eps: fl
         name: the dataset's name in the paper, or None (then NaN).
         regime: the training regime (``clean``, ``adv_pgd``...).
         method: the attack method (``baseline`` for the clean accuracy).
-        eps: ε in [0,1] pixel units (matched with ``numpy.isclose``).
+        eps: ε in [0,1] pixel units (matched with :func:`oncorobust.epsilon.same_eps`).
     Returns:
         The first matching accuracy (%), NaN when the paper has none.
     """
@@ -54,7 +55,7 @@ def _paper_lookup(paper: pd.DataFrame, table: str, name: str | None, regime: str
     if not name:
         return np.nan
     hit = paper[(paper.table == table) & (paper.dataset == name) & (paper.regime == regime)
-                & (paper.method == method) & np.isclose(paper.eps, eps)]
+                & (paper.method == method) & paper.eps.map(lambda e: same_eps(e, eps))]
     return float(hit.accuracy.iloc[0]) if len(hit) else np.nan
 
 
@@ -195,7 +196,7 @@ def table_s5(per_image: dict[tuple, pd.DataFrame], ref_eps: dict[str, float],
     pairs: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     for (ds, regime, method, eps), adv_df in per_image.items():
         base_regime, k = split_replicate_name(regime)
-        if base_regime == "clean" or not np.isclose(eps, ref_eps.get(ds, np.nan)):
+        if base_regime == "clean" or ds not in ref_eps or not same_eps(eps, ref_eps[ds]):
             continue
         base = method.removeprefix(TRANSFER_PREFIX)
         clean_df = per_image.get((ds, replicate_name("clean", k), base, eps))
@@ -264,7 +265,7 @@ def table_s5_markdown(s5: pd.DataFrame) -> str:
         if r.replicates > 1:
             diff += (f"; t⊕img [{r.diff_sa_ci_low:.1f}, {r.diff_sa_ci_high:.1f}]"
                      f"; seeds {r.diff_seed_min:+.1f} to {r.diff_seed_max:+.1f}")
-        lines.append(f"| {r.dataset} | {r.regime} | {r.method} | {r.evaluation} | {r.eps:g} | {r.eps_stored or '–'}"
+        lines.append(f"| {r.dataset} | {r.regime} | {r.method} | {r.evaluation} | {eps_text(r.eps)} | {r.eps_stored or '–'}"
                      f" | {r.n} | {r.replicates} | {r.original:.1f} ({rng(r.original_seed_min, r.original_seed_max)})"
                      f" | {r.adv_trained:.1f} ({rng(r.adv_trained_seed_min, r.adv_trained_seed_max)})"
                      f" | {diff} |")
@@ -340,7 +341,7 @@ def table1_markdown(t1: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     order = list(dict.fromkeys(t.row))
     for method, eps in order:
-        cells = [method.upper() if method != "baseline" else "Baseline", "" if method == "baseline" else f"{eps:g}"]
+        cells = [method.upper() if method != "baseline" else "Baseline", "" if method == "baseline" else eps_text(eps)]
         for ds in datasets:
             hit = t[(t.dataset == ds) & (t.row == (method, eps))]
             if len(hit):
