@@ -1,6 +1,8 @@
 """oncorobust: how fragile are medical-imaging classifiers to adversarial images?
 
-The package holds the logic; the Snakemake workflow under ``workflow/`` only calls it.
+The package holds the logic; the Snakemake workflow under ``workflow/`` only calls it. From
+notebooks and scripts, import the stable API: ``from oncorobust import api`` (:mod:`oncorobust.api`;
+the other modules are internal and may move between releases).
 """
 
 __version__ = "0.1.0"
