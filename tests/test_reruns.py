@@ -201,8 +201,9 @@ def test_config_override_replans_only_dependent_jobs(done):
     preprocess, the rules that take on_bad_file, have changed params; the rest is pending only
     because its inputs will change."""
     s = summary(done, yaml.safe_dump(TINY), "--config", "on_bad_file=error")
-    assert {s[f][0] for f in params_changed(s)} == {"ingest", "preprocess"}
-    assert params_changed(s) == {f for f, (rule, _, _) in s.items() if rule in ("ingest", "preprocess")}
+    # and the record of the configuration used (results/config.used.yaml), which every change rewrites
+    assert {s[f][0] for f in params_changed(s)} == {"ingest", "preprocess", "config_used"}
+    assert params_changed(s) == {f for f, (rule, _, _) in s.items() if rule in ("ingest", "preprocess", "config_used")}
     plan = done.smk(yaml.safe_dump(TINY), "-n", "--config", "on_bad_file=error")
     jobs = planned_jobs(plan.text)
     assert [j["rule"] for j in jobs if "params have changed" in j["reason"].lower()] == ["ingest"]
@@ -217,7 +218,8 @@ def test_one_attack_param_replans_only_its_method(done):
     # the card states the budgets of the attacks it ran
     assert params_changed(s) == {"results/digits/attacks/clean/pgd/eps=0.1.csv", "results/digits/health/clean.csv",
                                  "results/figures/fig1_examples.png", "results/figures/fig1_examples.pdf",
-                                 "results/cards/digits_clean.md", "results/cards/digits_clean.html"}
+                                 "results/cards/digits_clean.md", "results/cards/digits_clean.html",
+                                 "results/config.used.yaml"}
     assert {"attack", "health", "fig1_examples", "tables", "health_table", "fig2_fig3"} <= pending_rules(s)
     assert not pending_rules(s) & {"ingest", "preprocess", "train_clean", "sensitivity", "deferral_tables"}
     assert s["results/digits/attacks/clean/fgsm/eps=0.1.csv"][2] == "no update"

@@ -68,7 +68,7 @@ def _source_line(ds):
     if ds in SYNTHETIC:
         return f"{ds} synthetic demo data"
     where = src.get("root") or src.get("manifest") or src.get("path") or ""
-    return f"{ds} {src['format']}{' ' + str(where) if where else ''}"
+    return f"{ds} {src['format']} {where}".rstrip()
 
 
 def config_origin():
@@ -78,7 +78,6 @@ def config_origin():
         "configfiles": [os.path.abspath(str(f)) for f in workflow.configfiles],
         "overrides": canon(dict(workflow.config_settings.config or {})),
     }
-
 
 
 wildcard_constraints:
@@ -793,13 +792,18 @@ def get_regime_sensitivity_csvs(wildcards=None):
     ]
 
 
-if workflow.is_main_process:
-    print(
-        "oncorobust: configuration "
-        + " + ".join(config_origin()["configfiles"])
-        + (" with --config overrides" if config_origin()["overrides"] else "")
-        + "; datasets: "
-        + "; ".join(_source_line(ds) for ds in DATASETS)
-        + f"; results in {os.path.abspath(R)} (the full config: {R}/config.used.yaml)",
-        file=sys.stderr,
+def _start_line():
+    """The line a run prints first: the configuration it uses, each dataset's source, the results."""
+    origin = config_origin()
+    files = " + ".join(origin["configfiles"])
+    overrides = " with --config overrides" if origin["overrides"] else ""
+    sources = "; ".join(_source_line(ds) for ds in DATASETS)
+    where = os.path.abspath(R)
+    return (
+        f"oncorobust: configuration {files}{overrides}; datasets: {sources};"
+        f" results in {where} (the full config: {R}/config.used.yaml)"
     )
+
+
+if workflow.is_main_process:
+    print(_start_line(), file=sys.stderr)

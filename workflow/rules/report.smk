@@ -104,6 +104,8 @@ rule config_used:
         f"{R}/config.used.yaml",
     log:
         f"{R}/logs/config_used.log",
+    conda:
+        "../envs/oncorobust.yaml"
     threads: 1
     resources:
         mem_mb=500,
