@@ -14,7 +14,7 @@ import yaml
 
 from conftest import load_test_config
 from oncorobust.config import check_config
-from oncorobust.epsilon import eps_key, eps_text, normalize_config_eps, parse_fraction, same_eps
+from oncorobust.epsilon import eps_key, eps_text, normalize_config_eps, parse_fraction, same_eps, snap_reference_eps
 from oncorobust.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +63,15 @@ def test_the_same_budget_twice_is_refused_and_a_bad_string_is_named():
     cfg["datasets"]["digits"]["attack"]["eps"] = ["eight/255"]
     with pytest.raises(ConfigError, match=r"eps\[0\] = 'eight/255' is not a number: .* or \"8/255\""):
         check_config(cfg, workdir=REPO)
+
+
+def test_reference_eps_becomes_the_attack_eps_entry_it_equals():
+    cfg = {"datasets": {"d": {"attack": {"eps": [1 / 255, 8 / 255], "reference_eps": 0.0313725490196078}},
+                        "e": {"attack": {"eps": [0.002], "reference_eps": 0.002}}}}
+    snap_reference_eps(cfg)
+    assert cfg["datasets"]["d"]["attack"]["reference_eps"] == 8 / 255
+    assert eps_key(cfg["datasets"]["d"]["attack"]["reference_eps"]) == "0.03137254901960784"
+    assert cfg["datasets"]["e"]["attack"]["reference_eps"] == 0.002
 
 
 @pytest.mark.slow

@@ -101,7 +101,8 @@ def test_a_folder_holding_config_yaml_does_not_leak_into_the_users_config(tmp_pa
     # without --configfile: the checkout's demo config (not the folder's), said so at start
     out = _plan(work, "-s", str(REPO / "workflow" / "Snakefile"), "--config", "seed=4")
     assert out.returncode == 0, out.text[-3000:]
-    assert (f"oncorobust: configuration {REPO / 'config' / 'config.yaml'} with --config overrides; datasets: ct"
+    assert (f"oncorobust: configuration {REPO / 'config' / 'config.yaml'} with --config overrides"
+            f" ({work / 'config' / 'config.yaml'} is not read: name it with --configfile); datasets: ct"
             " synthetic demo data") in out.stderr
 
 
@@ -290,3 +291,19 @@ def test_audit_into_a_folder_holding_config_yaml_runs_its_own_config(tmp_path, c
     assert f"oncorobust: configuration {out / 'config.yaml'}; datasets: audit folder {data}" in text
     assert "ds=ct" not in text and "ds=digits" not in text and "ds=audit" in text
     assert yaml.safe_load((out / "config.yaml").read_text())["attacks"]["budget"] == "quick"
+
+
+def test_an_audit_run_under_nohup_survives_the_hangup(tmp_path):
+    """nohup (SIGHUP ignored): a hang-up of the audit neither stops it nor its workflow child."""
+    pid_file = tmp_path / "child.pid"
+    child_code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(3)"
+    code = ("import os, sys; from oncorobust.cli import run_child;"
+            f" sys.exit(run_child([sys.executable, '-c', {child_code!r}], dict(os.environ)))")
+    parent = subprocess.Popen([sys.executable, "-c", code],
+                              preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGHUP)
+    assert parent.wait(timeout=60) == 0  # the child ran to its end and the audit returned its status

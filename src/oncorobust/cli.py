@@ -295,12 +295,17 @@ def lock_out_folder(out: Path):
     Raises:
         OncorobustError: another audit holds the lock (its pid is named).
     """
+    import errno
     import fcntl
 
     fh = open(out / ".oncorobust-audit.lock", "a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):  # a file system without locks (NFS nolock)
+            print(f"oncorobust audit: warning: cannot lock {out} ({exc.strerror}); make sure no other audit"
+                  " runs into it", file=sys.stderr)
+            return fh
         fh.seek(0)
         holder = fh.read().strip() or "unknown"
         fh.close()
@@ -313,15 +318,27 @@ def lock_out_folder(out: Path):
     return fh
 
 
-def _die_with_parent() -> None:  # pragma: no cover (runs in the child between fork and exec)
-    """Linux: the child gets SIGTERM when the audit process dies, even by SIGKILL."""
+def _death_signal():
+    """Linux: a function for the child (between fork and exec) that asks for SIGTERM when the audit
+    dies, even by SIGKILL (PR_SET_PDEATHSIG); None elsewhere. libc is looked up here, in the parent,
+    so that the child only makes the system call."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
         import signal
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    parent, sigterm = os.getpid(), int(signal.SIGTERM)
+
+    def _arm() -> None:  # pragma: no cover (runs in the child)
+        prctl(1, sigterm)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the audit died before the call: go too
+            os._exit(1)
+
+    return _arm
 
 
 def run_child(cmd: list[str], env: dict) -> int:
@@ -338,14 +355,16 @@ def run_child(cmd: list[str], env: dict) -> int:
     """
     import signal
 
-    proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_death_signal())
     stopped = []
 
     def _stop(signum, _frame):
         stopped.append(signum)
         raise KeyboardInterrupt
 
-    old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # a signal the audit was told to ignore (nohup: SIGHUP) stays ignored
+    old = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)
+           if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         return proc.wait()
     except KeyboardInterrupt:

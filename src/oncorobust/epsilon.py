@@ -120,3 +120,24 @@ def normalize_config_eps(config: dict) -> dict:
                 elif parse_fraction(v) is not None:
                     sub[k] = parse_fraction(v)
     return config
+
+
+def snap_reference_eps(config: dict) -> dict:
+    """Make each dataset's ``attack.reference_eps`` the very ``attack.eps`` entry it equals (within
+    :func:`same_eps`), in place, so that every table reads the one result file of that budget
+    (``reference_eps: 0.0313725490196078`` with ``eps: ["8/255"]`` reads ``eps=0.03137254901960784.csv``).
+
+    Args:
+        config: the validated workflow config.
+
+    Returns:
+        The same dict.
+    """
+    for entry in (config.get("datasets") or {}).values():
+        att = entry.get("attack") if isinstance(entry, dict) else None
+        if not isinstance(att, dict) or "reference_eps" not in att:
+            continue
+        match = [e for e in att.get("eps") or [] if same_eps(e, att["reference_eps"])]
+        if match:
+            att["reference_eps"] = match[0]
+    return config

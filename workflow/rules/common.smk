@@ -15,7 +15,11 @@ from oncorobust.config import (
     validate_config,
 )
 from oncorobust import spec as _spec
-from oncorobust.epsilon import eps_key as _eps_key, normalize_config_eps
+from oncorobust.epsilon import (
+    eps_key as _eps_key,
+    normalize_config_eps,
+    snap_reference_eps,
+)
 from oncorobust.reporting import regimes as _regimes
 from oncorobust.pipeline import resources as _res
 from oncorobust.data.privacy import check_privacy
@@ -33,6 +37,8 @@ check_privacy(config.get("privacy"), config.get("results", "results"))
 validate_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
+# reference_eps as the very attack.eps entry it equals: one result file per budget
+snap_reference_eps(config)
 
 R = config["results"]
 CONTROL_FORMATS = ("mnist", "cifar10", "digits")
@@ -799,8 +805,16 @@ def _start_line():
     overrides = " with --config overrides" if origin["overrides"] else ""
     sources = "; ".join(_source_line(ds) for ds in DATASETS)
     where = os.path.abspath(R)
+    ignored = ""
+    local = os.path.abspath(os.path.join("config", "config.yaml"))
+    if (
+        not workflow.overwrite_configfiles
+        and os.path.isfile(local)
+        and local not in files
+    ):
+        ignored = f" ({local} is not read: name it with --configfile)"
     return (
-        f"oncorobust: configuration {files}{overrides}; datasets: {sources};"
+        f"oncorobust: configuration {files}{overrides}{ignored}; datasets: {sources};"
         f" results in {where} (the full config: {R}/config.used.yaml)"
     )
 

@@ -99,6 +99,10 @@ rule fig4_deferral:
         "../scripts/figures.py"
 
 
+localrules:
+    config_used,
+
+
 rule config_used:
     output:
         f"{R}/config.used.yaml",

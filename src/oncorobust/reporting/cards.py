@@ -298,6 +298,8 @@ def _health(path) -> dict | None:
 
 #: One class predicted for at least this share of the test images counts as "constant predictions".
 CONSTANT_SHARE = 0.95
+#: Clean accuracy within this many points of chance (or of the majority class's share) is "at chance".
+NEAR_CHANCE_POINTS = 5.0
 
 
 def plausibility(per_image: pd.DataFrame | None, classes: list[str], eps_max: float | None = None) -> dict:
@@ -325,15 +327,16 @@ def plausibility(per_image: pd.DataFrame | None, classes: list[str], eps_max: fl
     correct = int((test.clean_pred == test.label).sum())
     lo, hi = wilson(correct, n)
     acc, chance = 100 * correct / n, 100 / k
+    majority = 100 * float(test.label.value_counts().iloc[0]) / n  # always answering the largest class
     if 100 * hi < chance:
         warnings.append(f"Clean accuracy {acc:.1f}% is below chance ({chance:.0f}% for {k} classes, 95% CI"
                         f" {100 * lo:.1f}–{100 * hi:.1f}%): the class order (--classes, source.classes) may be"
                         " reversed, or the labels do not match the model.")
-    elif 100 * lo <= chance:
-        warnings.append(f"Clean accuracy {acc:.1f}% is not distinguishable from chance ({chance:.0f}% for {k}"
-                        f" classes, 95% CI {100 * lo:.1f}–{100 * hi:.1f}%): check the input scaling"
-                        " (--normalize, a model that divides by 255 itself), the channels and the output head"
-                        " before reading fragility from it.")
+    elif acc <= max(chance, majority) + NEAR_CHANCE_POINTS:
+        warnings.append(f"Clean accuracy {acc:.1f}% is at chance level (within {NEAR_CHANCE_POINTS:g} points of"
+                        f" {max(chance, majority):.0f}%, what {'always answering the largest class' if majority > chance else f'guessing among {k} classes'}"
+                        " scores): check the input scaling (--normalize, a model that divides by 255 itself), the"
+                        " channels and the output head before reading fragility from it.")
     counts = test.clean_pred.value_counts()
     top, share = counts.index[0], float(counts.iloc[0]) / n
     if share >= CONSTANT_SHARE:
@@ -572,7 +575,7 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
             if t["eps"] not in best or t["accuracy"] < best[t["eps"]]["accuracy"]:
                 best[t["eps"]] = t
         after.append("Strongest transfer attack (crafted on the clean model, the paper's protocol) at each ε: "
-                     + "; ".join(f"ε = {e:g}: {t['method'].removeprefix('transfer_').upper()}"
+                     + "; ".join(f"ε = {eps_text(e)}: {t['method'].removeprefix('transfer_').upper()}"
                                  f" {_acc_ci(t['accuracy'], t['ci_low'], t['ci_high'])}" for e, t in sorted(best.items())) + ".")
     if labels:
         after.append(f"Attacks pushed each image away from the model's {labels} label"

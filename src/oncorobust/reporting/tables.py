@@ -109,7 +109,7 @@ def eps_units_markdown(eps_by_dataset: dict[str, list[float]], units: dict[str, 
         for e in grid:
             _, text, below = clinical_eps(e, units.get(ds))
             flag = " ⚠ below one stored-value step" if below else ""
-            lines.append(f"| {ds} | {e:g} | {text or '–'}{flag} | {(units.get(ds) or {}).get('how', '–')} |")
+            lines.append(f"| {ds} | {eps_text(e)} | {text or '–'}{flag} | {(units.get(ds) or {}).get('how', '–')} |")
     return "\n".join(lines) + "\n"
 
 
