@@ -334,5 +334,5 @@ def test_rule_file_names_its_inputs_and_params():
     text = (ROOT / "workflow" / "rules" / "regimes.smk").read_text()
     text += (ROOT / "workflow" / "rules" / "common.smk").read_text()  # its input functions
     for piece in ("rule regimes_table:", 'code=code_version("scripts/regimes_table.py")', "log:", "threads: 1",
-                  "resources:", f"{{R}}/tables/regimes.csv", f"{{R}}/tables/regimes.md", "_regimes.run_index("):
+                  "resources:", f"{{R}}/tables/regimes.csv", f"{{R}}/tables/regimes.md", "_plan.run_index("):
         assert piece in text, piece

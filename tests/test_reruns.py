@@ -6,6 +6,7 @@ checkout while the tests run cannot change what they see, and so that a package 
 edited for real in the copy.
 """
 
+import ast
 import os
 import re
 import shutil
@@ -398,3 +399,101 @@ def test_default_package_dir_is_the_package_and_the_checkout_is_found():
              for f in module_files(REPO / "workflow" / "scripts" / "attack.py")}
     assert {"attacks/kernels.py", "evaluation/evaluate.py", "models/loading.py", "spec.py"} <= names
     assert checkout_snakefile() == REPO / "workflow" / "Snakefile"
+
+
+# ------------------------------------------------------------------ presentation and resources
+NON_REPORTING = sorted(s for s in (REPO / "workflow" / "scripts").glob("*.py")
+                       if s.stem not in codehash.REPORTING_SCRIPTS)
+
+
+def _edited_copy(tmp_path: Path, module: str, old: str, new: str) -> Path:
+    """A copy of the package with one textual edit of ``module`` (which must contain ``old``)."""
+    pkg = tmp_path / "oncorobust"
+    shutil.copytree(REPO / "src" / "oncorobust", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    path = pkg / module
+    text = path.read_text()
+    assert old in text, (module, old)
+    path.write_text(text.replace(old, new, 1))
+    return pkg
+
+
+def _changed_scripts(tmp_path: Path, module: str, old: str, new: str) -> set[str]:
+    """The workflow scripts whose code param (the rerun key) a one-line edit of ``module`` changes."""
+    pkg = REPO / "src" / "oncorobust"
+    edited = _edited_copy(tmp_path, module, old, new)
+    scripts = sorted((REPO / "workflow" / "scripts").glob("*.py"))
+    return {s.stem for s in scripts if code_version(s, pkg) != code_version(s, edited)}
+
+
+REPORTING = set(codehash.REPORTING_SCRIPTS)
+
+
+@pytest.mark.parametrize("module, old, new, expected", [
+    # a method's label or colour, a regime's label, the strength order: the reporting jobs only
+    ("spec.py", 'Method("fgsm", "sign", "FGSM", _CB[0]', 'Method("fgsm", "sign", "Fast gradient", _CB[1]', REPORTING),
+    ("spec.py", 'Regime("adv_pgd", "PGD-AT"', 'Regime("adv_pgd", "PGD adversarial training"', REPORTING),
+    ("spec.py", "passes=lambda p: 4.0, strength=7", "passes=lambda p: 4.0, strength=9", REPORTING),
+    # the CLI's defaults of an attack (the workflow's come from the schema, as params): reporting only
+    ('spec.py', 'defaults={"steps": 10, "restarts": 1}, passes=_iterative_passes(1.0), strength=5',
+     'defaults={"steps": 20, "restarts": 1}, passes=_iterative_passes(1.0), strength=5', REPORTING),
+    # what an attack *is* (its family decides how it runs): every script that imports the registry
+    ('spec.py', 'Method("fab", "minimum_norm"', 'Method("fab", "apgd"',
+     {"attack", "corrupt", "health", "import_model", "preprocess", "sensitivity", "train"} | REPORTING),
+    # a memory constant, a run-time constant: no job at all
+    ("pipeline/resources.py", "SAFETY = 1.25", "SAFETY = 1.5", set()),
+    ("pipeline/resources.py", "RATE_GMACS = {\"cpu\": 20.0", "RATE_GMACS = {\"cpu\": 25.0", set()),
+    # the argument checks the data stage shares with the config: the data stage, not the rest
+    ("checks.py", "(a fraction of the", "(the fraction of the", {"ingest", "preprocess"}),
+])
+def test_an_edit_reruns_only_the_jobs_that_read_it(tmp_path, module, old, new, expected):
+    """The rerun key (code param) of each workflow script after a one-line edit: presentation
+    (labels, colours, strength order, the CLI's defaults) reaches only reporting jobs, resource
+    formulas none, a change of what an attack is every job that imports the registry."""
+    assert _changed_scripts(tmp_path, module, old, new) == expected
+
+
+def _reads(tree: ast.AST, fields: set[str], tables: set[str]) -> list[str]:
+    """Reads of ``fields`` on registry entries in ``tree``: ``METHODS[x].label`` and ``m.label``
+    where ``m`` iterates a registry table (``for n, m in METHODS.items()``)."""
+    entry_vars: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.comprehension, ast.For)) and any(t in ast.unparse(node.iter) for t in tables):
+            entry_vars |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in fields:
+            base = ast.unparse(node.value)
+            if any(t in base for t in tables) or base in entry_vars:
+                found.append(ast.unparse(node))
+    return found
+
+
+def test_no_job_but_reporting_reads_what_its_rerun_key_leaves_out():
+    """What ``spec.__rerun_exempt__`` keeps out of the rerun key of the model-running and data jobs
+    must be something those jobs never read: no module they reach reads an exempt field of a
+    registry entry or uses an exempt name (the cost model ``Method.passes`` is read by
+    pipeline/passes.py for the progress lines only, the one documented exception)."""
+    spec_file = REPO / "src" / "oncorobust" / "spec.py"
+    exempt = codehash.rerun_exempt(ast.parse(spec_file.read_text()))
+    fields = {f for fs in exempt["fields"].values() for f in fs}
+    names = set(exempt["names"])
+    reached = {f for s in NON_REPORTING for f in module_files(s)}
+    assert spec_file in reached  # the check below looks at something
+    bad = []
+    for f in sorted(reached):
+        tree = ast.parse(f.read_text())
+        if f == spec_file:  # inside the registry: what survives the blanking must not use a dropped name
+            tree = codehash._blank_exempt(tree, exempt)
+        rel = f.relative_to(REPO / "src" / "oncorobust").as_posix()
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
+               {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        bad += [f"{rel}: {n}" for n in sorted(used & names)]
+        bad += [f"{rel}: {r}" for r in _reads(tree, fields, {"METHODS", "REGIMES"})
+                if not (rel == "pipeline/passes.py" and r.endswith(".passes"))]
+    assert not bad, bad
+
+
+def test_the_reporting_scripts_are_the_workflow_scripts_that_exist():
+    """REPORTING_SCRIPTS names real scripts (a renamed one would silently lose its labels' key)."""
+    stems = {s.stem for s in (REPO / "workflow" / "scripts").glob("*.py")}
+    assert codehash.REPORTING_SCRIPTS <= stems

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from oncorobust.epsilon import eps_key, parse_fraction, same_eps
+from oncorobust.checks import ON_BAD_FILE, check_choice, check_fraction  # noqa: F401 (their import path)
 from oncorobust.errors import ConfigError
 from oncorobust.spec import BUILT_SOURCES, METHOD_NAMES, MODEL_SOURCES, arch_source, given_file
 from oncorobust.spec import (ARRAY_LEVELS, CORRUPTION_KINDS, CORRUPTION_NAMES, DEFAULT_CORRUPTION_SETS,
@@ -24,47 +25,6 @@ from oncorobust.spec import (ARRAY_LEVELS, CORRUPTION_KINDS, CORRUPTION_NAMES, D
 SYNTHETIC_FORMATS = {"lidc", "cbis_ddsm", "manifest"}
 _NEEDS = {"lidc": "root", "cbis_ddsm": "root", "manifest": "manifest", "folder": "root", "mnist": "root",
           "cifar10": "root"}
-ON_BAD_FILE = ("skip", "error")
-
-
-def check_choice(value: object, allowed: tuple[str, ...] | list[str], key: str) -> None:
-    """Raise ConfigError unless ``value`` is one of ``allowed``.
-
-    Args:
-        value: the configured value.
-        allowed: the valid values.
-        key: the config key path named in the message (e.g. ``on_bad_file``).
-
-    Raises:
-        ConfigError: naming ``key``, the bad value and the valid ones.
-    """
-    if value not in allowed:
-        raise ConfigError(f"{key} = {value!r} is not valid: choose one of {list(allowed)}")
-
-
-def check_fraction(value: object, key: str) -> float:
-    """``value`` as a float strictly between 0 and 1, else a ConfigError naming ``key``.
-
-    Args:
-        value: the configured fraction.
-        key: the config key path named in the message (e.g. ``datasets.ct.split.test_fraction``).
-
-    Returns:
-        The fraction as a float.
-
-    Raises:
-        ConfigError: when ``value`` is not a number in (0, 1).
-    """
-    try:
-        f = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} = {value!r} is not a number: give a fraction between 0 and 1") from None
-    if not (0 < f < 1) or math.isnan(f):
-        raise ConfigError(f"{key} = {value!r} must lie strictly between 0 and 1 (a fraction of the"
-                          " patients); e.g. 0.33")
-    return f
-
-
 def _short(text: str, limit: int = 100) -> str:
     """``text`` cut to ``limit`` characters (a whole sub-config is not dumped into a message)."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -33,6 +33,17 @@ from typing import Callable
 
 from oncorobust.errors import ModelError
 
+#: what only the tables, figures, cards and the CLI's budgets read: left out of the code hash of
+#: every job that runs a model or reads data (:mod:`oncorobust.pipeline.codehash`), so that a label,
+#: a colour, the strength order or a cost formula reruns no training, attack or search. The
+#: defaults reach the jobs through the validated config (the schema's defaults, which
+#: ``tests/test_spec.py`` checks against these), as their params.
+__rerun_exempt__ = {
+    "fields": {"Method": ("label", "color", "strength", "passes", "defaults"),
+               "Regime": ("label", "reference")},
+    "names": ("_CB", "STRENGTH_ORDER", "CLI_METHODS", "method_label", "_iterative_passes", "_square_passes"),
+}
+
 # ----------------------------------------------------------------------------------------------
 # Attack methods
 # ----------------------------------------------------------------------------------------------

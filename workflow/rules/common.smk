@@ -20,7 +20,7 @@ from oncorobust.epsilon import (
     normalize_config_eps,
     snap_reference_eps,
 )
-from oncorobust.reporting import regimes as _regimes
+from oncorobust.pipeline import plan as _plan
 from oncorobust.pipeline import resources as _res
 from oncorobust.data.privacy import check_privacy
 
@@ -770,12 +770,12 @@ def get_corrupt_runtime(ds):
 # Regime comparison (rules/regimes.smk)
 def get_regime_index(wildcards=None):
     """One entry per model (dataset, base regime, replicate 1..K): the worst-case attack at the
-    dataset's reference ε (oncorobust.reporting.regimes.run_index). Replicate 1 of regime R is
+    dataset's reference ε (oncorobust.pipeline.plan.run_index). Replicate 1 of regime R is
     named R, replicate k ≥ 2 R-r{k} (the paths' regime)."""
     index = []
     for ds in DATASETS:
         d = config["datasets"][ds]
-        index += _regimes.run_index(
+        index += _plan.run_index(
             ds,
             base_regimes(ds),
             int(d.get("replicates", 1)),

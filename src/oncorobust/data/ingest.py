@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from oncorobust.config import ON_BAD_FILE, check_choice, check_fraction
+from oncorobust.checks import ON_BAD_FILE, check_choice, check_fraction
 from oncorobust.errors import DataError, OncorobustError
 from oncorobust.data.privacy import Pseudonymizer, Scrubber, enabled, load_salt, protect_ingest
 from oncorobust.data.sources import ADAPTERS, ARRAY_FORMATS, MANIFEST_COLUMNS, IngestResult, source_root

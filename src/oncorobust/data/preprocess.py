@@ -53,7 +53,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from oncorobust.config import ON_BAD_FILE, check_choice
+from oncorobust.checks import ON_BAD_FILE, check_choice
 from oncorobust.data.dicom import DicomPlausibilityWarning
 from oncorobust.data.noise import NoiseEstimateError, estimate_noise_sigma
 from oncorobust.errors import DataError, DicomError, OncorobustError

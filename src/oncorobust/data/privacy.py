@@ -23,9 +23,10 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where it runs: the workflow imports this module to plan its jobs
+    import pandas as pd
 
 from oncorobust.errors import ConfigError, DataError
 
@@ -435,6 +436,8 @@ def protect_ingest(manifest: pd.DataFrame, skipped: pd.DataFrame, pz: Pseudonymi
     public["patient_id"] = [pz.patient(v) for v in manifest.patient_id]
     public["sample_id"] = [pz.sample(v) for v in manifest.sample_id]
     public["source"] = [pz.file(v) for v in manifest.source]
+    import pandas as pd
+
     mapping = pd.DataFrame({"sample_id": public.sample_id, "patient_id": public.patient_id,
                             "source": public.source, "real_sample_id": manifest.sample_id.astype(str),
                             "real_patient_id": manifest.patient_id.astype(str),
@@ -520,6 +523,8 @@ def read_mapping(path: str | os.PathLike) -> pd.DataFrame:
         DataError: it is missing (rerun ingest).
     """
     try:
+        import pandas as pd
+
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise DataError(f"{path}: the private ID mapping is missing (privacy.mapping_dir); it is written"

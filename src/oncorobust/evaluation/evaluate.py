@@ -30,7 +30,7 @@ from oncorobust.attacks.methods import DEFAULTS, attack, method_params
 from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.errors import AttackError
 from oncorobust.progress import meter, monitored
-from oncorobust.pipeline.resources import attack_passes
+from oncorobust.pipeline.passes import attack_passes
 
 log = logging.getLogger("oncorobust.evaluation.evaluate")
 COLUMNS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob", "linf"]

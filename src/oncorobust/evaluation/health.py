@@ -40,7 +40,7 @@ from oncorobust.attacks.kernels import image_seeds
 from oncorobust.attacks.methods import attack
 from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.progress import meter, monitored
-from oncorobust.pipeline.resources import health_passes
+from oncorobust.pipeline.passes import health_passes
 from oncorobust.spec import ITERATIVE_METHODS
 from oncorobust.evaluation.results import merge_bracket
 from oncorobust.evaluation.stats import paired_difference, wilson

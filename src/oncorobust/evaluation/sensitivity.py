@@ -44,7 +44,7 @@ from oncorobust.attacks.kernels import (apgd, apgd_start, image_seeds, loss_grad
 from oncorobust.attacks.methods import first_order_eps
 from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.errors import AttackError
-from oncorobust.pipeline.resources import sensitivity_passes
+from oncorobust.pipeline.passes import sensitivity_passes
 from oncorobust.progress import meter, monitored
 
 INNER = ("apgd_t+apgd_margin+pgd", "apgd_margin+pgd", "apgd_margin", "pgd")

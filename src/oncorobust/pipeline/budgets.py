@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 
 from oncorobust.spec import CLI_METHODS, METHODS
-from oncorobust.pipeline.resources import attack_passes, health_passes, sensitivity_passes
+from oncorobust.pipeline.passes import attack_passes, health_passes, sensitivity_passes
 
 BUDGETS = ("quick", "standard", "thorough")
 

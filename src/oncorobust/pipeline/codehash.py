@@ -15,6 +15,17 @@ docstrings, blank lines and line breaks do not enter it, so documenting the code
 while any change of what runs (a constant, a default, an expression) does. The tree's text is
 that of the running Python's ``ast`` module; a new Python minor version may change it (and rerun
 the jobs once).
+
+Presentation never enters the rerun key of a job that runs a model or reads data. A module may
+declare, as a literal, ``__rerun_exempt__ = {"fields": {class: (field, …)}, "names": (name, …)}``:
+the fields of its registry dataclasses and the module-level names that only the tables, figures
+and cards read (:mod:`oncorobust.spec`: the labels, colours, strength order and cost model of
+each attack). For every script not in :data:`REPORTING_SCRIPTS`, those fields' values in the
+calls that build the entries and in the class definitions are blanked, and those names'
+definitions dropped, before hashing: a label or colour edit reruns only the reporting jobs, while
+an edit of anything else in the module (a family, a flag, a function) reruns every job that
+imports it. ``tests/test_reruns.py`` checks that no module a non-reporting script reaches reads
+an exempt field or name.
 """
 
 from __future__ import annotations
@@ -26,6 +37,10 @@ import os
 from pathlib import Path
 
 PACKAGE = "oncorobust"
+#: the workflow scripts that make tables, figures, cards and the report: they hash the whole of
+#: every module, presentation included (the rest hash it without ``__rerun_exempt__``)
+REPORTING_SCRIPTS = frozenset({"attack_tables", "cards", "corruption_tables", "deferral_tables", "figures",
+                               "health_table", "regimes_table", "robustness"})
 
 
 def _module_file(package_dir: Path, parts: list[str]) -> Path | None:
@@ -118,42 +133,97 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def code_text(path: str | os.PathLike) -> bytes:
+def code_text(path: str | os.PathLike, exempt: bool = False) -> bytes:
     """What :func:`code_version` hashes of one module: its syntax tree without docstrings, dumped
     without positions (comments, docstrings and layout do not enter it).
 
     Args:
         path: a Python source file.
+        exempt: blank what the module's ``__rerun_exempt__`` declares (see the module docstring).
     Returns:
         ``ast.dump`` of the stripped tree, UTF-8 encoded.
     Raises:
         OSError: the file cannot be read.
         SyntaxError: it does not parse.
+        ValueError: ``__rerun_exempt__`` is not a literal.
     """
     p = Path(path)
     st = p.stat()
-    return _code_text(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    return _code_text(str(p.resolve()), st.st_mtime_ns, st.st_size, bool(exempt))
+
+
+def rerun_exempt(tree: ast.Module) -> dict:
+    """The module's ``__rerun_exempt__`` literal (``{}`` when it declares none).
+
+    Args:
+        tree: the module's parsed syntax tree.
+    Returns:
+        ``{"fields": {class name: field names}, "names": module-level names}`` (keys optional).
+    Raises:
+        ValueError: the assignment is not a literal.
+    """
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__rerun_exempt__"
+                                                for t in node.targets):
+            return ast.literal_eval(node.value)
+    return {}
+
+
+def _defined(node: ast.stmt) -> set[str]:
+    """Names a module-level statement defines (assignments, functions, classes)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return {t.id for t in targets if isinstance(t, ast.Name)}
+
+
+def _blank_exempt(tree: ast.Module, exempt: dict) -> ast.Module:
+    """``tree`` with ``exempt``'s fields blanked in every call building those classes (positional
+    or keyword) and in the class bodies, and its names' definitions removed (in place)."""
+    drop = {c: set(f) for c, f in (exempt.get("fields") or {}).items()}
+    names = set(exempt.get("names") or ())
+    order: dict[str, list[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in drop:
+            order[node.name] = [st.target.id for st in node.body
+                                if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name)]
+            for st in node.body:
+                if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name) \
+                        and st.target.id in drop[node.name] and st.value is not None:
+                    st.value = ast.Constant(None)
+    tree.body = [n for n in tree.body if not _defined(n) & names]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in order:
+            fields, gone = order[node.func.id], drop[node.func.id]
+            node.args = [ast.Constant(None) if i < len(fields) and fields[i] in gone else a
+                         for i, a in enumerate(node.args)]
+            for kw in node.keywords:
+                if kw.arg in gone:
+                    kw.value = ast.Constant(None)
+    return tree
 
 
 @functools.lru_cache(maxsize=None)
-def _code_text(path: str, mtime_ns: int, size: int) -> bytes:
+def _code_text(path: str, mtime_ns: int, size: int, exempt: bool = False) -> bytes:
     """:func:`code_text` of one version of a file (its modification time and size key the cache:
     the workflow hashes the same modules for many scripts)."""
     tree = _strip_docstrings(ast.parse(Path(path).read_bytes(), filename=path))
+    if exempt:
+        tree = _blank_exempt(tree, rerun_exempt(tree))
     return ast.dump(tree, include_attributes=False).encode()
 
 
 @functools.lru_cache(maxsize=None)
-def _cached(script: str, package_dir: str, length: int) -> str:
+def _cached(script: str, package_dir: str, length: int, exempt: bool) -> str:
     pkg = Path(package_dir)
     h = hashlib.sha256()
     for f in module_files(script, pkg):
-        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + code_text(f) + b"\0")
+        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + code_text(f, exempt) + b"\0")
     return h.hexdigest()[:length]
 
 
 def code_version(script: str | os.PathLike, package_dir: str | os.PathLike | None = None,
-                 length: int = 12) -> str:
+                 length: int = 12, exempt: bool | None = None) -> str:
     """A short hash of the code of every ``oncorobust`` module ``script`` imports, transitively.
 
     Computed once per (script, package) in a process (the workflow calls it at load time). File
@@ -163,6 +233,8 @@ def code_version(script: str | os.PathLike, package_dir: str | os.PathLike | Non
         script: the Python file (a workflow script) whose imports are followed.
         package_dir: the ``oncorobust`` package directory; default: the one this module is in.
         length: number of hex digits kept of the SHA-256.
+        exempt: leave out what the modules' ``__rerun_exempt__`` declares (presentation); default:
+            yes unless the script's name is in :data:`REPORTING_SCRIPTS`.
     Returns:
         The first ``length`` hex digits of the SHA-256 over the reached files' relative paths and
         :func:`code_text` (their code without docstrings and comments).
@@ -171,4 +243,6 @@ def code_version(script: str | os.PathLike, package_dir: str | os.PathLike | Non
         SyntaxError: one of them does not parse.
     """
     package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parents[1]  # the package, above pipeline/
-    return _cached(str(Path(script).resolve()), str(package_dir.resolve()), length)
+    if exempt is None:
+        exempt = Path(script).stem not in REPORTING_SCRIPTS
+    return _cached(str(Path(script).resolve()), str(package_dir.resolve()), length, bool(exempt))

@@ -32,34 +32,27 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from oncorobust.epsilon import eps_text
-from oncorobust.errors import OncorobustError
 from oncorobust.evaluation import robustness
 from oncorobust.evaluation.paired import (eps50, mcnemar_exact, mean_difference, median_difference,
                                           paired_accuracy_difference, paired_eps50_difference,
                                           two_level_bootstrap)
 from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
-from oncorobust.pipeline.resources import train_grad_evals
+from oncorobust.pipeline.passes import train_grad_evals
 from oncorobust.evaluation.results import check_provenance, merge_bracket, read_attack_csv, read_per_image
-from oncorobust.spec import REGIMES, REPLICATE_SEP, STRENGTH_ORDER, TRANSFER_PREFIX, split_replicate_name
-from oncorobust.spec import replicate_name as spec_replicate_name
-
-
-class RegimeTableError(OncorobustError, ValueError):
-    """The regime table cannot be built from its inputs (the message names what is wrong)."""
-
-
-class RegimeNameError(RegimeTableError):
-    """A regime name does not follow the replicate convention ``R`` / ``R-r{k}`` (k ≥ 2)."""
+from oncorobust.spec import REGIMES, split_replicate_name
+# the names and the per-model index, torch- and pandas-free for the workflow's DAG (their import path
+# here is kept)
+from oncorobust.pipeline.plan import (RegimeNameError, RegimeTableError, reference_method,  # noqa: F401
+                                      replicate_name, replicate_names, run_index, split_replicate)
 
 
 class ReplicateMissingError(RegimeTableError):
@@ -82,116 +75,6 @@ COLUMNS = (["dataset", "regime", "label", "replicates", "n", "method", "eps", "i
            + ["mcnemar_p", "mcnemar_p_per_seed", "only_clean", "only_regime"]
            + [d + s for d in ("d_eps50",) for s in _SUFFIXES] + ["d_eps50_n_undefined", "train_seconds",
                                                                   "train_grad_evals"])
-
-# the strict form of the registry's naming (spec.REPLICATE_SEP; spec.split_replicate_name is lenient)
-_REPLICATE = re.compile(rf"(?P<base>[A-Za-z0-9_]+){re.escape(REPLICATE_SEP)}(?P<k>[0-9]+)")
-_BASE = re.compile(r"[A-Za-z0-9_]+")
-
-
-# ---------------------------------------------------------------------------------- names
-
-def split_replicate(name: str) -> tuple[str, int]:
-    """The base regime and replicate number of a regime name: ``"adv_pgd"`` → ``("adv_pgd", 1)``,
-    ``"clean-r3"`` → ``("clean", 3)``.
-
-    Args:
-        name: a regime name as in the paths (``R`` or ``R-r{k}``).
-    Returns:
-        (base regime R, replicate number k ≥ 1).
-    Raises:
-        RegimeNameError: not ``R`` or ``R-r{k}`` with k ≥ 2 written without leading zeros
-            (replicate 1 is named ``R`` itself, so ``R-r1`` is refused).
-    """
-    name = str(name)
-    if _BASE.fullmatch(name):
-        return name, 1
-    m = _REPLICATE.fullmatch(name)
-    if not m:
-        raise RegimeNameError(f"regime {name!r}: a regime is named R (replicate 1) or R-r<k> (replicate k ≥ 2),"
-                              " R made of letters, digits and underscores")
-    k = m["k"]
-    if k.startswith("0") or int(k) < 2:
-        raise RegimeNameError(f"regime {name!r}: replicate 1 keeps the regime's own name and replicates"
-                              " 2..K are named R-r2..R-rK (no leading zeros)")
-    return m["base"], int(k)
-
-
-def replicate_name(base: str, k: int) -> str:
-    """The regime name of replicate ``k`` of ``base`` (inverse of :func:`split_replicate`).
-
-    Args:
-        base: the base regime name (letters, digits, underscores).
-        k: the replicate number, 1-based.
-    Returns:
-        ``base`` for k = 1, else ``{base}-r{k}``.
-    Raises:
-        RegimeNameError: ``base`` is not a base regime name, or ``k`` is not an integer ≥ 1.
-    """
-    if not _BASE.fullmatch(str(base)):
-        raise RegimeNameError(f"regime {base!r}: not a base regime name (letters, digits, underscores)")
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise RegimeNameError(f"replicate {k!r} of {base!r}: replicates are numbered 1, 2, ...")
-    return spec_replicate_name(str(base), int(k))  # the registry's naming, checked above
-
-
-def replicate_names(base: str, replicates: int) -> list[str]:
-    """The regime names of replicates 1..K of ``base``: ``[base, base-r2, ..., base-rK]``.
-
-    Args:
-        base: the base regime name.
-        replicates: K, seeds per regime.
-    Returns:
-        The K names, replicate 1 first.
-    Raises:
-        RegimeNameError: ``replicates`` is not a positive integer, or ``base`` is not a base regime name.
-    """
-    if isinstance(replicates, bool) or int(replicates) != replicates or replicates < 1:
-        raise RegimeNameError(f"replicates = {replicates!r}: must be a positive integer")
-    return [replicate_name(base, k) for k in range(1, int(replicates) + 1)]
-
-
-def reference_method(methods: Iterable[str]) -> str:
-    """The attack whose per-image CSV gives the worst case: ``worst`` when configured, else the
-    strongest configured white-box method (:data:`oncorobust.spec.STRENGTH_ORDER`).
-
-    Args:
-        methods: the dataset's ``attack.methods``.
-    Returns:
-        The first of :data:`oncorobust.spec.STRENGTH_ORDER` among ``methods``.
-    Raises:
-        RegimeTableError: no usable method (transfer attacks do not count).
-    """
-    present = [m for m in methods if not str(m).startswith(TRANSFER_PREFIX)]
-    for m in STRENGTH_ORDER:
-        if m in present:
-            return m
-    raise RegimeTableError(f"attack.methods = {list(methods)}: no attack method the regime table can use"
-                           f" (one of {', '.join(STRENGTH_ORDER)})")
-
-
-def run_index(dataset: str, regimes: Sequence[str], replicates: int, methods: Iterable[str],
-              reference_eps: float) -> list[dict]:
-    """The per-model inputs of one dataset's rows: one entry per (base regime, replicate).
-
-    Args:
-        dataset: the dataset.
-        regimes: its regimes (``clean`` first; replicate names ``R-r{k}`` are folded onto R).
-        replicates: K, seeds per regime.
-        methods: its ``attack.methods``.
-        reference_eps: its ``attack.reference_eps``.
-    Returns:
-        Entries ``{"dataset", "regime" (the replicate's name, as in the paths), "base",
-        "replicate", "method", "eps"}``, base regimes in the given order, replicates 1..K.
-    Raises:
-        RegimeNameError: a regime name or ``replicates`` is malformed (:func:`split_replicate`).
-        RegimeTableError: no usable attack method (:func:`reference_method`).
-    """
-    method = reference_method(methods)
-    bases = list(dict.fromkeys(split_replicate(r)[0] for r in regimes))
-    return [{"dataset": dataset, "regime": name, "base": base, "replicate": k, "method": method,
-             "eps": float(reference_eps)}
-            for base in bases for k, name in enumerate(replicate_names(base, replicates), start=1)]
-
 
 # ---------------------------------------------------------------------------------- loading
 
