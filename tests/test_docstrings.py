@@ -6,7 +6,8 @@ docstring. Read from the source (ast): no import, no torch."""
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "oncorobust"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "src" / "oncorobust"
 #: torch.nn.Module methods a subclass overrides: their contract is torch's
 MODULE_OVERRIDES = {"forward", "train", "extra_repr"}
 
@@ -58,3 +59,34 @@ def test_the_audit_can_fail(tmp_path):
     missing, no_args = audit(tmp_path)
     assert [m.split()[-1] for m in missing] == ["bare", "Net.helper"]
     assert [m.split()[-1] for m in no_args] == ["no_args"]
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Private names of other oncorobust modules that ``path`` uses: ``from oncorobust.x import _y``
+    (or a relative import) and ``alias._y`` where ``alias`` was imported from the package."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("oncorobust")):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    found.append(f"from {node.module} import {a.name}")
+                aliases.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("oncorobust")}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name) and node.value.id in aliases):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names(tmp_path):
+    """A private name stays inside its module (internals move freely); the package and the workflow
+    scripts use only public names of each other. The check itself finds both forms."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("from oncorobust.reporting import figures as F\nfrom .x import _y\nF._style()\n")
+    assert _private_uses(probe) == ["from x import _y", "F._style"]
+    files = [*(REPO / "src" / "oncorobust").rglob("*.py"), *(REPO / "workflow" / "scripts").glob("*.py")]
+    bad = {f.relative_to(REPO).as_posix(): u for f in files if (u := _private_uses(f))}
+    assert not bad, bad

@@ -73,7 +73,6 @@ class Method:
         color: the figure colour (a seaborn ``colorblind`` palette entry).
         paper: one of Joel et al.'s three attacks (FGSM, BIM, PGD): also run as transfer attacks
             from the clean model against every adversarially trained one.
-        gradient: needs the model's gradient (white-box); False for query attacks.
         iterative: more than one step (the health check's "iterative beats one-step").
         early_exit_option: ``attacks.early_exit`` applies (other iterative methods always stop
             attacking an image once it flipped).
@@ -89,7 +88,6 @@ class Method:
     label: str
     color: str
     paper: bool = False
-    gradient: bool = True
     iterative: bool = True
     early_exit_option: bool = False
     defaults: dict = field(default_factory=dict)
@@ -114,7 +112,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            passes=_iterative_passes(2.0), strength=1),
     Method("fab", "minimum_norm", "FAB", _CB[8], defaults={"steps": 100, "restarts": 1},
            passes=_iterative_passes(2.0), strength=3),
-    Method("square", "query", "Square", _CB[9], gradient=False,
+    Method("square", "query", "Square", _CB[9],
            defaults={"queries": 5000, "restarts": 1}, passes=_square_passes, strength=4),
     Method("worst", "ensemble", "worst case", "black",
            defaults={"members": ["apgd_ce", "apgd_margin", "fab", "square"]},
@@ -147,6 +145,17 @@ def base_method(method: str) -> str:
         ``method`` without the ``transfer_`` prefix (not checked against :data:`METHODS`).
     """
     return method.removeprefix(TRANSFER_PREFIX)
+
+
+def is_transfer(method: str) -> bool:
+    """Whether a result name is a transfer attack (``transfer_pgd``: crafted on the clean model).
+
+    Args:
+        method: a result name.
+    Returns:
+        True when it starts with :data:`TRANSFER_PREFIX`.
+    """
+    return str(method).startswith(TRANSFER_PREFIX)
 
 
 def method_wildcard() -> str:

@@ -314,7 +314,6 @@ def get_attack_mem_mb(wildcards, input):
         channels=s["channels"],
         width=s["width"],
         data_mb=_mb(input.test),
-        restarts=int(config["attacks"]["pgd"].get("restarts", 1)),
     )
 
 
@@ -378,7 +377,6 @@ def get_sensitivity_mem_mb(wildcards, input):
         width=s["width"],
         data_mb=_mb(input.val, input.test),
         n_images=n or None,
-        restarts=int(config["datasets"][wildcards.ds]["sensitivity"]["restarts"]),
     )
 
 

@@ -10,6 +10,7 @@ from oncorobust.reporting import figures
 from oncorobust.evaluation import robustness
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
+from oncorobust.spec import TRANSFER_PREFIX
 from oncorobust.reporting.tables import (check_sensitivity_path, pair_inputs, paper_values, read_eps_units,
                                         read_per_image, test_ids)
 
@@ -44,7 +45,7 @@ with step_logging(sm.log[0], "robustness") as log:
                         .assign(dataset=ds, regime=regime) for (ds, regime), f in frames.items()], ignore_index=True)
     write_csv(curves, sm.output.curves)
     summary = pd.read_csv(sm.input.summary)
-    summary = summary[~summary.method.str.startswith("transfer_")]
+    summary = summary[~summary.method.str.startswith(TRANSFER_PREFIX)]
     # the strongest attack of each grid point (the per-image worst case when configured)
     best = summary.sort_values("flip_rate").groupby(["dataset", "regime", "eps"], as_index=False).last()
     markers = best.assign(unchanged=100 - best.flip_rate,

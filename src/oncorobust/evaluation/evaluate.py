@@ -31,6 +31,7 @@ from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.errors import AttackError
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.passes import attack_passes
+from oncorobust.spec import base_method, is_transfer
 
 log = logging.getLogger("oncorobust.evaluation.evaluate")
 COLUMNS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob", "linf"]
@@ -89,12 +90,12 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
     """
     if labels not in ("predicted", "true"):
         raise AttackError(f"labels must be 'predicted' or 'true', got {labels!r}")
-    base = method.removeprefix("transfer_")
+    base = base_method(method)
     p = method_params(base, params)  # unknown methods and parameters fail before any work
     if len(ids) != len(x) or len(y) != len(x):
         raise AttackError(f"{len(x)} images, {len(y)} labels and {len(ids)} IDs: need one each per image")
     what = f"{method} ε={eps:g}"
-    if method.startswith("transfer_") and source_model is None:
+    if is_transfer(method) and source_model is None:
         raise AttackError(f"{method} needs the source (clean) model")
     seeds = image_seeds(ids, len(x), seed)
     planned = len(x) * (attack_passes(base, p, {m: method_params(m, (member_params or {}).get(m))
@@ -102,7 +103,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
     with contextlib.ExitStack() as modes:
         model = monitored(modes.enter_context(eval_mode(model.to(device))), what)
         craft = model
-        if method.startswith("transfer_"):
+        if is_transfer(method):
             craft = monitored(modes.enter_context(eval_mode(source_model.to(device))), what)
         with meter(f"attack {what}", planned, images=len(x)) as progress_meter:
             out = _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels, batch_size, device,

@@ -41,7 +41,7 @@ from oncorobust.attacks.methods import attack
 from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.passes import health_passes
-from oncorobust.spec import ITERATIVE_METHODS
+from oncorobust.spec import ITERATIVE_METHODS, TRANSFER_PREFIX, base_method, is_transfer
 from oncorobust.evaluation.results import merge_bracket
 from oncorobust.evaluation.stats import paired_difference, wilson
 
@@ -200,7 +200,7 @@ def whitebox_flipped(per_image: dict[tuple[str, float], pd.DataFrame], eps: floa
     """
     cols = []
     for (method, e), df in per_image.items():
-        if not same_eps(e, eps) or method.startswith("transfer_") or method == "square":
+        if not same_eps(e, eps) or is_transfer(method) or method == "square":
             continue
         d = df.set_index("sample_id")
         cols.append(d.adv_pred != (d.clean_pred if labels == "predicted" else d.label))
@@ -253,7 +253,7 @@ def table_checks(summary: pd.DataFrame, per_image: dict[tuple[str, float], pd.Da
         A list of row dicts.
     """
     rows = []
-    wb = summary[~summary.method.str.startswith("transfer_")]
+    wb = summary[~summary.method.str.startswith(TRANSFER_PREFIX)]
     fgsm = wb[wb.method == "fgsm"].set_index("eps")
     worst, where = -math.inf, ""
     for r in wb[wb.method.isin(ITERATIVE)].itertuples():
@@ -287,11 +287,11 @@ def table_checks(summary: pd.DataFrame, per_image: dict[tuple[str, float], pd.Da
                      rise if math.isfinite(rise) else math.nan, f"{what} not rising with ε beyond the CIs",
                      (f"largest rise: {detail}" if rise > 0 else f"never rises; smallest fall: {detail}")
                      if math.isfinite(rise) else detail))
-    tr = summary[summary.method.str.startswith("transfer_")]
+    tr = summary[summary.method.str.startswith(TRANSFER_PREFIX)]
     if len(tr):
         gap, detail, failed = -math.inf, "", False
         for r in tr.itertuples():
-            base = r.method.removeprefix("transfer_")
+            base = base_method(r.method)
             a, b = per_image.get((r.method, r.eps)), per_image.get((base, r.eps))
             if a is None or b is None:
                 continue

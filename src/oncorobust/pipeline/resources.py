@@ -185,7 +185,7 @@ def images_in(data_mb: float, size: int, channels: int = 1) -> int:
 
 
 def mem_mb(kind: str, arch: str, size: int, batch: int, *, channels: int = 1, data_mb: float = 0.0,
-           n_images: int | None = None, restarts: int = 1, width: int = 32, classes: int = 2,
+           n_images: int | None = None, width: int = 32, classes: int = 2,
            pretrained: bool = False) -> int:
     """Peak resident memory (MB) of one job; see the module docstring for the formula.
 
@@ -199,8 +199,6 @@ def mem_mb(kind: str, arch: str, size: int, batch: int, *, channels: int = 1, da
         data_mb: size of the job's input tensor files (0 when not known yet).
         n_images: images of the largest split the job batches over; default: counted from
             ``data_mb`` when given. The batch never exceeds it.
-        restarts: accepted for completeness: restarts run one after another, the peak does not
-            grow with them.
         pretrained: training starts from the ImageNet file (its 528 MB state dict is loaded
             beside the model).
     Returns:
@@ -218,7 +216,6 @@ def mem_mb(kind: str, arch: str, size: int, batch: int, *, channels: int = 1, da
         raise ValueError(f"unknown job kind {kind!r}; choose from {sorted(MODEL_COPIES)}")
     if batch < 1 or size < 1:
         raise ValueError(f"need batch >= 1 and size >= 1, got batch={batch}, size={size}")
-    del restarts  # sequential: no effect on the peak
     if n_images is None and data_mb > 0:
         n_images = images_in(data_mb, size, channels)
     b = min(int(batch), int(n_images)) if n_images else int(batch)

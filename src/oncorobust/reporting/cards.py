@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from oncorobust.epsilon import eps_text
-from oncorobust.spec import STRENGTH_ORDER
+from oncorobust.spec import STRENGTH_ORDER, TRANSFER_PREFIX, base_method
 from oncorobust.errors import OncorobustError
 from oncorobust.evaluation.stats import wilson
 from oncorobust.reporting.tables import clinical_eps
@@ -424,7 +424,7 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
                                                      "ci_low", "ci_high", "flip_rate", "clean_accuracy",
                                                      "clean_ci_low", "clean_ci_high"))
     mine = summ[(summ.dataset.astype(str) == dataset) & (summ.regime.astype(str) == regime)]
-    white = mine[~mine.method.astype(str).str.startswith("transfer_")]
+    white = mine[~mine.method.astype(str).str.startswith(TRANSFER_PREFIX)]
     if white.empty:
         raise CardError(f"{summary_csv}: no white-box attack result for {dataset}/{regime}; rerun the tables"
                         " step (rule tables) with this dataset and regime in the config")
@@ -473,7 +473,7 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
         "deferral": _deferral(dataset, regime, table2_csv, auc_csv, units),
         "transfer": [{"method": str(r.method), "eps": float(r.eps), "accuracy": float(r.accuracy),
                       "ci_low": float(r.ci_low), "ci_high": float(r.ci_high)}
-                     for r in mine[mine.method.astype(str).str.startswith("transfer_")].sort_values(["eps", "method"]).itertuples()],
+                     for r in mine[mine.method.astype(str).str.startswith(TRANSFER_PREFIX)].sort_values(["eps", "method"]).itertuples()],
         "run": _run(attack_cfg, attacks_cfg, sens, adversarial_cfg, methods_present, model, runtime, grad_evals, version),
     }
     card["verdict"] = verdict_sentence(card)
@@ -575,7 +575,7 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
             if t["eps"] not in best or t["accuracy"] < best[t["eps"]]["accuracy"]:
                 best[t["eps"]] = t
         after.append("Strongest transfer attack (crafted on the clean model, the paper's protocol) at each ε: "
-                     + "; ".join(f"ε = {eps_text(e)}: {t['method'].removeprefix('transfer_').upper()}"
+                     + "; ".join(f"ε = {eps_text(e)}: {base_method(t['method']).upper()}"
                                  f" {_acc_ci(t['accuracy'], t['ci_low'], t['ci_high'])}" for e, t in sorted(best.items())) + ".")
     if labels:
         after.append(f"Attacks pushed each image away from the model's {labels} label"

@@ -34,7 +34,7 @@ import seaborn as sns  # noqa: E402
 
 from oncorobust.epsilon import eps_text
 from oncorobust.io import atomic_path  # noqa: E402
-from oncorobust.spec import METHODS, PAPER_METHODS, STRENGTH_ORDER, split_replicate_name  # noqa: E402
+from oncorobust.spec import METHODS, PAPER_METHODS, STRENGTH_ORDER, TRANSFER_PREFIX, split_replicate_name  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
 METHOD_COLORS = {name: m.color for name, m in METHODS.items()}
@@ -43,7 +43,9 @@ POLICY_COLORS = {"sensitivity": PALETTE[3], "first_order": PALETTE[2], "confiden
 METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
 
-def _style() -> None:
+def style() -> None:
+    """The figures' seaborn theme (paper context, white grid, the colourblind palette, small fonts);
+    every figure function calls it first."""
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.0,
                   rc={"axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
                       "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.dpi": 150})
@@ -67,7 +69,16 @@ def save(fig: plt.Figure, stem: str | Path) -> None:
     plt.close(fig)
 
 
-def _grid(n: int, ncols: int = 3, w: float = 2.3, h: float = 2.0):
+def grid(n: int, ncols: int = 3, w: float = 2.3, h: float = 2.0):
+    """A figure of ``n`` panels, ``ncols`` per row, the unused cells hidden.
+
+    Args:
+        n: number of panels (≥ 1).
+        ncols: panels per row (at most ``n``).
+        w, h: width and height of one panel (inches).
+    Returns:
+        (figure, list of the ``n`` axes, row by row).
+    """
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
@@ -76,8 +87,17 @@ def _grid(n: int, ncols: int = 3, w: float = 2.3, h: float = 2.0):
     return fig, list(axes.flat[:n])
 
 
-def _placeholder(text: str, stem: str | Path | None) -> plt.Figure:
-    """A figure holding only ``text`` (when there is nothing to plot), written like any other."""
+def placeholder(text: str, stem: str | Path | None) -> plt.Figure:
+    """A figure holding only ``text`` (when there is nothing to plot), written like any other.
+
+    Args:
+        text: what the figure says (e.g. why nothing is plotted).
+        stem: the path without suffix to write it to (:func:`save`), or None to only return it.
+    Returns:
+        The figure (closed when it was written).
+    Raises:
+        WriteError: a file cannot be written.
+    """
     fig, ax = plt.subplots(figsize=(6.4, 1.2))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8)
@@ -86,8 +106,15 @@ def _placeholder(text: str, stem: str | Path | None) -> plt.Figure:
     return fig
 
 
-def _legend_below(fig: plt.Figure, axes, ncol: int = 6, title: str | None = None) -> None:
-    """One legend for all panels, under the figure (never over the data); none without handles."""
+def legend_below(fig: plt.Figure, axes, ncol: int = 6, title: str | None = None) -> None:
+    """One legend for all panels, under the figure (never over the data); none without handles.
+
+    Args:
+        fig: the figure.
+        axes: its panels; their handles are merged by label, first one kept.
+        ncol: legend columns (at most the number of labels).
+        title: the legend's title, or None.
+    """
     handles = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -124,9 +151,9 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
     Raises:
         WriteError: the files cannot be written (:func:`save`).
     """
-    _style()
+    style()
     if not examples:  # e.g. tiny models that no attack at the reference ε can flip
-        return _placeholder("No correctly classified test image is flipped by PGD at the reference ε:\n"
+        return placeholder("No correctly classified test image is flipped by PGD at the reference ε:\n"
                             "nothing to show (see the attack tables).", stem)
     fig, axes = plt.subplots(len(examples), 3, figsize=(6.4, 2.1 * len(examples)), squeeze=False)
     for row, ex in zip(axes, examples):
@@ -204,17 +231,17 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
     Raises:
         WriteError: the files cannot be written (:func:`save`).
     """
-    _style()
-    data = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
+    style()
+    data = summary[(summary.regime == "clean") & ~summary.method.str.startswith(TRANSFER_PREFIX)]
     datasets = list(dict.fromkeys(data.dataset))
     if not datasets:
-        return _placeholder("No white-box attack result of a clean model: nothing to show.", stem)
+        return placeholder("No white-box attack result of a clean model: nothing to show.", stem)
     positive = data.eps[data.eps > 0]
     if log_eps is None:
         log_eps = len(positive) > 0 and positive.max() / positive.min() > 10
     medical = [d for d in datasets if d not in controls]
     med_max = data[data.dataset.isin(medical)].eps.max() if medical else 0
-    fig, axes = _grid(len(datasets))
+    fig, axes = grid(len(datasets))
     for ax, ds in zip(axes, datasets):
         part = data[data.dataset == ds]
         if log_eps:
@@ -250,7 +277,7 @@ def fig2_accuracy_vs_eps(summary: pd.DataFrame, controls: set[str], paper: pd.Da
         for ax in axes:
             ax.set_xlim(*lim)
     fig.suptitle("Accuracy under attack (clean models; bands: 95% CI; ×: the paper's values)", fontsize=9)
-    _legend_below(fig, axes)
+    legend_below(fig, axes)
     if stem:
         save(fig, stem)
     return fig
@@ -318,11 +345,11 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
     Raises:
         WriteError: the files cannot be written (:func:`save`).
     """
-    _style()
-    wb = seed_means(summary[~summary.method.str.startswith("transfer_")])
+    style()
+    wb = seed_means(summary[~summary.method.str.startswith(TRANSFER_PREFIX)])
     datasets = [d for d in dict.fromkeys(wb.dataset) if (wb[wb.dataset == d].regime != "clean").any()]
     if not datasets:
-        return _placeholder("No adversarially trained regime configured"
+        return placeholder("No adversarially trained regime configured"
                             " (adversarial_training.regimes is empty): nothing to compare.", stem)
     chosen = [m for m in methods if (wb.method == m).any()]
     if chosen and len(chosen) < len(methods):  # a requested method did not run: the strongest that did
@@ -334,7 +361,7 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
     medical = [d for d in datasets if d not in controls]
     med_max = wb[wb.dataset.isin(medical)].eps.max() if medical else 0
     seeds = int(wb.seeds.max()) if len(wb) else 1
-    fig, axes = _grid(max(1, len(datasets)))
+    fig, axes = grid(max(1, len(datasets)))
     for ax, ds in zip(axes, datasets):
         scale = _eps_axis(ax, ds not in controls, med_max)
         _stored_axis(ax, scale, (units or {}).get(ds))
@@ -352,7 +379,7 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
     bands = ("bands: 95% CI" if seeds == 1 else
              "lines: mean over seeds; bands: envelope of the per-seed 95% CIs")
     fig.suptitle(f"Adversarial training: accuracy under white-box attack ({bands})", fontsize=9)
-    _legend_below(fig, axes, ncol=4)
+    legend_below(fig, axes, ncol=4)
     if stem:
         save(fig, stem)
     return fig
@@ -371,12 +398,12 @@ def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path 
     Raises:
         WriteError: the files cannot be written (:func:`save`).
     """
-    _style()
+    style()
     data = curves[curves.regime == regime]
     datasets = list(dict.fromkeys(data.dataset))
     if not datasets:
-        return _placeholder(f"No deferral curve of {regime} models: nothing to show.", stem)
-    fig, axes = _grid(len(datasets))
+        return placeholder(f"No deferral curve of {regime} models: nothing to show.", stem)
+    fig, axes = grid(len(datasets))
     for ax, ds in zip(axes, datasets):
         part = data[data.dataset == ds]
         for policy, color in POLICY_COLORS.items():
@@ -389,7 +416,7 @@ def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path 
         ax.set_xlabel("images deferred to a human (%)")
         ax.set_ylabel("accuracy on the rest (%)")
     fig.suptitle(f"Deferring the most sensitive images ({regime} models, test split)", fontsize=9)
-    _legend_below(fig, axes, title="defer first: the images with the smallest flipping ε (sensitivity), the smallest"
+    legend_below(fig, axes, title="defer first: the images with the smallest flipping ε (sensitivity), the smallest"
                   " one-gradient estimate of it, the lowest confidence, or random ones")
     if stem:
         save(fig, stem)
@@ -416,10 +443,10 @@ def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd
     Raises:
         WriteError: the files cannot be written (:func:`save`).
     """
-    _style()
+    style()
     regimes = list(dict.fromkeys(curves.regime)) if len(curves) else []
     if not regimes:
-        return _placeholder("No per-image flipping ε: nothing to show.", stem)
+        return placeholder("No per-image flipping ε: nothing to show.", stem)
     groups: dict[str, list[str]] = {}  # one column per regime; its seed replicates R-r{k} in it
     for r in regimes:
         groups.setdefault(split_replicate_name(r)[0], []).append(r)
@@ -432,7 +459,7 @@ def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd
             names = [r for r in groups[base] if ((curves.dataset == ds) & (curves.regime == r)).any()]
             seeds = len(names)
             # several seeds: one thin line per seed, one legend entry
-            style = {"lw": 1.3} if seeds == 1 else {"lw": 0.9, "alpha": 0.75}
+            line_kw = {"lw": 1.3} if seeds == 1 else {"lw": 0.9, "alpha": 0.75}
             for i, regime in enumerate(names):
                 c = curves[(curves.dataset == ds) & (curves.regime == regime)].sort_values("eps")
                 label = ds + (" (control)" if ds in controls else "")
@@ -448,7 +475,7 @@ def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd
                             label += f" ≈ {s.eps50_stored.iloc[0]:.2g} {s.stored_unit.iloc[0]}"
                 ls = "--" if ds in controls else "-"
                 for row, col in ((0, "unchanged"), (1, "accuracy")):
-                    axes[row][j].plot(c.eps, c[col], ls, color=colors[ds], **style,
+                    axes[row][j].plot(c.eps, c[col], ls, color=colors[ds], **line_kw,
                                       label=label if row == 0 and i == 0 else None)
                 if markers is not None:
                     m = markers[(markers.dataset == ds) & (markers.regime == regime)]
@@ -464,7 +491,7 @@ def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd
             axes[row][j].set_ylim(0, 102)
     fig.suptitle("Robustness curves from the per-image flipping ε (○: attack-grid points of Table 1's"
                  " strongest attack)", fontsize=9)
-    _legend_below(fig, list(axes[0]), ncol=3)
+    legend_below(fig, list(axes[0]), ncol=3)
     if stem:
         save(fig, stem)
     return fig

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
 import numpy as np
 import pandas as pd
 
@@ -370,7 +369,7 @@ def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dic
 
     from oncorobust.reporting import figures as F
 
-    F._style()
+    F.style()
     # seed replicates (R-r{k}): one line per regime, the mean over its seeds
     table = F.fold_seeds(table, ["dataset", "regime", "corruption", "severity"],
                          {c: "mean" for c in ("accuracy", "median_linf", "clean_accuracy")})
@@ -378,8 +377,8 @@ def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dic
     seeds = int(max([1, *table.seeds, *curves.seeds]))
     shown = [ds for ds in datasets if ds in set(table.dataset) | set(curves.dataset)]
     if not shown:
-        return F._placeholder("No corruption or attack results to plot.", stem)
-    fig, axes = F._grid(len(shown), ncols=min(3, len(shown)), w=2.8, h=2.4)
+        return F.placeholder("No corruption or attack results to plot.", stem)
+    fig, axes = F.grid(len(shown), ncols=min(3, len(shown)), w=2.8, h=2.4)
     names = list(dict.fromkeys(table.corruption))
     colors = {n: F.PALETTE[i % len(F.PALETTE)] for i, n in enumerate(names)}
     for ax, ds in zip(axes, shown):
@@ -418,7 +417,7 @@ def natural_vs_adversarial(table: pd.DataFrame, curves: pd.DataFrame, units: dic
             top.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # less than a decade: no clutter
         else:
             ax.set_title(f"{ds} (no σ: control or unmeasured)")
-    F._legend_below(fig, axes, ncol=3)
+    F.legend_below(fig, axes, ncol=3)
     if stem:
         F.save(fig, stem)
     return fig

@@ -20,7 +20,7 @@ from oncorobust.evaluation.results import (AttackKeyError, InputKeyError, attack
                                            check_sensitivity_path, merge_bracket, pair_inputs, read_attack_csv,
                                            read_per_image, summarize, test_ids)
 from oncorobust.evaluation.stats import paired_difference
-from oncorobust.spec import TRANSFER_PREFIX, replicate_name, split_replicate_name
+from oncorobust.spec import TRANSFER_PREFIX, base_method, is_transfer, replicate_name, split_replicate_name
 
 METHOD_ORDER = ["fgsm", "pgd", "bim"]  # the paper's Table 1 order
 
@@ -131,7 +131,7 @@ def table1(summary: pd.DataFrame, paper_names: dict[str, str | None], labels: st
         in that order, each by ε, then the other methods' rows by ε.
     """
     paper = paper_values()
-    clean = summary[(summary.regime == "clean") & ~summary.method.str.startswith("transfer_")]
+    clean = summary[(summary.regime == "clean") & ~summary.method.str.startswith(TRANSFER_PREFIX)]
     rows = []
     for ds, part in clean.groupby("dataset", sort=False):
         first = part.iloc[0]
@@ -198,12 +198,12 @@ def table_s5(per_image: dict[tuple, pd.DataFrame], ref_eps: dict[str, float],
         base_regime, k = split_replicate_name(regime)
         if base_regime == "clean" or ds not in ref_eps or not same_eps(eps, ref_eps[ds]):
             continue
-        base = method.removeprefix(TRANSFER_PREFIX)
+        base = base_method(method)
         clean_df = per_image.get((ds, replicate_name("clean", k), base, eps))
         if clean_df is None:
             continue
         m = clean_df.merge(adv_df, on="sample_id", suffixes=("_c", "_a"))
-        evaluation = "transfer" if method.startswith(TRANSFER_PREFIX) else "white-box"
+        evaluation = "transfer" if is_transfer(method) else "white-box"
         pairs.setdefault((ds, base_regime, base, evaluation, eps), {})[k] = (
             (m.adv_pred_c == m.label_c).to_numpy(), (m.adv_pred_a == m.label_a).to_numpy())
     several = any(len(reps) > 1 or 1 not in reps for reps in pairs.values())
@@ -290,7 +290,7 @@ def sanity_warnings(summary: pd.DataFrame, controls: set[str]) -> pd.DataFrame:
         clean model still above 10% under PGD at its largest ε. Empty when nothing is suspicious.
     """
     rows = []
-    wb = summary[~summary.method.str.startswith("transfer_")]
+    wb = summary[~summary.method.str.startswith(TRANSFER_PREFIX)]
     for (ds, regime), part in wb.groupby(["dataset", "regime"]):
         fgsm = part[part.method == "fgsm"].set_index("eps")
         for method in ("bim", "pgd"):
