@@ -23,6 +23,7 @@ import yaml
 
 from oncorobust.reporting import cards
 from oncorobust.evaluation import robustness
+from oncorobust.evaluation.clinical import DIRECTION_COLUMNS, direction_counts, direction_eps
 from oncorobust.evaluation.deferral import curve_auc, deferral_curves, table2_rows
 from oncorobust.evaluation.sensitivity import SENSITIVITY_COLUMNS
 from oncorobust.evaluation.health import COLUMNS as HEALTH_COLUMNS
@@ -86,7 +87,8 @@ def res(tmp_path_factory):
     rows, sens = [], {}
     for ds, (grid, methods, n, regs) in grids.items():
         (root / ds / "tensors").mkdir(parents=True)
-        (root / ds / "tensors" / "stats.json").write_text(json.dumps({"eps_units": units[ds]}))
+        classes = ["benign", "malignant"] if ds == "ct" else [str(i) for i in range(10)]
+        (root / ds / "tensors" / "stats.json").write_text(json.dumps({"eps_units": units[ds], "classes": classes}))
         (root / ds / "health").mkdir()
         (root / ds / "models").mkdir()
         ids = [f"s{i}" for i in range(n)]
@@ -94,9 +96,12 @@ def res(tmp_path_factory):
             for k, method in enumerate(methods):
                 for e in grid:
                     df = _per_image(np.random.default_rng(hash((ds, regime, e)) % 2**32 + k), n, e, 10 + 8 * k, ids)
-                    rows.append(summarize(df, ds, regime, method, e))
+                    # missed findings and false alarms: ct's positive class is malignant, digits has none
+                    dirs = (direction_counts(df, 1, "malignant") if ds == "ct"
+                            else {**dict.fromkeys(DIRECTION_COLUMNS, np.nan), "positive_class": ""})
+                    rows.append(summarize(df, ds, regime, method, e) | dirs)
                     if regime != "clean" and method in ("fgsm", "bim", "pgd"):
-                        rows.append(summarize(df, ds, regime, f"transfer_{method}", e))
+                        rows.append(summarize(df, ds, regime, f"transfer_{method}", e) | dirs)
             sens[(ds, regime)] = _sens(rng, 40, n, 0.02 if ds == "ct" else 0.08)
             write_csv(_health(ds, regime, failed=("loss_converged",) if regime == "clean" else ()),
                       root / ds / "health" / f"{regime}.csv")
@@ -104,6 +109,13 @@ def res(tmp_path_factory):
     summary = pd.DataFrame(rows)
     tables = root / "tables"
     write_csv(summary, tables / "attack_summary.csv")
+    # flipping ε per direction: detected malignant cases flip at about 0.01, cleared benign ones at 0.03
+    lab = np.array([0, 1] * 45)
+    write_csv(pd.DataFrame([{"dataset": "ct", "regime": r, "positive_class": "malignant",
+                             **direction_eps(pd.DataFrame({"label": lab, "clean_pred": lab,
+                                                           "eps_upper": np.where(lab == 1, 0.01, 0.03)
+                                                           * rng.uniform(0.8, 1.2, 90)}), 1, 2, n_boot=200)}
+                            for r in ("clean", "adv_pgd")]), tables / "directions_eps.csv")
     t1 = table1(summary, {"ct": "ct", "digits": "mnist"}, "predicted", units)
     write_csv(t1, tables / "table1.csv")
     (tables / "table1.md").write_text(table1_markdown(t1))
@@ -386,7 +398,7 @@ def test_adapter_writes_both_files(res, tmp_path):
                       "curves": "tables/robustness_curves.csv", "table2": "tables/table2.csv",
                       "auc": "tables/deferral_auc.csv", "health": "ct/health/clean.csv",
                       "stats": "ct/tensors/stats.json", "model": "ct/models/clean.pt",
-                      "sensitivity": "ct/sensitivity/clean.csv"},
+                      "sensitivity": "ct/sensitivity/clean.csv", "directions": "tables/directions_eps.csv"},
             "output": {"md": str(out / "ct_clean.md"), "html": str(out / "ct_clean.html")},
             "params": {"card": cfg, "benchmarks": {"train": ["benchmarks/none.tsv"]}, "sensitivity_log": "none.log"},
             "log": [str(tmp_path / "card.log")], "wildcards": {"ds": "ct", "regime": "clean"}}
@@ -408,6 +420,10 @@ def test_adapter_writes_both_files(res, tmp_path):
     assert "## Is the model plausible?\n\nYes as far as checked" in md
     verdict = cards.read_verdict(out / "ct_clean.md")
     assert "passed 7 of 8 health checks" in verdict and verdict in (tmp_path / "card.log").read_text()
+    # the harmful direction first: detected malignant cases flip at about 0.01 (cleared ones at 0.03)
+    assert verdict.startswith("Half of the correctly detected malignant cases are called benign at ε = 0.0"), verdict
+    assert re.search(r"half of the correctly cleared ones are called malignant at ε = 0\.0[23]", verdict), verdict
+    assert "## Missed findings and false alarms" in md and "missed findings (malignant → benign)" in md
     assert "Runtime: no benchmark recorded." in md and "Gradient evaluations: not recorded." in md
     assert "<svg" in page and "https://" not in page and "oncorobust " in md
 

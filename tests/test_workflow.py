@@ -114,6 +114,17 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     assert set(sens.split) == {"val", "test"} and (sens.min_flip_eps > 0).all()
     s5 = pd.read_csv(res / "tables" / "table_s5.csv")
     assert set(s5.evaluation) == {"white-box", "transfer"} and set(s5.dataset) == {"ct"}
+    # missed findings vs false alarms: the medical sets (positive class malignant), not the control;
+    # on two classes they are exactly the flips of the correctly classified images
+    dirs = pd.read_csv(res / "tables" / "directions.csv")
+    assert set(dirs.dataset) == {"ct", "mri"} and set(dirs.positive_class) == {"malignant"}
+    row = dirs[(dirs.dataset == "ct") & (dirs.regime == "clean") & (dirs.method == "pgd")].iloc[0]
+    pgd = pd.read_csv(res / "ct" / "attacks" / "clean" / "pgd" / "eps=0.05.csv")
+    right = pgd[pgd.label == pgd.clean_pred]
+    assert row.missed + row.false_alarms == int((right.adv_pred != right.clean_pred).sum())
+    assert row.n_detected == int((right.label == 1).sum()) and row.n_cleared == int((right.label == 0).sum())
+    assert set(pd.read_csv(res / "tables" / "directions_eps.csv").dataset) == {"ct", "mri"}
+    assert "## ct (positive class: malignant)" in (res / "tables" / "directions.md").read_text()
     for fig in ("fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral"):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 10_000
     report = smk(tmp_path, TINY, "--report", "results/report.html")

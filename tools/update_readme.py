@@ -4,7 +4,8 @@ by the current content of its source, so the README never carries hand-pasted nu
 
 Blocks: ``table1`` (PGD and the worst case from results/tables/table1.md), ``health``
 (results/tables/evaluation_health.md), ``robustness`` (results/tables/robustness_summary.md),
-``deferral`` (results/tables/deferral_auc.md); figures docs/demo_fig2.png and docs/demo_fig5.png
+``deferral`` (results/tables/deferral_auc.md), ``directions`` (the per-direction flipping ε of
+results/tables/directions.md); figures docs/demo_fig2.png and docs/demo_fig5.png
 are copied from results/figures/.
 """
 
@@ -33,6 +34,21 @@ def table1_rows(md: str, keep=("Baseline", "PGD", "WORST")) -> str:
     return "\n".join(out + [""] + note)
 
 
+def direction_eps_tables(md: str) -> str:
+    """The per-direction flipping-ε tables of results/tables/directions.md, one per dataset under a
+    bold line naming it and its positive class (the per-ε counts stay in the file)."""
+    out, keep = [], False
+    for line in md.strip().splitlines():
+        if line.startswith("## "):
+            out += ["", f"**{line[3:].strip()}**", ""]
+            keep = False
+        elif line.startswith("Flipping ε per direction"):
+            keep = True
+        elif keep and line.startswith("|"):
+            out.append(line)
+    return "\n".join(out).strip()
+
+
 def main(root: Path = ROOT) -> int:
     res = root / "results"
     sources = {
@@ -40,6 +56,7 @@ def main(root: Path = ROOT) -> int:
         "health": lambda: table_body((res / "tables/evaluation_health.md").read_text()),
         "robustness": lambda: table_body((res / "tables/robustness_summary.md").read_text()),
         "deferral": lambda: table_body((res / "tables/deferral_auc.md").read_text()),
+        "directions": lambda: direction_eps_tables((res / "tables/directions.md").read_text()),
     }
     readme = root / "README.md"
     text = readme.read_text()

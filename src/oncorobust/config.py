@@ -281,6 +281,10 @@ def _check_dataset(ds: str, entry: dict) -> None:
         raise ConfigError(f"{key}.model.pretrained = {model['pretrained']!r}: vgg_small has no"
                           " pretrained weights; set model.pretrained: none or model.arch: vgg16")
     classes = [str(c).strip().lower() for c in src.get("classes", [])]
+    pos = entry.get("positive_class")
+    if pos is not None and classes and str(pos).strip().lower() not in classes:
+        raise ConfigError(f"{key}.positive_class = {pos!r} is not one of source.classes {src['classes']}; give"
+                          " the class whose miss is the harm (e.g. malignant), compared case-insensitively")
     dup = sorted({c for c in classes if classes.count(c) > 1})
     if dup:
         raise ConfigError(f"{key}.source.classes = {src['classes']}: {dup} listed twice (names are"

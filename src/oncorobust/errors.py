@@ -24,3 +24,7 @@ class ModelError(OncorobustError):
 class AttackError(OncorobustError, ValueError):
     """An attack was called with unusable arguments, or the model misbehaved during it (the
     message names the argument or what the model returned)."""
+
+
+class CardError(OncorobustError):
+    """A robustness card cannot be written or read: a missing or malformed input table."""

@@ -58,6 +58,14 @@ rule tables:
             labels={"table": "Sanity warnings"},
         ),
         summary=f"{R}/tables/attack_summary.csv",
+        directions=report(
+            f"{R}/tables/directions.csv",
+            caption="../report/directions.rst",
+            category="Tables",
+            labels={"table": "Missed findings vs false alarms"},
+        ),
+        directions_eps=f"{R}/tables/directions_eps.csv",
+        directions_md=f"{R}/tables/directions.md",
     log:
         f"{R}/logs/tables/attack_tables.log",
     conda:
@@ -79,6 +87,9 @@ rule tables:
         ),
         controls=[ds for ds in DATASETS if is_control(ds)],
         datasets=DATASETS,
+        positive_class=canon(
+            {ds: config["datasets"][ds].get("positive_class") for ds in DATASETS}
+        ),
         seed=config["seed"],
     script:
         "../scripts/attack_tables.py"

@@ -1,11 +1,12 @@
 # Robustness cards: one page per (dataset, regime), from the tables and the model's own files
-# (the config slices it shows: oncorobust.reporting.cards.card_config).
-from oncorobust.reporting.cards import benchmark_files, card_config
+# (the config slices it shows: oncorobust.pipeline.plan.card_config).
+from oncorobust.pipeline.plan import benchmark_files, card_config
 
 
 rule card:
     input:
         summary=f"{R}/tables/attack_summary.csv",
+        directions=f"{R}/tables/directions_eps.csv",
         robustness=f"{R}/tables/robustness_summary.csv",
         curves=f"{R}/tables/robustness_curves.csv",
         table2=f"{R}/tables/table2.csv",

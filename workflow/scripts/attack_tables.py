@@ -1,12 +1,17 @@
 """Snakemake adapter: all per-image attack CSVs (+ the sensitivity brackets, for one verdict per
 image in `worst`) -> Table 1, Table S5, sanity warnings. Each CSV's regime, method and eps come from
-its own columns, checked against its entry of params.index (a mis-wired input list stops the job)."""
+its own columns, checked against its entry of params.index (a mis-wired input list stops the job).
+Per non-control dataset also the missed findings and false alarms (oncorobust.evaluation.clinical)."""
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
+from oncorobust.epsilon import eps_text
+from oncorobust.evaluation.clinical import (DIRECTION_COLUMNS, PositiveClassError, direction_counts, direction_eps,
+                                            directions_markdown, positive_class)
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
 from oncorobust.reporting.tables import (AttackKeyError, check_sensitivity_path,
@@ -17,7 +22,21 @@ from oncorobust.reporting.tables import (AttackKeyError, check_sensitivity_path,
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "tables") as log:
     ids = {ds: test_ids(p) for ds, p in zip(sm.params.datasets, sm.input.tests)}
-    n_classes = {ds: len(json.loads(Path(p).read_text())["classes"]) for ds, p in zip(sm.params.datasets, sm.input.stats)}
+    classes = {ds: list(json.loads(Path(p).read_text())["classes"]) for ds, p in zip(sm.params.datasets, sm.input.stats)}
+    n_classes = {ds: len(c) for ds, c in classes.items()}
+    # the positive class of each medical dataset (controls have none): the configured name (a wrong
+    # one stops the job), else the default; where no default exists the directions are left out
+    positive = {}
+    for ds in sm.params.datasets:
+        given = sm.params.positive_class.get(ds)
+        if ds in sm.params.controls and given is None:
+            continue
+        try:
+            positive[ds] = positive_class(classes[ds], given, key=f"datasets.{ds}.positive_class")
+        except PositiveClassError as exc:
+            if given is not None:
+                raise
+            log.warning("%s; missed findings and false alarms are left out for %s", exc, ds)
     sens = {}
     for m, p in pair_inputs(sm.params.sensitivity_index, sm.input.sensitivity, "sensitivity CSVs"):
         check_sensitivity_path(p, m)
@@ -36,9 +55,21 @@ with step_logging(sm.log[0], "tables") as log:
                          " sensitivity search at or below ε (counted as flipped)", *key[:2], eps,
                          int(df.from_bracket.sum()))
         per_image[key] = df
-        rows.append(summarize(df, *key))
+        ds = meta["dataset"]
+        directions = (direction_counts(df, positive[ds], classes[ds][positive[ds]]) if ds in positive
+                      else dict.fromkeys(DIRECTION_COLUMNS, math.nan) | {"positive_class": ""})
+        rows.append(summarize(df, *key) | directions)
     summary = pd.DataFrame(rows)
     write_csv(summary, sm.output.summary)
+    medical = summary[summary.positive_class.astype(str).str.len() > 0]
+    write_csv(medical[["dataset", "regime", "method", "eps", "n", *DIRECTION_COLUMNS]], sm.output.directions)
+    eps_rows = pd.DataFrame([{"dataset": ds, "regime": regime, "positive_class": classes[ds][positive[ds]],
+                              **direction_eps(f[f.split == "test"] if "split" in f.columns else f, positive[ds],
+                                              n_classes[ds], seed=sm.params.seed)}
+                             for (ds, regime), f in sens.items() if ds in positive])
+    write_csv(eps_rows, sm.output.directions_eps)
+    with atomic_path(sm.output.directions_md) as tmp:
+        tmp.write_text("# Missed findings vs false alarms\n\n" + directions_markdown(medical, eps_rows, eps_text))
     units = read_eps_units(sm.params.datasets, sm.input.stats)
     t1 = table1(summary, sm.params.paper_names, sm.params.labels, units)
     write_csv(t1, sm.output.table1)

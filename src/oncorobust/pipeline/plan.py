@@ -1,8 +1,10 @@
-"""Which per-model results the regime table reads: regime and replicate names, the attack giving
-the worst case, one index entry per trained model.
+"""What the workflow plans for its reporting jobs: regime and replicate names, the attack giving
+the worst case and one index entry per trained model (the regime table), the config slices and
+benchmark files of a robustness card.
 
 Torch- and pandas-free, so that the workflow plans its jobs (``workflow/rules/common.smk``)
-without importing the reporting code; :mod:`oncorobust.reporting.regimes` re-exports every name.
+without importing the reporting code; :mod:`oncorobust.reporting.regimes` and
+:mod:`oncorobust.reporting.cards` re-export these names.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from oncorobust.errors import OncorobustError
+from oncorobust.errors import CardError, OncorobustError
 from oncorobust.spec import REPLICATE_SEP, STRENGTH_ORDER, TRANSFER_PREFIX
 from oncorobust.spec import replicate_name as spec_replicate_name
 
@@ -131,3 +133,58 @@ def run_index(dataset: str, regimes: Sequence[str], replicates: int, methods: It
             for base in bases for k, name in enumerate(replicate_names(base, replicates), start=1)]
 
 
+# ---------------------------------------------------------------------------------- cards
+
+def card_config(config: dict, dataset: str, regime: str, control: bool) -> dict:
+    """The config slices a card shows (the rule's params; canonicalise before use).
+
+    Args:
+        config: the validated workflow config (defaults filled).
+        dataset, regime: the card's model.
+        control: whether the dataset is a control.
+    Returns:
+        ``{"attack", "attacks", "sensitivity", "adversarial", "control"}``: the dataset's attack
+        grid; the blocks of the attacks it ran (``worst``'s members included), ``early_exit`` when
+        BIM or PGD ran, ``labels`` and ``health``; its sensitivity block; its adversarial-training
+        block without the regime list (None for ``clean``); the control flag.
+    Raises:
+        CardError: the dataset is not in the config.
+    """
+    if dataset not in config.get("datasets", {}):
+        raise CardError(f"dataset {dataset!r} is not under datasets: in the config")
+    att = config.get("attacks", {})
+    d = config["datasets"][dataset]
+    methods = list(d.get("attack", {}).get("methods", []))
+    used = [m for m in methods if m != "worst"]
+    if "worst" in methods:
+        used += [m for m in (att.get("worst") or {}).get("members", []) if m not in used]
+    attacks = {m: dict(att.get(m) or {}) for m in used}
+    if "worst" in methods:
+        attacks["worst"] = dict(att.get("worst") or {})
+    if {"bim", "pgd"} & set(used) and "early_exit" in att:
+        attacks["early_exit"] = att["early_exit"]
+    attacks["labels"] = att.get("labels", "predicted")
+    attacks["health"] = dict(att.get("health") or {})
+    attacks["budget"] = att.get("budget", "custom")
+    adv = d.get("adversarial_training") or {}
+    return {"attack": dict(d.get("attack", {})), "attacks": attacks, "sensitivity": dict(d.get("sensitivity") or {}),
+            "adversarial": None if regime == "clean" else {k: v for k, v in adv.items() if k != "regimes"},
+            "control": bool(control)}
+
+
+def benchmark_files(results: str, dataset: str, regime: str, attack_jobs: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """The Snakemake benchmark files of one model's jobs, by stage (for :func:`read_benchmarks`).
+
+    Args:
+        results: the results folder (config ``results``).
+        dataset, regime: the model.
+        attack_jobs: its (regime, method, eps text) attack jobs, as the workflow names them.
+    Returns:
+        Stage (train, attacks, health, sensitivity) → paths; some may never exist (a given model
+        has no training job).
+    """
+    b = f"{results}/benchmarks"
+    return {"train": [f"{b}/train/{dataset}/{regime}.tsv"],
+            "attacks": [f"{b}/attack/{dataset}/{r}/{m}/eps={e}.tsv" for (r, m, e) in attack_jobs],
+            "health": [f"{b}/health/{dataset}/{regime}.tsv"],
+            "sensitivity": [f"{b}/sensitivity/{dataset}/{regime}.tsv"]}

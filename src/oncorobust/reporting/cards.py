@@ -35,13 +35,10 @@ import pandas as pd
 
 from oncorobust.epsilon import eps_text
 from oncorobust.spec import STRENGTH_ORDER, TRANSFER_PREFIX, base_method
-from oncorobust.errors import OncorobustError
+from oncorobust.errors import CardError, OncorobustError  # noqa: F401 (CardError: its import path here)
+from oncorobust.pipeline.plan import benchmark_files, card_config  # noqa: F401 (their import path here)
 from oncorobust.evaluation.stats import wilson
 from oncorobust.reporting.tables import clinical_eps
-
-
-class CardError(OncorobustError):
-    """A robustness card cannot be written or read: a missing or malformed input table."""
 
 
 #: What a failed evaluation-health check means for the reader, one plain sentence per check.
@@ -118,61 +115,6 @@ def _float(v) -> float:
 
 
 # ---------------------------------------------------------------------------------- workflow inputs
-
-
-def card_config(config: dict, dataset: str, regime: str, control: bool) -> dict:
-    """The config slices a card shows (the rule's params; canonicalise before use).
-
-    Args:
-        config: the validated workflow config (defaults filled).
-        dataset, regime: the card's model.
-        control: whether the dataset is a control.
-    Returns:
-        ``{"attack", "attacks", "sensitivity", "adversarial", "control"}``: the dataset's attack
-        grid; the blocks of the attacks it ran (``worst``'s members included), ``early_exit`` when
-        BIM or PGD ran, ``labels`` and ``health``; its sensitivity block; its adversarial-training
-        block without the regime list (None for ``clean``); the control flag.
-    Raises:
-        CardError: the dataset is not in the config.
-    """
-    if dataset not in config.get("datasets", {}):
-        raise CardError(f"dataset {dataset!r} is not under datasets: in the config")
-    att = config.get("attacks", {})
-    d = config["datasets"][dataset]
-    methods = list(d.get("attack", {}).get("methods", []))
-    used = [m for m in methods if m != "worst"]
-    if "worst" in methods:
-        used += [m for m in (att.get("worst") or {}).get("members", []) if m not in used]
-    attacks = {m: dict(att.get(m) or {}) for m in used}
-    if "worst" in methods:
-        attacks["worst"] = dict(att.get("worst") or {})
-    if {"bim", "pgd"} & set(used) and "early_exit" in att:
-        attacks["early_exit"] = att["early_exit"]
-    attacks["labels"] = att.get("labels", "predicted")
-    attacks["health"] = dict(att.get("health") or {})
-    attacks["budget"] = att.get("budget", "custom")
-    adv = d.get("adversarial_training") or {}
-    return {"attack": dict(d.get("attack", {})), "attacks": attacks, "sensitivity": dict(d.get("sensitivity") or {}),
-            "adversarial": None if regime == "clean" else {k: v for k, v in adv.items() if k != "regimes"},
-            "control": bool(control)}
-
-
-def benchmark_files(results: str, dataset: str, regime: str, attack_jobs: list[tuple[str, str, str]]) -> dict[str, list[str]]:
-    """The Snakemake benchmark files of one model's jobs, by stage (for :func:`read_benchmarks`).
-
-    Args:
-        results: the results folder (config ``results``).
-        dataset, regime: the model.
-        attack_jobs: its (regime, method, eps text) attack jobs, as the workflow names them.
-    Returns:
-        Stage (train, attacks, health, sensitivity) → paths; some may never exist (a given model
-        has no training job).
-    """
-    b = f"{results}/benchmarks"
-    return {"train": [f"{b}/train/{dataset}/{regime}.tsv"],
-            "attacks": [f"{b}/attack/{dataset}/{r}/{m}/eps={e}.tsv" for (r, m, e) in attack_jobs],
-            "health": [f"{b}/health/{dataset}/{regime}.tsv"],
-            "sensitivity": [f"{b}/sensitivity/{dataset}/{regime}.tsv"]}
 
 
 # ---------------------------------------------------------------------------------- readers
@@ -382,7 +324,7 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
            table2_csv=None, auc_csv=None, attack_cfg: dict | None = None, attacks_cfg: dict | None = None,
            sensitivity_cfg: dict | None = None, adversarial_cfg: dict | None = None, control: bool = False,
            model: dict | None = None, runtime: dict | None = None, grad_evals: dict | None = None,
-           version: str = "", per_image: pd.DataFrame | None = None) -> dict:
+           version: str = "", per_image: pd.DataFrame | None = None, directions_csv=None) -> dict:
     """Collect one card's numbers from the workflow's outputs (never recomputed differently).
 
     Args:
@@ -404,6 +346,8 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
         grad_evals: :func:`read_grad_evals` of its sensitivity job, or None.
         version: the oncorobust version that wrote the card.
         per_image: the model's sensitivity CSV as read (:func:`plausibility`), or None.
+        directions_csv: ``tables/directions_eps.csv`` (flipping ε per clinical direction), or None;
+            the summary's direction columns give the counts (:mod:`oncorobust.evaluation.clinical`).
     Returns:
         A dict with keys dataset, regime, control, n, clean, attacks, worst_note, units, eps50,
         eps10, eps_max, health, deferral, run and verdict (the one-sentence verdict).
@@ -476,8 +420,39 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
                      for r in mine[mine.method.astype(str).str.startswith(TRANSFER_PREFIX)].sort_values(["eps", "method"]).itertuples()],
         "run": _run(attack_cfg, attacks_cfg, sens, adversarial_cfg, methods_present, model, runtime, grad_evals, version),
     }
+    card["directions"] = _directions(dataset, regime, chosen, list(stats.get("classes") or []), directions_csv, units)
     card["verdict"] = verdict_sentence(card)
     return card
+
+
+def _directions(dataset: str, regime: str, chosen: pd.DataFrame, classes: list[str], directions_csv,
+                units: dict | None) -> dict | None:
+    """Missed findings and false alarms of the card's attack rows, and the flipping ε per direction;
+    None for a dataset without a positive class (controls) or tables written before them."""
+    if "positive_class" not in chosen.columns or chosen.empty:
+        return None
+    pos = str(chosen.positive_class.iloc[0]) if pd.notna(chosen.positive_class.iloc[0]) else ""
+    if not pos:
+        return None
+    others = [c for c in classes if str(c).lower() != pos.lower()]
+    out = {"positive": pos, "negative": others[0] if len(others) == 1 else f"not {pos}", "rows": [], "eps": None}
+    for r in chosen.itertuples():
+        out["rows"].append({"eps": float(r.eps), "method": str(r.method), "n_detected": int(r.n_detected),
+                            "missed": int(r.missed), "missed_rate": float(r.missed_rate),
+                            "missed_ci": (float(r.missed_ci_low), float(r.missed_ci_high)),
+                            "n_cleared": int(r.n_cleared), "false_alarms": int(r.false_alarms),
+                            "false_alarm_rate": float(r.false_alarm_rate),
+                            "false_alarm_ci": (float(r.false_alarm_ci_low), float(r.false_alarm_ci_high))})
+    if directions_csv is not None and Path(directions_csv).is_file():
+        d = _read_csv(directions_csv, "per-direction flipping ε", ("dataset", "regime", "eps50_missed"))
+        d = d[(d.dataset.astype(str) == dataset) & (d.regime.astype(str) == regime)]
+        if len(d):
+            r = d.iloc[0]
+            out["eps"] = {k: float(r[k]) for k in r.index if str(k).startswith(("eps50_", "eps10_"))}
+            for k in ("eps50_missed", "eps50_false_alarm"):
+                v = out["eps"].get(k, math.nan)
+                out["eps"][f"{k}_stored"] = clinical_eps(v, units)[1] if math.isfinite(v) else ""
+    return out
 
 
 def _run(attack_cfg, attacks_cfg, sens, adversarial_cfg, methods_present, model, runtime, grad_evals, version) -> dict:
@@ -535,10 +510,35 @@ def verdict_sentence(card: dict) -> str:
                   " understate the fragility.")
     warnings = (card.get("plausibility") or {}).get("warnings") or []
     caution = f" Caution: {warnings[0]}" if warnings else ""
+    harm = _harm_clause(card.get("directions"))
+    if harm:  # the harmful direction first, then all images
+        first = f"{harm}; {first[0].lower()}{first[1:]}"
     return f"{first}; {second}{caution}"
 
 
+def _harm_clause(d: dict | None) -> str:
+    """"Half of the correctly detected malignant cases are called benign at ε = … (… HU)", or ""."""
+    e = (d or {}).get("eps") or {}
+    v = e.get("eps50_missed", math.nan)
+    if not d or not math.isfinite(v):
+        return ""
+    stored = f" ({e['eps50_missed_stored']})" if e.get("eps50_missed_stored") else ""
+    text = f"Half of the correctly detected {d['positive']} cases are called {d['negative']} at ε = {_f3(v)}{stored}"
+    fa = e.get("eps50_false_alarm", math.nan)
+    if math.isfinite(fa):
+        text += f", half of the correctly cleared ones are called {d['positive']} at ε = {_f3(fa)}"
+    elif fa == math.inf:
+        text += f", while fewer than half of the correctly cleared ones are called {d['positive']} within the searched ε"
+    return text
+
+
 # ---------------------------------------------------------------------------------- markdown
+
+
+def _count_ci(k: int, n: int, rate: float, ci: tuple[float, float]) -> str:
+    if not n:
+        return "– (none)"
+    return f"{k}/{n} ({_pct(rate)}% [{_pct(ci[0])}, {_pct(ci[1])}])"
 
 
 def _eps_cell(e: dict) -> str:
@@ -585,6 +585,32 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
         after.append(f"Stored-data units: {units['how']}.")
     title = "Accuracy under the worst-case attack" if not card["worst_note"] else "Accuracy under the strongest attack run"
     out.append((title, [], table if len(table) > 1 else None, after or ["No attack result."]))
+
+    d = card.get("directions")
+    if d and d["rows"]:
+        rows = [["ε (pixel units)", "attack", f"missed findings ({d['positive']} → {d['negative']})",
+                 f"false alarms ({d['negative']} → {d['positive']})"]]
+        for r in d["rows"]:
+            rows.append([eps_text(r["eps"]), r["method"].upper(), _count_ci(r["missed"], r["n_detected"], r["missed_rate"], r["missed_ci"]),
+                         _count_ci(r["false_alarms"], r["n_cleared"], r["false_alarm_rate"], r["false_alarm_ci"])])
+        after = [f"Of the test images the model gets right: correctly detected {d['positive']} cases the attack turns"
+                 f" {d['negative']} (a missed finding), and correctly cleared cases it turns {d['positive']} (a false"
+                 " alarm); count / images, % with Wilson 95% CI."]
+        e = d.get("eps")
+        if e:
+            def cell(k):
+                v = e.get(k, math.nan)
+                if v == math.inf:
+                    return "beyond the searched ε"
+                if not math.isfinite(v):
+                    return "–"
+                return f"{_f3(v)} [{_f3(e[k + '_ci_low'])}, {_f3(e[k + '_ci_high'])}]"
+            after.append(f"ε at which half of the detected {d['positive']} cases are missed: {cell('eps50_missed')}"
+                         + (f" ({e['eps50_missed_stored']})" if e.get("eps50_missed_stored") else "")
+                         + f"; a tenth: {cell('eps10_missed')}. Half of the cleared cases become false alarms at"
+                         f" {cell('eps50_false_alarm')}; a tenth at {cell('eps10_false_alarm')} (sensitivity search,"
+                         " bootstrap 95% CIs).")
+        out.append(("Missed findings and false alarms", [], rows, after))
 
     e50, e10 = card.get("eps50"), card.get("eps10")
     if e50 is None:
