@@ -91,6 +91,22 @@ def _imported(tree: ast.AST, current: list[str] | None, is_package: bool) -> lis
     return found
 
 
+def _imports_of(path: Path, parts: list[str] | None, is_pkg: bool) -> list[list[str]]:
+    """:func:`_imported` of one file, parsed once per version of the file (the workflow follows the
+    same modules from every one of its scripts)."""
+    st = path.stat()
+    found = _imports_cached(str(path.resolve()), st.st_mtime_ns, st.st_size,
+                            None if parts is None else tuple(parts), is_pkg)
+    return [list(m) for m in found]
+
+
+@functools.lru_cache(maxsize=None)
+def _imports_cached(path: str, mtime_ns: int, size: int, parts: tuple[str, ...] | None,
+                    is_pkg: bool) -> tuple[tuple[str, ...], ...]:
+    tree = ast.parse(Path(path).read_bytes(), filename=path)
+    return tuple(tuple(m) for m in _imported(tree, None if parts is None else list(parts), is_pkg))
+
+
 def module_files(script: str | os.PathLike, package_dir: str | os.PathLike | None = None) -> list[Path]:
     """Every file of the package that ``script`` imports, directly or through other modules,
     sorted; the package ``__init__`` files on the way are included.
@@ -110,8 +126,7 @@ def module_files(script: str | os.PathLike, package_dir: str | os.PathLike | Non
     files: set[Path] = set()
     while todo:
         path, parts, is_pkg = todo.pop()
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-        for mod in _imported(tree, parts, is_pkg):
+        for mod in _imports_of(path, parts, is_pkg):
             for sub in _with_parents(mod):
                 f = _module_file(package_dir, sub)
                 if f is None or f in seen:
@@ -207,7 +222,10 @@ def _blank_exempt(tree: ast.Module, exempt: dict) -> ast.Module:
 def _code_text(path: str, mtime_ns: int, size: int, exempt: bool = False) -> bytes:
     """:func:`code_text` of one version of a file (its modification time and size key the cache:
     the workflow hashes the same modules for many scripts)."""
-    tree = _strip_docstrings(ast.parse(Path(path).read_bytes(), filename=path))
+    source = Path(path).read_bytes()
+    if exempt and b"__rerun_exempt__" not in source:
+        return _code_text(path, mtime_ns, size, False)  # nothing to leave out: the same text, computed once
+    tree = _strip_docstrings(ast.parse(source, filename=path))
     if exempt:
         tree = _blank_exempt(tree, rerun_exempt(tree))
     return ast.dump(tree, include_attributes=False).encode()

@@ -526,7 +526,8 @@ def _harm_clause(d: dict | None) -> str:
     text = f"Half of the correctly detected {d['positive']} cases are called {d['negative']} at ε = {_f3(v)}{stored}"
     fa = e.get("eps50_false_alarm", math.nan)
     if math.isfinite(fa):
-        text += f", half of the correctly cleared ones are called {d['positive']} at ε = {_f3(fa)}"
+        fa_stored = f" ({e['eps50_false_alarm_stored']})" if e.get("eps50_false_alarm_stored") else ""
+        text += f", half of the correctly cleared ones are called {d['positive']} at ε = {_f3(fa)}{fa_stored}"
     elif fa == math.inf:
         text += f", while fewer than half of the correctly cleared ones are called {d['positive']} within the searched ε"
     return text
@@ -608,7 +609,9 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
             after.append(f"ε at which half of the detected {d['positive']} cases are missed: {cell('eps50_missed')}"
                          + (f" ({e['eps50_missed_stored']})" if e.get("eps50_missed_stored") else "")
                          + f"; a tenth: {cell('eps10_missed')}. Half of the cleared cases become false alarms at"
-                         f" {cell('eps50_false_alarm')}; a tenth at {cell('eps10_false_alarm')} (sensitivity search,"
+                         f" {cell('eps50_false_alarm')}"
+                         + (f" ({e['eps50_false_alarm_stored']})" if e.get("eps50_false_alarm_stored") else "")
+                         + f"; a tenth at {cell('eps10_false_alarm')} (sensitivity search,"
                          " bootstrap 95% CIs).")
         out.append(("Missed findings and false alarms", [], rows, after))
 
