@@ -89,6 +89,7 @@ def _jobs(text: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M) if m.group(1) != "total"}
 
 
+@pytest.mark.full  # about 10 min on 2 cores beside the rest of the suite: .ci/run runs it
 def test_audit_resnet18_state_dict_on_png_folder(inputs, tmp_path):
     """The one command: config written and validated, workflow run, tables/figures/report left;
     replacing the checkpoint reruns exactly the jobs that depend on it."""
@@ -233,6 +234,7 @@ class _OneLogitCNN(nn.Module):
         return self.fc(torch.relu(self.conv(x - 0.5)).mean((2, 3))) * 20
 
 
+@pytest.mark.full  # about 2 min beside the rest of the suite: .ci/run runs it
 def test_audit_one_logit_export_program_quick_budget(inputs, tmp_path, capfd):
     """A torch.export program with one output logit, audited with --budget quick into a folder
     whose name has a space: the head is detected and logged, the budget's settings are in the

@@ -22,6 +22,7 @@ from oncorobust.provenance import PROVENANCE_COLUMNS, file_fingerprint
 from oncorobust.models.architectures import build_model
 from oncorobust.models.checkpoints import state_digest
 from oncorobust.models.loading import load_model
+from oncorobust.evaluation.clinical import direction_counts
 from oncorobust.reporting.tables import (AttackKeyError, InputKeyError, attack_key_from_path, check_sensitivity_path,
                                          dataframe_markdown, merge_bracket, pair_inputs, read_attack_csv,
                                          read_per_image, sanity_warnings, summarize, table1, table1_markdown, table_s5)
@@ -175,7 +176,8 @@ def grid(tmp_path):
     jobs = [(r, m, e) for r in ("clean", "adv_pgd") for m in ("fgsm", "pgd", "worst") for e in (0.1, 0.2)]
     jobs += [("adv_pgd", f"transfer_{m}", e) for m in ("fgsm", "pgd") for e in (0.1, 0.2)]
     frames = {job: _frame(ids, rng, job[2]) for job in jobs}
-    sens = {r: pd.DataFrame({"sample_id": ids, "split": "test", "eps_upper": rng.random(len(ids)) * 0.3})
+    sens = {r: pd.DataFrame({"sample_id": ids, "split": "test", "label": np.arange(len(ids)) % 2,
+                             "clean_pred": np.arange(len(ids)) % 2, "eps_upper": rng.random(len(ids)) * 0.3})
             for r in ("clean", "adv_pgd")}
     for fmt in ("new", "old"):
         root = tmp_path / fmt
@@ -201,11 +203,14 @@ def _tables_spec(root: Path, index: list[dict]) -> dict:
                       "stats": [str(root / "ds" / "tensors" / "stats.json")]},
             "output": {k: str(out / f) for k, f in [("table1", "table1.csv"), ("table1_md", "table1.md"),
                                                      ("table_s5", "table_s5.csv"), ("table_s5_md", "table_s5.md"),
-                                                     ("sanity", "sanity.csv"), ("summary", "attack_summary.csv")]},
+                                                     ("sanity", "sanity.csv"), ("summary", "attack_summary.csv"),
+                                                     ("directions", "directions.csv"),
+                                                     ("directions_eps", "directions_eps.csv"),
+                                                     ("directions_md", "directions.md")]},
             "params": {"index": index,
                        "sensitivity_index": [{"dataset": "ds", "regime": r} for r in ("clean", "adv_pgd")],
                        "labels": "predicted", "paper_names": {"ds": "ct"}, "reference_eps": {"ds": 0.1},
-                       "controls": [], "datasets": ["ds"], "seed": 0},
+                       "controls": [], "datasets": ["ds"], "positive_class": {"ds": None}, "seed": 0},
             "log": [str(root / "tables.log")]}
 
 
@@ -255,7 +260,8 @@ def test_tables_unchanged_by_the_key_columns(grid):
         if meta["method"] == "worst":
             df = merge_bracket(df, sens[meta["regime"]], meta["eps"], "predicted", 2)
         per_image[key] = df
-        rows.append(summarize(df, *key))
+        # the classes are b, m: no name says positive, so on two classes label 1 ("m")
+        rows.append(summarize(df, *key) | direction_counts(df, 1, "m"))
     ref = tmp / "ref"
     summary = pd.DataFrame(rows)
     t1 = table1(summary, {"ds": "ct"}, "predicted", {"ds": None})

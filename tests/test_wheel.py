@@ -186,6 +186,7 @@ def test_source_tree_carries_no_packaged_copy():
 
 
 @pytest.mark.slow
+@pytest.mark.full  # about 3 min (a fresh venv and an audit): .ci/run runs it
 def test_wheel_in_a_fresh_venv_audits_from_another_directory(tmp_path):
     t0 = time.time()
     wheel = _build_wheel(tmp_path)
