@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from oncorobust.epsilon import eps_text
+from oncorobust.evaluation.results import rows_of_test_split
 from oncorobust.evaluation.clinical import (DIRECTION_COLUMNS, PositiveClassError, direction_counts, direction_eps,
                                             directions_markdown, positive_class)
 from oncorobust.io import atomic_path, write_csv
@@ -64,8 +65,7 @@ with step_logging(sm.log[0], "tables") as log:
     medical = summary[summary.positive_class.astype(str).str.len() > 0]
     write_csv(medical[["dataset", "regime", "method", "eps", "n", *DIRECTION_COLUMNS]], sm.output.directions)
     eps_rows = pd.DataFrame([{"dataset": ds, "regime": regime, "positive_class": classes[ds][positive[ds]],
-                              **direction_eps(f[f.split == "test"] if "split" in f.columns else f, positive[ds],
-                                              n_classes[ds], seed=sm.params.seed)}
+                              **direction_eps(rows_of_test_split(f), positive[ds], n_classes[ds], seed=sm.params.seed)}
                              for (ds, regime), f in sens.items() if ds in positive])
     write_csv(eps_rows, sm.output.directions_eps)
     with atomic_path(sm.output.directions_md) as tmp:

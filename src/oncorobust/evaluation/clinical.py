@@ -96,15 +96,14 @@ def direction_counts(df: pd.DataFrame, positive: int, positive_name: str = "") -
     label, clean, adv = (df[c].to_numpy() for c in ("label", "clean_pred", "adv_pred"))
     detected = (label == positive) & (clean == positive)
     cleared = (label != positive) & (clean != positive)
-    missed = int((detected & (adv != positive)).sum())
-    alarms = int((cleared & (adv == positive)).sum())
     out = {"positive_class": positive_name}
-    for name, k, n in (("missed", missed, int(detected.sum())), ("false_alarm", alarms, int(cleared.sum()))):
+    # (group size column, count column, stem of the rate columns): the group, the images pushed across
+    for (n_col, k_col, stem), group, crossed in ((("n_detected", "missed", "missed"), detected, adv != positive),
+                                                 (("n_cleared", "false_alarms", "false_alarm"), cleared, adv == positive)):
+        n, k = int(group.sum()), int((group & crossed).sum())
         lo, hi = wilson(k, n)
-        count = "missed" if name == "missed" else "false_alarms"
-        out.update({("n_detected" if name == "missed" else "n_cleared"): n, count: k,
-                    f"{name}_rate": 100 * k / n if n else math.nan,
-                    f"{name}_ci_low": 100 * lo if n else math.nan, f"{name}_ci_high": 100 * hi if n else math.nan})
+        out.update({n_col: n, k_col: k, f"{stem}_rate": 100 * k / n if n else math.nan,
+                    f"{stem}_ci_low": 100 * lo if n else math.nan, f"{stem}_ci_high": 100 * hi if n else math.nan})
     return {c: out[c] for c in DIRECTION_COLUMNS}
 
 

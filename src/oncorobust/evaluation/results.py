@@ -82,7 +82,7 @@ def read_per_image(path: str | Path, ids: list[str] | None = None, *, provenance
         if provenance:
             check_provenance(path, df, ids)
         return df
-    rows = df[df.split == "test"] if "split" in df.columns else df
+    rows = rows_of_test_split(df)
     got, want = list(rows.sample_id), [str(i) for i in ids]
     if len(got) != len(want) or set(got) != set(want):
         missing, extra = len(set(want) - set(got)), len(set(got) - set(want))
@@ -306,6 +306,18 @@ def sample_ids(ids, path: str | Path | None) -> SampleIds:
     return out
 
 
+def rows_of_test_split(frame: pd.DataFrame) -> pd.DataFrame:
+    """The test rows of a per-image frame: a sensitivity CSV's ``split == "test"`` rows; an attack or
+    corruption CSV (no ``split`` column, test images only) as it is.
+
+    Args:
+        frame: a per-image frame, with or without a ``split`` column.
+    Returns:
+        ``frame`` restricted to its test rows (the frame itself when it has no ``split``).
+    """
+    return frame[frame.split == "test"] if "split" in frame.columns else frame
+
+
 def test_ids(path: str | Path) -> SampleIds:
     """The sample IDs of a split's tensor file (``tensors/test.pt``), in order, with the file's
     fingerprint (results made on other tensors are refused by :func:`read_per_image`).
@@ -341,7 +353,7 @@ def merge_bracket(worst: pd.DataFrame, sens: pd.DataFrame, eps: float, labels: s
         A copy of ``worst`` with ``adv_pred`` updated and a bool column ``from_bracket``.
     """
     out = worst.copy()
-    test = sens[sens.split == "test"] if "split" in sens.columns else sens
+    test = rows_of_test_split(sens)
     upper = out.sample_id.map(test.set_index("sample_id").eps_upper).astype(float)
     unflipped = out.adv_pred == out.clean_pred
     if labels == "true":

@@ -37,6 +37,7 @@ from oncorobust.epsilon import eps_text
 from oncorobust.spec import STRENGTH_ORDER, TRANSFER_PREFIX, base_method
 from oncorobust.errors import CardError, OncorobustError  # noqa: F401 (CardError: its import path here)
 from oncorobust.pipeline.plan import benchmark_files, card_config  # noqa: F401 (their import path here)
+from oncorobust.evaluation.results import rows_of_test_split
 from oncorobust.evaluation.stats import wilson
 from oncorobust.reporting.tables import clinical_eps
 
@@ -261,7 +262,7 @@ def plausibility(per_image: pd.DataFrame | None, classes: list[str], eps_max: fl
     k = max(len(classes), 2)
     if per_image is None:
         return {"checked": False, "warnings": [], "n": 0, "chance": 100 / k}
-    test = per_image[per_image.split == "test"] if "split" in per_image.columns else per_image
+    test = rows_of_test_split(per_image)
     n = len(test)
     warnings = []
     if n == 0:

@@ -154,7 +154,7 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
     style()
     if not examples:  # e.g. tiny models that no attack at the reference ε can flip
         return placeholder("No correctly classified test image is flipped by PGD at the reference ε:\n"
-                            "nothing to show (see the attack tables).", stem)
+                           "nothing to show (see the attack tables).", stem)
     fig, axes = plt.subplots(len(examples), 3, figsize=(6.4, 2.1 * len(examples)), squeeze=False)
     for row, ex in zip(axes, examples):
         clean, adv = np.asarray(ex["clean"]), np.asarray(ex["adv"])
@@ -350,7 +350,7 @@ def fig3_adv_training(summary: pd.DataFrame, controls: set[str], methods=("fgsm"
     datasets = [d for d in dict.fromkeys(wb.dataset) if (wb[wb.dataset == d].regime != "clean").any()]
     if not datasets:
         return placeholder("No adversarially trained regime configured"
-                            " (adversarial_training.regimes is empty): nothing to compare.", stem)
+                           " (adversarial_training.regimes is empty): nothing to compare.", stem)
     chosen = [m for m in methods if (wb.method == m).any()]
     if chosen and len(chosen) < len(methods):  # a requested method did not run: the strongest that did
         chosen += [m for m in STRENGTH_ORDER if (wb.method == m).any() and m not in chosen][:1]
@@ -417,7 +417,7 @@ def fig4_deferral(curves: pd.DataFrame, regime: str = "clean", stem: str | Path 
         ax.set_ylabel("accuracy on the rest (%)")
     fig.suptitle(f"Deferring the most sensitive images ({regime} models, test split)", fontsize=9)
     legend_below(fig, axes, title="defer first: the images with the smallest flipping ε (sensitivity), the smallest"
-                  " one-gradient estimate of it, the lowest confidence, or random ones")
+                 " one-gradient estimate of it, the lowest confidence, or random ones")
     if stem:
         save(fig, stem)
     return fig

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from oncorobust.data.noise import SIGMA_FLOOR, sigma_multiple
+from oncorobust.evaluation.results import rows_of_test_split
 from oncorobust.evaluation.stats import wilson
 from oncorobust.spec import CORRUPT_PREFIX, METHODS, REGIME_NAMES, STRENGTH_ORDER
 
@@ -163,10 +164,6 @@ def corruption_markdown(table: pd.DataFrame, means: pd.DataFrame, controls=()) -
     return "\n".join(lines) + "\n"
 
 
-def _test_rows(sens: pd.DataFrame) -> pd.DataFrame:
-    return sens[sens.split == "test"] if "split" in sens.columns else sens
-
-
 def sigma_multiples(sens: pd.DataFrame, noise: pd.DataFrame | None, floor: float = SIGMA_FLOOR) -> pd.DataFrame:
     """Per test image its flipping ε as a multiple of its own noise σ.
 
@@ -180,7 +177,7 @@ def sigma_multiples(sens: pd.DataFrame, noise: pd.DataFrame | None, floor: float
         The test rows with ``sigma``, ``span``, ``sigma_px`` = σ / span and ``eps_sigma`` =
         eps_upper / sigma_px (inf where the image never flips; NaN where σ is NaN or below the floor).
     """
-    t = _test_rows(sens)[["sample_id", "eps_upper", "eps_lower"]].copy()
+    t = rows_of_test_split(sens)[["sample_id", "eps_upper", "eps_lower"]].copy()
     t["sample_id"] = t.sample_id.astype(str)
     if noise is not None and len(noise):
         nz = noise.assign(sample_id=noise.sample_id.astype(str)).drop_duplicates("sample_id").set_index("sample_id")
@@ -295,7 +292,7 @@ def corruption_health(per_image: dict[tuple, pd.DataFrame], sens: dict[tuple[str
         s = sens.get((ds, regime))
         if s is None:
             continue
-        lower = _test_rows(s).assign(sample_id=lambda d: d.sample_id.astype(str)).set_index("sample_id").eps_lower
+        lower = rows_of_test_split(s).assign(sample_id=lambda d: d.sample_id.astype(str)).set_index("sample_id").eps_lower
         hits, flips = [], 0
         for (d2, r2, name, sev), df in per_image.items():
             if (d2, r2) != (ds, regime) or not len(df):

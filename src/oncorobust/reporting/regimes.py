@@ -47,7 +47,8 @@ from oncorobust.evaluation.paired import (eps50, mcnemar_exact, mean_difference,
 from oncorobust.evaluation.stats import wilson
 from oncorobust.io import ATTACK_KEY_COLUMNS
 from oncorobust.pipeline.passes import train_grad_evals
-from oncorobust.evaluation.results import check_provenance, merge_bracket, read_attack_csv, read_per_image
+from oncorobust.evaluation.results import (check_provenance, merge_bracket, read_attack_csv, read_per_image,
+                                           rows_of_test_split)
 from oncorobust.spec import REGIMES, split_replicate_name
 # the names and the per-model index, torch- and pandas-free for the workflow's DAG (their import path
 # here is kept)
@@ -134,7 +135,7 @@ def load_run(entry: dict, attack_path, sensitivity_path, *, ids: Sequence[str] |
     _check_key(attack_path, att, entry)
     check_provenance(attack_path, att, ids)
     sens = read_per_image(sensitivity_path, ids)
-    test = sens[sens.split == "test"] if "split" in sens.columns else sens
+    test = rows_of_test_split(sens)
     if set(att.sample_id) != set(test.sample_id) or len(att) != len(test):
         raise RegimeTableError(f"{attack_path} and {sensitivity_path} ({what}) score different test images"
                                f" ({len(att)} vs {len(test)} rows); delete both and rerun the workflow")
