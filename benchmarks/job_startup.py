@@ -8,8 +8,9 @@ Usage::
 With ``--old-src`` (the ``src`` folder of another checkout, e.g. a ``git worktree`` of an older
 commit) both versions are timed, interleaved (old, new, old, new, …), and the paired ratio is
 printed. Writes ``results/benchmarks/job_startup.json``. A job's whole cost is this start-up plus
-loading the tensors and the model plus the attack itself; the demo's attack jobs take a median
-of about 3.7 s (``results/benchmarks/attack/``).
+loading the tensors and the model plus the attack itself (``results/benchmarks/attack/``). With
+``attacks.jobs: per_method`` (the default) one job runs a method at every ε of the grid, so this
+start-up is paid once per dataset, regime and method rather than once per ε.
 """
 
 from __future__ import annotations

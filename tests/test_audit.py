@@ -124,7 +124,7 @@ def test_audit_resnet18_state_dict_on_png_folder(inputs, tmp_path):
     later = time.time() + 5
     os.utime(inputs["resnet18"], (later, later))
     jobs = _jobs(_dry(out, "--rerun-triggers", "mtime"))
-    assert jobs.get("import_model") == 1 and jobs.get("attack") == 4 and jobs.get("health") == 1
+    assert jobs.get("import_model") == 1 and jobs.get("attack_audit") == 2 and jobs.get("health") == 1
     assert "ingest" not in jobs and "preprocess" not in jobs and "train_clean" not in jobs
     _resnet18(inputs["resnet18"], seed=0)  # restore for the other tests
 
@@ -261,7 +261,7 @@ def test_audit_one_logit_export_program_quick_budget(inputs, tmp_path, capfd):
     assert re.search(r"one forward \+ backward pass of \d+ images at 16 px takes .* estimated total", err)
     res = out / "results"
     assert "output head logit" in (res / "logs" / "import_model" / "audit.log").read_text()
-    attack_log = (res / "logs" / "attack" / "audit" / "clean" / "worst" / "eps=0.02.log").read_text()
+    attack_log = (res / "logs" / "attack" / "audit" / "clean" / "worst.log").read_text()
     assert re.search(r"attack worst ε=0.02: done, \d+ passes", attack_log)
     assert "square_vs_whitebox" not in (res / "tables" / "evaluation_health.md").read_text()
     card = res / "cards" / "audit_clean.md"

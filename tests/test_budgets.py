@@ -31,6 +31,10 @@ def test_budget_presets_and_their_passes():
     assert p["quick"]["health"] == 10 * health_passes({"steps": 10, "restarts": 1}, 0)
     assert p["standard"]["import"] == 15 and "train" not in p["standard"]
     assert attack_passes("worst", {"members": ["fab"]}, {"fab": {"steps": 10}}) == 3 * 10 * 2 + 2 + 2
+    # jobs: 8 besides the attacks; one attack job per method (default), or per method and ε
+    assert p["quick"]["jobs"] == 8 + 3
+    per_eps = {**CONFIG, "attacks": {"jobs": "per_eps"}}
+    assert budgets.planned_passes(per_eps, "a", n_test=10, n_val=5)["jobs"] == 8 + 3 * 2
     with pytest.raises(ValueError, match="unknown budget"):
         budgets.apply_budget(CONFIG, "fast", "a")
 

@@ -23,6 +23,7 @@ from oncorobust.models.architectures import build_model
 from oncorobust.models.checkpoints import state_digest
 from oncorobust.models.loading import load_model
 from oncorobust.evaluation.clinical import direction_counts
+from oncorobust.evaluation.visibility import visibility_summary
 from oncorobust.reporting.tables import (AttackKeyError, InputKeyError, attack_key_from_path, check_sensitivity_path,
                                          dataframe_markdown, merge_bracket, pair_inputs, read_attack_csv,
                                          read_per_image, sanity_warnings, summarize, table1, table1_markdown, table_s5)
@@ -78,8 +79,10 @@ def tiny(tmp_path):
 def test_attack_script_appends_regime_method_eps(tiny):
     out = tiny / "results" / "ds" / "attacks" / "adv_pgd" / "transfer_fgsm" / "eps=0.05.csv"
     out.parent.mkdir(parents=True)
+    # one job writes every ε of the grid (attacks.jobs: per_method), each read back exactly from its name
+    out_k255 = out.parent / f"eps={4 / 255!r}.csv"
     spec = {"input": {"model": "m/clean.pt", "source": "m/clean.pt", "test": "m/test.pt"},
-            "output": [str(out)], "log": [str(tiny / "attack.log")], "threads": 1,
+            "output": [str(out), str(out_k255)], "log": [str(tiny / "attack.log")], "threads": 1,
             "wildcards": {"ds": "ds", "regime": "adv_pgd", "method": "transfer_fgsm", "eps": "0.05"},
             "params": {"attack": {"params": {}}, "labels": "predicted", "batch_size": 5, "seed": 3,
                        "device": "cpu"}}
@@ -93,6 +96,8 @@ def test_attack_script_appends_regime_method_eps(tiny):
     assert (df.data_fp == hashlib.sha256((tiny / "m" / "test.pt").read_bytes()).hexdigest()[:16]).all()
     assert (df.regime == "adv_pgd").all() and (df.method == "transfer_fgsm").all()
     assert df.eps.dtype == float and (df.eps == 0.05).all() and len(df) == 12
+    k255 = pd.read_csv(out_k255)
+    assert (k255.eps == 4 / 255).all() and (k255.linf <= 4 / 255 + 1e-6).all() and (k255.linf > 0.05 / 2).sum() == 0
     # the old columns, byte for byte, as the previous version wrote them (write_csv of the result)
     model = load_model(tiny / "m" / "clean.pt")
     test = torch.load(tiny / "m" / "test.pt", weights_only=True)
@@ -122,7 +127,8 @@ def _frame(ids, rng, eps):
     return pd.DataFrame({"sample_id": ids, "label": label, "clean_pred": clean, "adv_pred": adv,
                          "clean_prob": rng.random(n).astype(np.float32),
                          "adv_prob": rng.random(n).astype(np.float32),
-                         "linf": np.full(n, eps, dtype=np.float32)})[COLUMNS]
+                         "linf": np.full(n, eps, dtype=np.float32), "l2": np.full(n, 8 * eps),
+                         "psnr": np.full(n, -20 * np.log10(eps)), "ssim": 1 - rng.random(n) / 100})[COLUMNS]
 
 
 def _attack_csv(root: Path, regime, method, eps, df, key=True, data_fp="") -> Path:
@@ -140,7 +146,7 @@ def test_read_attack_csv_checks_params_path_and_format(tmp_path):
     df = _frame(ids, np.random.default_rng(0), 0.016)
     p = _attack_csv(tmp_path, "clean", "pgd", 0.016, df)
     key, got = read_attack_csv(p, ids, expect={"dataset": "ds", "regime": "clean", "method": "pgd", "eps": 0.016})
-    assert key == ("clean", "pgd", 0.016) and list(got.columns[:7]) == COLUMNS
+    assert key == ("clean", "pgd", 0.016) and list(got.columns[:len(COLUMNS)]) == COLUMNS
     assert attack_key_from_path(p) == key and attack_key_from_path(tmp_path / "x.csv") is None
     # an entry of params.index that is not this file's (a mis-wired input list)
     with pytest.raises(AttackKeyError,
@@ -206,7 +212,9 @@ def _tables_spec(root: Path, index: list[dict]) -> dict:
                                                      ("sanity", "sanity.csv"), ("summary", "attack_summary.csv"),
                                                      ("directions", "directions.csv"),
                                                      ("directions_eps", "directions_eps.csv"),
-                                                     ("directions_md", "directions.md")]},
+                                                     ("directions_md", "directions.md"),
+                                                     ("visibility", "visibility.csv"),
+                                                     ("visibility_md", "visibility.md")]},
             "params": {"index": index,
                        "sensitivity_index": [{"dataset": "ds", "regime": r} for r in ("clean", "adv_pgd")],
                        "labels": "predicted", "paper_names": {"ds": "ct"}, "reference_eps": {"ds": 0.1},
@@ -252,18 +260,24 @@ def test_tables_unchanged_by_the_key_columns(grid):
     assert run.returncode == 0, run.stderr[-2000:]
     old = tmp / "old"
     sens = {r: read_per_image(old / "ds" / "sensitivity" / f"{r}.csv", ids) for r in ("clean", "adv_pgd")}
-    per_image, rows = {}, []
+    per_image, rows, attacked = {}, [], []
     for meta, path in zip(index, spec["input"]["csvs"]):
         df = read_per_image(path.replace(str(tmp / "new"), str(old)), ids)
         assert list(df.columns) == COLUMNS + list(PROVENANCE_COLUMNS)
         key = (meta["dataset"], meta["regime"], meta["method"], meta["eps"])
+        attacked.append(df.assign(dataset="ds", regime=meta["regime"], method=meta["method"], eps=meta["eps"]))
         if meta["method"] == "worst":
             df = merge_bracket(df, sens[meta["regime"]], meta["eps"], "predicted", 2)
         per_image[key] = df
         # the classes are b, m: no name says positive, so on two classes label 1 ("m")
         rows.append(summarize(df, *key) | direction_counts(df, 1, "m"))
     ref = tmp / "ref"
-    summary = pd.DataFrame(rows)
+    # the visibility medians of each attack's own changed images (no stored units: stats.json has none)
+    seen = visibility_summary(pd.concat(attacked, ignore_index=True), {})
+    assert seen.n_changed.gt(0).all() and seen.ssim_median.between(0.99, 1).all()
+    summary = pd.DataFrame(rows).merge(
+        seen[["dataset", "regime", "method", "eps", "n_changed", "linf_stored_median", "l2_median", "psnr_median",
+              "ssim_median"]], on=["dataset", "regime", "method", "eps"], how="left")
     t1 = table1(summary, {"ds": "ct"}, "predicted", {"ds": None})
     s5 = table_s5(per_image, {"ds": 0.1}, {"ds": "ct"}, {"ds": None})
     for name, frame in [("attack_summary", summary), ("table1", t1), ("table_s5", s5),

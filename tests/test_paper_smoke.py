@@ -120,5 +120,5 @@ def test_paper_shape_smoke_run_stays_within_declared_memory(tmp_path):
                          capture_output=True, text=True)
     print(out.stdout, out.stderr)
     assert out.returncode == 0, out.stdout + out.stderr
-    for rule in ("train_clean", "train_adversarial", "attack", "health", "sensitivity", "fig1_examples"):
+    for rule in ("train_clean", "train_adversarial", "attack_", "health", "sensitivity", "fig1_examples"):
         assert rule in out.stdout

@@ -221,7 +221,7 @@ def test_one_attack_param_replans_only_its_method(done):
                                  "results/figures/fig1_examples.png", "results/figures/fig1_examples.pdf",
                                  "results/cards/digits_clean.md", "results/cards/digits_clean.html",
                                  "results/config.used.yaml"}
-    assert {"attack", "health", "fig1_examples", "tables", "health_table", "fig2_fig3"} <= pending_rules(s)
+    assert {"attack_digits", "health", "fig1_examples", "tables", "health_table", "fig2_fig3"} <= pending_rules(s)
     assert not pending_rules(s) & {"ingest", "preprocess", "train_clean", "sensitivity", "deferral_tables"}
     assert s["results/digits/attacks/clean/fgsm/eps=0.1.csv"][2] == "no update"
 
@@ -246,10 +246,10 @@ def test_package_edit_reruns_the_jobs_that_import_it(done):
         s = summary(done, yaml.safe_dump(TINY))
         assert params_changed(s) == {"results/digits/attacks/clean/fgsm/eps=0.1.csv",
                                      "results/digits/attacks/clean/pgd/eps=0.1.csv"}
-        assert {"attack", "tables", "health", "health_table", "fig2_fig3"} <= pending_rules(s)
+        assert {"attack_digits", "tables", "health", "health_table", "fig2_fig3"} <= pending_rules(s)
         assert not pending_rules(s) & {"ingest", "preprocess", "train_clean", "sensitivity", "fig1_examples"}
         jobs = planned_jobs(done.smk(yaml.safe_dump(TINY), "-n").text)
-        assert {j["rule"] for j in jobs if "params have changed" in j["reason"].lower()} == {"attack"}
+        assert {j["rule"] for j in jobs if "params have changed" in j["reason"].lower()} == {"attack_digits"}
     finally:
         module.write_text(original)
     assert "Nothing to be done" in done.smk(yaml.safe_dump(TINY), "-n").text
@@ -266,7 +266,7 @@ def test_training_edit_reruns_training_not_the_attack_params(done):
         module.write_text(original + "\n_EDITED = 1  # a code edit\n")
         s = summary(done, yaml.safe_dump(TINY))
         assert params_changed(s) and {s[f][0] for f in params_changed(s)} == {"train_clean"}
-        assert {"attack", "health", "sensitivity"} <= pending_rules(s)
+        assert {"attack_digits", "health", "sensitivity"} <= pending_rules(s)
     finally:
         module.write_text(original)
     assert "Nothing to be done" in done.smk(yaml.safe_dump(TINY), "-n").text

@@ -143,7 +143,8 @@ def results(tmp_path):
     (root / "tensors").mkdir()
     torch.save({"ids": ids}, root / "tensors" / "test.pt")
     df = pd.DataFrame({"sample_id": ids, "label": [0, 1] * 5, "clean_pred": [0, 1] * 5, "adv_pred": [1, 1] * 5,
-                       "clean_prob": 0.9, "adv_prob": 0.6, "linf": 0.01})[COLUMNS]
+                       "clean_prob": 0.9, "adv_prob": 0.6, "linf": 0.01, "l2": 0.1, "psnr": 40.0,
+                       "ssim": 0.99})[COLUMNS]
     csv = root / "attacks" / "clean" / "pgd" / "eps=0.01.csv"
     write_attack_csv(df, csv, regime="clean", method="pgd", eps=0.01,
                      model_fp=model_fingerprint(root / "models" / "clean.pt"),

@@ -125,6 +125,14 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     assert row.n_detected == int((right.label == 1).sum()) and row.n_cleared == int((right.label == 0).sum())
     assert set(pd.read_csv(res / "tables" / "directions_eps.csv").dataset) == {"ct", "mri"}
     assert "## ct (positive class: malignant)" in (res / "tables" / "directions.md").read_text()
+    # how visible: the medians of the changed images' own rows, ‖δ‖∞ in HU for CT
+    seen = pd.read_csv(res / "tables" / "visibility.csv")
+    vrow = seen[(seen.dataset == "ct") & (seen.regime == "clean") & (seen.method == "pgd")].iloc[0]
+    changed = pgd[pgd.adv_pred != pgd.clean_pred]
+    assert vrow.n_changed == len(changed) and len(seen) == len(pd.read_csv(res / "tables" / "attack_summary.csv"))
+    if len(changed):
+        assert vrow.ssim_median == pytest.approx(changed.ssim.median()) and 0 < vrow.ssim_median <= 1
+        assert vrow.linf_stored_median > vrow.linf_median and "HU" in (res / "tables" / "visibility.md").read_text()
     for fig in ("fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral"):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 10_000
     report = smk(tmp_path, TINY, "--report", "results/report.html")
@@ -143,23 +151,33 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     plan = smk(tmp_path, changed, "-n")
     assert planned_datasets(plan.text) == {"mri"}
     assert planned_datasets(plan.text, exclude_rules=()) == {"ct", "mri", "digits"}  # the cards
-    # adding one eps to one dataset plans only that eps's attack jobs and the aggregates after them
+    # adding one eps to one dataset: with one attack job per ε (attacks.jobs: per_eps) only that ε's
+    # attack jobs and the aggregates after them; with one job per method (the default) that
+    # dataset's attack jobs, which now write one more ε, and no other dataset's
     more = yaml.safe_load(yaml.safe_dump(TINY))
     more["datasets"]["digits"]["attack"]["eps"] = [0.05, 0.1]
-    plan = smk(tmp_path, more, "-n")
-    planned = [p for line in re.findall(r"^\s+output: (.+)$", plan.text, re.M) for p in line.split(", ")]
-    assert sorted(p for p in planned if "/attacks/" in p) == [
-        "results/digits/attacks/clean/fgsm/eps=0.1.csv", "results/digits/attacks/clean/pgd/eps=0.1.csv"]
-    # besides them: the aggregates (tables, figures, cards) and digits' health checks, which read its attack CSVs
-    assert not [p for p in planned if "/attacks/" not in p and "/tables/" not in p and "/figures/" not in p
-                and "/cards/" not in p and p not in ("results/digits/health/clean.csv", "results/config.used.yaml")]
+    for jobs, attacked in (("per_eps", ["results/digits/attacks/clean/fgsm/eps=0.1.csv",
+                                        "results/digits/attacks/clean/pgd/eps=0.1.csv"]),
+                           ("per_method", ["results/digits/attacks/clean/fgsm/eps=0.05.csv",
+                                           "results/digits/attacks/clean/fgsm/eps=0.1.csv",
+                                           "results/digits/attacks/clean/pgd/eps=0.05.csv",
+                                           "results/digits/attacks/clean/pgd/eps=0.1.csv"])):
+        if jobs == "per_eps":  # the layout of the jobs alone reruns no attack (the cards name the benchmark files)
+            layout = smk(tmp_path, {**TINY, "attacks": {**TINY.get("attacks", {}), "jobs": jobs}}, "-n")
+            assert not re.findall(r"^\s*rule attack_\w+:", layout.text, re.M), layout.text[-2000:]
+        plan = smk(tmp_path, {**more, "attacks": {**more.get("attacks", {}), "jobs": jobs}}, "-n")
+        planned = [p for line in re.findall(r"^\s+output: (.+)$", plan.text, re.M) for p in line.split(", ")]
+        assert sorted(p for p in planned if "/attacks/" in p) == attacked, jobs
+        # besides them: the aggregates (tables, figures, cards) and digits' health checks, which read its attack CSVs
+        assert not [p for p in planned if "/attacks/" not in p and "/tables/" not in p and "/figures/" not in p
+                    and "/cards/" not in p and p not in ("results/digits/health/clean.csv", "results/config.used.yaml")]
     # changing one dataset's learning rate replans its training and everything after it only
     lr = yaml.safe_load(yaml.safe_dump(TINY))
     lr["datasets"]["mri"]["train"]["lr"] = 0.02
     plan = smk(tmp_path, lr, "-n")
     assert planned_datasets(plan.text) == {"mri"}
     jobs = set(re.findall(r"^\s*(?:local)?rule (\w+):", plan.text, re.M))
-    assert {"train_clean", "attack", "sensitivity", "tables"} <= jobs and not jobs & {"ingest", "preprocess"}
+    assert {"train_clean", "attack_mri", "sensitivity", "tables"} <= jobs and not jobs & {"ingest", "preprocess"}
     # editing the attack script reruns the attack jobs (Snakemake's code trigger) and nothing upstream
     copy = tmp_path / "wf"
     shutil.copytree(REPO / "workflow", copy / "workflow")
@@ -169,7 +187,8 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     script.write_text(script.read_text() + "\n# edited\n")
     plan = smk(tmp_path, TINY, "-n", snakefile=copy / "workflow" / "Snakefile")
     jobs = set(re.findall(r"^\s*(?:local)?rule (\w+):", plan.text, re.M))
-    assert "attack" in jobs and not jobs & {"ingest", "preprocess", "train_clean", "train_adversarial"}
+    assert {"attack_ct", "attack_mri", "attack_digits"} <= jobs
+    assert not jobs & {"ingest", "preprocess", "train_clean", "train_adversarial"}
 
 
 def planned_datasets(dry_run_output: str, exclude_rules: tuple[str, ...] = ("card",)) -> set[str]:

@@ -5,7 +5,8 @@ by the current content of its source, so the README never carries hand-pasted nu
 Blocks: ``table1`` (PGD and the worst case from results/tables/table1.md), ``health``
 (results/tables/evaluation_health.md), ``robustness`` (results/tables/robustness_summary.md),
 ``deferral`` (results/tables/deferral_auc.md), ``directions`` (the per-direction flipping ε of
-results/tables/directions.md); figures docs/demo_fig2.png and docs/demo_fig5.png
+results/tables/directions.md), ``visibility`` (the clean models' worst case in
+results/tables/visibility.md); figures docs/demo_fig2.png and docs/demo_fig5.png
 are copied from results/figures/.
 """
 
@@ -49,6 +50,15 @@ def direction_eps_tables(md: str) -> str:
     return "\n".join(out).strip()
 
 
+def visibility_rows(md: str, regime: str = "clean", method: str = "worst") -> str:
+    """results/tables/visibility.md restricted to one regime's rows of one attack, plus its note."""
+    lines = md.strip().splitlines()
+    out = [ln for ln in lines if ln.startswith("| dataset") or ln.startswith("|---")]
+    out += [ln for ln in lines if ln.startswith("| ") and [c.strip() for c in ln.split("|")[2:4]] == [regime, method]]
+    note = [ln for ln in lines if ln.startswith("Median [min, max]")]
+    return "\n".join(out + [""] + note)
+
+
 def main(root: Path = ROOT) -> int:
     res = root / "results"
     sources = {
@@ -57,6 +67,7 @@ def main(root: Path = ROOT) -> int:
         "robustness": lambda: table_body((res / "tables/robustness_summary.md").read_text()),
         "deferral": lambda: table_body((res / "tables/deferral_auc.md").read_text()),
         "directions": lambda: direction_eps_tables((res / "tables/directions.md").read_text()),
+        "visibility": lambda: visibility_rows((res / "tables/visibility.md").read_text()),
     }
     readme = root / "README.md"
     text = readme.read_text()

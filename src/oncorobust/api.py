@@ -32,6 +32,8 @@ Attacks
     - ``METHODS``: the attack method names (``fgsm``, ``bim``, ``pgd``, ``apgd_ce``,
       ``apgd_margin``, ``fab``, ``square``, ``worst``).
     - ``ATTACK_COLUMNS``: the columns of :func:`evaluate_attack`'s frame.
+    - :func:`visibility`: per image ‖δ‖₂, PSNR and SSIM of adversarial against clean images (the
+      frame's ``l2``, ``psnr``, ``ssim``): how visible the change is.
 
 Per-image sensitivity
     - :func:`flip_eps_bracket`: per image, a bracket on the smallest flipping ε.
@@ -86,6 +88,7 @@ _EXPORTS: dict[str, str] = {
     "method_params": "oncorobust.attacks.methods:method_params",
     "METHODS": "oncorobust.spec:METHOD_NAMES",
     "ATTACK_COLUMNS": "oncorobust.evaluation.evaluate:COLUMNS",
+    "visibility": "oncorobust.evaluation.visibility:visibility",
     # per-image sensitivity
     "flip_eps_bracket": "oncorobust.evaluation.sensitivity:flip_eps_bracket",
     "min_flip_eps": "oncorobust.evaluation.sensitivity:min_flip_eps",
@@ -116,7 +119,7 @@ _EXPORTS: dict[str, str] = {
 #: for notebooks, no logic of their own)
 __all__ = [
     "load_model", "load_given_model", "import_checkpoint",
-    "evaluate_attack", "attack", "predict", "method_params", "METHODS", "ATTACK_COLUMNS",
+    "evaluate_attack", "attack", "predict", "method_params", "METHODS", "ATTACK_COLUMNS", "visibility",
     "flip_eps_bracket", "min_flip_eps", "sensitivity_frame", "SENSITIVITY_COLUMNS",
     "health_checks",
     "read_dicom", "run_ingest", "run_preprocess",

@@ -1,33 +1,39 @@
-# Attack stage: one job per (dataset, regime, method, eps) -> per-image CSV; then the tables.
+# Attack stage: one job per (dataset, regime, method) runs the method at each ε of the dataset's grid
+# (attacks.jobs: per_method; importing torch costs ~3-4 s per process on a small CPU, more than a
+# demo attack itself), or one job per ε as well (per_eps: adding an ε runs only that ε). Either
+# way one per-image CSV per ε: results/{ds}/attacks/{regime}/{method}/eps={eps}.csv; then the
+# tables. The rules are attack_{ds}: the datasets' ε grids differ, and a rule's outputs are fixed.
+for _ds in DATASETS:
 
-
-rule attack:
-    input:
-        unpack(get_attack_inputs),
-    output:
-        f"{R}/{{ds}}/attacks/{{regime}}/{{method}}/eps={{eps}}.csv",
-    log:
-        f"{R}/logs/attack/{{ds}}/{{regime}}/{{method}}/eps={{eps}}.log",
-    benchmark:
-        f"{R}/benchmarks/attack/{{ds}}/{{regime}}/{{method}}/eps={{eps}}.tsv"
-    group:
-        "attacks"
-    conda:
-        "../envs/oncorobust.yaml"
-    threads: 1
-    resources:
-        mem_mb=get_attack_mem_mb,
-        runtime=get_attack_runtime,
-        gpu=get_gpu,
-    params:
-        code=code_version("scripts/attack.py"),
-        attack=get_attack_params,
-        labels=config["attacks"]["labels"],
-        batch_size=config["attacks"]["batch_size"],
-        seed=config["seed"],
-        device=config["device"],
-    script:
-        "../scripts/attack.py"
+    rule:
+        name:
+            f"attack_{_ds}"
+        input:
+            unpack(get_attack_inputs(_ds)),
+        output:
+            [attack_csv(_ds, "{regime}", "{method}", e) for e in attack_job_eps(_ds)],
+        log:
+            f"{R}/logs/attack/{attack_job_stem(_ds)}.log",
+        benchmark:
+            f"{R}/benchmarks/attack/{attack_job_stem(_ds)}.tsv"
+        group:
+            "attacks"
+        conda:
+            "../envs/oncorobust.yaml"
+        threads: 1
+        resources:
+            mem_mb=get_attack_mem_mb(_ds),
+            runtime=get_attack_runtime(_ds),
+            gpu=get_gpu,
+        params:
+            code=code_version("scripts/attack.py"),
+            attack=get_attack_params,
+            labels=config["attacks"]["labels"],
+            batch_size=config["attacks"]["batch_size"],
+            seed=config["seed"],
+            device=config["device"],
+        script:
+            "../scripts/attack.py"
 
 
 rule tables:
@@ -66,6 +72,13 @@ rule tables:
         ),
         directions_eps=f"{R}/tables/directions_eps.csv",
         directions_md=f"{R}/tables/directions.md",
+        visibility=report(
+            f"{R}/tables/visibility.csv",
+            caption="../report/visibility.rst",
+            category="Tables",
+            labels={"table": "How visible the change is"},
+        ),
+        visibility_md=f"{R}/tables/visibility.md",
     log:
         f"{R}/logs/tables/attack_tables.log",
     conda:

@@ -38,7 +38,7 @@ rule card:
         # benchmark files and the sensitivity log are read when present, not inputs: they exist
         # once the tables the card reads are written
         benchmarks=lambda w: benchmark_files(
-            R, w.ds, w.regime, attack_jobs(w.ds, w.regime)
+            R, w.ds, w.regime, attack_jobs(w.ds, w.regime), _attack_per_eps()
         ),
         sensitivity_log=lambda w: f"{R}/logs/sensitivity/{w.ds}/{w.regime}.log",
     script:

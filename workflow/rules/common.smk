@@ -300,38 +300,51 @@ def get_train_runtime(wildcards, input, threads):
     )
 
 
-def get_attack_mem_mb(wildcards, input):
-    """An attack job: the model (and the source model of a transfer attack), one attack batch."""
-    s = _shape(wildcards.ds)
-    kind = (
-        "transfer" if wildcards.method.startswith(_spec.TRANSFER_PREFIX) else "attack"
-    )
-    return _res.mem_mb(
-        kind,
-        s["arch"],
-        s["size"],
-        int(config["attacks"]["batch_size"]),
-        channels=s["channels"],
-        width=s["width"],
-        data_mb=_mb(input.test),
-    )
+def get_attack_mem_mb(ds):
+    """An attack job of dataset ``ds``: the model (and the source model of a transfer attack), one
+    attack batch."""
+
+    def mem_mb(wildcards, input):
+        s = _shape(ds)
+        transfer = _spec.is_transfer(wildcards.method)
+        return _res.mem_mb(
+            "transfer" if transfer else "attack",
+            s["arch"],
+            s["size"],
+            int(config["attacks"]["batch_size"]),
+            channels=s["channels"],
+            width=s["width"],
+            data_mb=_mb(input.test),
+        )
+
+    return mem_mb
 
 
-def get_attack_runtime(wildcards, input):
-    s = _shape(wildcards.ds)
-    base = _spec.base_method(wildcards.method)
-    att = config["attacks"]
-    passes = _res.attack_passes(
-        wildcards.method,
-        att.get(base, {}),
-        {m: att.get(m, {}) for m in att["worst"]["members"]},
-    )
-    n = _n_images(wildcards.ds, input.test)
-    if not n:
-        return 60
-    return _res.runtime_min(
-        s["arch"], s["size"], n, passes + 2, device=_device(), width=s["width"]
-    )
+def get_attack_runtime(ds):
+    """Minutes of an attack job of ``ds``: the method's passes per image at each of its ε."""
+
+    def runtime(wildcards, input):
+        s = _shape(ds)
+        base = _spec.base_method(wildcards.method)
+        att = config["attacks"]
+        passes = _res.attack_passes(
+            wildcards.method,
+            att.get(base, {}),
+            {m: att.get(m, {}) for m in att["worst"]["members"]},
+        )
+        n = _n_images(ds, input.test)
+        if not n:
+            return 60
+        return _res.runtime_min(
+            s["arch"],
+            s["size"],
+            n,
+            (passes + 2) * len(attack_job_eps(ds)),
+            device=_device(),
+            width=s["width"],
+        )
+
+    return runtime
 
 
 def get_health_mem_mb(wildcards, input):
@@ -456,14 +469,42 @@ def attack_csv(ds, regime, method, eps):
     return f"{R}/{ds}/attacks/{regime}/{method}/eps={eps}.csv"
 
 
-def get_attack_inputs(wildcards):
-    """The attacked model and the test tensors; the clean model too for transfer attacks."""
-    inputs = {
-        "model": f"{R}/{wildcards.ds}/models/{wildcards.regime}.pt",
-        "test": f"{R}/{wildcards.ds}/tensors/test.pt",
-    }
-    if wildcards.method.startswith(_spec.TRANSFER_PREFIX):
-        inputs["source"] = f"{R}/{wildcards.ds}/models/{clean_of(wildcards.regime)}.pt"
+def attack_eps(ds):
+    """The canonical ε texts of a dataset's attack grid, in the config's order."""
+    return [eps_str(e) for e in config["datasets"][ds]["attack"]["eps"]]
+
+
+def _attack_per_eps():
+    return config["attacks"]["jobs"] == "per_eps"
+
+
+def attack_job_eps(ds):
+    """The ε texts of one attack job's outputs: the whole grid (attacks.jobs: per_method) or the
+    {eps} wildcard (per_eps). The job reads its ε back from these names (no ε param: switching
+    the layout reruns no attack, and adding an ε reruns a per_method job for its missing CSV).
+    """
+    return ["{eps}"] if _attack_per_eps() else attack_eps(ds)
+
+
+def attack_job_stem(ds):
+    """An attack job's log and benchmark name under logs/attack/ and benchmarks/attack/."""
+    parts = [ds, "{regime}", "{method}"] + (["eps={eps}"] if _attack_per_eps() else [])
+    return "/".join(parts)
+
+
+def get_attack_inputs(ds):
+    """The attacked model and the test tensors of dataset ``ds``; the clean model too for
+    transfer attacks."""
+
+    def inputs(wildcards):
+        out = {
+            "model": f"{R}/{ds}/models/{wildcards.regime}.pt",
+            "test": f"{R}/{ds}/tensors/test.pt",
+        }
+        if _spec.is_transfer(wildcards.method):
+            out["source"] = f"{R}/{ds}/models/{clean_of(wildcards.regime)}.pt"
+        return out
+
     return inputs
 
 

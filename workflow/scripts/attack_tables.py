@@ -1,7 +1,9 @@
 """Snakemake adapter: all per-image attack CSVs (+ the sensitivity brackets, for one verdict per
 image in `worst`) -> Table 1, Table S5, sanity warnings. Each CSV's regime, method and eps come from
 its own columns, checked against its entry of params.index (a mis-wired input list stops the job).
-Per non-control dataset also the missed findings and false alarms (oncorobust.evaluation.clinical)."""
+Per non-control dataset also the missed findings and false alarms (oncorobust.evaluation.clinical);
+for every attack how visible its changes are (oncorobust.evaluation.visibility, on the attack's own
+images: the images the worst case counts from the sensitivity search are not among them)."""
 
 import json
 import math
@@ -11,6 +13,7 @@ import pandas as pd
 
 from oncorobust.epsilon import eps_text
 from oncorobust.evaluation.results import rows_of_test_split
+from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS, visibility_markdown, visibility_summary
 from oncorobust.evaluation.clinical import (DIRECTION_COLUMNS, PositiveClassError, direction_counts, direction_eps,
                                             directions_markdown, positive_class)
 from oncorobust.io import atomic_path, write_csv
@@ -42,13 +45,18 @@ with step_logging(sm.log[0], "tables") as log:
     for m, p in pair_inputs(sm.params.sensitivity_index, sm.input.sensitivity, "sensitivity CSVs"):
         check_sensitivity_path(p, m)
         sens[(m["dataset"], m["regime"])] = read_per_image(p, ids[m["dataset"]])
-    per_image, rows = {}, []
+    units = read_eps_units(sm.params.datasets, sm.input.stats)
+    per_image, rows, attacked = {}, [], []
     for meta, path in pair_inputs(sm.params.index, sm.input.csvs, "attack CSVs"):
         # regime, method and ε from the file itself, checked against this entry of params.index
         (regime, method, eps), df = read_attack_csv(path, ids[meta["dataset"]], expect=meta)
         key = (meta["dataset"], regime, method, eps)
         if key in per_image:
             raise AttackKeyError(f"{path}: a second attack CSV for {key} (params.index lists it twice)")
+        if missing := [c for c in VISIBILITY_COLUMNS if c not in df.columns]:
+            raise AttackKeyError(f"{path}: no {'/'.join(missing)} column: the file was written by an older"
+                                 f" oncorobust; rerun its attack job (`--forcerun attack_{meta['dataset']}`)")
+        attacked.append(rows_of_test_split(df).assign(dataset=meta["dataset"]))
         if method == "worst":  # one verdict: confirmed bracket flips at or below ε count
             df = merge_bracket(df, sens[key[:2]], eps, sm.params.labels, n_classes[meta["dataset"]])
             if df.from_bracket.any():
@@ -60,7 +68,14 @@ with step_logging(sm.log[0], "tables") as log:
         directions = (direction_counts(df, positive[ds], classes[ds][positive[ds]]) if ds in positive
                       else dict.fromkeys(DIRECTION_COLUMNS, math.nan) | {"positive_class": ""})
         rows.append(summarize(df, *key) | directions)
-    summary = pd.DataFrame(rows)
+    per_eps = {ds: float(u["per_eps"]) for ds, u in units.items() if u and u.get("per_eps")}
+    seen = visibility_summary(pd.concat(attacked, ignore_index=True), per_eps)
+    write_csv(seen, sm.output.visibility)
+    with atomic_path(sm.output.visibility_md) as tmp:
+        tmp.write_text("# How visible the change is\n\n" + visibility_markdown(seen, units))
+    medians = [f"{m}_median" for m in ("linf_stored", *VISIBILITY_COLUMNS)]
+    summary = pd.DataFrame(rows).merge(seen[["dataset", "regime", "method", "eps", "n_changed", *medians]],
+                                       on=["dataset", "regime", "method", "eps"], how="left", validate="1:1")
     write_csv(summary, sm.output.summary)
     medical = summary[summary.positive_class.astype(str).str.len() > 0]
     write_csv(medical[["dataset", "regime", "method", "eps", "n", *DIRECTION_COLUMNS]], sm.output.directions)
@@ -70,7 +85,6 @@ with step_logging(sm.log[0], "tables") as log:
     write_csv(eps_rows, sm.output.directions_eps)
     with atomic_path(sm.output.directions_md) as tmp:
         tmp.write_text("# Missed findings vs false alarms\n\n" + directions_markdown(medical, eps_rows, eps_text))
-    units = read_eps_units(sm.params.datasets, sm.input.stats)
     t1 = table1(summary, sm.params.paper_names, sm.params.labels, units)
     write_csv(t1, sm.output.table1)
     with atomic_path(sm.output.table1_md) as tmp:

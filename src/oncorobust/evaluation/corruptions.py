@@ -752,6 +752,7 @@ def evaluate_corruption(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     from oncorobust.attacks.kernels import image_seeds
     from oncorobust.device import eval_mode, strict_fp32
     from oncorobust.evaluation.evaluate import COLUMNS, predict
+    from oncorobust.evaluation.visibility import visibility
     import pandas as pd
 
     c = corruption(name)
@@ -788,7 +789,7 @@ def evaluate_corruption(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
                 "sample_id": [str(k) for k in ids[i:i + batch_size]], "label": y[i:i + batch_size].cpu().numpy(),
                 "clean_pred": clean_pred.cpu().numpy(), "adv_pred": adv_pred.cpu().numpy(),
                 "clean_prob": clean_prob.cpu().numpy(), "adv_prob": adv_prob.cpu().numpy(),
-                "linf": d.cpu().numpy()}))
+                "linf": d.cpu().numpy(), **visibility(xb.cpu().numpy(), xc.cpu().numpy())}))
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
     out = out[COLUMNS]
     if regime is not None:

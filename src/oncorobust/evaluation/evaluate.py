@@ -1,9 +1,10 @@
 """Attack evaluation: one row per test image for one (model, method, ε).
 
 Columns of ``results/{ds}/attacks/{regime}/{method}/eps={eps}.csv``:
-``sample_id, label, clean_pred, adv_pred, clean_prob, adv_prob, linf`` where ``clean_prob`` /
-``adv_prob`` are the model's softmax probability of its own predicted class on the clean /
-adversarial image and ``linf`` = ‖x_adv − x‖∞ in [0,1] pixel units.
+``sample_id, label, clean_pred, adv_pred, clean_prob, adv_prob, linf, l2, psnr, ssim`` where
+``clean_prob`` / ``adv_prob`` are the model's softmax probability of its own predicted class on the
+clean / adversarial image, ``linf`` = ‖x_adv − x‖∞ and ``l2`` = ‖x_adv − x‖₂ in [0,1] pixel units,
+and ``psnr`` (dB) / ``ssim`` how visible the change is (:mod:`oncorobust.evaluation.visibility`).
 
 Methods: see :mod:`oncorobust.attacks.methods` (the paper's fgsm/bim/pgd, apgd_ce, apgd_margin, fab, square
 and ``worst``, the per-image worst case over several). ``labels="predicted"`` pushes each image away from the model's own clean prediction (what the
@@ -32,9 +33,10 @@ from oncorobust.errors import AttackError
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.passes import attack_passes
 from oncorobust.spec import base_method, is_transfer
+from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS, visibility
 
 log = logging.getLogger("oncorobust.evaluation.evaluate")
-COLUMNS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob", "linf"]
+COLUMNS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob", "linf", *VISIBILITY_COLUMNS]
 
 
 @torch.no_grad()
@@ -144,6 +146,6 @@ def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels,
             "sample_id": ids[i:i + batch_size], "label": yb.cpu().numpy(),
             "clean_pred": clean_pred.cpu().numpy(), "adv_pred": adv_pred.cpu().numpy(),
             "clean_prob": clean_prob.cpu().numpy(), "adv_prob": adv_prob.cpu().numpy(),
-            "linf": linf.cpu().numpy()}))
+            "linf": linf.cpu().numpy(), **visibility(xb.cpu().numpy(), x_adv.cpu().numpy())}))
         progress_meter.finished(len(xb))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)

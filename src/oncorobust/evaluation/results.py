@@ -241,7 +241,7 @@ def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
         raise AttackKeyError(f"{path}: no {'/'.join(missing)} column: the file was written by an older oncorobust,"
                              " whose attack CSVs did not say what they hold. Rerun the attack jobs (Snakemake"
                              " reruns them by itself since their code changed; otherwise delete the results'"
-                             " attacks/ folders or run with `--forcerun attack`)")
+                             f" attacks/ folders or run with `--forcerun attack_{Path(path).parents[3].name}`)")
     path_key = attack_key_from_path(path)
     if len(df) == 0:
         given = expect or {}

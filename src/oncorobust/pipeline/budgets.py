@@ -131,7 +131,8 @@ def planned_passes(config: dict, dataset: str, n_test: int, n_val: int, n_train:
         out["train"] = 3.0 * int(train.get("epochs", 20)) * (n_train + n_val)
     else:
         out["import"] = float(n_test + n_val)
-    out["jobs"] = 6 + len(methods) * len(eps) + 2  # data, import/train, attacks, health, sensitivity, tables, cards...
+    per_job = len(eps) if config.get("attacks", {}).get("jobs") == "per_eps" else 1  # attack jobs per method
+    out["jobs"] = 6 + len(methods) * per_job + 2  # data, import/train, attacks, health, sensitivity, tables, cards...
     return out
 
 

@@ -172,19 +172,23 @@ def card_config(config: dict, dataset: str, regime: str, control: bool) -> dict:
             "control": bool(control)}
 
 
-def benchmark_files(results: str, dataset: str, regime: str, attack_jobs: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+def benchmark_files(results: str, dataset: str, regime: str, attack_jobs: list[tuple[str, str, str]],
+                    per_eps: bool = False) -> dict[str, list[str]]:
     """The Snakemake benchmark files of one model's jobs, by stage (for :func:`read_benchmarks`).
 
     Args:
         results: the results folder (config ``results``).
         dataset, regime: the model.
-        attack_jobs: its (regime, method, eps text) attack jobs, as the workflow names them.
+        attack_jobs: its (regime, method, eps text) attack results, as the workflow names them.
+        per_eps: one attack job per ε (config ``attacks.jobs: per_eps``); else one per regime and
+            method runs every ε.
     Returns:
         Stage (train, attacks, health, sensitivity) → paths; some may never exist (a given model
         has no training job).
     """
     b = f"{results}/benchmarks"
     return {"train": [f"{b}/train/{dataset}/{regime}.tsv"],
-            "attacks": [f"{b}/attack/{dataset}/{r}/{m}/eps={e}.tsv" for (r, m, e) in attack_jobs],
+            "attacks": ([f"{b}/attack/{dataset}/{r}/{m}/eps={e}.tsv" for (r, m, e) in attack_jobs] if per_eps else
+                        [f"{b}/attack/{dataset}/{r}/{m}.tsv" for (r, m) in dict.fromkeys((r, m) for (r, m, _) in attack_jobs)]),
             "health": [f"{b}/health/{dataset}/{regime}.tsv"],
             "sensitivity": [f"{b}/sensitivity/{dataset}/{regime}.tsv"]}

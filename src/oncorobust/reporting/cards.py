@@ -389,7 +389,10 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
         value, text, below = clinical_eps(r.eps, units)
         rows.append({"eps": float(r.eps), "method": str(r.method), "accuracy": float(r.accuracy),
                      "ci_low": float(r.ci_low), "ci_high": float(r.ci_high), "flip_rate": float(r.flip_rate),
-                     "n": int(r.n), "eps_stored": value, "eps_stored_text": text, "below_one_step": below})
+                     "n": int(r.n), "eps_stored": value, "eps_stored_text": text, "below_one_step": below,
+                     # how visible the changes are (tables/visibility.csv; absent in older summaries)
+                     "ssim_median": float(getattr(r, "ssim_median", math.nan)),
+                     "psnr_median": float(getattr(r, "psnr_median", math.nan))})
 
     rob = _read_csv(robustness_csv, "robustness summary", ("dataset", "regime", "n", "eps50", "eps50_ci_low",
                                                           "eps50_ci_high", "eps10", "eps10_ci_low", "eps10_ci_high"))
@@ -561,13 +564,16 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
             f"Yes as far as checked: clean accuracy above chance ({p['chance']:.0f}%), more than one class predicted"
             " and flips found within the searched ε."], None, []))
     labels = card["run"].get("labels")
-    table = [["ε (pixel units)", "ε in stored data", "attack", "accuracy % [95% CI]", "predictions changed %"]]
+    table = [["ε (pixel units)", "ε in stored data", "attack", "accuracy % [95% CI]", "predictions changed %",
+              "changed images: median SSIM, PSNR"]]
     for r in card["attacks"]:
         stored = r["eps_stored_text"] or "–"
         if r["below_one_step"]:
             stored += " ⚠ below one stored-value step"
+        ssim, psnr = r.get("ssim_median", math.nan), r.get("psnr_median", math.nan)
+        seen = "–" if math.isnan(ssim) else f"{ssim:.4f}, {psnr:.1f} dB"
         table.append([eps_text(r["eps"]), stored, r["method"].upper(), _acc_ci(r["accuracy"], r["ci_low"], r["ci_high"]).replace("%", ""),
-                      _pct(r["flip_rate"])])
+                      _pct(r["flip_rate"]), seen])
     after = []
     if card["worst_note"]:
         after.append(card["worst_note"])
@@ -579,6 +585,9 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
         after.append("Strongest transfer attack (crafted on the clean model, the paper's protocol) at each ε: "
                      + "; ".join(f"ε = {eps_text(e)}: {base_method(t['method']).upper()}"
                                  f" {_acc_ci(t['accuracy'], t['ci_low'], t['ci_high'])}" for e, t in sorted(best.items())) + ".")
+    if any(not math.isnan(r.get("ssim_median", math.nan)) for r in card["attacks"]):
+        after.append("SSIM (1 = identical) and PSNR of the changed images against their clean versions, on the"
+                     " model's input (tables/visibility.md): how visible the change is.")
     if labels:
         after.append(f"Attacks pushed each image away from the model's {labels} label"
                      + (" (a misclassified image can be flipped to correct)" if labels == "predicted" else "") + ".")
