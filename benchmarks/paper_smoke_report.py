@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-HEAVY = {"train": "train", "attack": "attack", "health": "health", "sensitivity": "sensitivity",
+HEAVY = {"train": "train", "attack": "attack_<dataset>", "health": "health", "sensitivity": "sensitivity",
          "figures": "fig1_examples"}  # benchmark folder -> rule (for the report's rule column)
 
 

@@ -107,7 +107,7 @@ def test_audit_resnet18_state_dict_on_png_folder(inputs, tmp_path):
     assert model["checkpoint"] == str(inputs["resnet18"]) and "train" not in cfg["datasets"]["audit"]
     res = out / "results"
     health = (res / "tables" / "evaluation_health.md").read_text()
-    assert "| audit | clean | gradients | ✓ pass" in health
+    assert "| audit | clean | gradients | every attack | ✓ pass" in health
     for f in ("table1.md", "table_s5.md", "table2.md", "deferral_auc.csv", "evaluation_health.csv"):
         assert (res / "tables" / f).is_file(), f
     for fig in ("fig1_examples", "fig2_accuracy_vs_eps", "fig4_deferral"):

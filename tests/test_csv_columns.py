@@ -276,7 +276,7 @@ def test_tables_unchanged_by_the_key_columns(grid):
     seen = visibility_summary(pd.concat(attacked, ignore_index=True), {})
     assert seen.n_changed.gt(0).all() and seen.ssim_median.between(0.99, 1).all()
     summary = pd.DataFrame(rows).merge(
-        seen[["dataset", "regime", "method", "eps", "n_changed", "linf_stored_median", "l2_median", "psnr_median",
+        seen[["dataset", "regime", "method", "eps", "linf_stored_median", "l2_median", "psnr_median",
               "ssim_median"]], on=["dataset", "regime", "method", "eps"], how="left")
     t1 = table1(summary, {"ds": "ct"}, "predicted", {"ds": None})
     s5 = table_s5(per_image, {"ds": 0.1}, {"ds": "ct"}, {"ds": None})

@@ -481,7 +481,7 @@ def _attack_per_eps():
 def attack_job_eps(ds):
     """The ε texts of one attack job's outputs: the whole grid (attacks.jobs: per_method) or the
     {eps} wildcard (per_eps). The job reads its ε back from these names (no ε param: switching
-    the layout reruns no attack, and adding an ε reruns a per_method job for its missing CSV).
+    the layout reruns no attack; adding an ε reruns a per_method job, every ε of its grid).
     """
     return ["{eps}"] if _attack_per_eps() else attack_eps(ds)
 

@@ -74,7 +74,7 @@ with step_logging(sm.log[0], "tables") as log:
     with atomic_path(sm.output.visibility_md) as tmp:
         tmp.write_text("# How visible the change is\n\n" + visibility_markdown(seen, units))
     medians = [f"{m}_median" for m in ("linf_stored", *VISIBILITY_COLUMNS)]
-    summary = pd.DataFrame(rows).merge(seen[["dataset", "regime", "method", "eps", "n_changed", *medians]],
+    summary = pd.DataFrame(rows).merge(seen[["dataset", "regime", "method", "eps", *medians]],
                                        on=["dataset", "regime", "method", "eps"], how="left", validate="1:1")
     write_csv(summary, sm.output.summary)
     medical = summary[summary.positive_class.astype(str).str.len() > 0]

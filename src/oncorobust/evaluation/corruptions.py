@@ -670,7 +670,7 @@ def linf(x: torch.Tensor, x_c: torch.Tensor) -> torch.Tensor:
 
 #: What a per-image corruption CSV holds: the attack CSVs' scores
 #: (:data:`oncorobust.evaluation.evaluate.COLUMNS`; ``adv_pred``/``adv_prob`` on the corrupted
-#: image, ``linf`` its measured ‖δ‖∞ in [0,1] units), then the key: the scored model's regime, the
+#: image, ``linf``/``l2`` its measured ‖δ‖∞/‖δ‖₂ in [0,1] units, PSNR and SSIM), then the key: the scored model's regime, the
 #: method ``corrupt_<name>``, the severity and its unit.
 CORRUPTION_KEY_COLUMNS = ("regime", "method", "severity", "unit")
 
@@ -740,8 +740,9 @@ def evaluate_corruption(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 
     Returns:
         A DataFrame with the attack CSVs' columns (sample_id, label, clean_pred, adv_pred,
-        clean_prob, adv_prob, linf: ``adv_*`` on the corrupted image, ``linf`` its measured ‖δ‖∞
-        in [0,1] units) and then ``regime`` (when given), ``method`` (``corrupt_<name>``),
+        clean_prob, adv_prob, linf, l2, psnr, ssim: ``adv_*`` on the corrupted image, ``linf`` and
+        ``l2`` its measured ‖δ‖∞ and ‖δ‖₂ in [0,1] units, ``psnr``/``ssim`` how visible it is,
+        :mod:`oncorobust.evaluation.visibility`) and then ``regime`` (when given), ``method`` (``corrupt_<name>``),
         ``severity`` and ``unit`` (the severity's unit, :func:`severity_unit`).
 
     Raises:

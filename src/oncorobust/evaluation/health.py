@@ -43,10 +43,12 @@ from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.passes import health_passes
 from oncorobust.spec import ITERATIVE_METHODS, TRANSFER_PREFIX, base_method, is_transfer
 from oncorobust.evaluation.results import merge_bracket
+from oncorobust.evaluation.judges import JUDGES_TEXT, judges
 from oncorobust.evaluation.stats import paired_difference, wilson
 
 COLUMNS = ["dataset", "regime", "check", "passed", "value", "threshold", "detail"]
 ITERATIVE = ITERATIVE_METHODS
+
 
 
 def _row(check: str, passed, value: float, threshold: str, detail: str) -> dict:
@@ -316,11 +318,15 @@ def markdown(health: pd.DataFrame) -> str:
     Returns:
         A markdown table followed by a line counting passed and failed checks.
     """
-    lines = ["| dataset | regime | check | result | value | threshold | detail |", "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | regime | check | judges | result | value | threshold | detail |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in health.itertuples():
         mark = "–" if r.passed is None or (isinstance(r.passed, float) and math.isnan(r.passed)) else ("✓ pass" if r.passed else "✗ **FAIL**")
         value = "–" if not isinstance(r.value, (int, float)) or math.isnan(r.value) else f"{r.value:.3g}"
-        lines.append(f"| {r.dataset} | {r.regime} | {r.check} | {mark} | {value} | {r.threshold} | {r.detail} |")
+        lines.append(f"| {r.dataset} | {r.regime} | {r.check} | {JUDGES_TEXT[judges(r.check)]} | {mark} | {value}"
+                     f" | {r.threshold} | {r.detail} |")
     fails = health[health.passed == True].shape[0], health[health.passed == False].shape[0]  # noqa: E712
     return ("\n".join(lines) + f"\n\n{fails[0]} checks passed, {fails[1]} failed. A failed check means the"
-            " attack results of that model may overstate its robustness; see the detail column.\n")
+            " attack results it judges (the judges column) may overstate that model's robustness; see the detail"
+            " column. A check that judges only Table 1's BIM/PGD rows says nothing against the worst case or the"
+            " per-image search, whose attacks have their own budgets.\n")

@@ -199,6 +199,13 @@ def attack_key_from_path(path: str | Path) -> tuple[str, str, float] | None:
     return path.parent.parent.name, path.parent.name, eps
 
 
+def _dataset_of(path: str | Path) -> str:
+    """The dataset of ``…/{ds}/attacks/{regime}/{method}/eps={eps}.csv`` (its attack rule is
+    ``attack_<ds>``), or ``<dataset>`` when the path is shorter."""
+    parents = Path(path).parents
+    return parents[3].name if len(parents) > 4 else "<dataset>"
+
+
 def _agrees(column: str, got, want) -> bool:
     if column == "eps":
         return same_eps(got, want)
@@ -241,7 +248,7 @@ def read_attack_csv(path: str | Path, ids: list[str] | None = None, *,
         raise AttackKeyError(f"{path}: no {'/'.join(missing)} column: the file was written by an older oncorobust,"
                              " whose attack CSVs did not say what they hold. Rerun the attack jobs (Snakemake"
                              " reruns them by itself since their code changed; otherwise delete the results'"
-                             f" attacks/ folders or run with `--forcerun attack_{Path(path).parents[3].name}`)")
+                             f" attacks/ folders or run with `--forcerun attack_{_dataset_of(path)}`)")
     path_key = attack_key_from_path(path)
     if len(df) == 0:
         given = expect or {}

@@ -37,6 +37,7 @@ from oncorobust.epsilon import eps_text
 from oncorobust.spec import STRENGTH_ORDER, TRANSFER_PREFIX, base_method
 from oncorobust.errors import CardError, OncorobustError  # noqa: F401 (CardError: its import path here)
 from oncorobust.pipeline.plan import benchmark_files, card_config  # noqa: F401 (their import path here)
+from oncorobust.evaluation.judges import JUDGES_TEXT, judges, judges_paper_attacks_only
 from oncorobust.evaluation.results import rows_of_test_split
 from oncorobust.evaluation.stats import wilson
 from oncorobust.reporting.tables import clinical_eps
@@ -232,7 +233,8 @@ def _health(path) -> dict | None:
         rows.append({"check": str(r.check), "passed": p, "value": _float(r.value),
                      "threshold": "" if pd.isna(r.threshold) else str(r.threshold),
                      "detail": "" if pd.isna(r.detail) else str(r.detail),
-                     "meaning": HEALTH_MEANING.get(str(r.check), GENERIC_MEANING)})
+                     "meaning": HEALTH_MEANING.get(str(r.check), GENERIC_MEANING),
+                     "judges": JUDGES_TEXT[judges(r.check)], "paper_only": judges_paper_attacks_only(r.check)})
     n_pass = sum(r["passed"] is True for r in rows)
     n_fail = sum(r["passed"] is False for r in rows)
     return {"rows": rows, "passed": n_pass, "failed": n_fail, "applicable": n_pass + n_fail,
@@ -503,21 +505,39 @@ def verdict_sentence(card: dict) -> str:
                  f" {_pct(card['clean']['accuracy'])}% to {_pct(last['accuracy'])}%")
     else:
         first = f"No attack result {whose}is available"
-    h = card.get("health")
-    if not h or not h["applicable"]:
-        second = "no evaluation-health check was recorded, so how strong the attacks were is unknown."
-    elif h["failed"]:
-        second = (f"the attacks passed {h['passed']} of {h['applicable']} health checks, so the true fragility"
-                  " may be greater.")
-    else:
-        second = (f"the attacks passed all {h['applicable']} health checks, so nothing suggests they"
-                  " understate the fragility.")
+    second = _health_clause(card)
     warnings = (card.get("plausibility") or {}).get("warnings") or []
     caution = f" Caution: {warnings[0]}" if warnings else ""
     harm = _harm_clause(card.get("directions"))
     if harm:  # the harmful direction first, then all images
         first = f"{harm}; {first[0].lower()}{first[1:]}"
     return f"{first}; {second}{caution}"
+
+
+def _health_clause(card: dict) -> str:
+    """The verdict's caveat, from the health checks that judge the verdict's own evidence: the worst
+    case and the per-image search, so not the checks of the paper's BIM/PGD alone (those make
+    Table 1's BIM/PGD rows optimistic, which the clause then says), unless the verdict rests on
+    the paper's attacks (no search result and no worst case)."""
+    h = card.get("health")
+    if not h or not h["applicable"]:
+        return "no evaluation-health check was recorded, so how strong the attacks were is unknown."
+    paper_evidence = not card.get("eps50") and not any(r["method"] == "worst" for r in card.get("attacks") or [])
+    judged = [r for r in h["rows"] if r["passed"] is not None and (paper_evidence or not r.get("paper_only"))]
+    failed = [r["check"] for r in judged if r["passed"] is False]
+    others = [r["check"] for r in h["rows"] if r["passed"] is False and r["check"] not in failed]
+    if not judged:
+        text = "no evaluation-health check judges the attacks behind it, so how strong they were is unknown."
+    elif failed:
+        text = (f"{len(failed)} of the {len(judged)} health checks that judge its attacks failed ({', '.join(failed)}),"
+                " so the true fragility may be greater.")
+    else:
+        text = (f"all {len(judged)} health checks that judge its attacks passed, so nothing suggests they"
+                " understate the fragility.")
+    if others:
+        text += (f" ({', '.join(others)} failed, which judge{'s' if len(others) == 1 else ''} only the paper's"
+                 " BIM/PGD: Table 1's rows of those attacks may be optimistic.)")
+    return text
 
 
 def _harm_clause(d: dict | None) -> str:
@@ -571,7 +591,8 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
         if r["below_one_step"]:
             stored += " ⚠ below one stored-value step"
         ssim, psnr = r.get("ssim_median", math.nan), r.get("psnr_median", math.nan)
-        seen = "–" if math.isnan(ssim) else f"{ssim:.4f}, {psnr:.1f} dB"
+        seen = ", ".join(["–" if math.isnan(ssim) else f"{ssim:.4f}", "–" if math.isnan(psnr) else f"{psnr:.1f} dB"])
+        seen = "–" if seen == "–, –" else seen
         table.append([eps_text(r["eps"]), stored, r["method"].upper(), _acc_ci(r["accuracy"], r["ci_low"], r["ci_high"]).replace("%", ""),
                       _pct(r["flip_rate"]), seen])
     after = []
@@ -585,9 +606,9 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
         after.append("Strongest transfer attack (crafted on the clean model, the paper's protocol) at each ε: "
                      + "; ".join(f"ε = {eps_text(e)}: {base_method(t['method']).upper()}"
                                  f" {_acc_ci(t['accuracy'], t['ci_low'], t['ci_high'])}" for e, t in sorted(best.items())) + ".")
-    if any(not math.isnan(r.get("ssim_median", math.nan)) for r in card["attacks"]):
-        after.append("SSIM (1 = identical) and PSNR of the changed images against their clean versions, on the"
-                     " model's input (tables/visibility.md): how visible the change is.")
+    if any(not math.isnan(r.get("psnr_median", math.nan)) for r in card["attacks"]):
+        after.append("SSIM (1 = identical) and PSNR of the images the attack itself changed against their clean"
+                     " versions, on the model's input (tables/visibility.md): how visible the change is.")
     if labels:
         after.append(f"Attacks pushed each image away from the model's {labels} label"
                      + (" (a misclassified image can be flipped to correct)" if labels == "predicted" else "") + ".")
@@ -647,11 +668,13 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
     else:
         before = [f"{h['passed']} of {h['applicable']} checks passed"
                   + (f", {h['failed']} failed." if h["failed"] else ".")]
-        rows = [["check", "result", "what a failure means", "measured"]]
+        rows = [["check", "judges", "result", "what a failure means", "measured"]]
         for r in h["rows"]:
             mark = "–" if r["passed"] is None else ("✓ pass" if r["passed"] else "✗ FAIL")
-            rows.append([r["check"], mark, r["meaning"] if r["passed"] is False else "", r["detail"]])
-        after = ["A failed check means the accuracies under attack may overstate this model's robustness."] if h["failed"] else []
+            rows.append([r["check"], r.get("judges", ""), mark, r["meaning"] if r["passed"] is False else "", r["detail"]])
+        after = ["A failed check means the accuracies under attack of the attacks it judges may overstate this"
+                 " model's robustness. A check of the paper's BIM/PGD alone says nothing against the worst case"
+                 " or the per-image search, whose attacks have their own budgets."] if h["failed"] else []
         if h["not_applicable"]:
             after.append(f"Not applicable here: {', '.join(h['not_applicable'])}.")
         out.append(("Did the attacks work? (evaluation health)", before, rows, after))
