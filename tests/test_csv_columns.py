@@ -23,7 +23,7 @@ from oncorobust.models.architectures import build_model
 from oncorobust.models.checkpoints import state_digest
 from oncorobust.models.loading import load_model
 from oncorobust.evaluation.clinical import direction_counts
-from oncorobust.evaluation.visibility import visibility_summary
+from oncorobust.reporting.visibility import visibility_summary
 from oncorobust.reporting.tables import (AttackKeyError, InputKeyError, attack_key_from_path, check_sensitivity_path,
                                          dataframe_markdown, merge_bracket, pair_inputs, read_attack_csv,
                                          read_per_image, sanity_warnings, summarize, table1, table1_markdown, table_s5)

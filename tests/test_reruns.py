@@ -371,6 +371,10 @@ STAGE_EDITS = {
     "evaluation/sensitivity.py": {"sensitivity"},
     "evaluation/deferral.py": {"deferral_tables"},
     "evaluation/corruptions.py": {"corrupt"},
+    # the per-image visibility columns: the jobs that write them (and the tables, for their names);
+    # the visibility table's summary and markdown: the tables job alone
+    "evaluation/visibility.py": {"attack", "attack_tables", "corrupt"},
+    "reporting/visibility.py": {"attack_tables"},
     "reporting/regimes.py": {"regimes_table"},
     "reporting/figures.py": {"corruption_tables", "figures", "robustness"},
     # a table edit replans no health check (the per-image readers live in evaluation.results)

@@ -12,7 +12,8 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from oncorobust.evaluation.evaluate import COLUMNS, evaluate_attack
-from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS, visibility, visibility_summary
+from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS, visibility
+from oncorobust.reporting.visibility import visibility_summary
 
 
 def _pair(n=4, c=1, h=16, w=16, eps=0.03, seed=0):

@@ -13,7 +13,8 @@ import pandas as pd
 
 from oncorobust.epsilon import eps_text
 from oncorobust.evaluation.results import rows_of_test_split
-from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS, visibility_markdown, visibility_summary
+from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS
+from oncorobust.reporting.visibility import visibility_markdown, visibility_summary
 from oncorobust.evaluation.clinical import (DIRECTION_COLUMNS, PositiveClassError, direction_counts, direction_eps,
                                             directions_markdown, positive_class)
 from oncorobust.io import atomic_path, write_csv
