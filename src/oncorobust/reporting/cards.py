@@ -55,10 +55,10 @@ HEALTH_MEANING = {
                          " attacks are not working (masked gradients or badly chosen steps).",
     "monotone_in_eps": "Results improved as the perturbation grew, which a working attack cannot produce:"
                        " the attacks are not finding the worst case.",
-    "pgd_convergence": "Doubling PGD's steps and restarts flipped more images, so the attacks had not"
-                       " converged and the accuracies under attack are optimistic.",
-    "loss_converged": "PGD's loss was still rising at its last steps for many images, so longer attacks"
-                      " would probably flip more of them.",
+    "pgd_convergence": "Doubling PGD's steps and restarts flipped more images, so the paper's PGD had not"
+                       " converged and its accuracies under attack (Table 1's PGD rows) are optimistic.",
+    "loss_converged": "PGD's loss was still rising at its last steps for many images, so a longer PGD"
+                      " would probably flip more of them (Table 1's PGD rows are optimistic).",
     "square_vs_whitebox": "A gradient-free attack flipped more images than the gradient-based ones, the"
                           " classic sign of gradient masking: the model is likely more fragile than shown.",
     "transfer_vs_whitebox": "Images crafted on another model fooled this model more than attacks on itself,"
