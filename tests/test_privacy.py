@@ -155,13 +155,15 @@ def test_pseudonymised_run_leaves_no_real_id_under_results(tmp_path):
     config = {
         "seed": 3, "device": "cpu",
         "privacy": {"pseudonymize_ids": True},
-        "attacks": {"pgd": {"steps": 2}},
+        # short budgets: what is checked is where IDs go, not how strong the attacks are
+        "attacks": {"pgd": {"steps": 2}, "health": {"square_queries": 50, "max_images": 16}},
         "datasets": {"mri": {
             "source": {"format": "manifest", "manifest": "data/mri/manifest.csv"},
             "preprocess": {"size": 16}, "model": {"arch": "vgg_small", "width": 4},
             "train": {"batch_size": 32, "epochs": 1, "patience": 1, "lr": 0.01},
             "attack": {"methods": ["fgsm"], "eps": [0.05], "reference_eps": 0.05},
-            "sensitivity": {"steps": 2, "fab_check": False}}},
+            "sensitivity": {"steps": 2, "fab_check": False},
+            "corruptions": {"names": ["rician_noise"], "severities": {"rician_noise": [10]}}}},
     }
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))

@@ -412,7 +412,8 @@ class BatchDependent(nn.Module):
         return self.net(x) + self.c * torch.sin(1e4 * x.detach().sum()) * torch.tensor([1.0, -1.0])
 
 
-@pytest.mark.parametrize("c", [1e-4, 3e-4])
+# the larger jitter (35 s on 2 cores) runs with the full suite only (.ci/run), keeping make test within 15 min
+@pytest.mark.parametrize("c", [1e-4, pytest.param(3e-4, marks=pytest.mark.full)])
 def test_bracket_pushes_boundary_flips_that_another_batch_scores_unflipped(c):
     g = torch.Generator().manual_seed(3)
     x = 0.3 + 0.4 * torch.rand(32, 1, 8, 8, generator=g)
