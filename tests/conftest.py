@@ -40,9 +40,16 @@ def rng():
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``full`` (long end-to-end runs) run only with ``ONCOROBUST_FULL_TESTS=1``:
-    ``.ci/run`` sets it, a plain ``make test`` stays within its time budget without them."""
+    ``.ci/run`` sets it, a plain ``make test`` stays within its time budget without them.
+
+    The modules holding ``slow`` tests (workflow runs of minutes) run first, each module's tests
+    kept together and in order (module fixtures are set up once per worker): with ``-n 2`` the
+    long runs start at once and the short tests fill the other worker, instead of the longest
+    run (``test_workflow.py``, last in name order) starting near the end."""
     import os
 
+    slow_modules = {item.module.__name__ for item in items if "slow" in item.keywords and item.module is not None}
+    items.sort(key=lambda item: item.module is None or item.module.__name__ not in slow_modules)  # stable
     if os.environ.get("ONCOROBUST_FULL_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="long end-to-end run: set ONCOROBUST_FULL_TESTS=1 (.ci/run does)")
