@@ -300,22 +300,28 @@ def get_train_runtime(wildcards, input, threads):
     )
 
 
+def _attack_batch_mem_mb(ds, kind, input):
+    """mem_mb of a job of dataset ``ds`` that runs the model on one attack batch (``kind``:
+    attack, or transfer with the source model too), its test tensors in memory."""
+    s = _shape(ds)
+    return _res.mem_mb(
+        kind,
+        s["arch"],
+        s["size"],
+        int(config["attacks"]["batch_size"]),
+        channels=s["channels"],
+        width=s["width"],
+        data_mb=_mb(input.test),
+    )
+
+
 def get_attack_mem_mb(ds):
     """An attack job of dataset ``ds``: the model (and the source model of a transfer attack), one
     attack batch."""
 
     def mem_mb(wildcards, input):
-        s = _shape(ds)
-        transfer = _spec.is_transfer(wildcards.method)
-        return _res.mem_mb(
-            "transfer" if transfer else "attack",
-            s["arch"],
-            s["size"],
-            int(config["attacks"]["batch_size"]),
-            channels=s["channels"],
-            width=s["width"],
-            data_mb=_mb(input.test),
-        )
+        kind = "transfer" if _spec.is_transfer(wildcards.method) else "attack"
+        return _attack_batch_mem_mb(ds, kind, input)
 
     return mem_mb
 
@@ -775,16 +781,7 @@ def get_corrupt_mem_mb(ds):
     job, no source model)."""
 
     def mem_mb(wildcards, input):
-        s = _shape(ds)
-        return _res.mem_mb(
-            "attack",
-            s["arch"],
-            s["size"],
-            int(config["attacks"]["batch_size"]),
-            channels=s["channels"],
-            width=s["width"],
-            data_mb=_mb(input.test),
-        )
+        return _attack_batch_mem_mb(ds, "attack", input)
 
     return mem_mb
 
