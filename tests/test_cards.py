@@ -408,7 +408,8 @@ def test_adapter_writes_both_files(res, tmp_path):
                       "curves": "tables/robustness_curves.csv", "table2": "tables/table2.csv",
                       "auc": "tables/deferral_auc.csv", "health": "ct/health/clean.csv",
                       "stats": "ct/tensors/stats.json", "model": "ct/models/clean.pt",
-                      "sensitivity": "ct/sensitivity/clean.csv", "directions": "tables/directions_eps.csv"},
+                      "sensitivity": "ct/sensitivity/clean.csv", "directions": "tables/directions_eps.csv",
+                      "clinical": "tables/clinical.csv"},
             "output": {"md": str(out / "ct_clean.md"), "html": str(out / "ct_clean.html")},
             "params": {"card": cfg, "benchmarks": {"train": ["benchmarks/none.tsv"]}, "sensitivity_log": "none.log"},
             "log": [str(tmp_path / "card.log")], "wildcards": {"ds": "ct", "regime": "clean"}}

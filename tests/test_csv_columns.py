@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from oncorobust.evaluation.evaluate import COLUMNS, evaluate_attack
+from oncorobust.evaluation.evaluate import COLUMNS, SCORE_PREFIXES, evaluate_attack
 from oncorobust.evaluation.health import table_checks, whitebox_flipped, worst_vs_bracket
 from conftest import TEST_MODEL_FP, write_result
 from oncorobust.io import ATTACK_KEY_COLUMNS, write_attack_csv, write_csv
@@ -89,8 +89,8 @@ def test_attack_script_appends_regime_method_eps(tiny):
     run = _run("attack.py", spec, tiny)
     assert run.returncode == 0, run.stderr[-2000:]
     df = pd.read_csv(out)
-    assert list(df.columns) == COLUMNS + ["regime", "method", "eps", "model_fp", "data_fp", "row_fp"]
-    assert list(df.columns) == COLUMNS + list(ATTACK_KEY_COLUMNS) + list(PROVENANCE_COLUMNS)
+    assert list(df.columns) == COLUMNS + LOGITS2 + ["regime", "method", "eps", "model_fp", "data_fp", "row_fp"]
+    assert list(df.columns) == COLUMNS + LOGITS2 + list(ATTACK_KEY_COLUMNS) + list(PROVENANCE_COLUMNS)
     # the provenance: the model's weight digest and the test tensors' file digest
     assert (df.model_fp == torch.load(tiny / "m" / "clean.pt", weights_only=True)["meta"]["sha256"][:16]).all()
     assert (df.data_fp == hashlib.sha256((tiny / "m" / "test.pt").read_bytes()).hexdigest()[:16]).all()
@@ -101,8 +101,13 @@ def test_attack_script_appends_regime_method_eps(tiny):
     # the old columns, byte for byte, as the previous version wrote them (write_csv of the result)
     model = load_model(tiny / "m" / "clean.pt")
     test = torch.load(tiny / "m" / "test.pt", weights_only=True)
-    old = evaluate_attack(model, test["x"], test["y"], test["ids"], "transfer_fgsm", 0.05, params={},
-                          labels="predicted", seed=3, batch_size=5, source_model=model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job ran (threads: 1): the logits' last bits depend on the thread count
+    try:
+        old = evaluate_attack(model, test["x"], test["y"], test["ids"], "transfer_fgsm", 0.05, params={},
+                              labels="predicted", seed=3, batch_size=5, source_model=model)
+    finally:
+        torch.set_num_threads(threads)
     write_csv(old, tiny / "old.csv")
     assert _strip_key(out.read_text()) == (tiny / "old.csv").read_text()
     assert read_attack_csv(out, test["ids"], expect={"dataset": "ds", "regime": "adv_pgd",
@@ -119,6 +124,16 @@ def test_write_attack_csv_refuses_a_result_that_has_a_key_column(tmp_path):
 # ---------------------------------------------------------------- the reader checks the key
 
 
+#: the logit columns of a two-class attack CSV
+LOGITS2 = [f"{p}_logit_{k}" for p in SCORE_PREFIXES for k in (0, 1)]
+
+
+def _logits(pred, rng, prefix):
+    """Two-class logits whose argmax is ``pred``."""
+    z = rng.random(len(pred)).astype(np.float32) * 3
+    return {f"{prefix}_logit_0": np.where(pred == 0, z, -z), f"{prefix}_logit_1": np.where(pred == 1, z, -z)}
+
+
 def _frame(ids, rng, eps):
     n = len(ids)
     label = rng.integers(0, 2, n)
@@ -128,7 +143,9 @@ def _frame(ids, rng, eps):
                          "clean_prob": rng.random(n).astype(np.float32),
                          "adv_prob": rng.random(n).astype(np.float32),
                          "linf": np.full(n, eps, dtype=np.float32), "l2": np.full(n, 8 * eps),
-                         "psnr": np.full(n, -20 * np.log10(eps)), "ssim": 1 - rng.random(n) / 100})[COLUMNS]
+                         "psnr": np.full(n, -20 * np.log10(eps)), "ssim": 1 - rng.random(n) / 100,
+                         **_logits(clean, rng, "clean"), **_logits(adv, rng, "adv"),
+                         **_logits(adv, rng, "true_adv")})[COLUMNS + LOGITS2]
 
 
 def _attack_csv(root: Path, regime, method, eps, df, key=True, data_fp="") -> Path:
@@ -183,7 +200,8 @@ def grid(tmp_path):
     jobs += [("adv_pgd", f"transfer_{m}", e) for m in ("fgsm", "pgd") for e in (0.1, 0.2)]
     frames = {job: _frame(ids, rng, job[2]) for job in jobs}
     sens = {r: pd.DataFrame({"sample_id": ids, "split": "test", "label": np.arange(len(ids)) % 2,
-                             "clean_pred": np.arange(len(ids)) % 2, "eps_upper": rng.random(len(ids)) * 0.3})
+                             "clean_pred": np.arange(len(ids)) % 2, "eps_upper": rng.random(len(ids)) * 0.3,
+                             **_logits(np.arange(len(ids)) % 2, rng, "clean")})
             for r in ("clean", "adv_pgd")}
     for fmt in ("new", "old"):
         root = tmp_path / fmt
@@ -214,11 +232,13 @@ def _tables_spec(root: Path, index: list[dict]) -> dict:
                                                      ("directions_eps", "directions_eps.csv"),
                                                      ("directions_md", "directions.md"),
                                                      ("visibility", "visibility.csv"),
-                                                     ("visibility_md", "visibility.md")]},
+                                                     ("visibility_md", "visibility.md"),
+                                                     ("clinical", "clinical.csv"), ("clinical_md", "clinical.md")]},
             "params": {"index": index,
                        "sensitivity_index": [{"dataset": "ds", "regime": r} for r in ("clean", "adv_pgd")],
                        "labels": "predicted", "paper_names": {"ds": "ct"}, "reference_eps": {"ds": 0.1},
-                       "controls": [], "datasets": ["ds"], "positive_class": {"ds": None}, "seed": 0},
+                       "controls": [], "datasets": ["ds"], "positive_class": {"ds": None},
+                       "operating_point": {"ds": "youden"}, "seed": 0},
             "log": [str(root / "tables.log")]}
 
 
@@ -263,7 +283,7 @@ def test_tables_unchanged_by_the_key_columns(grid):
     per_image, rows, attacked = {}, [], []
     for meta, path in zip(index, spec["input"]["csvs"]):
         df = read_per_image(path.replace(str(tmp / "new"), str(old)), ids)
-        assert list(df.columns) == COLUMNS + list(PROVENANCE_COLUMNS)
+        assert list(df.columns) == COLUMNS + LOGITS2 + list(PROVENANCE_COLUMNS)
         key = (meta["dataset"], meta["regime"], meta["method"], meta["eps"])
         attacked.append(df.assign(dataset="ds", regime=meta["regime"], method=meta["method"], eps=meta["eps"]))
         if meta["method"] == "worst":

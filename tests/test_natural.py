@@ -125,7 +125,8 @@ def test_corruption_csv_passes_the_attack_csv_checks(batch, tmp_path):
     model, x, y, ids = batch
     df = evaluate_corruption(model, x, y, ids, "gaussian_noise", 40.0, units_per_pixel=1500.0, seed=0,
                              batch_size=7, regime="clean")
-    assert list(df.columns) == COLUMNS + ["regime", "method", "severity", "unit"]
+    logits = [f"{p}_logit_{k}" for p in ("clean", "adv") for k in (0, 1)]  # a corruption has no true_adv
+    assert list(df.columns) == COLUMNS + logits + ["regime", "method", "severity", "unit"]
     assert (df.method == "corrupt_gaussian_noise").all() and (df.severity == 40.0).all()
     assert (df.unit == CORRUPTIONS["gaussian_noise"].unit).all() and (df.regime == "clean").all()
     assert ((df.linf >= 0) & (df.linf <= 1)).all() and df.linf.max() > 0

@@ -141,7 +141,12 @@ def test_sensitivity_frame_contract(images):
                                       "test": {"x": images[10:], "y": y[10:], "ids": [str(i) for i in range(30)]}},
                               eps_max=0.2, tol=1e-3)
     assert list(frame.columns) == ["sample_id", "split", "label", "clean_pred", "correct", "min_flip_eps", "eps_lower",
-                                   "eps_upper", "first_order_eps", "confidence"]
+                                   "eps_upper", "first_order_eps", "confidence", "clean_logit_0", "clean_logit_1"]
+    # the logits are the model's on each image (softmax of them: the confidence)
+    with torch.no_grad():
+        z = model(torch.cat([images[:10], images[10:]]))
+    assert np.allclose(frame[["clean_logit_0", "clean_logit_1"]].to_numpy(), z.numpy(), atol=1e-6)
+    assert np.allclose(torch.softmax(z, 1).max(1).values.numpy(), frame.confidence, atol=1e-6)
     assert (frame.min_flip_eps == frame.eps_upper).all() and (frame.eps_lower <= frame.eps_upper).all()
     assert frame.split.tolist() == ["val"] * 10 + ["test"] * 30
     assert (frame.correct == (frame.clean_pred == frame.label)).all() and frame.confidence.between(0.5, 1).all()

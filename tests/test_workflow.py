@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 import torch
 import yaml
 
@@ -133,7 +134,15 @@ def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     if len(changed):
         assert vrow.ssim_median == pytest.approx(changed.ssim.median()) and 0 < vrow.ssim_median <= 1
         assert vrow.linf_stored_median > vrow.linf_median and "HU" in (res / "tables" / "visibility.md").read_text()
-    for fig in ("fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral"):
+    # AUROC under attack: the positive class's log-odds of the CSV's own rows, as scikit-learn ranks them
+    clin = pd.read_csv(res / "tables" / "clinical.csv")
+    crow = clin[(clin.dataset == "ct") & (clin.regime == "clean") & (clin.method == "pgd")].iloc[0]
+    assert crow.auroc == pytest.approx(roc_auc_score(pgd.label == 1, pgd.true_adv_logit_1 - pgd.true_adv_logit_0))
+    clean_row = clin[(clin.dataset == "ct") & (clin.regime == "clean") & (clin.method == "clean")].iloc[0]
+    assert clean_row.auroc == pytest.approx(roc_auc_score(pgd.label == 1, pgd.clean_logit_1 - pgd.clean_logit_0))
+    assert set(clin[clin.dataset == "digits"].positive_class) >= {"macro"} and "## ct — clean" in (
+        res / "tables" / "clinical.md").read_text()
+    for fig in ("fig1_examples", "fig2_accuracy_vs_eps", "fig3_adv_training", "fig4_deferral", "fig6_clinical"):
         assert (res / "figures" / f"{fig}.png").stat().st_size > 10_000
     report = smk(tmp_path, TINY, "--report", "results/report.html")
     assert report.returncode == 0, report.text[-2000:]

@@ -79,6 +79,13 @@ rule tables:
             labels={"table": "How visible the change is"},
         ),
         visibility_md=f"{R}/tables/visibility.md",
+        clinical=report(
+            f"{R}/tables/clinical.csv",
+            caption="../report/clinical.rst",
+            category="Tables",
+            labels={"table": "AUROC, sensitivity and specificity under attack"},
+        ),
+        clinical_md=f"{R}/tables/clinical.md",
     log:
         f"{R}/logs/tables/attack_tables.log",
     conda:
@@ -102,6 +109,9 @@ rule tables:
         datasets=DATASETS,
         positive_class=canon(
             {ds: config["datasets"][ds].get("positive_class") for ds in DATASETS}
+        ),
+        operating_point=canon(
+            {ds: config["datasets"][ds]["operating_point"] for ds in DATASETS}
         ),
         seed=config["seed"],
     script:

@@ -7,6 +7,7 @@ rule card:
     input:
         summary=f"{R}/tables/attack_summary.csv",
         directions=f"{R}/tables/directions_eps.csv",
+        clinical=f"{R}/tables/clinical.csv",
         robustness=f"{R}/tables/robustness_summary.csv",
         curves=f"{R}/tables/robustness_curves.csv",
         table2=f"{R}/tables/table2.csv",

@@ -647,6 +647,8 @@ def get_final_output():
             "deferral_auc.csv",
             "evaluation_health.csv",
             "evaluation_health.md",
+            "clinical.csv",
+            "clinical.md",
         ],
     )
     targets += expand(
@@ -658,6 +660,7 @@ def get_final_output():
             "fig3_adv_training",
             "fig4_deferral",
             "fig5_robustness_curves",
+            "fig6_clinical",
         ],
     )
     targets += expand(

@@ -99,6 +99,32 @@ rule fig4_deferral:
         "../scripts/figures.py"
 
 
+rule fig6_clinical:
+    input:
+        clinical=f"{R}/tables/clinical.csv",
+        directions=f"{R}/tables/directions.csv",
+    output:
+        png=report(
+            f"{R}/figures/fig6_clinical.png",
+            caption="../report/fig6.rst",
+            category="Figures",
+            labels={"figure": "6 clinical metrics under attack"},
+        ),
+        pdf=f"{R}/figures/fig6_clinical.pdf",
+    log:
+        f"{R}/logs/figures/fig6_clinical.log",
+    conda:
+        "../envs/oncorobust.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=code_version("scripts/figures.py"),
+    script:
+        "../scripts/figures.py"
+
+
 localrules:
     config_used,
 

@@ -3,7 +3,9 @@ image in `worst`) -> Table 1, Table S5, sanity warnings. Each CSV's regime, meth
 its own columns, checked against its entry of params.index (a mis-wired input list stops the job).
 Per non-control dataset also the missed findings and false alarms (oncorobust.evaluation.clinical);
 for every attack how visible its changes are (oncorobust.evaluation.visibility, on the attack's own
-images: the images the worst case counts from the sensitivity search are not among them)."""
+images: the images the worst case counts from the sensitivity search are not among them); AUROC,
+sensitivity and specificity clean and under each attack (oncorobust.evaluation.clinical_metrics,
+also on the attacks' own images)."""
 
 import json
 import math
@@ -15,6 +17,7 @@ from oncorobust.epsilon import eps_text
 from oncorobust.evaluation.results import rows_of_test_split
 from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS
 from oncorobust.reporting.visibility import visibility_markdown, visibility_summary
+from oncorobust.evaluation.clinical_metrics import check_scores, clinical_markdown, clinical_table
 from oncorobust.evaluation.clinical import (DIRECTION_COLUMNS, PositiveClassError, direction_counts, direction_eps,
                                             directions_markdown, positive_class)
 from oncorobust.io import atomic_path, write_csv
@@ -47,7 +50,7 @@ with step_logging(sm.log[0], "tables") as log:
         check_sensitivity_path(p, m)
         sens[(m["dataset"], m["regime"])] = read_per_image(p, ids[m["dataset"]])
     units = read_eps_units(sm.params.datasets, sm.input.stats)
-    per_image, rows, attacked = {}, [], []
+    per_image, rows, attacked, scored = {}, [], [], {}
     for meta, path in pair_inputs(sm.params.index, sm.input.csvs, "attack CSVs"):
         # regime, method and ε from the file itself, checked against this entry of params.index
         (regime, method, eps), df = read_attack_csv(path, ids[meta["dataset"]], expect=meta)
@@ -58,6 +61,8 @@ with step_logging(sm.log[0], "tables") as log:
             raise AttackKeyError(f"{path}: no {'/'.join(missing)} column: the file was written by an older"
                                  f" oncorobust; rerun its attack job (`--forcerun attack_{meta['dataset']}`)")
         attacked.append(rows_of_test_split(df).assign(dataset=meta["dataset"]))
+        check_scores(df, path, ["clean", "true_adv"])
+        scored.setdefault(key[:2], {})[(method, eps)] = rows_of_test_split(df)
         if method == "worst":  # one verdict: confirmed bracket flips at or below ε count
             df = merge_bracket(df, sens[key[:2]], eps, sm.params.labels, n_classes[meta["dataset"]])
             if df.from_bracket.any():
@@ -86,6 +91,18 @@ with step_logging(sm.log[0], "tables") as log:
     write_csv(eps_rows, sm.output.directions_eps)
     with atomic_path(sm.output.directions_md) as tmp:
         tmp.write_text("# Missed findings vs false alarms\n\n" + directions_markdown(medical, eps_rows, eps_text))
+    for (m, p) in pair_inputs(sm.params.sensitivity_index, sm.input.sensitivity, "sensitivity CSVs"):
+        check_scores(sens[(m["dataset"], m["regime"])], p, ["clean"])
+    clinical = [clinical_table(ds, regime, frames, sens.get((ds, regime)), classes[ds], positive.get(ds),
+                               rule=sm.params.operating_point[ds],
+                               reference=scored.get((ds, "clean")) if regime != "clean" else None,
+                               reference_clean=next(iter(scored[(ds, "clean")].values()))
+                               if regime != "clean" and (ds, "clean") in scored else None)
+                for (ds, regime), frames in scored.items()]
+    clinical = pd.concat(clinical, ignore_index=True) if clinical else clinical_table("", "", {}, None, [], None)
+    write_csv(clinical, sm.output.clinical)
+    with atomic_path(sm.output.clinical_md) as tmp:
+        tmp.write_text("# AUROC, sensitivity and specificity under attack\n\n" + clinical_markdown(clinical, eps_text))
     t1 = table1(summary, sm.params.paper_names, sm.params.labels, units)
     write_csv(t1, sm.output.table1)
     with atomic_path(sm.output.table1_md) as tmp:

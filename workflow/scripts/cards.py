@@ -21,7 +21,7 @@ with step_logging(sm.log[0], "cards") as log:
                   control=cfg["control"], model=model_identity(sm.input.model),
                   runtime=read_benchmarks(sm.params.benchmarks), grad_evals=read_grad_evals(sm.params.sensitivity_log),
                   version=package_version(), per_image=read_per_image(sm.input.sensitivity),
-                  directions_csv=sm.input.directions)
+                  directions_csv=sm.input.directions, clinical_csv=sm.input.clinical)
     curves = pd.read_csv(sm.input.curves)
     curve = curves[(curves.dataset.astype(str) == ds) & (curves.regime.astype(str) == regime)]
     with atomic_path(sm.output.md) as tmp:

@@ -39,5 +39,8 @@ with step_logging(sm.log[0], "figures") as log:
         figures.fig2_accuracy_vs_eps(summary, controls, paper_values(), sm.params.paper_names,
                                      Path(sm.output.fig2).with_suffix(""), units=units)
         figures.fig3_adv_training(summary, controls, stem=Path(sm.output.fig3).with_suffix(""), units=units)
+    elif sm.rule == "fig6_clinical":
+        figures.fig6_clinical(pd.read_csv(sm.input.clinical), pd.read_csv(sm.input.directions),
+                              stem=Path(sm.output.png).with_suffix(""))
     else:
         figures.fig4_deferral(pd.read_csv(sm.input.deferral), stem=Path(sm.output.png).with_suffix(""))

@@ -670,7 +670,8 @@ def linf(x: torch.Tensor, x_c: torch.Tensor) -> torch.Tensor:
 
 #: What a per-image corruption CSV holds: the attack CSVs' scores
 #: (:data:`oncorobust.evaluation.evaluate.COLUMNS`; ``adv_pred``/``adv_prob`` on the corrupted
-#: image, ``linf``/``l2`` its measured ‖δ‖∞/‖δ‖₂ in [0,1] units, PSNR and SSIM), then the key: the scored model's regime, the
+#: image, ``linf``/``l2`` its measured ‖δ‖∞/‖δ‖₂ in [0,1] units, PSNR and SSIM, the logits
+#: ``clean_logit_<k>``/``adv_logit_<k>``), then the key: the scored model's regime, the
 #: method ``corrupt_<name>``, the severity and its unit.
 CORRUPTION_KEY_COLUMNS = ("regime", "method", "severity", "unit")
 
@@ -742,7 +743,9 @@ def evaluate_corruption(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
         A DataFrame with the attack CSVs' columns (sample_id, label, clean_pred, adv_pred,
         clean_prob, adv_prob, linf, l2, psnr, ssim: ``adv_*`` on the corrupted image, ``linf`` and
         ``l2`` its measured ‖δ‖∞ and ‖δ‖₂ in [0,1] units, ``psnr``/``ssim`` how visible it is,
-        :mod:`oncorobust.evaluation.visibility`) and then ``regime`` (when given), ``method`` (``corrupt_<name>``),
+        :mod:`oncorobust.evaluation.visibility`), the logits ``clean_logit_<k>`` and ``adv_logit_<k>``
+        (on the corrupted image; a corruption has no label to push away from, so there are no
+        ``true_adv_logit_<k>``) and then ``regime`` (when given), ``method`` (``corrupt_<name>``),
         ``severity`` and ``unit`` (the severity's unit, :func:`severity_unit`).
 
     Raises:
@@ -752,7 +755,8 @@ def evaluate_corruption(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     """
     from oncorobust.attacks.kernels import image_seeds
     from oncorobust.device import eval_mode, strict_fp32
-    from oncorobust.evaluation.evaluate import COLUMNS, predict
+    from oncorobust.evaluation.evaluate import COLUMNS
+    from oncorobust.evaluation.scores import logit_columns, logits_of, pred_and_prob
     from oncorobust.evaluation.visibility import visibility
     import pandas as pd
 
@@ -779,8 +783,8 @@ def evaluate_corruption(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
             if not bool(torch.isfinite(xc).all()) or float(xc.min()) < 0 or float(xc.max()) > 1:
                 raise CorruptionSanityError(f"{name} at severity {s:g}: corrupted images not finite or outside [0,1]")
             xd, xcd = xb.to(device), xc.to(device)
-            clean_pred, clean_prob = predict(model, xd)
-            adv_pred, adv_prob = predict(model, xcd)
+            clean_logits, adv_logits = logits_of(model, xd), logits_of(model, xcd)
+            (clean_pred, clean_prob), (adv_pred, adv_prob) = pred_and_prob(clean_logits), pred_and_prob(adv_logits)
             if not (bool(torch.isfinite(clean_prob).all()) and bool(torch.isfinite(adv_prob).all())):
                 raise CorruptionSanityError(f"{name} at severity {s:g}: the model's outputs are not finite")
             d = linf(xb, xc)
@@ -790,9 +794,9 @@ def evaluate_corruption(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
                 "sample_id": [str(k) for k in ids[i:i + batch_size]], "label": y[i:i + batch_size].cpu().numpy(),
                 "clean_pred": clean_pred.cpu().numpy(), "adv_pred": adv_pred.cpu().numpy(),
                 "clean_prob": clean_prob.cpu().numpy(), "adv_prob": adv_prob.cpu().numpy(),
-                "linf": d.cpu().numpy(), **visibility(xb.cpu().numpy(), xc.cpu().numpy())}))
+                "linf": d.cpu().numpy(), **visibility(xb.cpu().numpy(), xc.cpu().numpy()),
+                **logit_columns("clean", clean_logits), **logit_columns("adv", adv_logits)}))
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
-    out = out[COLUMNS]
     if regime is not None:
         out["regime"] = str(regime)
     out["method"] = corruption_method(name)

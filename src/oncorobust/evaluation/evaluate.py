@@ -4,7 +4,16 @@ Columns of ``results/{ds}/attacks/{regime}/{method}/eps={eps}.csv``:
 ``sample_id, label, clean_pred, adv_pred, clean_prob, adv_prob, linf, l2, psnr, ssim`` where
 ``clean_prob`` / ``adv_prob`` are the model's softmax probability of its own predicted class on the
 clean / adversarial image, ``linf`` = ‖x_adv − x‖∞ and ``l2`` = ‖x_adv − x‖₂ in [0,1] pixel units,
-and ``psnr`` (dB) / ``ssim`` how visible the change is (:mod:`oncorobust.evaluation.visibility`).
+and ``psnr`` (dB) / ``ssim`` how visible the change is (:mod:`oncorobust.evaluation.visibility`);
+then the model's logits, one column per class k (:data:`SCORE_PREFIXES`): ``clean_logit_<k>`` on the
+clean image, ``adv_logit_<k>`` on the attacked image (the attack as run: ``adv_pred`` is their
+argmax) and ``true_adv_logit_<k>`` on the image attacked away from the **true** label, the adversary
+of the AUROC table (:mod:`oncorobust.evaluation.clinical`). With ``labels="true"``, and for every
+image whose label the crafting model predicts, the two attacks are the same and so are their columns;
+under ``labels="predicted"`` the other images are attacked a second time, with their true label.
+Logits rather than probabilities: float32 softmax saturates at 1 for confident models, which ties
+the scores an AUROC ranks; a class's probability is the softmax of the row's logits and its logit
+margin the difference to the largest other logit.
 
 Methods: see :mod:`oncorobust.attacks.methods` (the paper's fgsm/bim/pgd, apgd_ce, apgd_margin, fab, square
 and ``worst``, the per-image worst case over several). ``labels="predicted"`` pushes each image away from the model's own clean prediction (what the
@@ -33,6 +42,7 @@ from oncorobust.errors import AttackError
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.passes import attack_passes
 from oncorobust.spec import base_method, is_transfer
+from oncorobust.evaluation.scores import SCORE_PREFIXES, logit_columns, logits_of, pred_and_prob, score_column_names
 from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS, visibility
 
 log = logging.getLogger("oncorobust.evaluation.evaluate")
@@ -50,12 +60,7 @@ def predict(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     Returns:
         (N int64 predicted classes, N float32 probabilities of those classes).
     """
-    prob = torch.softmax(model(x), dim=1)
-    conf, pred = prob.max(dim=1)
-    return pred, conf
-
-
-#: old private name, still imported by :mod:`oncorobust.evaluation.corruptions`
+    return pred_and_prob(model(x))
 
 
 @strict_fp32()
@@ -85,7 +90,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
         device: where the models run.
         progress: show a progress bar over the batches.
     Returns:
-        A DataFrame with :data:`COLUMNS`.
+        A DataFrame with :data:`COLUMNS`, then the logit columns of :data:`SCORE_PREFIXES`.
     Raises:
         AttackError: bad arguments; AttackSanityError: a result outside the ε-ball or [0,1], or
         predictions changed by the attack at ε = 0 (a non-deterministic model or a broken attack).
@@ -113,7 +118,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
     log.info("%s ε=%g (%s labels): accuracy %.4f → %.4f, flip rate %.4f, n=%d", method, eps, labels,
              np.mean(out.clean_pred == out.label), np.mean(out.adv_pred == out.label),
              np.mean(out.adv_pred != out.clean_pred), len(out))
-    return out[COLUMNS]
+    return out[COLUMNS + [c for p in SCORE_PREFIXES for c in score_column_names(out, p)]]
 
 
 def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels, batch_size, device,
@@ -130,8 +135,9 @@ def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels,
     for b, i in enumerate(tqdm(starts, desc=f"{method} ε={eps:g}", disable=not progress or None)):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
         sb = seeds[i:i + batch_size]
-        clean_pred, clean_prob = predict(model, xb)
-        target = yb if labels == "true" else predict(craft, xb)[0]
+        clean_logits = logits_of(model, xb)
+        clean_pred, clean_prob = pred_and_prob(clean_logits)
+        target = yb if labels == "true" else (clean_pred if craft is model else predict(craft, xb)[0])
         if b == 0:
             zero = attack(craft, xb[:8], target[:8], zero_method, 0.0, seeds=sb[:8], **zero_kw)
             if not torch.equal(predict(model, zero)[0], clean_pred[:8]):
@@ -140,12 +146,20 @@ def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels,
                                         " BatchNorm saved in training mode inside a TorchScript/torch.export"
                                         " file: export it after model.eval()), or the attack is broken")
         x_adv = attack(craft, xb, target, base, eps, seeds=sb, **kw)
-        adv_pred, adv_prob = predict(model, x_adv)
+        adv_logits = logits_of(model, x_adv)
+        adv_pred, adv_prob = pred_and_prob(adv_logits)
+        true_adv_logits = adv_logits.clone()
+        redo = (target != yb).nonzero().flatten()
+        if len(redo):  # the AUROC's adversary pushes every image away from its true label
+            x_true = attack(craft, xb[redo], yb[redo], base, eps, seeds=[sb[j] for j in redo.tolist()], **kw)
+            true_adv_logits[redo] = logits_of(model, x_true)
         linf = (x_adv - xb).flatten(1).abs().amax(dim=1)
         rows.append(pd.DataFrame({
             "sample_id": ids[i:i + batch_size], "label": yb.cpu().numpy(),
             "clean_pred": clean_pred.cpu().numpy(), "adv_pred": adv_pred.cpu().numpy(),
             "clean_prob": clean_prob.cpu().numpy(), "adv_prob": adv_prob.cpu().numpy(),
-            "linf": linf.cpu().numpy(), **visibility(xb.cpu().numpy(), x_adv.cpu().numpy())}))
+            "linf": linf.cpu().numpy(), **visibility(xb.cpu().numpy(), x_adv.cpu().numpy()),
+            **logit_columns("clean", clean_logits), **logit_columns("adv", adv_logits),
+            **logit_columns("true_adv", true_adv_logits)}))
         progress_meter.finished(len(xb))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)

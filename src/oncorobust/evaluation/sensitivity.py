@@ -44,6 +44,7 @@ from oncorobust.attacks.kernels import (apgd, apgd_start, image_seeds, loss_grad
 from oncorobust.attacks.methods import first_order_eps
 from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.errors import AttackError
+from oncorobust.evaluation.scores import logit_columns, logits_of, pred_and_prob, score_column_names
 from oncorobust.pipeline.passes import sensitivity_passes
 from oncorobust.progress import meter, monitored
 
@@ -404,8 +405,10 @@ def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu"
         device: where the model runs; ``batch_size``: images per model call.
         **search: keyword arguments of :func:`flip_eps_bracket`.
     Returns:
-        A DataFrame with :data:`SENSITIVITY_COLUMNS`; ``min_flip_eps`` = ``eps_upper`` (a confirmed
-        flipping ε, ``inf`` where none), ``first_order_eps`` the one-gradient estimate.
+        A DataFrame with :data:`SENSITIVITY_COLUMNS`, then the clean logits ``clean_logit_<k>``
+        (:func:`oncorobust.evaluation.evaluate.logit_columns`: the validation rows' scores choose the
+        AUROC table's operating point); ``min_flip_eps`` = ``eps_upper`` (a confirmed flipping ε,
+        ``inf`` where none), ``first_order_eps`` the one-gradient estimate.
     Raises:
         AttackError: bad arguments of the search or bad images.
         AttackSanityError: a stored flip did not reproduce (a bug).
@@ -416,7 +419,8 @@ def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu"
         model = monitored(model, "the sensitivity search")
         with meter("sensitivity", n * (plan + 2), images=n) as progress_meter:
             rows = _frames(model, splits, device, batch_size, search, progress_meter)
-    return pd.concat(rows, ignore_index=True)[SENSITIVITY_COLUMNS]
+    out = pd.concat(rows, ignore_index=True)
+    return out[SENSITIVITY_COLUMNS + score_column_names(out, "clean")]
 
 
 def _frames(model, splits, device, batch_size, search, progress_meter) -> list[pd.DataFrame]:
@@ -425,15 +429,15 @@ def _frames(model, splits, device, batch_size, search, progress_meter) -> list[p
     rows = []
     for split, t in splits.items():
         x = t["x"]
-        with torch.no_grad():
-            prob = torch.cat([torch.softmax(model(x[i:i + batch_size].to(device)), 1).cpu()
-                              for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0, 2)
-        conf, pred = prob.max(1)
+        logits = torch.cat([logits_of(model, x[i:i + batch_size].to(device)).cpu()
+                            for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0, 2)
+        pred, conf = pred_and_prob(logits)
         br = flip_eps_bracket(model, x, ids=t["ids"], batch_size=batch_size, **search)
         progress_meter.finished(len(x))
         rows.append(pd.DataFrame({
             "sample_id": t["ids"], "split": split, "label": t["y"].numpy(), "clean_pred": pred.numpy(),
             "correct": (pred == t["y"]).numpy(), "min_flip_eps": br["eps_upper"].numpy(),
             "eps_lower": br["eps_lower"].numpy(), "eps_upper": br["eps_upper"].numpy(),
-            "first_order_eps": br["first_order"].numpy(), "confidence": conf.numpy()}))
+            "first_order_eps": br["first_order"].numpy(), "confidence": conf.numpy(),
+            **logit_columns("clean", logits)}))
     return rows

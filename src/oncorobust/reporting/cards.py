@@ -327,7 +327,8 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
            table2_csv=None, auc_csv=None, attack_cfg: dict | None = None, attacks_cfg: dict | None = None,
            sensitivity_cfg: dict | None = None, adversarial_cfg: dict | None = None, control: bool = False,
            model: dict | None = None, runtime: dict | None = None, grad_evals: dict | None = None,
-           version: str = "", per_image: pd.DataFrame | None = None, directions_csv=None) -> dict:
+           version: str = "", per_image: pd.DataFrame | None = None, directions_csv=None,
+           clinical_csv=None) -> dict:
     """Collect one card's numbers from the workflow's outputs (never recomputed differently).
 
     Args:
@@ -351,6 +352,8 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
         per_image: the model's sensitivity CSV as read (:func:`plausibility`), or None.
         directions_csv: ``tables/directions_eps.csv`` (flipping ε per clinical direction), or None;
             the summary's direction columns give the counts (:mod:`oncorobust.evaluation.clinical`).
+        clinical_csv: ``tables/clinical.csv`` (AUROC, sensitivity and specificity under attack,
+            :mod:`oncorobust.evaluation.clinical_metrics`), or None.
     Returns:
         A dict with keys dataset, regime, control, n, clean, attacks, worst_note, units, eps50,
         eps10, eps_max, health, deferral, run and verdict (the one-sentence verdict).
@@ -427,6 +430,7 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
         "run": _run(attack_cfg, attacks_cfg, sens, adversarial_cfg, methods_present, model, runtime, grad_evals, version),
     }
     card["directions"] = _directions(dataset, regime, chosen, list(stats.get("classes") or []), directions_csv, units)
+    card["clinical"] = _clinical(dataset, regime, clinical_csv)
     card["verdict"] = verdict_sentence(card)
     return card
 
@@ -459,6 +463,27 @@ def _directions(dataset: str, regime: str, chosen: pd.DataFrame, classes: list[s
                 v = out["eps"].get(k, math.nan)
                 out["eps"][f"{k}_stored"] = clinical_eps(v, units)[1] if math.isfinite(v) else ""
     return out
+
+
+def _clinical(dataset: str, regime: str, clinical_csv) -> dict | None:
+    """The model's AUROC and operating-point rows, clean and under the per-image worst of the attacks
+    (``any attack``; the one attack run where only one was), or None without the table or a row."""
+    if clinical_csv is None or not Path(clinical_csv).is_file():
+        return None
+    from oncorobust.evaluation.clinical_metrics import ANY_ATTACK, CLEAN
+
+    t = _read_csv(clinical_csv, "clinical table", ("dataset", "regime", "method", "eps", "positive_class", "auroc"))
+    t = t[(t.dataset.astype(str) == dataset) & (t.regime.astype(str) == regime)]
+    if (t.positive_class.astype(str) == "macro").any():
+        t = t[t.positive_class.astype(str) == "macro"]
+    attacks = t[t.method != CLEAN]
+    if (attacks.method == ANY_ATTACK).any():
+        attacks = attacks[attacks.method == ANY_ATTACK]
+    rows = pd.concat([t[t.method == CLEAN], attacks]).sort_values("eps")
+    if rows.empty:
+        return None
+    return {"positive": str(rows.positive_class.iloc[0]), "rule": str(rows.operating_rule.iloc[0] or ""),
+            "rows": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for _, r in rows.iterrows()]}
 
 
 def _run(attack_cfg, attacks_cfg, sens, adversarial_cfg, methods_present, model, runtime, grad_evals, version) -> dict:
@@ -645,6 +670,28 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
                          + f"; a tenth at {cell('eps10_false_alarm')} (sensitivity search,"
                          " bootstrap 95% CIs).")
         out.append(("Missed findings and false alarms", [], rows, after))
+
+    c = card.get("clinical")
+    if c and c["rows"]:
+        macro = c["positive"] == "macro"
+        head = ["ε (pixel units)", "attack", "AUROC [95% CI]", "ΔAUROC"]
+        rows = [head + ([] if macro else ["sensitivity", "specificity"])]
+        for r in c["rows"]:
+            auc = "–" if not math.isfinite(r["auroc"]) else (
+                f"{r['auroc']:.3f}" if not math.isfinite(r.get("auroc_ci_low", math.nan))
+                else f"{r['auroc']:.3f} [{r['auroc_ci_low']:.3f}, {r['auroc_ci_high']:.3f}]")
+            delta = "" if r["method"] == "clean" or not math.isfinite(r.get("d_auroc", math.nan)) else f"{r['d_auroc']:+.3f}"
+            line = ["0" if r["method"] == "clean" else eps_text(r["eps"]), str(r["method"]), auc, delta]
+            if not macro:
+                line += [_acc_ci(r["sensitivity"], r["sens_ci_low"], r["sens_ci_high"]),
+                         _acc_ci(r["specificity"], r["spec_ci_low"], r["spec_ci_high"])]
+            rows.append(line)
+        after = [("Mean one-vs-rest AUROC over the classes (tables/clinical.csv has each class)." if macro else
+                  f"Positive class: {c['positive']}. The adversary pushes every {c['positive']} image toward a lower"
+                  f" {c['positive']} score and every other image toward a higher one; \"any attack\" takes each image's"
+                  " most harmful score among the attacks run (tables/clinical.md has each attack). AUROC with DeLong"
+                  f" 95% CI; sensitivity and specificity (Wilson 95% CI) at the operating point: {c['rule']}.")]
+        out.append(("AUROC and the operating point under attack", [], rows, after))
 
     e50, e10 = card.get("eps50"), card.get("eps10")
     if e50 is None:

@@ -13,6 +13,8 @@
   paper's Fig. 3), white-box, CI bands.
 - ``fig4_deferral``: accuracy on the retained test images as the deferred fraction grows, per
   deferral policy (adversarial sensitivity, confidence, random).
+- ``fig6_clinical``: AUROC, sensitivity and specificity at the operating point, and the
+  missed-finding and false-alarm rates against ε (log axis), per dataset and regime, CI bands.
 
 Every function returns the matplotlib Figure and writes PNG + PDF when given a path stem. This
 module only draws: the attack behind Fig. 1's example runs in
@@ -492,6 +494,91 @@ def fig5_robustness_curves(curves: pd.DataFrame, controls: set[str], markers: pd
     fig.suptitle("Robustness curves from the per-image flipping ε (○: attack-grid points of Table 1's"
                  " strongest attack)", fontsize=9)
     legend_below(fig, list(axes[0]), ncol=3)
+    if stem:
+        save(fig, stem)
+    return fig
+
+
+def _log_eps(ax) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel("ε ([0,1] pixel units, log)")
+
+
+def fig6_clinical(clinical: pd.DataFrame, directions: pd.DataFrame | None = None, method: str = "any attack",
+                  direction_method: str = "worst", stem: str | Path | None = None) -> plt.Figure:
+    """AUROC, sensitivity and specificity against ε, and both clinical errors' rates, per dataset.
+
+    One row of panels per dataset with a positive class (``clinical.csv`` rows other than the
+    one-vs-rest ``macro`` ones): AUROC with its DeLong 95% CI band; sensitivity (solid) and
+    specificity (dashed) at the operating point with Wilson bands; the missed-finding and
+    false-alarm rates of ``direction_method`` (``directions.csv``). One colour per regime, ε on a log
+    axis; the clean values (ε = 0, which a log axis cannot show) as dotted horizontal lines.
+
+    Args:
+        clinical: ``tables/clinical.csv`` (:func:`oncorobust.evaluation.clinical_metrics.clinical_table`).
+        directions: ``tables/directions.csv``, or None (no third panel).
+        method: the attack rows drawn (``any attack``: each image's most harmful attack; falls back
+            to ``worst``, then to any one attack, where it is absent).
+        direction_method: the attack whose missed findings and false alarms are drawn.
+        stem: where to write PNG + PDF (no suffix); None: not written.
+    Returns:
+        The figure; a placeholder when no dataset has a positive class.
+    Raises:
+        WriteError: the files cannot be written (:func:`save`).
+    """
+    style()
+    data = clinical[clinical.positive_class.astype(str) != "macro"]
+    datasets = list(dict.fromkeys(data.dataset))
+    if not datasets:
+        return placeholder("No dataset with a positive class: no AUROC under attack to show.", stem)
+    ncols = 3 if directions is not None and len(directions) else 2
+    fig, axes = plt.subplots(len(datasets), ncols, figsize=(2.6 * ncols, 2.1 * len(datasets)), squeeze=False)
+    regimes = list(dict.fromkeys(data.regime))
+    colors = {r: PALETTE[i % len(PALETTE)] for i, r in enumerate(regimes)}
+    for row, ds in zip(axes, datasets):
+        part = data[data.dataset == ds]
+        for regime in regimes:
+            g = part[part.regime == regime]
+            if g.empty:
+                continue
+            chosen = next((m for m in (method, "worst", *g.method) if m != "clean" and (g.method == m).any()), None)
+            clean, att = g[g.method == "clean"], g[g.method == chosen].sort_values("eps")
+            c = colors[regime]
+            ax = row[0]
+            ax.plot(att.eps, att.auroc, marker="o", ms=3, color=c, lw=1.2, label=regime)
+            ax.fill_between(att.eps, att.auroc_ci_low, att.auroc_ci_high, color=c, alpha=0.15, lw=0)
+            if len(clean):
+                ax.axhline(clean.auroc.iloc[0], color=c, ls=":", lw=0.9)
+            ax = row[1]
+            for col, ls, lo, hi in (("sensitivity", "-", "sens_ci_low", "sens_ci_high"),
+                                    ("specificity", "--", "spec_ci_low", "spec_ci_high")):
+                ax.plot(att.eps, att[col], ls, marker="o", ms=2.5, color=c, lw=1.1)
+                ax.fill_between(att.eps, att[lo], att[hi], color=c, alpha=0.1, lw=0)
+                if len(clean):
+                    ax.axhline(clean[col].iloc[0], color=c, ls=":", lw=0.8)
+            if ncols == 3:
+                d = directions[(directions.dataset == ds) & (directions.regime == regime)
+                               & (directions.method == direction_method)].sort_values("eps")
+                ax = row[2]
+                for col, ls, lo, hi in (("missed_rate", "-", "missed_ci_low", "missed_ci_high"),
+                                        ("false_alarm_rate", "--", "false_alarm_ci_low", "false_alarm_ci_high")):
+                    ax.plot(d.eps, d[col], ls, marker="o", ms=2.5, color=c, lw=1.1)
+                    ax.fill_between(d.eps, d[lo], d[hi], color=c, alpha=0.1, lw=0)
+        pos = str(part.positive_class.iloc[0])
+        row[0].set_title(f"{ds}: AUROC ({method})")
+        row[0].set_ylabel("AUROC")
+        row[0].set_ylim(-0.02, 1.02)
+        row[1].set_title(f"{ds}: sensitivity — / specificity - -")
+        row[1].set_ylabel("% at the operating point")
+        row[1].set_ylim(-2, 102)
+        if ncols == 3:
+            row[2].set_title(f"{ds}: missed {pos} — / false alarms - -")
+            row[2].set_ylabel(f"% of correct images ({direction_method})")
+            row[2].set_ylim(-2, 102)
+        for ax in row:
+            _log_eps(ax)
+    fig.suptitle("Clinical metrics under attack (dotted: clean images; bands: 95% CIs)", fontsize=9)
+    legend_below(fig, list(axes.flat), title="model (regime)")
     if stem:
         save(fig, stem)
     return fig
