@@ -209,3 +209,29 @@ def test_markdown_figure_and_card_section(attacks, tmp_path):
     assert (tmp_path / "fig6.png").stat().st_size > 5_000 and len(fig.axes) >= 2
     empty = figures.fig6_clinical(t.assign(positive_class="macro"), None, stem=tmp_path / "none")
     assert "No dataset with a positive class" in empty.axes[0].texts[0].get_text()
+
+
+def test_targeted_threat_models_push_toward_one_error_only(data, attacks):
+    """missed_finding attacks only positives (specificity stays clean), false_alarm only negatives
+    (sensitivity stays clean); each is between clean and the untargeted adversary; on two classes the
+    rows equal a run that attacks only those images."""
+    model, x, y, ids = data
+    t = clinical_table("toy", "clean", attacks, None, ["benign", "malignant"], 1)
+    clean = t[t.method == "clean"].iloc[0]
+    assert set(t.direction) == {"any", "missed_finding", "false_alarm"} and clean.direction == "any"
+    for m in ("pgd", ANY_ATTACK):
+        g = t[(t.method == m) & (t.eps == 0.08)].set_index("direction")
+        assert g.loc["missed_finding", "specificity"] == pytest.approx(clean.specificity)
+        assert g.loc["false_alarm", "sensitivity"] == pytest.approx(clean.sensitivity)
+        assert g.loc["missed_finding", "sensitivity"] == pytest.approx(g.loc["any", "sensitivity"])
+        assert g.loc["false_alarm", "specificity"] == pytest.approx(g.loc["any", "specificity"])
+        for d in ("missed_finding", "false_alarm"):
+            assert g.loc["any", "auroc"] - 1e-12 <= g.loc[d, "auroc"] <= clean.auroc + 1e-12
+    # the same as attacking only the positive images: their true_adv scores, the negatives' clean ones
+    df = attacks[("pgd", 0.08)]
+    pos = (df.label == 1).to_numpy()
+    only = np.where(pos, _log_odds(df, "true_adv"), _log_odds(df, "clean"))
+    row = t[(t.method == "pgd") & (t.eps == 0.08) & (t.direction == "missed_finding")].iloc[0]
+    assert row.auroc == pytest.approx(roc_auc_score(pos, only))
+    md = clinical_markdown(t)
+    assert "| any attack: only toward missed findings | 0.08 |" in md and "| pgd: only toward" not in md

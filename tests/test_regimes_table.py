@@ -336,3 +336,27 @@ def test_rule_file_names_its_inputs_and_params():
     for piece in ("rule regimes_table:", 'code=code_version("scripts/regimes_table.py")', "log:", "threads: 1",
                   "resources:", f"{{R}}/tables/regimes.csv", f"{{R}}/tables/regimes.md", "_plan.run_index("):
         assert piece in text, piece
+
+
+def test_regimes_table_gains_the_auroc_difference_under_attack():
+    """add_auroc: one seed, the clinical table's paired DeLong difference of `any attack` at the row's
+    ε; several seeds, the mean of the per-seed differences; the clean regime and other ε: none."""
+    from oncorobust.reporting.regimes import AUROC_COLUMNS, add_auroc
+
+    base = {"positive_class": "malignant", "d_auroc_regime_ci_low": -0.2, "d_auroc_regime_ci_high": 0.0,
+            "d_auroc_regime_p": 0.04, "threshold": 0.0}
+    clinical = pd.DataFrame([
+        base | {"dataset": "ct", "regime": "adv_pgd", "method": "any attack", "eps": 0.016, "d_auroc_regime": -0.1},
+        base | {"dataset": "ct", "regime": "adv_pgd", "method": "pgd", "eps": 0.016, "d_auroc_regime": -0.05},
+        base | {"dataset": "ct", "regime": "adv_pgd", "method": "any attack", "eps": 0.032, "d_auroc_regime": -0.3},
+        base | {"dataset": "ct", "regime": "clean", "method": "any attack", "eps": 0.016, "d_auroc_regime": np.nan},
+        base | {"dataset": "mri", "regime": "adv_pgd", "method": "any attack", "eps": 0.016, "d_auroc_regime": 0.1},
+        base | {"dataset": "mri", "regime": "adv_pgd-r2", "method": "any attack", "eps": 0.016, "d_auroc_regime": 0.3},
+    ])
+    table = pd.DataFrame({"dataset": ["ct", "ct", "mri"], "regime": ["clean", "adv_pgd", "adv_pgd"],
+                          "eps": [0.016, 0.016, 0.016]})
+    out = add_auroc(table, clinical)
+    assert list(out.columns) == ["dataset", "regime", "eps", *AUROC_COLUMNS]
+    assert math.isnan(out.d_auroc[0]) and out.d_auroc[1] == -0.1 and out.d_auroc_p[1] == 0.04
+    assert out.d_auroc[2] == pytest.approx(0.2) and math.isnan(out.d_auroc_ci_low[2])
+    assert out.auroc_method[1] == "any attack"

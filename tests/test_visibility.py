@@ -13,7 +13,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from oncorobust.evaluation.evaluate import COLUMNS, evaluate_attack
 from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS, visibility
-from oncorobust.reporting.visibility import visibility_summary
+from oncorobust.reporting.visibility import visibility_markdown, visibility_summary
 
 
 def _pair(n=4, c=1, h=16, w=16, eps=0.03, seed=0):
@@ -83,3 +83,29 @@ def test_attack_frame_carries_the_visibility_of_its_own_images():
     mse = df.l2[moved] ** 2 / d
     assert np.allclose(df.psnr[moved], -10 * np.log10(mse), rtol=1e-4)
     assert ((df.ssim > 0) & (df.ssim <= 1)).all()
+
+
+def test_summary_ties_the_change_to_each_images_own_noise():
+    """below_noise_pct: of the changed images with a measurable σ, the share whose ‖δ‖∞ is below
+    their own σ / span; images of another dataset or without σ do not count."""
+    rows = pd.DataFrame({"dataset": "ct", "regime": "clean", "method": "pgd", "eps": 0.01,
+                         "sample_id": ["a", "b", "c", "d", "e"], "clean_pred": [0, 0, 1, 1, 0],
+                         "adv_pred": [1, 1, 0, 1, 1], "linf": [0.01, 0.01, 0.01, 0.01, 0.01],
+                         "l2": 0.2, "psnr": 40.0, "ssim": 0.99})
+    noise = {"ct": pd.DataFrame({"sample_id": ["a", "b", "c", "d", "e"], "split": "test",
+                                 "sigma": [30.0, 10.0, 16.0, 1.0, float("nan")], "span": 1500.0, "unit": "HU"}),
+             "mri": pd.DataFrame({"sample_id": ["a"], "split": "test", "sigma": [0.0], "span": [1.0], "unit": "g"})}
+    s = visibility_summary(rows, {"ct": 1500.0}, noise).iloc[0]
+    # changed: a (σ 0.02 > 0.01: below), b (σ 0.0067: not), c (σ 0.0107: below), e (no σ); d unchanged
+    assert (s.n_changed, s.n_noise) == (4, 3) and s.below_noise_pct == pytest.approx(200 / 3)
+    assert "67% of 3" in visibility_markdown(visibility_summary(rows, {"ct": 1500.0}, noise), {"ct": {"unit": "HU"}})
+    assert math.isnan(visibility_summary(rows, {"ct": 1500.0}).iloc[0].below_noise_pct)
+
+
+def test_figure1_perturbation_title_gives_the_visibility_numbers():
+    from oncorobust.reporting.figures import _perturbation_title
+
+    clean = np.full((1, 16, 16), 0.5)
+    adv = clean + 0.01
+    title = _perturbation_title(clean, adv, {"per_eps": 1500.0, "unit": "HU"})
+    assert "max |δ| = 0.01 (15 HU)" in title and "PSNR 40.0 dB" in title and "SSIM" in title

@@ -6,8 +6,9 @@ Blocks: ``table1`` (PGD and the worst case from results/tables/table1.md), ``hea
 (results/tables/evaluation_health.md), ``robustness`` (results/tables/robustness_summary.md),
 ``deferral`` (results/tables/deferral_auc.md), ``directions`` (the per-direction flipping ε of
 results/tables/directions.md), ``visibility`` (the clean models' worst case in
-results/tables/visibility.md); figures docs/demo_fig2.png and docs/demo_fig5.png
-are copied from results/figures/.
+results/tables/visibility.md), ``clinical`` (the clean models' AUROC, sensitivity and specificity
+clean and under "any attack", from results/tables/clinical.csv); figures docs/demo_fig2.png, docs/demo_fig5.png
+and docs/demo_fig6.png are copied from results/figures/.
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ def visibility_rows(md: str, regime: str = "clean", method: str = "worst") -> st
     return "\n".join(out + [""] + note)
 
 
+def clinical_rows(csv: Path) -> str:
+    """results/tables/clinical.csv as Markdown: the clean models' clean and "any attack" rows, the
+    datasets with a positive class, each under a bold line instead of a heading."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from oncorobust.epsilon import eps_text
+    from oncorobust.evaluation.clinical_metrics import clinical_markdown, positive_class_rows
+
+    t = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+    md = clinical_markdown(t[positive_class_rows(t) & (t.regime.astype(str) == "clean")], eps_text, methods=[])
+    return "\n".join(f"**{ln[3:].strip()}**" if ln.startswith("## ") else ln for ln in md.strip().splitlines())
+
+
 def main(root: Path = ROOT) -> int:
     res = root / "results"
     sources = {
@@ -68,6 +83,7 @@ def main(root: Path = ROOT) -> int:
         "deferral": lambda: table_body((res / "tables/deferral_auc.md").read_text()),
         "directions": lambda: direction_eps_tables((res / "tables/directions.md").read_text()),
         "visibility": lambda: visibility_rows((res / "tables/visibility.md").read_text()),
+        "clinical": lambda: clinical_rows(res / "tables/clinical.csv"),
     }
     readme = root / "README.md"
     text = readme.read_text()
@@ -78,7 +94,7 @@ def main(root: Path = ROOT) -> int:
             continue
         text = pattern.sub(lambda m: m.group(1) + get().rstrip("\n") + "\n" + m.group(2), text)
     readme.write_text(text)
-    for fig in ("fig2_accuracy_vs_eps", "fig5_robustness_curves"):
+    for fig in ("fig2_accuracy_vs_eps", "fig5_robustness_curves", "fig6_clinical"):
         src = res / "figures" / f"{fig}.png"
         if src.exists():
             shutil.copyfile(src, root / "docs" / f"demo_{fig.split('_')[0]}.png")

@@ -35,6 +35,12 @@ Attacks
     - :func:`visibility`: per image ‖δ‖₂, PSNR and SSIM of adversarial against clean images (the
       frame's ``l2``, ``psnr``, ``ssim``): how visible the change is.
 
+Clinical metrics
+    - :func:`clinical_table`: AUROC with its DeLong 95% CI, sensitivity and specificity at a
+      validation-chosen operating point, clean and under each attack (frames of
+      :func:`evaluate_attack`, whose ``clean_logit_<k>``/``true_adv_logit_<k>`` columns it ranks).
+    - :func:`auroc_ci`, :func:`auroc_difference`: an AUROC with its DeLong CI; two paired AUROCs' difference.
+
 Per-image sensitivity
     - :func:`flip_eps_bracket`: per image, a bracket on the smallest flipping ε.
     - :func:`min_flip_eps`: its upper end alone.
@@ -89,6 +95,10 @@ _EXPORTS: dict[str, str] = {
     "METHODS": "oncorobust.spec:METHOD_NAMES",
     "ATTACK_COLUMNS": "oncorobust.evaluation.evaluate:COLUMNS",
     "visibility": "oncorobust.evaluation.visibility:visibility",
+    # clinical metrics
+    "clinical_table": "oncorobust.evaluation.clinical_metrics:clinical_table",
+    "auroc_ci": "oncorobust.evaluation.roc:auroc_ci",
+    "auroc_difference": "oncorobust.evaluation.roc:auroc_difference",
     # per-image sensitivity
     "flip_eps_bracket": "oncorobust.evaluation.sensitivity:flip_eps_bracket",
     "min_flip_eps": "oncorobust.evaluation.sensitivity:min_flip_eps",
@@ -120,6 +130,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "load_model", "load_given_model", "import_checkpoint",
     "evaluate_attack", "attack", "predict", "method_params", "METHODS", "ATTACK_COLUMNS", "visibility",
+    "clinical_table", "auroc_ci", "auroc_difference",
     "flip_eps_bracket", "min_flip_eps", "sensitivity_frame", "SENSITIVITY_COLUMNS",
     "health_checks",
     "read_dicom", "run_ingest", "run_preprocess",

@@ -42,6 +42,8 @@ rule tables:
         sensitivity=get_sensitivity_csvs,
         tests=get_test_tensors,
         stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
+        # each image's own noise σ (how visible: the change against the image's noise)
+        noise=expand(f"{R}/{{ds}}/tensors/noise.csv", ds=DATASETS),
     output:
         table1=report(
             f"{R}/tables/table1.csv",
@@ -144,6 +146,8 @@ rule health:
             config["datasets"][w.ds]["attack"]["reference_eps"]
         ),
         labels=config["attacks"]["labels"],
+        # the worst case's members and their budgets (its convergence check doubles them)
+        worst=get_worst_params,
         seed=config["seed"],
         device=config["device"],
     script:

@@ -338,6 +338,8 @@ def get_attack_runtime(ds):
             att.get(base, {}),
             {m: att.get(m, {}) for m in att["worst"]["members"]},
         )
+        if att["labels"] == "predicted":
+            passes *= 1.5  # the images the model gets wrong are attacked again with their label
         n = _n_images(ds, input.test)
         if not n:
             return 60
@@ -372,13 +374,19 @@ def get_health_mem_mb(wildcards, input):
 
 
 def get_health_runtime(wildcards, input):
-    """PGD × 1, × restarts and × 2 steps × 2 restarts, APGD at ε = 1, Square, gradients."""
+    """PGD × 1, × restarts and × 2 steps × 2 restarts, APGD at ε = 1, Square, gradients; the worst
+    case with doubled budgets on at most 64 images."""
     s = _shape(wildcards.ds)
     att = config["attacks"]
     passes = _res.health_passes(att["pgd"], att["health"]["square_queries"])
     n = min(_n_images(wildcards.ds, input.test), int(att["health"]["max_images"]))
     if not n:
         return 60
+    if get_worst_params(wildcards):
+        worst = _res.attack_passes(
+            "worst", att["worst"], {m: att.get(m, {}) for m in att["worst"]["members"]}
+        )
+        passes += 2 * worst * min(n, 64) / n
     return _res.runtime_min(
         s["arch"], s["size"], n, passes, device=_device(), width=s["width"]
     )
@@ -527,6 +535,20 @@ def get_attack_params(wildcards):
             m: dict(att.get(m, {})) for m in att["worst"]["members"]
         }
     return canon(out)
+
+
+def get_worst_params(wildcards):
+    """worst's members and their parameters, for the health check of its convergence (empty when
+    the dataset runs no worst case)."""
+    if "worst" not in config["datasets"][wildcards.ds]["attack"]["methods"]:
+        return {}
+    att = config["attacks"]
+    return canon(
+        {
+            "members": list(att["worst"]["members"]),
+            "member_params": {m: dict(att.get(m, {})) for m in att["worst"]["members"]},
+        }
+    )
 
 
 def canon(value):

@@ -8,6 +8,8 @@ rule regimes_table:
         sensitivity=get_regime_sensitivity_csvs,
         tests=get_test_tensors,
         stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
+        # AUROC under attack, paired against the clean model (the tables job)
+        clinical=f"{R}/tables/clinical.csv",
     output:
         csv=f"{R}/tables/regimes.csv",
         md=f"{R}/tables/regimes.md",

@@ -5,6 +5,7 @@ rule fig1_examples:
     input:
         models=expand(f"{R}/{{ds}}/models/clean.pt", ds=DATASETS),
         tests=expand(f"{R}/{{ds}}/tensors/test.pt", ds=DATASETS),
+        stats=expand(f"{R}/{{ds}}/tensors/stats.json", ds=DATASETS),
     output:
         png=report(
             f"{R}/figures/fig1_examples.png",

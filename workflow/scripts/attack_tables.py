@@ -21,6 +21,7 @@ from oncorobust.evaluation.clinical_metrics import check_scores, clinical_markdo
 from oncorobust.evaluation.clinical import (DIRECTION_COLUMNS, PositiveClassError, direction_counts, direction_eps,
                                             directions_markdown, positive_class)
 from oncorobust.io import atomic_path, write_csv
+from oncorobust.spec import REPLICATE_SEP, split_replicate_name
 from oncorobust.logs import step_logging
 from oncorobust.reporting.tables import (AttackKeyError, check_sensitivity_path,
                                         eps_units_markdown, merge_bracket, pair_inputs, read_attack_csv,
@@ -75,11 +76,12 @@ with step_logging(sm.log[0], "tables") as log:
                       else dict.fromkeys(DIRECTION_COLUMNS, math.nan) | {"positive_class": ""})
         rows.append(summarize(df, *key) | directions)
     per_eps = {ds: float(u["per_eps"]) for ds, u in units.items() if u and u.get("per_eps")}
-    seen = visibility_summary(pd.concat(attacked, ignore_index=True), per_eps)
+    noise = {ds: pd.read_csv(p, dtype={"sample_id": str}) for ds, p in zip(sm.params.datasets, sm.input.noise)}
+    seen = visibility_summary(pd.concat(attacked, ignore_index=True), per_eps, noise)
     write_csv(seen, sm.output.visibility)
     with atomic_path(sm.output.visibility_md) as tmp:
         tmp.write_text("# How visible the change is\n\n" + visibility_markdown(seen, units))
-    medians = [f"{m}_median" for m in ("linf_stored", *VISIBILITY_COLUMNS)]
+    medians = [f"{m}_median" for m in ("linf_stored", *VISIBILITY_COLUMNS)] + ["below_noise_pct"]
     summary = pd.DataFrame(rows).merge(seen[["dataset", "regime", "method", "eps", *medians]],
                                        on=["dataset", "regime", "method", "eps"], how="left", validate="1:1")
     write_csv(summary, sm.output.summary)
@@ -93,12 +95,14 @@ with step_logging(sm.log[0], "tables") as log:
         tmp.write_text("# Missed findings vs false alarms\n\n" + directions_markdown(medical, eps_rows, eps_text))
     for (m, p) in pair_inputs(sm.params.sensitivity_index, sm.input.sensitivity, "sensitivity CSVs"):
         check_scores(sens[(m["dataset"], m["regime"])], p, ["clean"])
-    clinical = [clinical_table(ds, regime, frames, sens.get((ds, regime)), classes[ds], positive.get(ds),
-                               rule=sm.params.operating_point[ds],
-                               reference=scored.get((ds, "clean")) if regime != "clean" else None,
-                               reference_clean=next(iter(scored[(ds, "clean")].values()))
-                               if regime != "clean" and (ds, "clean") in scored else None)
-                for (ds, regime), frames in scored.items()]
+    clinical = []
+    for (ds, regime), frames in scored.items():
+        # an adversarially trained model against the clean model of the same replicate (same seed)
+        base, k = split_replicate_name(regime)
+        ref = scored.get((ds, "clean" if k == 1 else f"clean{REPLICATE_SEP}{k}")) if base != "clean" else None
+        clinical.append(clinical_table(ds, regime, frames, sens.get((ds, regime)), classes[ds], positive.get(ds),
+                                       rule=sm.params.operating_point[ds], reference=ref,
+                                       reference_clean=next(iter(ref.values())) if ref else None))
     clinical = pd.concat(clinical, ignore_index=True) if clinical else clinical_table("", "", {}, None, [], None)
     write_csv(clinical, sm.output.clinical)
     with atomic_path(sm.output.clinical_md) as tmp:

@@ -16,6 +16,7 @@ with step_logging(sm.log[0], "figures") as log:
     torch.set_num_threads(sm.threads)
     if sm.rule == "fig1_examples":
         examples = []
+        units = read_eps_units(sm.params.datasets, sm.input.stats)
         pgd = {k: v for k, v in sm.params.pgd.items() if k in ("steps", "random_start", "restarts")}
         for ds, model_path, test_path in zip(sm.params.datasets, sm.input.models, sm.input.tests):
             model = load_model(model_path)
@@ -29,7 +30,7 @@ with step_logging(sm.log[0], "figures") as log:
             if ex is None:
                 log.warning("%s: no correctly classified test image flips at ε=%g; not shown", ds, eps)
                 continue
-            examples.append({**ex, "dataset": ds})
+            examples.append({**ex, "dataset": ds, "units": units.get(ds)})
             log.info("%s: example %s", ds, ex["sample_id"])
         figures.fig1_examples(examples, Path(sm.output.png).with_suffix(""))
     elif sm.rule == "fig2_fig3":

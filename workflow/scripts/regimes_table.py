@@ -1,12 +1,15 @@
 """Snakemake adapter: every model's attack CSV at the reference ε and sensitivity CSV -> the
-regime-comparison table (results/tables/regimes.{csv,md}; oncorobust.reporting.regimes)."""
+regime-comparison table (results/tables/regimes.{csv,md}; oncorobust.reporting.regimes), with each
+regime's AUROC change under attack from tables/clinical.csv."""
 
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.reporting.regimes import (load_runs, markdown, read_train_grad_evals, read_train_seconds,
+from oncorobust.reporting.regimes import (add_auroc, load_runs, markdown, read_train_grad_evals, read_train_seconds,
                                          regime_table)
 from oncorobust.reporting.tables import test_ids
 
@@ -24,6 +27,7 @@ with step_logging(sm.log[0], "regimes") as log:
                                                                       sm.params.adversarial.get(m["dataset"]))
                   for m, h in zip(sm.params.index, sm.params.histories)}
     table = regime_table(runs, seed=sm.params.seed, train_seconds=seconds, train_grad_evals=grad_evals)
+    table = add_auroc(table, pd.read_csv(sm.input.clinical))
     write_csv(table, sm.output.csv)
     with atomic_path(sm.output.md) as tmp:
         tmp.write_text("# Training regimes compared: accuracy, worst case, ε₅₀ and paired differences against clean\n\n"

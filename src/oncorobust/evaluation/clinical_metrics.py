@@ -16,6 +16,16 @@ weaker than any one of them. Attacks that stop at an image's first flip (APGD, `
 score only just across the decision boundary; the paper's BIM/PGD keep pushing for all their
 steps, so for an AUROC they can be the stronger adversary even where they flip fewer images.
 
+**Targeted threat models.** Beside the untargeted adversary (``direction`` ``any``), two that
+push only toward one clinical error: ``missed_finding`` attacks only the positive images (the
+negatives keep their clean scores), ``false_alarm`` only the negatives. With two classes, the
+attack on a positive image away from its label *is* the attack toward a missed finding (there is
+no other class to reach), so these rows are exact from the same per-image results and cost no
+attack of their own; specificity under ``missed_finding`` and sensitivity under ``false_alarm``
+stay at their clean values by construction. With more classes and a positive class, a negative's
+attack away from its label may reach another negative class: the ``false_alarm`` rows then bound
+the targeted harm from below.
+
 **Operating point.** A threshold on the positive class's log-odds, chosen on the validation
 split's clean scores (the sensitivity CSV's ``split == "val"`` rows): Youden's J by default, or the
 largest threshold reaching a fixed validation sensitivity (``clinical.operating_point``). Without
@@ -25,7 +35,10 @@ decision, and the table says so.
 **Intervals.** AUROC: DeLong's variance (:mod:`oncorobust.evaluation.roc`). The change of AUROC
 under attack is paired on the same images (DeLong's test of two correlated AUROCs), both against
 the same model's clean AUROC (``d_auroc``) and, for an adversarially trained regime, against the
-clean regime's model under the same attack and ε (``d_auroc_regime``). Sensitivity and specificity:
+clean regime's model (the same seed replicate) under the same attack and ε (``d_auroc_regime``;
+for ``any attack``, each model under the per-image worst of the attacks run on it: the transfer
+attacks of an adversarially trained model have no counterpart on the clean model, whose white-box
+attacks they are). Sensitivity and specificity:
 Wilson 95% CIs.
 
 **More than two classes.** Without a positive class (controls, a multi-class folder), one row per
@@ -53,8 +66,11 @@ from oncorobust.evaluation.scores import class_scores, score_column_names
 ANY_ATTACK = "any attack"
 #: the rows' method at ε = 0
 CLEAN = "clean"
+#: the threat models of the rows: every image attacked, or only toward one clinical error
+ANY_DIRECTION = "any"
+DIRECTIONS = (ANY_DIRECTION, "missed_finding", "false_alarm")
 
-CLINICAL_COLUMNS = ["dataset", "regime", "method", "eps", "positive_class", "n_pos", "n_neg",
+CLINICAL_COLUMNS = ["dataset", "regime", "method", "direction", "eps", "positive_class", "n_pos", "n_neg",
                     "auroc", "auroc_ci_low", "auroc_ci_high",
                     "d_auroc", "d_auroc_ci_low", "d_auroc_ci_high", "d_auroc_p",
                     "d_auroc_regime", "d_auroc_regime_ci_low", "d_auroc_regime_ci_high", "d_auroc_regime_p",
@@ -77,6 +93,18 @@ def check_scores(frame: pd.DataFrame, path, prefixes: Sequence[str]) -> None:
         raise DataError(f"{path}: no {'/'.join(f'{p}_logit_*' for p in missing)} columns: the file was written by"
                         " an older oncorobust, before it recorded the model's scores. Rerun its job (Snakemake"
                         " reruns it by itself since its code changed; otherwise delete the file)")
+
+
+def positive_class_rows(table: pd.DataFrame) -> pd.Series:
+    """Which rows of a clinical table are of a positive class against the rest (two classes, or a
+    configured positive class), not the one-vs-rest rows of a multi-class dataset or their macro mean.
+
+    Args:
+        table: rows of :func:`clinical_table`.
+    Returns:
+        A boolean mask: the rows with an operating point (``threshold``).
+    """
+    return table.threshold.notna()
 
 
 def _rule_text(rule) -> str:
@@ -130,6 +158,16 @@ def _op(y: np.ndarray, score: np.ndarray, threshold: float | None) -> dict:
         return dict.fromkeys(keys, math.nan)
     s = sens_spec(y, score, threshold)
     return {k: 100 * s[k] for k in keys}
+
+
+def _directed(attacked: pd.Series, clean: pd.Series, positive_rows: pd.Series, direction: str) -> pd.Series:
+    """The scores under an adversary that pushes only toward one clinical error: the attacked score
+    of the images it attacks (positives for missed findings, negatives for false alarms), the clean
+    score of the others."""
+    if direction == ANY_DIRECTION:
+        return attacked
+    attack_these = positive_rows if direction == "missed_finding" else ~positive_rows
+    return attacked.where(attack_these, clean)
 
 
 def _worst_score(scores: list[pd.Series], positive_rows: pd.Series) -> pd.Series:
@@ -188,8 +226,8 @@ def clinical_table(dataset: str, regime: str, attacks: Mapping[tuple[str, float]
         base = {"dataset": dataset, "regime": regime, "positive_class": str(classes[t]),
                 "operating_rule": how, "threshold": threshold}
 
-        def row(method, eps, score, ref):
-            out = base | {"method": method, "eps": eps} | _row_auc(y.to_numpy(), score.to_numpy())
+        def row(method, eps, score, ref, direction=ANY_DIRECTION):
+            out = base | {"method": method, "direction": direction, "eps": eps} | _row_auc(y.to_numpy(), score.to_numpy())
             out |= _diff(y.to_numpy(), clean.to_numpy(), score.to_numpy(), "d_auroc")
             out |= (_diff(y.to_numpy(), ref.to_numpy(), score.to_numpy(), "d_auroc_regime") if ref is not None
                     else _diff(np.array([]), None, None, "d_auroc_regime"))
@@ -198,18 +236,22 @@ def clinical_table(dataset: str, regime: str, attacks: Mapping[tuple[str, float]
         rows.append(row(CLEAN, 0.0, clean, ref_clean))
         for eps in grid:
             at = {m: _log_odds(f, "true_adv", t).reindex(ids) for (m, e), f in attacks.items() if e == eps}
-            for method, score in at.items():
-                ref_f = next((f for (m, e), f in (reference or {}).items() if m == method and same_eps(e, eps)), None)
-                rows.append(row(method, eps, score, _log_odds(ref_f, "true_adv", t).reindex(ids) if ref_f is not None
-                                else None))
+            refs = {m: _log_odds(f, "true_adv", t).reindex(ids) for (m, e), f in (reference or {}).items()
+                    if m in at and same_eps(e, eps)}
+            ref_all = [_log_odds(f, "true_adv", t).reindex(ids) for (m, e), f in (reference or {}).items()
+                       if same_eps(e, eps)]
             if len(at) > 1:
-                refs = [_log_odds(f, "true_adv", t).reindex(ids) for (m, e), f in (reference or {}).items()
-                        if m in at and same_eps(e, eps)]
-                rows.append(row(ANY_ATTACK, eps, _worst_score(list(at.values()), y),
-                                _worst_score(refs, y) if len(refs) == len(at) else None))
+                at[ANY_ATTACK] = _worst_score(list(at.values()), y)
+                if ref_all:  # the clean model under its own per-image worst of the attacks run on it
+                    refs[ANY_ATTACK] = _worst_score(ref_all, y)
+            for method, score in at.items():
+                ref = refs.get(method)
+                for direction in (DIRECTIONS if binary else (ANY_DIRECTION,)):
+                    rows.append(row(method, eps, _directed(score, clean, y, direction),
+                                    _directed(ref, ref_clean, y, direction) if ref is not None else None, direction))
     out = pd.DataFrame(rows)
     if not binary:
-        macro = (out.groupby(["method", "eps"], sort=False)
+        macro = (out.groupby(["method", "direction", "eps"], sort=False)
                  .agg(auroc=("auroc", "mean"), d_auroc=("d_auroc", "mean"), d_auroc_regime=("d_auroc_regime", "mean"))
                  .reset_index().assign(dataset=dataset, regime=regime, positive_class="macro",
                                        n_pos=math.nan, n_neg=math.nan, operating_rule="", threshold=math.nan))
@@ -233,6 +275,9 @@ def _delta(v, lo, hi) -> str:
     return f"{v:+.3f}" if not np.isfinite(lo) else f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+_DIRECTION_TEXT = {"missed_finding": "only toward missed findings", "false_alarm": "only toward false alarms"}
+
+
 def clinical_markdown(table: pd.DataFrame, eps_text=lambda e: f"{e:g}", methods: Sequence[str] | None = None) -> str:
     """The clinical table as Markdown: per dataset and regime, AUROC [95% CI], its change under
     attack and the sensitivity and specificity at the operating point.
@@ -249,10 +294,15 @@ def clinical_markdown(table: pd.DataFrame, eps_text=lambda e: f"{e:g}", methods:
     parts = ["AUROC with DeLong 95% CI; the adversary pushes every positive image toward a lower"
              " positive-class score and every negative toward a higher one (attacks away from the true"
              " label); *any attack* is each image's most harmful score among the attacks run at that ε."
+             " *only toward missed findings* attacks only the positive images (the others keep their clean"
+             " scores), *only toward false alarms* only the negatives: the targeted threat models, exact from"
+             " the same per-image results on two classes."
              " ΔAUROC is paired on the same images (DeLong). Sensitivity and specificity (%, Wilson 95% CI)"
              " at the operating point chosen on the validation split's clean scores.\n"]
     for (ds, regime), g in table.groupby(["dataset", "regime"], sort=False):
         shown = g[g.positive_class == "macro"] if (g.positive_class == "macro").any() else g
+        # every attack against every image, and the per-image worst toward each clinical error alone
+        shown = shown[(shown.direction == ANY_DIRECTION) | (shown.method == ANY_ATTACK)]
         if methods is not None:
             shown = shown[shown.method.isin([CLEAN, ANY_ATTACK, *methods])]
         first = shown.iloc[0]
@@ -270,7 +320,8 @@ def clinical_markdown(table: pd.DataFrame, eps_text=lambda e: f"{e:g}", methods:
         head += ["sensitivity %", "specificity %"] if first.positive_class != "macro" else []
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in shown.itertuples():
-            cells = [str(r.method), "0" if r.method == CLEAN else eps_text(r.eps),
+            who = str(r.method) if r.direction == ANY_DIRECTION else f"{r.method}: {_DIRECTION_TEXT[r.direction]}"
+            cells = [who, "0" if r.method == CLEAN else eps_text(r.eps),
                      _auc(r.auroc, r.auroc_ci_low, r.auroc_ci_high),
                      "" if r.method == CLEAN else _delta(r.d_auroc, r.d_auroc_ci_low, r.d_auroc_ci_high)]
             cells += [_delta(r.d_auroc_regime, r.d_auroc_regime_ci_low, r.d_auroc_regime_ci_high)] if has_regime else []

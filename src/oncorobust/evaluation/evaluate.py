@@ -131,6 +131,7 @@ def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels,
     if "restarts" in DEFAULTS[zero_method]:
         zero_kw["restarts"] = 1  # at ε = 0 no restart can move an image: one run suffices
     rows = []
+    per_image = progress_meter.total / max(len(x), 1)
     starts = range(0, len(x), batch_size)
     for b, i in enumerate(tqdm(starts, desc=f"{method} ε={eps:g}", disable=not progress or None)):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
@@ -151,6 +152,7 @@ def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels,
         true_adv_logits = adv_logits.clone()
         redo = (target != yb).nonzero().flatten()
         if len(redo):  # the AUROC's adversary pushes every image away from its true label
+            progress_meter.total += len(redo) * per_image  # the plan grows by these images' second attack
             x_true = attack(craft, xb[redo], yb[redo], base, eps, seeds=[sb[j] for j in redo.tolist()], **kw)
             true_adv_logits[redo] = logits_of(model, x_true)
         linf = (x_adv - xb).flatten(1).abs().amax(dim=1)

@@ -23,6 +23,10 @@ Checks per (dataset, regime), at the dataset's reference ε unless said otherwis
   do not fool the model more than white-box ones beyond the paired CI (else: masking).
 - ``loss_converged``: PGD's loss still rising over the last 10% of its steps (by more than 2% of
   its whole trajectory's gain) for < 5% of the images it did not flip (otherwise: too few steps).
+- ``worst_convergence``: the worst case (``worst``, the attack a card's verdict rests on) run again
+  at the reference ε with every member's budget doubled (steps, queries, restarts) on the first
+  :data:`WORST_CHECK_IMAGES` test images flips at most max(1, 1%) of them that the configured
+  budgets left unflipped (from the ``worst`` CSV at that ε; not applicable without one).
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ from oncorobust.evaluation.stats import paired_difference, wilson
 
 COLUMNS = ["dataset", "regime", "check", "passed", "value", "threshold", "detail"]
 ITERATIVE = ITERATIVE_METHODS
+#: images of the worst case's convergence check (the first ones of the test split): a doubled
+#: ``worst`` costs about twice the attack job's passes per image
+WORST_CHECK_IMAGES = 64
+#: the budget parameters doubled by the worst case's convergence check
+BUDGET_KEYS = ("steps", "queries", "restarts")
 
 
 
@@ -182,6 +191,63 @@ def _model_checks(model, x, target, ids, *, ref_eps, pgd, seed, square_queries, 
                          f" {100 * wb.mean():.1f}% ({only_sq} images only Square flips; CI of the difference"
                          f" [{100 * lo:.1f}, {100 * hi:.1f}] points)"))
     return rows
+
+
+def doubled_budgets(members: list[str], member_params: dict[str, dict] | None) -> dict[str, dict]:
+    """Every member's parameters (its defaults updated by the config's) with each budget doubled.
+
+    Args:
+        members: ``worst``'s members.
+        member_params: the config's parameters per member (``attacks.<member>``), or None.
+    Returns:
+        member → its full parameters, ``steps``, ``queries`` and ``restarts`` doubled where it has them.
+    """
+    from oncorobust.attacks.methods import method_params
+
+    out = {}
+    for m in members:
+        p = method_params(m, (member_params or {}).get(m))
+        out[m] = {k: (2 * v if k in BUDGET_KEYS and isinstance(v, int) and not isinstance(v, bool) else v)
+                  for k, v in p.items()}
+    return out
+
+
+@strict_fp32()
+def worst_convergence(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids: list[str],
+                      flipped: np.ndarray, *, eps: float, members: list[str], member_params: dict | None,
+                      seed: int = 0, batch_size: int | None = None) -> dict:
+    """Does the worst case flip more images with every member's budget doubled?
+
+    Args:
+        model: the classifier (run in eval mode; its own modes restored afterwards).
+        x: N×C×H×W float32 images in [0,1] (the first test images; N ≤ :data:`WORST_CHECK_IMAGES`
+            is the caller's choice); ``ids``: their sample IDs (per-image seeds, as in the attack job).
+        target: N labels pushed away from (predicted or true, as the attack job's).
+        flipped: N bools, the image flipped by ``worst`` at the configured budgets (its CSV at ``eps``).
+        eps: the reference ε (pixel units).
+        members, member_params: ``worst``'s members and the config's parameters per member.
+        seed: the run's seed.
+        batch_size: images per attack call (None: all at once).
+    Returns:
+        One row (check ``worst_convergence``): passed when the doubled run flips at most
+        max(1, 1% of N) images the configured run left unflipped; value: those images in % of N.
+    Raises:
+        AttackError, AttackSanityError: as :func:`oncorobust.attacks.methods.attack`.
+    """
+    n = len(x)
+    doubled = doubled_budgets(members, member_params)
+    with eval_mode(model):
+        f2 = _attack_flipped(monitored(model, "the worst case's convergence check"), x, target,
+                             image_seeds(ids, n, seed), _slices(n, batch_size), "worst", eps,
+                             members=list(members), member_params=doubled)
+    f1 = np.asarray(flipped, dtype=bool)
+    only = int((f2 & ~f1).sum())
+    allowed = max(1, math.floor(0.01 * n))
+    budgets = ", ".join(f"{m} " + "/".join(f"{k} {doubled[m][k]}" for k in BUDGET_KEYS if k in doubled[m])
+                        for m in members)
+    return _row("worst_convergence", only <= allowed, 100 * only / max(1, n), f"≤ {allowed} of {n} images",
+                f"worst flips {100 * f1.mean():.1f}% of the first {n} test images at ε = {eps:g}, with doubled"
+                f" budgets ({budgets}) {100 * (f1 | f2).mean():.1f}%; {only} images only the doubled budgets flip")
 
 
 def whitebox_flipped(per_image: dict[tuple[str, float], pd.DataFrame], eps: float, labels: str,

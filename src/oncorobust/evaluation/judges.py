@@ -16,6 +16,7 @@ from __future__ import annotations
 #: attacks have their own budgets.
 JUDGES = {"gradients": "all", "deterministic": "all", "unbounded_attack": "all", "monotone_in_eps": "all",
           "square_vs_whitebox": "whitebox", "transfer_vs_whitebox": "whitebox", "worst_vs_bracket": "worst",
+          "worst_convergence": "worst",
           "iterative_vs_fgsm": "bim_pgd", "pgd_convergence": "pgd", "loss_converged": "pgd"}
 #: :data:`JUDGES` in words, for tables and cards.
 JUDGES_TEXT = {"all": "every attack", "whitebox": "every white-box attack", "worst": "the worst case",

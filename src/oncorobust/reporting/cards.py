@@ -65,6 +65,8 @@ HEALTH_MEANING = {
                             " a sign of gradient masking in this model.",
     "worst_vs_bracket": "The per-image search found flips at or below ε that the worst-case attack missed,"
                         " so the worst-case accuracies understate the fragility.",
+    "worst_convergence": "Doubling the worst-case attack's budgets flipped more images, so the worst case had"
+                         " not converged: its accuracies under attack (and the verdict) are optimistic.",
 }
 GENERIC_MEANING = ("This check of the attacks' strength failed, so the accuracies under attack may overstate"
                    " the model's robustness; see its detail.")
@@ -397,7 +399,8 @@ def gather(*, dataset: str, regime: str, summary_csv, robustness_csv, stats_json
                      "n": int(r.n), "eps_stored": value, "eps_stored_text": text, "below_one_step": below,
                      # how visible the changes are (tables/visibility.csv; absent in older summaries)
                      "ssim_median": float(getattr(r, "ssim_median", math.nan)),
-                     "psnr_median": float(getattr(r, "psnr_median", math.nan))})
+                     "psnr_median": float(getattr(r, "psnr_median", math.nan)),
+                     "below_noise_pct": float(getattr(r, "below_noise_pct", math.nan))})
 
     rob = _read_csv(robustness_csv, "robustness summary", ("dataset", "regime", "n", "eps50", "eps50_ci_low",
                                                           "eps50_ci_high", "eps10", "eps10_ci_low", "eps10_ci_high"))
@@ -474,6 +477,8 @@ def _clinical(dataset: str, regime: str, clinical_csv) -> dict | None:
 
     t = _read_csv(clinical_csv, "clinical table", ("dataset", "regime", "method", "eps", "positive_class", "auroc"))
     t = t[(t.dataset.astype(str) == dataset) & (t.regime.astype(str) == regime)]
+    if "direction" in t.columns:  # the untargeted adversary (the targeted rows: tables/clinical.md)
+        t = t[t.direction.astype(str) == "any"]
     if (t.positive_class.astype(str) == "macro").any():
         t = t[t.positive_class.astype(str) == "macro"]
     attacks = t[t.method != CLEAN]
@@ -618,6 +623,9 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
         ssim, psnr = r.get("ssim_median", math.nan), r.get("psnr_median", math.nan)
         seen = ", ".join(["–" if math.isnan(ssim) else f"{ssim:.4f}", "–" if math.isnan(psnr) else f"{psnr:.1f} dB"])
         seen = "–" if seen == "–, –" else seen
+        below = r.get("below_noise_pct", math.nan)
+        if seen != "–" and math.isfinite(below):
+            seen += f"; {below:.0f}% below own noise σ"
         table.append([eps_text(r["eps"]), stored, r["method"].upper(), _acc_ci(r["accuracy"], r["ci_low"], r["ci_high"]).replace("%", ""),
                       _pct(r["flip_rate"]), seen])
     after = []
@@ -633,7 +641,10 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
                                  f" {_acc_ci(t['accuracy'], t['ci_low'], t['ci_high'])}" for e, t in sorted(best.items())) + ".")
     if any(not math.isnan(r.get("psnr_median", math.nan)) for r in card["attacks"]):
         after.append("SSIM (1 = identical) and PSNR of the images the attack itself changed against their clean"
-                     " versions, on the model's input (tables/visibility.md): how visible the change is.")
+                     " versions, on the model's input (tables/visibility.md): how visible the change is"
+                     + ("; \"below own noise σ\": the share of them whose ‖δ‖∞ is smaller than the noise σ measured"
+                        " in the image itself." if any(math.isfinite(r.get("below_noise_pct", math.nan))
+                                                      for r in card["attacks"]) else "."))
     if labels:
         after.append(f"Attacks pushed each image away from the model's {labels} label"
                      + (" (a misclassified image can be flipped to correct)" if labels == "predicted" else "") + ".")

@@ -146,7 +146,9 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
     Args:
         examples: one dict per dataset (:func:`oncorobust.evaluation.examples.example_for`): ``dataset``,
             ``eps`` ([0,1] pixel units), ``clean`` and ``adv`` (H×W, 1×H×W or 3×H×W arrays in [0,1]),
-            ``classes`` (class names), ``clean_prob`` and ``adv_prob`` (one probability per class).
+            ``classes`` (class names), ``clean_prob`` and ``adv_prob`` (one probability per class);
+            optionally ``units`` (the dataset's ``eps_units``: ‖δ‖∞ also in stored units, e.g. HU).
+            The perturbation's panel gives its ‖δ‖∞, SSIM and PSNR (as ``tables/visibility``).
         stem: where to write PNG + PDF (no suffix); None: not written.
     Returns:
         The figure; a placeholder saying so when ``examples`` is empty.
@@ -165,7 +167,7 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
         for ax, img, title in (
             (row[0], clean, _prob_title("clean", ex["classes"], ex["clean_prob"])),
             (row[1], adv, _prob_title(f"PGD ε={eps_text(ex['eps'])}", ex["classes"], ex["adv_prob"])),
-            (row[2], amp, f"perturbation (±ε → black/white)\nmax |δ| = {np.abs(delta).max():.2g}"),
+            (row[2], amp, _perturbation_title(clean, adv, ex.get("units"))),
         ):
             show = img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 else img.squeeze()
             ax.imshow(show, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -178,6 +180,19 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
     if stem:
         save(fig, stem)
     return fig
+
+
+def _perturbation_title(clean: np.ndarray, adv: np.ndarray, units: dict | None) -> str:
+    """The perturbation panel's title: ‖δ‖∞ (in stored units when known), SSIM and PSNR, as in the
+    visibility table (:func:`oncorobust.evaluation.visibility.visibility`)."""
+    from oncorobust.evaluation.visibility import visibility
+
+    shape = (1, 1, *clean.shape) if clean.ndim == 2 else (1, *clean.shape)
+    seen = visibility(clean.reshape(shape), adv.reshape(shape))
+    d = float(np.abs(adv - clean).max())
+    stored = f" ({d * float(units['per_eps']):.3g} {units['unit']})" if units and units.get("per_eps") else ""
+    ssim = "" if not np.isfinite(seen["ssim"][0]) else f"SSIM {seen['ssim'][0]:.3f}, "
+    return f"perturbation (±ε → black/white)\nmax |δ| = {d:.2g}{stored}\n{ssim}PSNR {seen['psnr'][0]:.1f} dB"
 
 
 def _prob_title(prefix: str, classes: list[str], prob) -> str:
@@ -508,8 +523,8 @@ def fig6_clinical(clinical: pd.DataFrame, directions: pd.DataFrame | None = None
                   direction_method: str = "worst", stem: str | Path | None = None) -> plt.Figure:
     """AUROC, sensitivity and specificity against ε, and both clinical errors' rates, per dataset.
 
-    One row of panels per dataset with a positive class (``clinical.csv`` rows other than the
-    one-vs-rest ``macro`` ones): AUROC with its DeLong 95% CI band; sensitivity (solid) and
+    One row of panels per dataset with a positive class (not the one-vs-rest rows of a multi-class
+    dataset without one): AUROC with its DeLong 95% CI band; sensitivity (solid) and
     specificity (dashed) at the operating point with Wilson bands; the missed-finding and
     false-alarm rates of ``direction_method`` (``directions.csv``). One colour per regime, ε on a log
     axis; the clean values (ε = 0, which a log axis cannot show) as dotted horizontal lines.
@@ -527,7 +542,11 @@ def fig6_clinical(clinical: pd.DataFrame, directions: pd.DataFrame | None = None
         WriteError: the files cannot be written (:func:`save`).
     """
     style()
-    data = clinical[clinical.positive_class.astype(str) != "macro"]
+    from oncorobust.evaluation.clinical_metrics import positive_class_rows
+
+    data = clinical[positive_class_rows(clinical)]
+    if "direction" in data.columns:  # the untargeted adversary
+        data = data[data.direction.astype(str) == "any"]
     datasets = list(dict.fromkeys(data.dataset))
     if not datasets:
         return placeholder("No dataset with a positive class: no AUROC under attack to show.", stem)
@@ -565,18 +584,19 @@ def fig6_clinical(clinical: pd.DataFrame, directions: pd.DataFrame | None = None
                     ax.plot(d.eps, d[col], ls, marker="o", ms=2.5, color=c, lw=1.1)
                     ax.fill_between(d.eps, d[lo], d[hi], color=c, alpha=0.1, lw=0)
         pos = str(part.positive_class.iloc[0])
-        row[0].set_title(f"{ds}: AUROC ({method})")
-        row[0].set_ylabel("AUROC")
+        row[0].set_ylabel(f"{ds} (positive: {pos})\nAUROC", fontsize=8)
         row[0].set_ylim(-0.02, 1.02)
-        row[1].set_title(f"{ds}: sensitivity — / specificity - -")
         row[1].set_ylabel("% at the operating point")
         row[1].set_ylim(-2, 102)
         if ncols == 3:
-            row[2].set_title(f"{ds}: missed {pos} — / false alarms - -")
             row[2].set_ylabel(f"% of correct images ({direction_method})")
             row[2].set_ylim(-2, 102)
         for ax in row:
             _log_eps(ax)
+    axes[0][0].set_title(f"AUROC ({method})")
+    axes[0][1].set_title("sensitivity —, specificity - -")
+    if ncols == 3:
+        axes[0][2].set_title("missed findings —, false alarms - -")
     fig.suptitle("Clinical metrics under attack (dotted: clean images; bands: 95% CIs)", fontsize=9)
     legend_below(fig, list(axes.flat), title="model (regime)")
     if stem:

@@ -415,6 +415,59 @@ def _cost(r: dict, clean: float) -> str:
     return "; ".join(parts) or "–"
 
 
+#: the columns :func:`add_auroc` appends (AUROC under attack against clean, from ``tables/clinical.csv``)
+AUROC_COLUMNS = ["auroc_method", "d_auroc", "d_auroc_ci_low", "d_auroc_ci_high", "d_auroc_p"]
+
+
+def add_auroc(table: pd.DataFrame, clinical: pd.DataFrame) -> pd.DataFrame:
+    """Each regime's change in AUROC under attack against the clean model, from ``tables/clinical.csv``.
+
+    The attack is the clinical table's ``any attack`` (each image's most harmful score among the
+    attacks run; the attack itself where only one ran) at the row's ε. One seed: the paired
+    DeLong difference and its 95% CI and p-value (``d_auroc_regime`` of the clinical table: regime
+    − clean on the same test images). Several seeds: the mean of the per-seed differences
+    (replicate k against replicate k of clean), without an interval.
+
+    Args:
+        table: a frame of :func:`regime_table`.
+        clinical: ``tables/clinical.csv`` (:func:`oncorobust.evaluation.clinical_metrics.clinical_table`).
+    Returns:
+        ``table`` with :data:`AUROC_COLUMNS` appended (NaN where the clinical table has no row,
+        e.g. a multi-class dataset's one-vs-rest rows, or the clean regime itself).
+    """
+    from oncorobust.epsilon import same_eps
+    from oncorobust.evaluation.clinical_metrics import ANY_ATTACK, positive_class_rows
+
+    c = clinical[positive_class_rows(clinical)]
+    if "direction" in c.columns:
+        c = c[c.direction.astype(str) == "any"]
+    out = []
+    for r in table.to_dict("records"):
+        add = dict.fromkeys(AUROC_COLUMNS, math.nan) | {"auroc_method": ""}
+        mine = c[(c.dataset.astype(str) == str(r["dataset"])) & c.eps.map(lambda e: same_eps(e, r["eps"]))
+                 & (c.regime.astype(str).map(lambda g: split_replicate_name(g)[0]) == str(r["regime"]))]
+        if len(mine):
+            method = ANY_ATTACK if (mine.method == ANY_ATTACK).any() else str(mine.method.iloc[0])
+            rows = mine[(mine.method == method) & mine.d_auroc_regime.notna()]
+            if len(rows) == 1:
+                x = rows.iloc[0]
+                add = {"auroc_method": method, "d_auroc": x.d_auroc_regime, "d_auroc_ci_low": x.d_auroc_regime_ci_low,
+                       "d_auroc_ci_high": x.d_auroc_regime_ci_high, "d_auroc_p": x.d_auroc_regime_p}
+            elif len(rows) > 1:
+                add |= {"auroc_method": method, "d_auroc": float(rows.d_auroc_regime.mean())}
+        out.append(r | add)
+    return pd.DataFrame(out, columns=list(table.columns) + [c for c in AUROC_COLUMNS if c not in table.columns])
+
+
+def _d_auroc(r: dict) -> str:
+    v = r.get("d_auroc", math.nan)
+    if v is None or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "–"
+    lo, hi = r.get("d_auroc_ci_low", math.nan), r.get("d_auroc_ci_high", math.nan)
+    ci = f" [{lo:+.3f}, {hi:+.3f}] (p = {r['d_auroc_p']:.3g})" if math.isfinite(lo) else " (mean over seeds)"
+    return f"{v:+.3f}{ci}"
+
+
 def markdown(table: pd.DataFrame) -> str:
     """The regime table as markdown, with a note saying which interval is which.
 
@@ -423,9 +476,11 @@ def markdown(table: pd.DataFrame) -> str:
     Returns:
         The markdown table (one row per dataset and regime; "–" where a value is missing) and the note.
     """
+    auroc = "d_auroc" in table.columns and table.d_auroc.notna().any()
     lines = ["| dataset | regime | seeds | n | clean accuracy % | worst-case accuracy % (attack, ε) | ε₅₀ |"
-             " Δ worst-case accuracy vs clean, pp (McNemar p) | Δ ε₅₀ vs clean | training cost |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             " Δ worst-case accuracy vs clean, pp (McNemar p) | Δ ε₅₀ vs clean |"
+             + (" Δ AUROC under attack vs clean |" if auroc else "") + " training cost |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if auroc else "") + "---|"]
     clean_cost = {r["dataset"]: r.get("train_grad_evals", math.nan) for r in table.to_dict("records")
                   if r["regime"] == "clean"}
     for r in table.to_dict("records"):
@@ -438,7 +493,8 @@ def markdown(table: pd.DataFrame) -> str:
             d_eps = _cell(r, "d_eps50", ".3g", True)
         lines.append(f"| {r['dataset']} | {r['label']} | {r['replicates']} | {r['n']} | {_cell(r, 'clean_accuracy', '.1f')}"
                      f" | {_cell(r, 'worst_accuracy', '.1f')} ({r['method']}, ε = {eps_text(r['eps'])}) | {_cell(r, 'eps50', '.3g')}"
-                     f" | {d_acc} | {d_eps} | {_cost(r, clean_cost.get(r['dataset'], math.nan))} |")
+                     f" | {d_acc} | {d_eps} |" + (f" {_d_auroc(r)} |" if auroc else "")
+                     + f" {_cost(r, clean_cost.get(r['dataset'], math.nan))} |")
     seeds = sorted(set(int(k) for k in table.replicates)) if len(table) else []
     n_boot = int(table.n_boot.iloc[0]) if len(table) else 0
     note = [
@@ -449,7 +505,10 @@ def markdown(table: pd.DataFrame) -> str:
         " is the named attack at the dataset's reference ε (`worst`: its per-image verdict with the search's"
         " flips at or below ε, as in Table 1). Training cost: gradient evaluations (image forward+backward passes,"
         " each inner attack step one; the epochs each model ran × the regime's passes per image, and the"
-        " validation attack that selects its epoch) and the training job's wall-clock seconds, means over seeds.",
+        " validation attack that selects its epoch) and the training job's wall-clock seconds, means over seeds."
+        + (" Δ AUROC under attack: the regime's AUROC minus the clean model's under the same attack at the same ε"
+           " (tables/clinical.md's *any attack*: each image's most harmful score among the attacks run), paired"
+           " DeLong 95% CI and p on one seed, the mean of the per-seed differences on several." if auroc else ""),
         "",
         "Intervals (95%). **One seed**: over the test images only — Wilson for accuracies, percentile bootstrap"
         f" ({n_boot} resamples) for ε₅₀, Newcombe's paired score interval for Δ accuracy with the exact McNemar"

@@ -14,7 +14,24 @@ from oncorobust.epsilon import eps_text
 from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS
 
 
-def visibility_summary(frames: pd.DataFrame, per_eps: dict[str, float] | None = None) -> pd.DataFrame:
+def noise_sigma01(noise: dict[str, pd.DataFrame | None] | None) -> pd.DataFrame:
+    """Each image's own noise σ in [0,1] units, from the datasets' ``tensors/noise.csv``.
+
+    Args:
+        noise: dataset → its ``tensors/noise.csv`` frame (``sample_id``, ``sigma`` in stored units,
+            ``span`` = stored units per [0,1]), or None.
+    Returns:
+        ``dataset``, ``sample_id`` (text), ``sigma01`` = σ / span (NaN where σ is not measurable).
+    """
+    parts = [pd.DataFrame({"dataset": ds, "sample_id": f.sample_id.astype(str),
+                           "sigma01": f.sigma.astype(float) / f.span.astype(float)})
+             for ds, f in (noise or {}).items() if f is not None and len(f)]
+    return (pd.concat(parts, ignore_index=True).drop_duplicates(["dataset", "sample_id"]) if parts
+            else pd.DataFrame(columns=["dataset", "sample_id", "sigma01"]))
+
+
+def visibility_summary(frames: pd.DataFrame, per_eps: dict[str, float] | None = None,
+                       noise: dict[str, pd.DataFrame | None] | None = None) -> pd.DataFrame:
     """Median and range of each visibility measure per dataset, regime, method and ε.
 
     Only images whose prediction the attack itself changed count (the changes a reader would have
@@ -27,15 +44,23 @@ def visibility_summary(frames: pd.DataFrame, per_eps: dict[str, float] | None = 
             :data:`VISIBILITY_COLUMNS` (test rows only).
         per_eps: dataset → stored units per [0,1] (``eps_units.per_eps``), for ‖δ‖∞ in stored
             units; a dataset without one gets NaN there.
+        noise: dataset → its ``tensors/noise.csv`` frame (:func:`noise_sigma01`), or None.
     Returns:
         One row per (dataset, regime, method, eps): ``n_changed`` and, for ``linf`` (pixel
         units), ``linf_stored``, ``l2``, ``psnr``, ``ssim``: ``<name>_median``, ``<name>_min``,
-        ``<name>_max`` (NaN where no prediction changed).
+        ``<name>_max`` (NaN where no prediction changed); ``n_noise`` (changed images with a
+        measurable noise σ) and ``below_noise_pct`` (% of them whose ‖δ‖∞ is below their own σ:
+        an L∞ change smaller than the pixel noise already in the image; NaN without σ).
     Raises:
         KeyError: a needed column is missing.
     """
     keys = ["dataset", "regime", "method", "eps"]
     df = frames.assign(linf_stored=frames.linf * frames.dataset.map(per_eps or {}).astype(float))
+    if noise and "sample_id" in df.columns:
+        df = df.assign(sample_id=df.sample_id.astype(str)).merge(noise_sigma01(noise), on=["dataset", "sample_id"],
+                                                                 how="left", validate="m:1")
+    else:
+        df = df.assign(sigma01=math.nan)
     measures = ["linf", "linf_stored", *VISIBILITY_COLUMNS]
     rows = []
     for key, g in df.groupby(keys, sort=True):
@@ -46,8 +71,12 @@ def visibility_summary(frames: pd.DataFrame, per_eps: dict[str, float] | None = 
             row[f"{m}_median"] = float(np.median(v)) if len(v) else math.nan
             row[f"{m}_min"] = float(v.min()) if len(v) else math.nan
             row[f"{m}_max"] = float(v.max()) if len(v) else math.nan
+        known = changed[changed.sigma01.notna()]
+        row["n_noise"] = len(known)
+        row["below_noise_pct"] = 100 * float((known.linf < known.sigma01).mean()) if len(known) else math.nan
         rows.append(row)
-    cols = keys + ["n", "n_changed"] + [f"{m}_{s}" for m in measures for s in ("median", "min", "max")]
+    cols = (keys + ["n", "n_changed"] + [f"{m}_{s}" for m in measures for s in ("median", "min", "max")]
+            + ["n_noise", "below_noise_pct"])
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -56,6 +85,13 @@ def _range(row, name: str, fmt: str) -> str:
     if math.isnan(med):
         return "–"
     return f"{med:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def _below(row) -> str:
+    pct = row.get("below_noise_pct", math.nan)
+    if pct is None or not np.isfinite(pct):
+        return "–"
+    return f"{pct:.0f}% of {int(row['n_noise'])}"
 
 
 def visibility_markdown(summary: pd.DataFrame, units: dict[str, dict | None] | None = None) -> str:
@@ -68,17 +104,20 @@ def visibility_markdown(summary: pd.DataFrame, units: dict[str, dict | None] | N
         The table (median [min, max] over the images whose prediction changed) and a note on how
         each measure is computed.
     """
-    lines = ["| dataset | regime | attack | ε | changed / images | ‖δ‖∞ in stored units | ‖δ‖₂ | PSNR (dB) | SSIM |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | regime | attack | ε | changed / images | ‖δ‖∞ in stored units | ‖δ‖₂ | PSNR (dB) | SSIM"
+             " | ‖δ‖∞ below the image's noise σ |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in summary.iterrows():
         unit = ((units or {}).get(r.dataset) or {}).get("unit", "")
         stored = _range(r, "linf_stored", ".3g")
         lines.append(f"| {r.dataset} | {r.regime} | {r.method} | {eps_text(float(r.eps))} | {int(r.n_changed)} / {int(r.n)}"
                      f" | {stored + (' ' + unit if unit and stored != '–' else '')} | {_range(r, 'l2', '.3g')}"
-                     f" | {_range(r, 'psnr', '.1f')} | {_range(r, 'ssim', '.4f')} |")
+                     f" | {_range(r, 'psnr', '.1f')} | {_range(r, 'ssim', '.4f')} | {_below(r)} |")
     return ("\n".join(lines) + "\n\nMedian [min, max] over the test images whose prediction the attack itself"
             " changed (for worst, Table 1 also counts the images only the sensitivity search flips at or below ε)."
             " ‖δ‖₂ over all pixels in [0,1] units; PSNR and SSIM (scikit-image, data range 1, a 7×7 window or the"
             " largest odd one a smaller image allows) of the adversarial image against the clean one on the"
             " model's [0,1] input, the stored-unit crop mapped linearly. SSIM near 1 and a high PSNR: a change a"
-            " reader would hardly see.\n")
+            " reader would hardly see. Below the noise: the share of those images whose ‖δ‖∞ is smaller than"
+            " their own noise σ (tensors/noise.csv: measured on the stored crop, in [0,1] units; – where σ is not"
+            " measurable, e.g. digit arrays).\n")
