@@ -123,7 +123,9 @@ def example(tmp_path_factory):
 
 def test_the_example_attacks_and_scores(example):
     frame, x, y = example["frame"], example["x"], example["y"]
-    assert list(frame.columns) == list(api.ATTACK_COLUMNS)
+    # the fixed columns, then the model's logits (clean, as attacked, attacked away from the true label)
+    assert list(frame.columns[:len(api.ATTACK_COLUMNS)]) == list(api.ATTACK_COLUMNS)
+    assert [c for c in frame.columns if "_logit_" in c][0] == "clean_logit_0"
     assert list(frame.sample_id) == example["ids"] and (frame.label.to_numpy() == y.numpy()).all()
     assert (frame.linf <= 0.15 + 1e-6).all()
     clean = (frame.clean_pred == frame.label).mean()

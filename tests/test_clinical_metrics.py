@@ -119,7 +119,7 @@ def test_auroc_rows_equal_scikit_learn_and_any_attack_is_never_weaker(data, atta
     # a larger ε hurts at least as much (PGD from the same start, larger ball): AUROC falls under attack
     assert t[(t.method == ANY_ATTACK) & (t.eps == 0.08)].auroc.iloc[0] < clean.auroc
     # without validation scores the operating point is the model's own decision
-    assert clean.threshold == 0 and clean.operating_rule.startswith("argmax")
+    assert clean.threshold == 0 and clean.operating_rule.startswith("probability ≥ ½")
     right = first[first.label == 1]
     assert clean.sensitivity == pytest.approx(100 * (right.clean_pred == 1).mean())
 
@@ -143,7 +143,7 @@ def test_operating_point_comes_from_the_validation_rows(data, attacks):
     assert r.specificity == pytest.approx(100 * ref["specificity"])
     # validation rows of one class only: the model's decision, and the table says so
     one = sens[(sens.split != "val") | (sens.label == 1)]
-    assert choose_threshold(one, 1) == (0.0, "argmax (no validation split with both classes)")
+    assert choose_threshold(one, 1) == (0.0, "probability ≥ ½ (no validation split with both classes)")
 
 
 def test_regime_difference_is_paired_on_the_same_images(data, attacks):
@@ -152,8 +152,10 @@ def test_regime_difference_is_paired_on_the_same_images(data, attacks):
     with torch.no_grad():
         other.lin.weight.mul_(0.5)
     theirs = {k: evaluate_attack(other, x, y, ids, *k) for k in attacks}
-    t = clinical_table("toy", "adv_pgd", theirs, None, ["benign", "malignant"], 1, reference=attacks,
-                       reference_clean=attacks[("fgsm", 0.02)])
+    # the reference's rows in another order: pairing is by sample ID, not by position
+    shuffled = {k: f.sample(frac=1, random_state=3).reset_index(drop=True) for k, f in attacks.items()}
+    t = clinical_table("toy", "adv_pgd", theirs, None, ["benign", "malignant"], 1, reference=shuffled,
+                       reference_clean=shuffled[("fgsm", 0.02)])
     ref = clinical_table("toy", "clean", attacks, None, ["benign", "malignant"], 1)
     for method in ("pgd", ANY_ATTACK):
         mine = t[(t.method == method) & (t.eps == 0.08)].iloc[0]
@@ -205,9 +207,15 @@ def test_markdown_figure_and_card_section(attacks, tmp_path):
     section = cards._clinical("ct", "clean", path)
     assert [r["method"] for r in section["rows"]] == ["clean", ANY_ATTACK, ANY_ATTACK]
     assert cards._clinical("ct", "adv_pgd", path) is None and cards._clinical("ct", "clean", None) is None
+    # a panel without data (no per-direction rates of the drawn attack) gets no log axis, and no crash
+    dirs = pd.DataFrame({"dataset": ["ct"], "regime": ["clean"], "method": ["fgsm"], "eps": [0.02],
+                         "missed_rate": [10.0], "missed_ci_low": [5.0], "missed_ci_high": [20.0],
+                         "false_alarm_rate": [np.nan], "false_alarm_ci_low": [np.nan], "false_alarm_ci_high": [np.nan]})
+    figures.fig6_clinical(t, dirs.assign(dataset="mri"), stem=tmp_path / "fig6b")
+    assert (tmp_path / "fig6b.png").stat().st_size > 5_000
     fig = figures.fig6_clinical(t, None, stem=tmp_path / "fig6")
     assert (tmp_path / "fig6.png").stat().st_size > 5_000 and len(fig.axes) >= 2
-    empty = figures.fig6_clinical(t.assign(positive_class="macro"), None, stem=tmp_path / "none")
+    empty = figures.fig6_clinical(t.assign(positive_class="macro", threshold=np.nan), None, stem=tmp_path / "none")
     assert "No dataset with a positive class" in empty.axes[0].texts[0].get_text()
 
 

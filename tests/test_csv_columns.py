@@ -211,6 +211,8 @@ def grid(tmp_path):
         for (r, m, e), df in frames.items():
             _attack_csv(root, r, m, e, df, key=fmt == "new", data_fp=fp)
         (root / "ds" / "tensors" / "stats.json").write_text(json.dumps({"classes": ["b", "m"]}))
+        pd.DataFrame({"sample_id": ids, "split": "test", "sigma": 30.0, "span": 1500.0, "unit": "HU"}).to_csv(
+            root / "ds" / "tensors" / "noise.csv", index=False)
         (root / "ds" / "sensitivity").mkdir()
         for r, df in sens.items():
             write_result(df, root / "ds" / "sensitivity" / f"{r}.csv", data_fp=fp)
@@ -224,7 +226,8 @@ def _tables_spec(root: Path, index: list[dict]) -> dict:
                                for m in index],
                       "sensitivity": [str(root / "ds" / "sensitivity" / f"{r}.csv") for r in ("clean", "adv_pgd")],
                       "tests": [str(root / "ds" / "tensors" / "test.pt")],
-                      "stats": [str(root / "ds" / "tensors" / "stats.json")]},
+                      "stats": [str(root / "ds" / "tensors" / "stats.json")],
+                      "noise": [str(root / "ds" / "tensors" / "noise.csv")]},
             "output": {k: str(out / f) for k, f in [("table1", "table1.csv"), ("table1_md", "table1.md"),
                                                      ("table_s5", "table_s5.csv"), ("table_s5_md", "table_s5.md"),
                                                      ("sanity", "sanity.csv"), ("summary", "attack_summary.csv"),
@@ -293,11 +296,13 @@ def test_tables_unchanged_by_the_key_columns(grid):
         rows.append(summarize(df, *key) | direction_counts(df, 1, "m"))
     ref = tmp / "ref"
     # the visibility medians of each attack's own changed images (no stored units: stats.json has none)
-    seen = visibility_summary(pd.concat(attacked, ignore_index=True), {})
+    noise = {"ds": pd.read_csv(old / "ds" / "tensors" / "noise.csv", dtype={"sample_id": str})}
+    seen = visibility_summary(pd.concat(attacked, ignore_index=True), {}, noise)
     assert seen.n_changed.gt(0).all() and seen.ssim_median.between(0.99, 1).all()
+    assert (seen.below_noise_pct == 0).all()  # σ = 30/1500 = 0.02 < every ‖δ‖∞ (0.1, 0.2)
     summary = pd.DataFrame(rows).merge(
         seen[["dataset", "regime", "method", "eps", "linf_stored_median", "l2_median", "psnr_median",
-              "ssim_median"]], on=["dataset", "regime", "method", "eps"], how="left")
+              "ssim_median", "below_noise_pct"]], on=["dataset", "regime", "method", "eps"], how="left")
     t1 = table1(summary, {"ds": "ct"}, "predicted", {"ds": None})
     s5 = table_s5(per_image, {"ds": 0.1}, {"ds": "ct"}, {"ds": None})
     for name, frame in [("attack_summary", summary), ("table1", t1), ("table_s5", s5),

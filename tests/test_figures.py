@@ -130,6 +130,12 @@ def test_fig1_examples_from_a_model(tmp_path):
     fig = figures.fig1_examples([{**ex, "dataset": "ct"}, {**ex, "dataset": "mri"}], stem=tmp_path / "fig1")
     _png_ok(tmp_path / "fig1.png")
     assert len(fig.axes) == 6 and "malignant" in fig.axes[0].get_title() + fig.axes[1].get_title()
+    # the perturbation's panel: how visible it is, the numbers of the attack CSVs' columns
+    from oncorobust.evaluation.visibility import visibility
+
+    seen = visibility(ex["clean"][None], ex["adv"][None])
+    assert ex["ssim"] == pytest.approx(seen["ssim"][0]) and ex["psnr"] == pytest.approx(seen["psnr"][0])
+    assert f"SSIM {ex['ssim']:.3f}, PSNR {ex['psnr']:.1f} dB" in fig.axes[2].get_title()
 
 
 def test_fig1_without_examples_still_writes_a_figure(tmp_path):

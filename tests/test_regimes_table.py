@@ -21,7 +21,7 @@ from oncorobust.evaluation import robustness
 from oncorobust.evaluation.paired import (eps50, mean_difference, median_difference, paired_eps50_difference,
                                           two_level_bootstrap)
 from oncorobust.evaluation.stats import wilson
-from oncorobust.reporting.regimes import (COLUMNS, RegimeNameError, ReplicateMissingError, RegimeTableError,
+from oncorobust.reporting.regimes import (AUROC_COLUMNS, COLUMNS, RegimeNameError, ReplicateMissingError, RegimeTableError,
                                           load_runs, markdown, read_train_seconds, reference_method,
                                           regime_table, replicate_name, replicate_names, run_index,
                                           split_replicate)
@@ -310,10 +310,15 @@ def test_script_writes_csv_and_md(one_seed, tmp_path):
     bench = tmp_path / "clean.tsv"
     bench.write_text("s\th:m:s\n12.5\t0:00:12\n")
     assert read_train_seconds(bench) == 12.5 and math.isnan(read_train_seconds(tmp_path / "none.tsv"))
+    clinical = tmp_path / "clinical.csv"  # the tables job's AUROC rows: adv_pgd against clean under attack
+    pd.DataFrame([{"dataset": "ct", "regime": "adv_pgd", "method": "any attack", "direction": "any", "eps": 0.016,
+                   "positive_class": "malignant", "threshold": 0.0, "d_auroc_regime": 0.12,
+                   "d_auroc_regime_ci_low": 0.05, "d_auroc_regime_ci_high": 0.19, "d_auroc_regime_p": 0.001}]
+                 ).to_csv(clinical, index=False)
     sm = types.SimpleNamespace(
         log=[str(tmp_path / "regimes.log")],
         input=types.SimpleNamespace(attacks=[str(p) for p in atts], sensitivity=[str(p) for p in senss],
-                                    tests=[str(test_pt)], stats=[str(stats)]),
+                                    tests=[str(test_pt)], stats=[str(stats)], clinical=str(clinical)),
         output=types.SimpleNamespace(csv=str(tmp_path / "regimes.csv"), md=str(tmp_path / "regimes.md")),
         params=types.SimpleNamespace(index=index, datasets=["ct"], labels="predicted", seed=0,
                                      adversarial={"ct": {"iters": 5, "clean_fraction": 0.5}},
@@ -321,7 +326,9 @@ def test_script_writes_csv_and_md(one_seed, tmp_path):
                                      benchmarks=[str(bench), str(tmp_path / "missing.tsv")]))
     runpy.run_path(str(ROOT / "workflow" / "scripts" / "regimes_table.py"), init_globals={"snakemake": sm})
     csv = pd.read_csv(sm.output.csv)
-    assert list(csv.columns) == COLUMNS and list(csv.regime) == ["clean", "adv_pgd"]
+    assert list(csv.columns) == COLUMNS + AUROC_COLUMNS and list(csv.regime) == ["clean", "adv_pgd"]
+    eps = float(csv.eps.iloc[1])
+    assert (csv.d_auroc.iloc[1] == 0.12) == (eps == 0.016) and math.isnan(csv.d_auroc.iloc[0])
     assert csv.train_seconds.iloc[0] == 12.5 and math.isnan(csv.train_seconds.iloc[1])
     # 3 epochs × (100 training images × (1 + 5 × 0.5) + 30 validation images × 5 PGD steps); no clean history
     assert csv.train_grad_evals.iloc[1] == 3 * (100 * 3.5 + 30 * 5) and math.isnan(csv.train_grad_evals.iloc[0])

@@ -373,7 +373,7 @@ STAGE_EDITS = {
     "evaluation/corruptions.py": {"corrupt"},
     # the per-image visibility columns: the jobs that write them (and the tables, for their names);
     # the visibility table's summary and markdown: the tables job alone
-    "evaluation/visibility.py": {"attack", "attack_tables", "corrupt"},
+    "evaluation/visibility.py": {"attack", "attack_tables", "corrupt", "figures"},  # figures: Figure 1's numbers
     "reporting/visibility.py": {"attack_tables"},
     "reporting/regimes.py": {"regimes_table"},
     "reporting/figures.py": {"corruption_tables", "figures", "robustness"},

@@ -93,23 +93,22 @@ def test_worst_convergence_doubles_every_budget_and_counts_new_flips():
     assert d["apgd_ce"]["steps"] == 50 and d["apgd_margin"]["steps"] == 2 * method_params("apgd_margin")["steps"]
     assert d["fab"]["steps"] == 2 * method_params("fab")["steps"]
     full = method_params("apgd_ce", {"steps": 25})
-    assert d["apgd_ce"]["restarts"] == 2 * full["restarts"]
-    assert {k: v for k, v in d["apgd_ce"].items() if k not in ("steps", "restarts")} == \
-        {k: v for k, v in full.items() if k not in ("steps", "restarts")}
+    assert {k: v for k, v in d["apgd_ce"].items() if k != "steps"} == {k: v for k, v in full.items() if k != "steps"}
     assert doubled_budgets(["square"], None)["square"]["queries"] == 2 * method_params("square")["queries"]
 
     g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)  # the layer's initial weights
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval()
     x = torch.rand(30, 1, 4, 4, generator=g)
     ids = [f"w{i}" for i in range(30)]
     with torch.no_grad():
         target = model(x).argmax(1)
     params = {"apgd_ce": {"steps": 5}, "apgd_margin": {"steps": 5}, "fab": {"steps": 5}}
-    csv = evaluate_attack(model, x, target, ids, "worst", 0.05, params={"members": members}, member_params=params)
+    csv = evaluate_attack(model, x, target, ids, "worst", 0.3, params={"members": members}, member_params=params)
     flipped = (csv.adv_pred != csv.clean_pred).to_numpy()
     assert 0 < flipped.sum() < 30
-    ok = worst_convergence(model, x, target, ids, flipped, eps=0.05, members=members, member_params=params)
-    assert ok["check"] == "worst_convergence" and ok["passed"] and "doubled budgets (apgd_ce steps 10" in ok["detail"]
+    ok = worst_convergence(model, x, target, ids, flipped, eps=0.3, members=members, member_params=params)
+    assert ok["check"] == "worst_convergence" and ok["passed"] and "doubled budgets (apgd_ce steps 10, apgd_margin" in ok["detail"]
     # a configured run that (we pretend) flipped nothing: every flip of the doubled run is new
-    bad = worst_convergence(model, x, target, ids, np.zeros(30, bool), eps=0.05, members=members, member_params=params)
+    bad = worst_convergence(model, x, target, ids, np.zeros(30, bool), eps=0.3, members=members, member_params=params)
     assert not bad["passed"] and bad["value"] == pytest.approx(100 * flipped.sum() / 30, abs=100 * 2 / 30)

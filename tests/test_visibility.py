@@ -105,7 +105,12 @@ def test_summary_ties_the_change_to_each_images_own_noise():
 def test_figure1_perturbation_title_gives_the_visibility_numbers():
     from oncorobust.reporting.figures import _perturbation_title
 
-    clean = np.full((1, 16, 16), 0.5)
+    from oncorobust.evaluation.visibility import visibility
+
+    clean = np.random.default_rng(0).random((1, 16, 16))
     adv = clean + 0.01
-    title = _perturbation_title(clean, adv, {"per_eps": 1500.0, "unit": "HU"})
-    assert "max |δ| = 0.01 (15 HU)" in title and "PSNR 40.0 dB" in title and "SSIM" in title
+    seen = visibility(clean[None], adv[None])
+    ex = {"units": {"per_eps": 1500.0, "unit": "HU"}, "ssim": float(seen["ssim"][0]), "psnr": float(seen["psnr"][0])}
+    title = _perturbation_title(ex, adv - clean)
+    assert "max |δ| = 0.01 (15 HU)" in title and "PSNR 40.0 dB" in title and f"SSIM {seen['ssim'][0]:.3f}" in title
+    assert "SSIM" not in _perturbation_title({}, adv - clean)  # an example made before the numbers

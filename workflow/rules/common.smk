@@ -386,7 +386,7 @@ def get_health_runtime(wildcards, input):
         worst = _res.attack_passes(
             "worst", att["worst"], {m: att.get(m, {}) for m in att["worst"]["members"]}
         )
-        passes += 2 * worst * min(n, 64) / n
+        passes += 2 * worst * min(n, 64) / n  # its members' steps doubled
     return _res.runtime_min(
         s["arch"], s["size"], n, passes, device=_device(), width=s["width"]
     )

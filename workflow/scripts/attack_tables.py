@@ -62,8 +62,9 @@ with step_logging(sm.log[0], "tables") as log:
             raise AttackKeyError(f"{path}: no {'/'.join(missing)} column: the file was written by an older"
                                  f" oncorobust; rerun its attack job (`--forcerun attack_{meta['dataset']}`)")
         attacked.append(rows_of_test_split(df).assign(dataset=meta["dataset"]))
-        check_scores(df, path, ["clean", "true_adv"])
-        scored.setdefault(key[:2], {})[(method, eps)] = rows_of_test_split(df)
+        if len(df):  # a file of no test image has no scores (and no AUROC)
+            check_scores(df, path, ["clean", "true_adv"])
+            scored.setdefault(key[:2], {})[(method, eps)] = rows_of_test_split(df)
         if method == "worst":  # one verdict: confirmed bracket flips at or below ε count
             df = merge_bracket(df, sens[key[:2]], eps, sm.params.labels, n_classes[meta["dataset"]])
             if df.from_bracket.any():
@@ -94,7 +95,8 @@ with step_logging(sm.log[0], "tables") as log:
     with atomic_path(sm.output.directions_md) as tmp:
         tmp.write_text("# Missed findings vs false alarms\n\n" + directions_markdown(medical, eps_rows, eps_text))
     for (m, p) in pair_inputs(sm.params.sensitivity_index, sm.input.sensitivity, "sensitivity CSVs"):
-        check_scores(sens[(m["dataset"], m["regime"])], p, ["clean"])
+        if len(sens[(m["dataset"], m["regime"])]):
+            check_scores(sens[(m["dataset"], m["regime"])], p, ["clean"])
     clinical = []
     for (ds, regime), frames in scored.items():
         # an adversarially trained model against the clean model of the same replicate (same seed)

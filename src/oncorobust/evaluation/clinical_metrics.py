@@ -9,7 +9,9 @@ but without the ties that a float32 softmax saturated at 1 creates among confide
 **The adversary.** Each positive image is pushed toward a lower positive-class score and each
 negative toward a higher one: the attack away from the image's **true** label (the attack CSVs'
 ``true_adv_logit_<k>`` columns; under the paper's ``labels: predicted`` the attack job attacks the
-images whose label the model misses a second time, with their label). ``any attack`` is, per image
+images whose label the model misses a second time, with their label). Attacks that stop at an
+image's first flip (``worst``, FAB, Square) leave such an image as it is, since it is already
+misclassified: its score stays clean; BIM, PGD and APGD push it further. ``any attack`` is, per image
 and ε, the most harmful score among the attacks run at that ε (a positive's lowest, a negative's
 highest): an adversary may choose its attack per image, so this is an achievable attack and never
 weaker than any one of them. Attacks that stop at an image's first flip (APGD, ``worst``) move a
@@ -28,9 +30,9 @@ the targeted harm from below.
 
 **Operating point.** A threshold on the positive class's log-odds, chosen on the validation
 split's clean scores (the sensitivity CSV's ``split == "val"`` rows): Youden's J by default, or the
-largest threshold reaching a fixed validation sensitivity (``clinical.operating_point``). Without
-validation rows (or without both classes among them) the threshold is 0, the model's own argmax
-decision, and the table says so.
+largest threshold reaching a fixed validation sensitivity (``datasets.<ds>.operating_point``). Without
+validation rows (or without both classes among them) the threshold is log-odds 0 (probability ½:
+on two classes the model's own decision), and the table says so.
 
 **Intervals.** AUROC: DeLong's variance (:mod:`oncorobust.evaluation.roc`). The change of AUROC
 under attack is paired on the same images (DeLong's test of two correlated AUROCs), both against
@@ -120,15 +122,15 @@ def choose_threshold(sens: pd.DataFrame | None, positive: int, rule="youden") ->
         positive: the positive class's label.
         rule: ``"youden"`` or a validation sensitivity in (0, 1] (:func:`oncorobust.evaluation.roc.operating_point`).
     Returns:
-        (threshold, how it was chosen): log-odds ≥ threshold is called positive (0: probability ½). Without validation
-        rows holding both classes, (0.0, "argmax (no validation split with both classes)").
+        (threshold, how it was chosen): log-odds ≥ threshold is called positive. Without validation
+        rows holding both classes, (0.0, "probability ≥ ½ (…)"): on two classes the model's own decision.
     """
     val = sens[sens.split == "val"] if sens is not None and "split" in sens.columns else None
     if val is None or not score_column_names(val, "clean"):
-        return 0.0, "argmax (no validation scores)"
+        return 0.0, "probability ≥ ½ (no validation scores)"
     y = (val.label.to_numpy() == positive)
     if y.all() or not y.any():
-        return 0.0, "argmax (no validation split with both classes)"
+        return 0.0, "probability ≥ ½ (no validation split with both classes)"
     score = class_scores(val, "clean", positive).log_odds.to_numpy()
     return float(operating_point(y, score, rule)), f"{_rule_text(rule)} on {len(val)} validation images"
 
@@ -203,6 +205,7 @@ def clinical_table(dataset: str, regime: str, attacks: Mapping[tuple[str, float]
     Raises:
         DataError: the frames disagree on their images (not the same test split).
     """
+    attacks = {k: f for k, f in attacks.items() if len(f)}
     if not attacks:
         return pd.DataFrame(columns=CLINICAL_COLUMNS)
     first = next(iter(attacks.values()))
@@ -302,7 +305,10 @@ def clinical_markdown(table: pd.DataFrame, eps_text=lambda e: f"{e:g}", methods:
     for (ds, regime), g in table.groupby(["dataset", "regime"], sort=False):
         shown = g[g.positive_class == "macro"] if (g.positive_class == "macro").any() else g
         # every attack against every image, and the per-image worst toward each clinical error alone
-        shown = shown[(shown.direction == ANY_DIRECTION) | (shown.method == ANY_ATTACK)]
+        targeted = ANY_ATTACK if (shown.method == ANY_ATTACK).any() else None
+        if targeted is None and shown[shown.method != CLEAN].method.nunique() == 1:
+            targeted = shown[shown.method != CLEAN].method.iloc[0]  # one attack: its own targeted rows
+        shown = shown[(shown.direction == ANY_DIRECTION) | (shown.method == targeted)]
         if methods is not None:
             shown = shown[shown.method.isin([CLEAN, ANY_ATTACK, *methods])]
         first = shown.iloc[0]

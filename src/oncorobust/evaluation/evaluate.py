@@ -8,7 +8,8 @@ and ``psnr`` (dB) / ``ssim`` how visible the change is (:mod:`oncorobust.evaluat
 then the model's logits, one column per class k (:data:`SCORE_PREFIXES`): ``clean_logit_<k>`` on the
 clean image, ``adv_logit_<k>`` on the attacked image (the attack as run: ``adv_pred`` is their
 argmax) and ``true_adv_logit_<k>`` on the image attacked away from the **true** label, the adversary
-of the AUROC table (:mod:`oncorobust.evaluation.clinical`). With ``labels="true"``, and for every
+of the AUROC table (:mod:`oncorobust.evaluation.clinical_metrics`; an attack that stops at the first
+flip — ``worst``, FAB, Square — leaves an already misclassified image, and its score, as it is). With ``labels="true"``, and for every
 image whose label the crafting model predicts, the two attacks are the same and so are their columns;
 under ``labels="predicted"`` the other images are attacked a second time, with their true label.
 Logits rather than probabilities: float32 softmax saturates at 1 for confident models, which ties

@@ -12,6 +12,7 @@ from torch import nn
 from oncorobust.attacks.kernels import image_seeds
 from oncorobust.attacks.methods import attack
 from oncorobust.device import eval_mode
+from oncorobust.evaluation.visibility import visibility
 
 __all__ = ["example_for"]
 
@@ -38,7 +39,8 @@ def example_for(model: nn.Module, test: dict, classes: list[str], eps: float, *,
     Returns:
         The dict :func:`~oncorobust.reporting.figures.fig1_examples` takes (``clean``, ``adv``:
         C×H×W arrays; ``eps``; ``classes``; ``clean_prob``, ``adv_prob``: class probabilities;
-        ``sample_id``), or None when no image qualifies.
+        ``sample_id``; ``ssim``, ``psnr``: how visible the change is, as in the attack CSVs,
+        :func:`oncorobust.evaluation.visibility.visibility`), or None when no image qualifies.
 
     Raises:
         AttackError: bad images, labels or PGD parameters.
@@ -60,7 +62,10 @@ def example_for(model: nn.Module, test: dict, classes: list[str], eps: float, *,
             ok = ((pred == yb) & (aprob.argmax(1) != pred)).nonzero().flatten()
             if len(ok):
                 i = int(ok[0])
-                return {"clean": xb[i].cpu().numpy(), "adv": adv[i].cpu().numpy(), "eps": eps, "classes": classes,
+                clean, changed = xb[i].cpu().numpy(), adv[i].cpu().numpy()
+                seen = visibility(clean[None], changed[None])
+                return {"clean": clean, "adv": changed, "eps": eps, "classes": classes,
                         "clean_prob": prob[i].cpu().numpy(), "adv_prob": aprob[i].cpu().numpy(),
-                        "sample_id": test["ids"][start + i]}
+                        "sample_id": test["ids"][start + i], "ssim": float(seen["ssim"][0]),
+                        "psnr": float(seen["psnr"][0])}
     return None

@@ -24,7 +24,7 @@ Checks per (dataset, regime), at the dataset's reference ε unless said otherwis
 - ``loss_converged``: PGD's loss still rising over the last 10% of its steps (by more than 2% of
   its whole trajectory's gain) for < 5% of the images it did not flip (otherwise: too few steps).
 - ``worst_convergence``: the worst case (``worst``, the attack a card's verdict rests on) run again
-  at the reference ε with every member's budget doubled (steps, queries, restarts) on the first
+  at the reference ε with every member's budget doubled (steps, Square's queries) on the first
   :data:`WORST_CHECK_IMAGES` test images flips at most max(1, 1%) of them that the configured
   budgets left unflipped (from the ``worst`` CSV at that ε; not applicable without one).
 """
@@ -55,8 +55,9 @@ ITERATIVE = ITERATIVE_METHODS
 #: images of the worst case's convergence check (the first ones of the test split): a doubled
 #: ``worst`` costs about twice the attack job's passes per image
 WORST_CHECK_IMAGES = 64
-#: the budget parameters doubled by the worst case's convergence check
-BUDGET_KEYS = ("steps", "queries", "restarts")
+#: the budget parameters doubled by the worst case's convergence check (each run's own budget: steps,
+#: Square's queries; not the restarts, which would double the cost again)
+BUDGET_KEYS = ("steps", "queries")
 
 
 
@@ -200,7 +201,7 @@ def doubled_budgets(members: list[str], member_params: dict[str, dict] | None) -
         members: ``worst``'s members.
         member_params: the config's parameters per member (``attacks.<member>``), or None.
     Returns:
-        member → its full parameters, ``steps``, ``queries`` and ``restarts`` doubled where it has them.
+        member → its full parameters, :data:`BUDGET_KEYS` (``steps``, ``queries``) doubled where it has them.
     """
     from oncorobust.attacks.methods import method_params
 

@@ -406,7 +406,7 @@ def sensitivity_frame(model: nn.Module, splits: dict[str, dict], *, device="cpu"
         **search: keyword arguments of :func:`flip_eps_bracket`.
     Returns:
         A DataFrame with :data:`SENSITIVITY_COLUMNS`, then the clean logits ``clean_logit_<k>``
-        (:func:`oncorobust.evaluation.evaluate.logit_columns`: the validation rows' scores choose the
+        (:func:`oncorobust.evaluation.scores.logit_columns`: the validation rows' scores choose the
         AUROC table's operating point); ``min_flip_eps`` = ``eps_upper`` (a confirmed flipping ε,
         ``inf`` where none), ``first_order_eps`` the one-gradient estimate.
     Raises:

@@ -147,8 +147,8 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
         examples: one dict per dataset (:func:`oncorobust.evaluation.examples.example_for`): ``dataset``,
             ``eps`` ([0,1] pixel units), ``clean`` and ``adv`` (H×W, 1×H×W or 3×H×W arrays in [0,1]),
             ``classes`` (class names), ``clean_prob`` and ``adv_prob`` (one probability per class);
-            optionally ``units`` (the dataset's ``eps_units``: ‖δ‖∞ also in stored units, e.g. HU).
-            The perturbation's panel gives its ‖δ‖∞, SSIM and PSNR (as ``tables/visibility``).
+            optionally ``ssim`` and ``psnr`` (how visible the change is) and ``units`` (the dataset's
+            ``eps_units``: ‖δ‖∞ also in stored units, e.g. HU), shown above the perturbation.
         stem: where to write PNG + PDF (no suffix); None: not written.
     Returns:
         The figure; a placeholder saying so when ``examples`` is empty.
@@ -167,7 +167,7 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
         for ax, img, title in (
             (row[0], clean, _prob_title("clean", ex["classes"], ex["clean_prob"])),
             (row[1], adv, _prob_title(f"PGD ε={eps_text(ex['eps'])}", ex["classes"], ex["adv_prob"])),
-            (row[2], amp, _perturbation_title(clean, adv, ex.get("units"))),
+            (row[2], amp, _perturbation_title(ex, delta)),
         ):
             show = img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 else img.squeeze()
             ax.imshow(show, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -182,17 +182,16 @@ def fig1_examples(examples: list[dict], stem: str | Path | None = None) -> plt.F
     return fig
 
 
-def _perturbation_title(clean: np.ndarray, adv: np.ndarray, units: dict | None) -> str:
-    """The perturbation panel's title: ‖δ‖∞ (in stored units when known), SSIM and PSNR, as in the
-    visibility table (:func:`oncorobust.evaluation.visibility.visibility`)."""
-    from oncorobust.evaluation.visibility import visibility
-
-    shape = (1, 1, *clean.shape) if clean.ndim == 2 else (1, *clean.shape)
-    seen = visibility(clean.reshape(shape), adv.reshape(shape))
-    d = float(np.abs(adv - clean).max())
+def _perturbation_title(ex: dict, delta: np.ndarray) -> str:
+    """The perturbation panel's title: ‖δ‖∞ (in stored units when ``ex["units"]`` says them), SSIM and
+    PSNR (``ex["ssim"]``, ``ex["psnr"]``, computed with the example), as in the visibility table."""
+    d = float(np.abs(delta).max())
+    units = ex.get("units")
     stored = f" ({d * float(units['per_eps']):.3g} {units['unit']})" if units and units.get("per_eps") else ""
-    ssim = "" if not np.isfinite(seen["ssim"][0]) else f"SSIM {seen['ssim'][0]:.3f}, "
-    return f"perturbation (±ε → black/white)\nmax |δ| = {d:.2g}{stored}\n{ssim}PSNR {seen['psnr'][0]:.1f} dB"
+    seen = [f"SSIM {ex['ssim']:.3f}" if np.isfinite(ex.get("ssim", np.nan)) else "",
+            f"PSNR {ex['psnr']:.1f} dB" if np.isfinite(ex.get("psnr", np.nan)) else ""]
+    seen = ", ".join(v for v in seen if v)
+    return f"perturbation (±ε → black/white)\nmax |δ| = {d:.2g}{stored}" + (f"\n{seen}" if seen else "")
 
 
 def _prob_title(prefix: str, classes: list[str], prob) -> str:
@@ -534,7 +533,8 @@ def fig6_clinical(clinical: pd.DataFrame, directions: pd.DataFrame | None = None
         directions: ``tables/directions.csv``, or None (no third panel).
         method: the attack rows drawn (``any attack``: each image's most harmful attack; falls back
             to ``worst``, then to any one attack, where it is absent).
-        direction_method: the attack whose missed findings and false alarms are drawn.
+        direction_method: the attack whose missed findings and false alarms are drawn (where it
+            did not run: the strongest one that did, by the registry's strength order).
         stem: where to write PNG + PDF (no suffix); None: not written.
     Returns:
         The figure; a placeholder when no dataset has a positive class.
@@ -576,8 +576,12 @@ def fig6_clinical(clinical: pd.DataFrame, directions: pd.DataFrame | None = None
                 if len(clean):
                     ax.axhline(clean[col].iloc[0], color=c, ls=":", lw=0.8)
             if ncols == 3:
-                d = directions[(directions.dataset == ds) & (directions.regime == regime)
-                               & (directions.method == direction_method)].sort_values("eps")
+                d = directions[(directions.dataset == ds) & (directions.regime == regime)]
+                # the named attack, else the strongest one run (lowest accuracy under attack is not
+                # known here: the first of the registry's strength order present)
+                shown = direction_method if (d.method == direction_method).any() else next(
+                    (m for m in STRENGTH_ORDER if (d.method == m).any()), None)
+                d = d[d.method == shown].sort_values("eps")
                 ax = row[2]
                 for col, ls, lo, hi in (("missed_rate", "-", "missed_ci_low", "missed_ci_high"),
                                         ("false_alarm_rate", "--", "false_alarm_ci_low", "false_alarm_ci_high")):
@@ -589,10 +593,14 @@ def fig6_clinical(clinical: pd.DataFrame, directions: pd.DataFrame | None = None
         row[1].set_ylabel("% at the operating point")
         row[1].set_ylim(-2, 102)
         if ncols == 3:
-            row[2].set_ylabel(f"% of correct images ({direction_method})")
+            row[2].set_ylabel("% of correct images")
             row[2].set_ylim(-2, 102)
         for ax in row:
-            _log_eps(ax)
+            if np.isfinite(ax.dataLim.intervalx).all() and ax.dataLim.intervalx[0] > 0:
+                _log_eps(ax)
+            else:  # e.g. no worst case run, so no per-direction rates
+                ax.text(0.5, 0.5, "no result", ha="center", va="center", transform=ax.transAxes, fontsize=7)
+                ax.set_xlabel("ε ([0,1] pixel units)")
     axes[0][0].set_title(f"AUROC ({method})")
     axes[0][1].set_title("sensitivity —, specificity - -")
     if ncols == 3:

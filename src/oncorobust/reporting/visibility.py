@@ -21,10 +21,15 @@ def noise_sigma01(noise: dict[str, pd.DataFrame | None] | None) -> pd.DataFrame:
         noise: dataset → its ``tensors/noise.csv`` frame (``sample_id``, ``sigma`` in stored units,
             ``span`` = stored units per [0,1]), or None.
     Returns:
-        ``dataset``, ``sample_id`` (text), ``sigma01`` = σ / span (NaN where σ is not measurable).
+        ``dataset``, ``sample_id`` (text), ``sigma01`` = σ / span; NaN where σ is not measurable
+        (below :data:`oncorobust.data.noise.SIGMA_FLOOR`, one stored step, as the noise-unit table) or
+        the span is not positive.
     """
+    from oncorobust.data.noise import SIGMA_FLOOR
+
     parts = [pd.DataFrame({"dataset": ds, "sample_id": f.sample_id.astype(str),
-                           "sigma01": f.sigma.astype(float) / f.span.astype(float)})
+                           "sigma01": (f.sigma.astype(float) / f.span.astype(float)).where(
+                               (f.sigma.astype(float) >= SIGMA_FLOOR) & (f.span.astype(float) > 0))})
              for ds, f in (noise or {}).items() if f is not None and len(f)]
     return (pd.concat(parts, ignore_index=True).drop_duplicates(["dataset", "sample_id"]) if parts
             else pd.DataFrame(columns=["dataset", "sample_id", "sigma01"]))
