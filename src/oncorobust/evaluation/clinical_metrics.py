@@ -10,13 +10,12 @@ but without the ties that a float32 softmax saturated at 1 creates among confide
 negative toward a higher one: the attack away from the image's **true** label (the attack CSVs'
 ``true_adv_logit_<k>`` columns; under the paper's ``labels: predicted`` the attack job attacks the
 images whose label the model misses a second time, with their label). Attacks that stop at an
-image's first flip (``worst``, FAB, Square) leave such an image as it is, since it is already
-misclassified: its score stays clean; BIM, PGD and APGD push it further. ``any attack`` is, per image
-and ε, the most harmful score among the attacks run at that ε (a positive's lowest, a negative's
-highest): an adversary may choose its attack per image, so this is an achievable attack and never
-weaker than any one of them. Attacks that stop at an image's first flip (APGD, ``worst``) move a
-score only just across the decision boundary; the paper's BIM/PGD keep pushing for all their
-steps, so for an AUROC they can be the stronger adversary even where they flip fewer images.
+image's first flip move a score only just across the decision boundary (APGD, ``worst``), and
+``worst``, FAB and Square leave an image that is already misclassified, and its score, as it is;
+the paper's BIM/PGD keep pushing for all their steps, so for an AUROC they can be the stronger
+adversary even where they flip fewer images. ``any attack`` is, per image and ε, the most harmful
+score among the attacks run at that ε (a positive's lowest, a negative's highest): an adversary may
+choose its attack per image, so this is an achievable attack and never weaker than any one of them.
 
 **Targeted threat models.** Beside the untargeted adversary (``direction`` ``any``), two that
 push only toward one clinical error: ``missed_finding`` attacks only the positive images (the
@@ -147,8 +146,10 @@ def _row_auc(y: np.ndarray, score: np.ndarray) -> dict:
             "auroc_ci_high": a["ci_high"]}
 
 
-def _diff(y: np.ndarray, a: np.ndarray, b: np.ndarray, stem: str) -> dict:
-    if len(y) == 0 or y.all() or not y.any():
+def _diff(y: np.ndarray, a: np.ndarray | None, b: np.ndarray, stem: str) -> dict:
+    """The paired DeLong difference b − a as ``<stem>``, ``_ci_low``, ``_ci_high``, ``_p``; NaN without
+    ``a`` or without both classes."""
+    if a is None or y.all() or not y.any():
         return dict.fromkeys((stem, f"{stem}_ci_low", f"{stem}_ci_high", f"{stem}_p"), math.nan)
     d = auroc_difference(y, a, b)
     return {stem: d["diff"], f"{stem}_ci_low": d["ci_low"], f"{stem}_ci_high": d["ci_high"], f"{stem}_p": d["p_value"]}
@@ -232,21 +233,18 @@ def clinical_table(dataset: str, regime: str, attacks: Mapping[tuple[str, float]
         def row(method, eps, score, ref, direction=ANY_DIRECTION):
             out = base | {"method": method, "direction": direction, "eps": eps} | _row_auc(y.to_numpy(), score.to_numpy())
             out |= _diff(y.to_numpy(), clean.to_numpy(), score.to_numpy(), "d_auroc")
-            out |= (_diff(y.to_numpy(), ref.to_numpy(), score.to_numpy(), "d_auroc_regime") if ref is not None
-                    else _diff(np.array([]), None, None, "d_auroc_regime"))
+            out |= _diff(y.to_numpy(), ref.to_numpy() if ref is not None else None, score.to_numpy(), "d_auroc_regime")
             return out | _op(y.to_numpy(), score.to_numpy(), threshold)
 
         rows.append(row(CLEAN, 0.0, clean, ref_clean))
         for eps in grid:
             at = {m: _log_odds(f, "true_adv", t).reindex(ids) for (m, e), f in attacks.items() if e == eps}
             refs = {m: _log_odds(f, "true_adv", t).reindex(ids) for (m, e), f in (reference or {}).items()
-                    if m in at and same_eps(e, eps)}
-            ref_all = [_log_odds(f, "true_adv", t).reindex(ids) for (m, e), f in (reference or {}).items()
-                       if same_eps(e, eps)]
+                    if same_eps(e, eps)}
             if len(at) > 1:
                 at[ANY_ATTACK] = _worst_score(list(at.values()), y)
-                if ref_all:  # the clean model under its own per-image worst of the attacks run on it
-                    refs[ANY_ATTACK] = _worst_score(ref_all, y)
+                if refs:  # the clean model under its own per-image worst of the attacks run on it
+                    refs[ANY_ATTACK] = _worst_score(list(refs.values()), y)
             for method, score in at.items():
                 ref = refs.get(method)
                 for direction in (DIRECTIONS if binary else (ANY_DIRECTION,)):
@@ -266,7 +264,15 @@ def _pct(v, lo, hi) -> str:
     return "–" if not np.isfinite(v) else f"{v:.1f} [{lo:.1f}, {hi:.1f}]"
 
 
-def _auc(v, lo, hi) -> str:
+def auroc_text(v: float, lo: float = math.nan, hi: float = math.nan) -> str:
+    """An AUROC with its CI as the tables and cards write it: ``0.911 [0.847, 0.976]`` (three
+    decimals; no bracket without a CI; "–" when the AUROC is not defined).
+
+    Args:
+        v, lo, hi: the AUROC and its CI bounds (fractions; NaN when undefined).
+    Returns:
+        The text.
+    """
     if not np.isfinite(v):
         return "–"
     return f"{v:.3f}" if not np.isfinite(lo) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -328,7 +334,7 @@ def clinical_markdown(table: pd.DataFrame, eps_text=lambda e: f"{e:g}", methods:
         for r in shown.itertuples():
             who = str(r.method) if r.direction == ANY_DIRECTION else f"{r.method}: {_DIRECTION_TEXT[r.direction]}"
             cells = [who, "0" if r.method == CLEAN else eps_text(r.eps),
-                     _auc(r.auroc, r.auroc_ci_low, r.auroc_ci_high),
+                     auroc_text(r.auroc, r.auroc_ci_low, r.auroc_ci_high),
                      "" if r.method == CLEAN else _delta(r.d_auroc, r.d_auroc_ci_low, r.d_auroc_ci_high)]
             cells += [_delta(r.d_auroc_regime, r.d_auroc_regime_ci_low, r.d_auroc_regime_ci_high)] if has_regime else []
             if first.positive_class != "macro":

@@ -8,13 +8,11 @@ and ``psnr`` (dB) / ``ssim`` how visible the change is (:mod:`oncorobust.evaluat
 then the model's logits, one column per class k (:data:`SCORE_PREFIXES`): ``clean_logit_<k>`` on the
 clean image, ``adv_logit_<k>`` on the attacked image (the attack as run: ``adv_pred`` is their
 argmax) and ``true_adv_logit_<k>`` on the image attacked away from the **true** label, the adversary
-of the AUROC table (:mod:`oncorobust.evaluation.clinical_metrics`; an attack that stops at the first
-flip — ``worst``, FAB, Square — leaves an already misclassified image, and its score, as it is). With ``labels="true"``, and for every
-image whose label the crafting model predicts, the two attacks are the same and so are their columns;
-under ``labels="predicted"`` the other images are attacked a second time, with their true label.
-Logits rather than probabilities: float32 softmax saturates at 1 for confident models, which ties
-the scores an AUROC ranks; a class's probability is the softmax of the row's logits and its logit
-margin the difference to the largest other logit.
+of the AUROC table (:mod:`oncorobust.evaluation.clinical_metrics`; an attack that stops at the
+first flip — ``worst``, FAB, Square — leaves an already misclassified image, and its score, as it
+is). With ``labels="true"``, and for every image whose label the crafting model predicts, the two
+attacks are the same and so are their columns; under ``labels="predicted"`` the other images are
+attacked a second time, with their true label. Why logits: :mod:`oncorobust.evaluation.scores`.
 
 Methods: see :mod:`oncorobust.attacks.methods` (the paper's fgsm/bim/pgd, apgd_ce, apgd_margin, fab, square
 and ``worst``, the per-image worst case over several). ``labels="predicted"`` pushes each image away from the model's own clean prediction (what the

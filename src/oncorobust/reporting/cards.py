@@ -684,13 +684,13 @@ def _sections(card: dict) -> list[tuple[str, list[str], list[list[str]] | None, 
 
     c = card.get("clinical")
     if c and c["rows"]:
+        from oncorobust.evaluation.clinical_metrics import auroc_text
+
         macro = c["positive"] == "macro"
         head = ["ε (pixel units)", "attack", "AUROC [95% CI]", "ΔAUROC"]
         rows = [head + ([] if macro else ["sensitivity", "specificity"])]
         for r in c["rows"]:
-            auc = "–" if not math.isfinite(r["auroc"]) else (
-                f"{r['auroc']:.3f}" if not math.isfinite(r.get("auroc_ci_low", math.nan))
-                else f"{r['auroc']:.3f} [{r['auroc_ci_low']:.3f}, {r['auroc_ci_high']:.3f}]")
+            auc = auroc_text(r["auroc"], r.get("auroc_ci_low", math.nan), r.get("auroc_ci_high", math.nan))
             delta = "" if r["method"] == "clean" or not math.isfinite(r.get("d_auroc", math.nan)) else f"{r['d_auroc']:+.3f}"
             line = ["0" if r["method"] == "clean" else eps_text(r["eps"]), str(r["method"]), auc, delta]
             if not macro:

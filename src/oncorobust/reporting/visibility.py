@@ -10,29 +10,19 @@ import math
 import numpy as np
 import pandas as pd
 
+from oncorobust.data.noise import sigma_multiple
 from oncorobust.epsilon import eps_text
 from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS
 
 
-def noise_sigma01(noise: dict[str, pd.DataFrame | None] | None) -> pd.DataFrame:
-    """Each image's own noise σ in [0,1] units, from the datasets' ``tensors/noise.csv``.
-
-    Args:
-        noise: dataset → its ``tensors/noise.csv`` frame (``sample_id``, ``sigma`` in stored units,
-            ``span`` = stored units per [0,1]), or None.
-    Returns:
-        ``dataset``, ``sample_id`` (text), ``sigma01`` = σ / span; NaN where σ is not measurable
-        (below :data:`oncorobust.data.noise.SIGMA_FLOOR`, one stored step, as the noise-unit table) or
-        the span is not positive.
-    """
-    from oncorobust.data.noise import SIGMA_FLOOR
-
-    parts = [pd.DataFrame({"dataset": ds, "sample_id": f.sample_id.astype(str),
-                           "sigma01": (f.sigma.astype(float) / f.span.astype(float)).where(
-                               (f.sigma.astype(float) >= SIGMA_FLOOR) & (f.span.astype(float) > 0))})
+def _noise(noise: dict[str, pd.DataFrame | None] | None) -> pd.DataFrame:
+    """The datasets' ``tensors/noise.csv`` rows stacked: ``dataset``, ``sample_id`` (text), ``sigma``
+    (stored units), ``span`` (stored units per [0,1])."""
+    parts = [pd.DataFrame({"dataset": ds, "sample_id": f.sample_id.astype(str), "sigma": f.sigma.astype(float),
+                           "span": f.span.astype(float)})
              for ds, f in (noise or {}).items() if f is not None and len(f)]
     return (pd.concat(parts, ignore_index=True).drop_duplicates(["dataset", "sample_id"]) if parts
-            else pd.DataFrame(columns=["dataset", "sample_id", "sigma01"]))
+            else pd.DataFrame(columns=["dataset", "sample_id", "sigma", "span"]))
 
 
 def visibility_summary(frames: pd.DataFrame, per_eps: dict[str, float] | None = None,
@@ -49,7 +39,10 @@ def visibility_summary(frames: pd.DataFrame, per_eps: dict[str, float] | None = 
             :data:`VISIBILITY_COLUMNS` (test rows only).
         per_eps: dataset → stored units per [0,1] (``eps_units.per_eps``), for ‖δ‖∞ in stored
             units; a dataset without one gets NaN there.
-        noise: dataset → its ``tensors/noise.csv`` frame (:func:`noise_sigma01`), or None.
+        noise: dataset → its ``tensors/noise.csv`` frame (``sample_id``, ``sigma`` in stored units,
+            ``span`` = stored units per [0,1]), or None. ‖δ‖∞ is compared with σ as the noise-unit
+            table compares ε (:func:`oncorobust.data.noise.sigma_multiple`: σ below one stored step
+            is not measurable).
     Returns:
         One row per (dataset, regime, method, eps): ``n_changed`` and, for ``linf`` (pixel
         units), ``linf_stored``, ``l2``, ``psnr``, ``ssim``: ``<name>_median``, ``<name>_min``,
@@ -62,10 +55,12 @@ def visibility_summary(frames: pd.DataFrame, per_eps: dict[str, float] | None = 
     keys = ["dataset", "regime", "method", "eps"]
     df = frames.assign(linf_stored=frames.linf * frames.dataset.map(per_eps or {}).astype(float))
     if noise and "sample_id" in df.columns:
-        df = df.assign(sample_id=df.sample_id.astype(str)).merge(noise_sigma01(noise), on=["dataset", "sample_id"],
+        df = df.assign(sample_id=df.sample_id.astype(str)).merge(_noise(noise), on=["dataset", "sample_id"],
                                                                  how="left", validate="m:1")
+        # ‖δ‖∞ in units of the image's own σ (NaN where σ is not measurable or the span unknown)
+        df["linf_sigma"] = np.where(df.span > 0, sigma_multiple(df.linf * df.span, df.sigma), np.nan)
     else:
-        df = df.assign(sigma01=math.nan)
+        df = df.assign(linf_sigma=math.nan)
     measures = ["linf", "linf_stored", *VISIBILITY_COLUMNS]
     rows = []
     for key, g in df.groupby(keys, sort=True):
@@ -76,9 +71,9 @@ def visibility_summary(frames: pd.DataFrame, per_eps: dict[str, float] | None = 
             row[f"{m}_median"] = float(np.median(v)) if len(v) else math.nan
             row[f"{m}_min"] = float(v.min()) if len(v) else math.nan
             row[f"{m}_max"] = float(v.max()) if len(v) else math.nan
-        known = changed[changed.sigma01.notna()]
+        known = changed[changed.linf_sigma.notna()]
         row["n_noise"] = len(known)
-        row["below_noise_pct"] = 100 * float((known.linf < known.sigma01).mean()) if len(known) else math.nan
+        row["below_noise_pct"] = 100 * float((known.linf_sigma < 1).mean()) if len(known) else math.nan
         rows.append(row)
     cols = (keys + ["n", "n_changed"] + [f"{m}_{s}" for m in measures for s in ("median", "min", "max")]
             + ["n_noise", "below_noise_pct"])
