@@ -610,7 +610,7 @@ def test_nan_flipping_eps_is_refused_inf_is_kept():
 
 
 def test_empty_attack_methods_lists_every_method():
-    from oncorobust.attacks.methods import METHODS
+    from oncorobust.spec import METHOD_NAMES as METHODS
 
     with pytest.raises(ConfigError) as info:
         check_config(_config(attack__methods=[]))

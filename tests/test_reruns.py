@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from oncorobust import spec
 from oncorobust.pipeline import codehash
 from oncorobust.training import train as train_mod
 from oncorobust.pipeline.codehash import code_text, code_version, module_files
@@ -437,11 +438,17 @@ REPORTING = set(codehash.REPORTING_SCRIPTS)
     ("spec.py", 'Method("fgsm", "sign", "FGSM", _CB[0]', 'Method("fgsm", "sign", "Fast gradient", _CB[1]', REPORTING),
     ("spec.py", 'Regime("adv_pgd", "PGD-AT"', 'Regime("adv_pgd", "PGD adversarial training"', REPORTING),
     ("spec.py", "passes=lambda p: 4.0, strength=7", "passes=lambda p: 4.0, strength=9", REPORTING),
-    # the CLI's defaults of an attack (the workflow's come from the schema, as params): reporting only
-    ('spec.py', 'defaults={"steps": 10, "restarts": 1}, passes=_iterative_passes(1.0), strength=5',
-     'defaults={"steps": 20, "restarts": 1}, passes=_iterative_passes(1.0), strength=5', REPORTING),
-    # what an attack *is* (its family decides how it runs): every script that imports the registry
-    ('spec.py', 'Method("fab", "minimum_norm"', 'Method("fab", "apgd"',
+    # an entry's defaults, what an attack *is* (its family decides how it runs), a new entry: the
+    # code key of the reporting jobs only; the jobs that read the entry get it as their
+    # ``registry`` param (test_registry_key_holds_the_entries_a_job_reads)
+    ('spec.py', 'defaults={"steps": 10, "alpha_ratio": 0.25, "random_start": True, "restarts": 1}',
+     'defaults={"steps": 20, "alpha_ratio": 0.25, "random_start": True, "restarts": 1}', REPORTING),
+    ('spec.py', 'Method("fab", "minimum_norm"', 'Method("fab", "apgd"', REPORTING),
+    ('spec.py', '    Method("worst", "ensemble"', '    Method("toy", "sign", "toy", "grey", run="x:y"),\n'
+     '    Method("worst", "ensemble"', REPORTING),
+    ('spec.py', 'Regime("adv_mart", "MART", True', 'Regime("adv_mart", "MART", False', REPORTING),
+    # a function of the registry (not an entry): every job whose scripts import it
+    ('spec.py', 'return (base, int(k)) if sep and k.isdigit()', 'return (base, int(k)) if sep and k.isdecimal()',
      {"attack", "corrupt", "health", "import_model", "preprocess", "sensitivity", "train"} | REPORTING),
     # a memory constant, a run-time constant: no job at all
     ("pipeline/resources.py", "SAFETY = 1.25", "SAFETY = 1.5", set()),
@@ -454,6 +461,41 @@ def test_an_edit_reruns_only_the_jobs_that_read_it(tmp_path, module, old, new, e
     (labels, colours, strength order, the CLI's defaults) reaches only reporting jobs, resource
     formulas none, a change of what an attack is every job that imports the registry."""
     assert _changed_scripts(tmp_path, module, old, new) == expected
+
+
+def test_registry_key_holds_the_entries_a_job_reads(monkeypatch):
+    """The ``registry`` param of a job changes with the entries it reads, and only with those:
+    FAB's family reaches the worst case (FAB is a member) and not PGD's jobs; a label no job;
+    a new entry none of the existing jobs; a regime's entry its trainings."""
+    import dataclasses
+
+    from oncorobust import spec
+    from oncorobust.pipeline.codehash import registry_key
+
+    members = ["apgd_ce", "apgd_margin", "fab", "square"]
+    jobs = {"pgd": spec.methods_read("pgd"), "worst": spec.methods_read("worst", members),
+            "transfer_fgsm": spec.methods_read("transfer_fgsm"), "square": spec.methods_read("square")}
+    assert jobs["worst"] == ("apgd_ce", "apgd_margin", "fab", "pgd", "square", "worst")
+    assert jobs["square"] == ("pgd", "square") and jobs["transfer_fgsm"] == ("fgsm",)
+    before = {j: registry_key(m) for j, m in jobs.items()}
+    before_train = registry_key(["pgd"], ["adv_pgd"], method_defaults=False)
+
+    def changed(table, name, **edit):
+        with monkeypatch.context() as mp:
+            mp.setitem(table, name, dataclasses.replace(table[name], **edit))
+            after = {j: registry_key(m) for j, m in jobs.items()}
+            train = registry_key(["pgd"], ["adv_pgd"], method_defaults=False)
+        return {j for j in jobs if after[j] != before[j]} | ({"train"} if train != before_train else set())
+
+    assert changed(spec.METHODS, "fab", family="apgd") == {"worst"}
+    assert changed(spec.METHODS, "fab", label="Fast adaptive boundary", color="red", strength=9) == set()
+    assert changed(spec.METHODS, "pgd", defaults={**spec.METHODS["pgd"].defaults, "steps": 20}) == {"pgd", "worst", "square"}
+    assert changed(spec.METHODS, "pgd", options={"x": 1}) == {"pgd", "worst", "square", "train"}
+    assert changed(spec.REGIMES, "adv_pgd", label="Madry") == set()
+    assert changed(spec.REGIMES, "adv_pgd", adversarial=False) == {"train"}
+    with monkeypatch.context() as mp:
+        mp.setitem(spec.METHODS, "toy", dataclasses.replace(spec.METHODS["fgsm"], name="toy"))
+        assert {j: registry_key(m) for j, m in jobs.items()} == before
 
 
 def _reads(tree: ast.AST, fields: set[str], tables: set[str]) -> list[str]:
@@ -479,6 +521,7 @@ def test_no_job_but_reporting_reads_what_its_rerun_key_leaves_out():
     pipeline/passes.py for the progress lines only, the one documented exception)."""
     spec_file = REPO / "src" / "oncorobust" / "spec.py"
     exempt = codehash.rerun_exempt(ast.parse(spec_file.read_text()))
+    assert {c: tuple(f) for c, f in exempt["fields"].items()} == spec.PRESENTATION_FIELDS  # one list, two spellings
     fields = {f for fs in exempt["fields"].values() for f in fs}
     names = set(exempt["names"])
     reached = {f for s in NON_REPORTING for f in module_files(s)}

@@ -1,19 +1,30 @@
 """The registry (oncorobust.spec) against everything that must agree with it: the schema's enums
 and defaults, the workflow's wildcard constraints, the attack dispatch and the figures."""
 
+import copy
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 
 from oncorobust import spec
 from oncorobust.errors import ModelError
+from oncorobust.config import with_registry
 from oncorobust.pipeline.workflow_files import schema_file
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def schema():
+def raw_schema():
     return yaml.safe_load(open(schema_file()))
+
+
+@pytest.fixture(scope="module")
+def schema(raw_schema):
+    """The schema as the config pass validates against: the registry filled in (x-registry)."""
+    return with_registry(copy.deepcopy(raw_schema))
 
 
 def _named(node, key):
@@ -29,9 +40,12 @@ def _named(node, key):
             yield from _named(v, key)
 
 
-def test_schema_method_enums_match_the_registry(schema):
+def test_schema_method_enums_come_from_the_registry(raw_schema, schema):
+    """The file names no method (a new one needs no schema edit); the config pass's enums are the registry's."""
+    for key, mark in (("methods", "methods"), ("members", "member_methods"), ("regimes", "adversarial_regimes")):
+        raw = list(_named(raw_schema, key))
+        assert raw and all(r["items"] == {"type": "string", "x-registry": mark} for r in raw), key
     methods = list(_named(schema, "methods"))
-    assert methods, "no attack.methods in the schema"
     for m in methods:
         assert m["items"]["enum"] == list(spec.METHOD_NAMES)
         assert m["default"] == list(spec.CLI_METHODS)
@@ -40,15 +54,31 @@ def test_schema_method_enums_match_the_registry(schema):
     assert all(m["default"] == spec.METHODS["worst"].defaults["members"] for m in members)
 
 
-def test_schema_attack_defaults_match_the_registry(schema):
-    attacks = schema["properties"]["attacks"]["properties"]
+def test_schema_attack_defaults_match_the_registry(raw_schema, schema):
+    """A block the file writes out (with descriptions) has the registry's defaults; every method
+    has a block in the config pass's schema, and nothing else is accepted there."""
+    written = raw_schema["properties"]["attacks"]["properties"]
     for name, method in spec.METHODS.items():
-        if not method.defaults:
-            continue  # a method without parameters (fgsm) needs no block
-        assert name in attacks, f"the schema has no attacks.{name} block: add one"
-        props = attacks[name].get("properties", {})
         for key, value in method.defaults.items():
-            assert props[key]["default"] == value, f"attacks.{name}.{key}"
+            if name in written:
+                assert written[name]["properties"][key]["default"] == value, f"attacks.{name}.{key}"
+    filled = schema["properties"]["attacks"]
+    assert set(spec.METHODS) <= set(filled["properties"]) and filled["additionalProperties"] is False
+    assert filled["properties"]["fgsm"] == {"type": "object", "additionalProperties": False, "default": {},
+                                            "properties": {}, "x-generated": True}
+
+
+def test_registry_defaults_fill_methods_the_file_does_not_write(tmp_path):
+    """The config pass fills a generated block's defaults and refuses an unknown parameter by name."""
+    from oncorobust.config import validate_config
+    from oncorobust.errors import ConfigError
+
+    cfg = yaml.safe_load(open(REPO / ".test" / "config_one_dataset.yaml"))
+    validate_config(cfg, schema_file())
+    assert cfg["attacks"]["fgsm"] == {}
+    cfg["attacks"]["fgsm"] = {"steps": 3}
+    with pytest.raises(ConfigError, match=r"attacks.fgsm: Additional properties are not allowed \('steps'"):
+        validate_config(cfg, schema_file())
 
 
 def test_schema_regimes_and_heads_match_the_registry(schema):
@@ -58,37 +88,13 @@ def test_schema_regimes_and_heads_match_the_registry(schema):
     assert any(o.get("enum") == list(spec.OUTPUT_CHOICES) for o in outputs)
 
 
-def test_method_wildcard_accepts_exactly_the_result_names():
-    rx = re.compile(f"^(?:{spec.method_wildcard()})$")
-    for name in spec.METHOD_NAMES:
-        assert rx.match(name)
-    for name in spec.PAPER_METHODS:
-        assert rx.match(f"transfer_{name}")
-    for bad in ("transfer_worst", "transfer_square", "apgd", "pgd2", "corrupt_x"):
-        assert not rx.match(bad), bad
+def test_every_method_runs_through_its_registry_entry():
+    """Each entry's ``run`` imports, and the dispatch calls it with the entry's fixed options."""
+    from oncorobust.attacks.methods import implementation
 
-
-def test_derived_lists():
-    assert spec.PAPER_METHODS == ("fgsm", "bim", "pgd")
-    assert spec.METHOD_NAMES[-1] == "worst" and "worst" not in spec.MEMBER_METHODS
-    assert spec.STRENGTH_ORDER[0] == "worst" and spec.STRENGTH_ORDER[-1] == "fgsm"
-    assert "fgsm" not in spec.ITERATIVE_METHODS and "square" in spec.ITERATIVE_METHODS
-    assert spec.EARLY_EXIT_OPTION == ("bim", "pgd")
-    assert spec.method_label("transfer_pgd") == "PGD (transfer)"
-    # the gradient cost of a PGD-10 run: 10 forward+backward (3 passes each) + 2 checks
-    assert spec.METHODS["pgd"].passes({"steps": 10, "restarts": 2}) == 62
-
-
-def test_consumers_use_the_registry():
-    from oncorobust.attacks import methods
-    from oncorobust.pipeline import budgets
-    from oncorobust.reporting import figures
-    from oncorobust.training import train
-
-    assert methods.METHODS == spec.METHOD_NAMES and methods.PAPER_METHODS == spec.PAPER_METHODS
-    assert set(figures.METHOD_COLORS) == set(spec.METHODS) == set(figures.METHOD_LABELS)
-    assert train.REGIMES == spec.REGIME_NAMES
-    assert all(budgets.DEFAULT_ATTACKS[m] == spec.METHODS[m].defaults for m in spec.METHODS)
+    for name, method in spec.METHODS.items():
+        assert callable(implementation(name)), name
+        assert method.run.partition(":")[0].startswith("oncorobust."), name
 
 
 def test_parse_arch_and_given_files(tmp_path):
@@ -115,3 +121,13 @@ def test_spec_imports_no_torch():
     code = "import sys, oncorobust.spec, oncorobust.config; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_adversarial_training_defaults_are_stated_once(raw_schema):
+    """The inner PGD steps of every adversarial regime: the schema's default is the training
+    code's (they disagreed, 7 vs 10); the TRADES/MART losses carry only their β."""
+    from oncorobust.training import losses, train
+
+    adv = raw_schema["$defs"]["adversarial_training"]
+    assert adv["properties"]["iters"]["default"] == train.ADV_ITERS
+    assert all(set(rl.defaults) == {"beta"} for rl in losses.REGIME_LOSSES.values())

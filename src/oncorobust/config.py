@@ -18,7 +18,8 @@ from pathlib import Path
 from oncorobust.epsilon import eps_key, parse_fraction, same_eps
 from oncorobust.checks import ON_BAD_FILE, check_choice, check_fraction  # noqa: F401 (their import path)
 from oncorobust.errors import ConfigError
-from oncorobust.spec import BUILT_SOURCES, METHOD_NAMES, MODEL_SOURCES, arch_source, given_file
+from oncorobust.spec import (ADVERSARIAL_REGIMES, BUILT_SOURCES, MEMBER_METHODS, METHOD_NAMES, METHODS, MODEL_SOURCES,
+                             arch_source, given_file)
 from oncorobust.spec import (ARRAY_LEVELS, CORRUPTION_KINDS, CORRUPTION_NAMES, DEFAULT_CORRUPTION_SETS,
                              DEFAULT_SEVERITY_PICKS, MODALITIES, dataset_modality, severity_str)
 
@@ -170,6 +171,67 @@ def load_yaml(path: str | os.PathLike):
         raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
 
 
+#: what each ``x-registry`` marker of the schema stands for (:func:`with_registry`)
+REGISTRY_ENUMS = {"methods": METHOD_NAMES, "member_methods": MEMBER_METHODS, "adversarial_regimes": ADVERSARIAL_REGIMES}
+_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"),
+               (dict, "object"))
+
+
+def _param_schema(value) -> dict:
+    """The JSON Schema of one registry default: its type (an int default also accepts no float)."""
+    kind = next(name for t, name in _JSON_TYPES if isinstance(value, t))
+    return {"type": "number" if kind == "number" else kind}
+
+
+def with_registry(schema: dict) -> dict:
+    """The schema with the registry filled in where it says ``x-registry``.
+
+    ``methods``, ``member_methods`` and ``adversarial_regimes`` become the enums of
+    :data:`oncorobust.spec.METHOD_NAMES`, :data:`~oncorobust.spec.MEMBER_METHODS` and
+    :data:`~oncorobust.spec.ADVERSARIAL_REGIMES`; ``method_params`` (the ``attacks`` block) gains a
+    block for every method without one, typed from its defaults and aliases, and refuses any other
+    key. So adding a method to the registry needs no schema edit (the file's enum-free spelling is
+    what Snakemake's own ``validate`` sees).
+
+    Args:
+        schema: the loaded schema (changed in place).
+    Returns:
+        ``schema``.
+    """
+    def walk(node):
+        if isinstance(node, dict):
+            mark = node.get("x-registry")
+            if mark in REGISTRY_ENUMS:
+                node["enum"] = list(REGISTRY_ENUMS[mark])
+            elif mark == "method_params":
+                props = node.setdefault("properties", {})
+                for name, method in METHODS.items():
+                    if name not in props:
+                        params = {k: _param_schema(v) for k, v in method.defaults.items()}
+                        params.update({a: {"type": "number"} for a in method.aliases})
+                        props[name] = {"type": "object", "additionalProperties": False, "default": {},
+                                       "properties": params, "x-generated": True}
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+def _fill_registry_defaults(config: dict, schema: dict) -> None:
+    """The defaults of the ``attacks`` blocks :func:`with_registry` generated (Snakemake's
+    ``validate`` fills those of the file's blocks)."""
+    attacks = config.setdefault("attacks", {})
+    blocks = schema.get("properties", {}).get("attacks", {}).get("properties", {})
+    for name, block in blocks.items():
+        if block.get("x-generated"):
+            attacks[name] = {**METHODS[name].defaults, **(attacks.get(name) or {})}
+
+
 def validate_config(config: dict, schema_path: str | os.PathLike) -> None:
     """Validate ``config`` against the JSON Schema file; one line per violation.
 
@@ -188,10 +250,11 @@ def validate_config(config: dict, schema_path: str | os.PathLike) -> None:
     import yaml
 
     with open(schema_path) as fh:
-        schema = yaml.safe_load(fh)
+        schema = with_registry(yaml.safe_load(fh))
     cls = jsonschema.validators.validator_for(schema)
     errors = sorted(cls(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
+        _fill_registry_defaults(config, schema)
         return
     lines = []
     for err in errors:

@@ -10,16 +10,21 @@ per-job resource formulas (:mod:`oncorobust.pipeline.resources`), the health che
 schema (``workflow/schemas/config.schema.yaml``) is plain YAML for Snakemake's validator;
 ``tests/test_spec.py`` checks its enums and defaults against this registry.
 
-Adding an attack method:
+Adding an attack method (the README's recipe; ``tests/test_recipe.py`` follows it with a toy method):
 
-1. write its kernel in ``src/oncorobust/attacks/`` (a function of ``(model, x, y, e, params,
-   seeds)`` returning adversarial images, float32 N×C×H×W in [0,1], each within its ε) and
-   dispatch it in :func:`oncorobust.attacks.methods._run`;
-2. add a :class:`Method` entry to :data:`METHODS` below (name, family, label, colour, defaults,
-   gradient cost);
-3. add its name to the two method enums and its parameter block to ``attacks`` in the schema
-   (the test names what is missing);
-4. ``pytest tests/test_spec.py tests/test_attacks.py``.
+1. write its implementation in a module of your own (e.g. ``src/oncorobust/attacks/mine.py``):
+   a function ``run(model, x, y, e, p, seeds, **context)`` returning adversarial images,
+   float32 N×C×H×W in [0,1], each within its ε (``e``: N×1×1×1; ``p``: the method's parameters,
+   its :attr:`Method.options` included; ``seeds``: one int per image; ``context``: ``early_exit``,
+   ``trace``, ``member_params``, which it may ignore);
+2. add a :class:`Method` entry to :data:`METHODS` below: name, family, label, colour, ``run``
+   (``"module:function"``), every default parameter and its gradient cost.
+
+Nothing else: the attack dispatch, the config's enums and parameter checks (the schema's
+``x-registry`` markers, :func:`oncorobust.config.validate_config`), the wildcard constraints, the
+resource formulas, ``worst`` membership, the health checks, the tables, figures and cards read
+this entry. A schema block ``attacks.<name>`` with descriptions is optional (its defaults must then
+equal the entry's: ``tests/test_spec.py``).
 
 Adding a training regime: write its loss in :mod:`oncorobust.training` and add a
 :class:`Regime` entry to :data:`REGIMES`, then the schema's regime enum.
@@ -27,7 +32,7 @@ Adding a training regime: write its loss in :mod:`oncorobust.training` and add a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -39,10 +44,16 @@ from oncorobust.errors import ModelError
 #: defaults reach the jobs through the validated config (the schema's defaults, which
 #: ``tests/test_spec.py`` checks against these), as their params.
 __rerun_exempt__ = {
-    "fields": {"Method": ("label", "color", "strength", "passes", "defaults"),
-               "Regime": ("label", "reference")},
+    "fields": {"Method": ("label", "color", "strength", "passes"), "Regime": ("label", "reference")},
     "names": ("_CB", "STRENGTH_ORDER", "CLI_METHODS", "method_label", "_iterative_passes", "_square_passes"),
+    # the tables themselves: each job receives the entries it reads as its ``registry`` param
+    # (:func:`oncorobust.pipeline.codehash.registry_key`), so that editing or adding one entry
+    # reruns only the jobs that read that entry
+    "tables": ("METHODS", "REGIMES"),
 }
+#: the fields of an entry that say how it is shown or what it costs, not what it computes: left
+#: out of :func:`entry_params` (and so of every job's rerun key but the reporting jobs')
+PRESENTATION_FIELDS = {"Method": ("label", "color", "strength", "passes"), "Regime": ("label", "reference")}
 
 # ----------------------------------------------------------------------------------------------
 # Attack methods
@@ -76,7 +87,13 @@ class Method:
         iterative: more than one step (the health check's "iterative beats one-step").
         early_exit_option: ``attacks.early_exit`` applies (other iterative methods always stop
             attacking an image once it flipped).
-        defaults: the default parameters (``attacks.<name>`` in the schema).
+        run: the implementation, ``"module:function"`` (imported when the method first runs:
+            this module stays torch-free); see the module docstring for its signature.
+        defaults: every parameter and its default (``attacks.<name>`` in the config).
+        options: fixed arguments of ``run`` that are not config parameters (APGD's loss, which
+            torchattacks attack an adapter runs, BIM's clean start).
+        aliases: further parameter names accepted besides ``defaults`` (BIM/PGD: ``alpha``, an
+            absolute step instead of ``alpha_ratio``).
         passes: forward-pass equivalents per image as a function of the parameters (an upper
             bound: early exit stops on flipped images); ``worst`` is summed over its members by
             :func:`oncorobust.pipeline.resources.attack_passes`.
@@ -90,7 +107,10 @@ class Method:
     paper: bool = False
     iterative: bool = True
     early_exit_option: bool = False
+    run: str = ""
     defaults: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
     passes: Callable[[dict], float] = field(default=_iterative_passes(1.0), compare=False)
     strength: int = 0
 
@@ -99,22 +119,28 @@ class Method:
 _CB = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494",
        "#ece133", "#56b4e9"]
 
+_M = "oncorobust.attacks.methods:"
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("fgsm", "sign", "FGSM", _CB[0], paper=True, iterative=False, defaults={},
+    Method("fgsm", "sign", "FGSM", _CB[0], paper=True, iterative=False, run=_M + "run_fgsm", defaults={},
            passes=lambda p: 4.0, strength=7),
-    Method("bim", "sign", "BIM", _CB[2], paper=True, early_exit_option=True,
-           defaults={"steps": 10}, passes=_iterative_passes(1.0), strength=6),
-    Method("pgd", "sign", "PGD", _CB[3], paper=True, early_exit_option=True,
-           defaults={"steps": 10, "restarts": 1}, passes=_iterative_passes(1.0), strength=5),
-    Method("apgd_ce", "apgd", "APGD-CE", _CB[4], defaults={"steps": 100, "restarts": 1},
+    Method("bim", "sign", "BIM", _CB[2], paper=True, early_exit_option=True, run=_M + "run_sign",
+           defaults={"steps": 10, "alpha_ratio": 0.1}, options={"random_start": False}, aliases=("alpha",),
+           passes=_iterative_passes(1.0), strength=6),
+    Method("pgd", "sign", "PGD", _CB[3], paper=True, early_exit_option=True, run=_M + "run_sign",
+           defaults={"steps": 10, "alpha_ratio": 0.25, "random_start": True, "restarts": 1}, aliases=("alpha",),
+           passes=_iterative_passes(1.0), strength=5),
+    Method("apgd_ce", "apgd", "APGD-CE", _CB[4], run=_M + "run_apgd",
+           defaults={"steps": 100, "restarts": 1, "rho": 0.75}, options={"loss": "ce"},
            passes=_iterative_passes(2.0), strength=2),
-    Method("apgd_margin", "apgd", "APGD-margin", _CB[5], defaults={"steps": 100, "restarts": 1},
+    Method("apgd_margin", "apgd", "APGD-margin", _CB[5], run=_M + "run_apgd",
+           defaults={"steps": 100, "restarts": 1, "rho": 0.75}, options={"loss": "margin"},
            passes=_iterative_passes(2.0), strength=1),
-    Method("fab", "minimum_norm", "FAB", _CB[8], defaults={"steps": 100, "restarts": 1},
+    Method("fab", "minimum_norm", "FAB", _CB[8], run="oncorobust.attacks.adapters:run_fab",
+           defaults={"steps": 100, "restarts": 1, "alpha_max": 0.1, "eta": 1.05, "beta": 0.9},
            passes=_iterative_passes(2.0), strength=3),
-    Method("square", "query", "Square", _CB[9],
-           defaults={"queries": 5000, "restarts": 1}, passes=_square_passes, strength=4),
-    Method("worst", "ensemble", "worst case", "black",
+    Method("square", "query", "Square", _CB[9], run="oncorobust.attacks.adapters:run_square",
+           defaults={"queries": 5000, "restarts": 1, "p_init": 0.8}, passes=_square_passes, strength=4),
+    Method("worst", "ensemble", "worst case", "black", run=_M + "run_worst",
            defaults={"members": ["apgd_ce", "apgd_margin", "fab", "square"]},
            passes=lambda p: 5000.0 + 3 * 100 * 3, strength=0),
 )}
@@ -125,6 +151,12 @@ PAPER_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.paper)
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 #: the methods ``worst`` may combine (every method but the ensemble itself)
 MEMBER_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.family != "ensemble")
+#: gradient-free methods (the health check compares them with the white-box ones)
+GRADIENT_FREE_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.family == "query")
+#: methods whose run at ε = 0 returns the clean images exactly (the others are checked with PGD)
+EXACT_AT_ZERO_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.family in ("sign", "apgd"))
+#: what checks ε = 0 for the other methods (a cheap deterministic-at-zero attack)
+ZERO_CHECK_METHOD = "pgd"
 #: iterative methods (the health check compares them with FGSM)
 ITERATIVE_METHODS: tuple[str, ...] = tuple(n for n, m in METHODS.items() if m.iterative)
 #: methods whose early exit is a config option (``attacks.early_exit``)
@@ -134,6 +166,40 @@ STRENGTH_ORDER: tuple[str, ...] = tuple(sorted(METHODS, key=lambda n: METHODS[n]
 #: the attacks the CLI runs by default
 CLI_METHODS: tuple[str, ...] = (*PAPER_METHODS, "worst")
 TRANSFER_PREFIX = "transfer_"
+
+
+def entry_params(entry: Method | Regime, defaults: bool = True) -> dict:
+    """What a registry entry computes, as plain data: its fields but the presentation ones
+    (:data:`PRESENTATION_FIELDS`); the part of a job's rerun key that the entry contributes.
+
+    Args:
+        entry: a :class:`Method` or :class:`Regime`.
+        defaults: keep a method's ``defaults`` (a job that passes every parameter explicitly
+            leaves them out).
+    Returns:
+        A dict of the entry's other fields (lists for tuples), ready for a Snakemake param.
+    """
+    skip = set(PRESENTATION_FIELDS[type(entry).__name__]) | (set() if defaults else {"defaults"})
+    return {f.name: list(v) if isinstance(v := getattr(entry, f.name), tuple) else v
+            for f in fields(entry) if f.name not in skip}
+
+
+def methods_read(method: str, members: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
+    """The registry entries an attack job on ``method`` reads: the method (without ``transfer_``),
+    the members it runs (``worst``), and :data:`ZERO_CHECK_METHOD` where the ε = 0 sanity check
+    cannot run the method itself.
+
+    Args:
+        method: a result name (a method or ``transfer_<method>``).
+        members: ``attacks.worst.members`` when ``method`` is an ensemble.
+    Returns:
+        Method names, sorted.
+    """
+    base = base_method(method)
+    names = {base} | (set(members) if METHODS[base].family == "ensemble" else set())
+    if base not in EXACT_AT_ZERO_METHODS:
+        names.add(ZERO_CHECK_METHOD)
+    return tuple(sorted(names))
 
 
 def base_method(method: str) -> str:

@@ -10,7 +10,7 @@ Images are float32 N×C×H×W in [0,1]; ε in [0,1] pixel units.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -18,27 +18,43 @@ from torch import nn
 from oncorobust.attacks.checks import check_labels
 from oncorobust.attacks.kernels import Outcome, project
 
-__all__ = ["fab_min_norm", "torchattacks_box"]
+__all__ = ["fab_min_norm", "run_fab", "run_square"]
 
 
-def torchattacks_box(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, e: torch.Tensor,
-                     p: dict, seeds: Sequence[int]) -> torch.Tensor:
-    """FAB or Square from torchattacks, kept inside each image's ε-ball.
+def _per_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tensor, seeds: Sequence[int],
+             make: Callable[[float, int], object]) -> torch.Tensor:
+    """A torchattacks attack kept inside each image's ε-ball: one call per distinct ε, seeded from
+    the first seed of that ε's images with the global RNG state restored afterwards (torchattacks
+    draws from the global RNG for the whole batch, so unlike the other methods the result can
+    depend on the batch). ``make(eps, seed)`` builds the attack; where it fails it returns the
+    clean image, and only successes inside the ball are kept."""
+    with torch.no_grad():
+        check_labels(model(x[:1]), y)
+    out = x.clone()
+    devices = [x.device] if x.device.type == "cuda" else []
+    for value in torch.unique(e.flatten()):
+        idx = (e.flatten() == value).nonzero().flatten()
+        s = int(seeds[int(idx[0])]) % (2 ** 31)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(s)
+            adv = make(float(value), s).forward(x[idx], y[idx])
+        out[idx] = project(adv.to(x), x[idx], value)
+    return out
 
-    One call per distinct ε, seeded from the first seed of that ε's images with the global RNG
-    state restored afterwards (both draw from the global RNG for the whole batch, so unlike the
-    other methods their result can depend on the batch). FAB is called with ``n_classes=2`` and
-    ``multi_targeted``: it then targets only each image's runner-up class. Both return the clean
-    image where they fail; only successes inside the ball are kept.
+
+def run_fab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tensor, p: dict,
+            seeds: Sequence[int], **_) -> torch.Tensor:
+    """torchattacks' FAB (L∞), kept where its perturbation fits in each image's ε.
+
+    Called with ``n_classes=2`` and ``multi_targeted``: it then targets only each image's runner-up
+    class (with 2 classes, untargeted FAB).
 
     Args:
         model: the classifier (eval mode).
         x: N×C×H×W clean images in [0,1].
         y: N int64 labels to push away from.
-        method: ``fab`` or ``square``.
         e: N×1×1×1 ε (pixel units).
-        p: the method's parameters (:func:`oncorobust.attacks.methods.method_params`): FAB
-            ``steps, restarts, alpha_max, eta, beta``; Square ``queries, restarts, p_init``.
+        p: ``steps, restarts, alpha_max, eta, beta`` (:func:`oncorobust.attacks.methods.method_params`).
         seeds: N per-image seeds.
 
     Returns:
@@ -49,29 +65,35 @@ def torchattacks_box(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method:
     """
     import torchattacks  # imported here: it pulls in scipy (≈ 1 s), and only FAB and Square need it
 
-    with torch.no_grad():
-        check_labels(model(x[:1]), y)
-    out = x.clone()
-    devices = [x.device] if x.device.type == "cuda" else []
-    for value in torch.unique(e.flatten()):
-        idx = (e.flatten() == value).nonzero().flatten()
-        s = int(seeds[int(idx[0])]) % (2 ** 31)
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(s)
-            if method == "fab":
-                # n_classes=2 + multi_targeted: torchattacks then targets only the runner-up class
-                atk = torchattacks.FAB(model, norm="Linf", eps=float(value), steps=int(p["steps"]),
-                                       n_restarts=int(p["restarts"]), alpha_max=float(p["alpha_max"]),
-                                       eta=float(p["eta"]), beta=float(p["beta"]), seed=s,
-                                       multi_targeted=True, n_classes=2)
-            else:
-                atk = torchattacks.Square(model, norm="Linf", eps=float(value), n_queries=int(p["queries"]),
-                                          n_restarts=int(p["restarts"]), p_init=float(p["p_init"]),
-                                          loss="margin", seed=s)
-            adv = atk.forward(x[idx], y[idx])
-        # both return the clean image where they fail; keep only successes inside the ball
-        out[idx] = project(adv.to(x), x[idx], value)
-    return out
+    return _per_eps(model, x, y, e, seeds, lambda eps, s: torchattacks.FAB(
+        model, norm="Linf", eps=eps, steps=int(p["steps"]), n_restarts=int(p["restarts"]),
+        alpha_max=float(p["alpha_max"]), eta=float(p["eta"]), beta=float(p["beta"]), seed=s,
+        multi_targeted=True, n_classes=2))
+
+
+def run_square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tensor, p: dict,
+               seeds: Sequence[int], **_) -> torch.Tensor:
+    """torchattacks' Square (L∞, margin loss), gradient-free; it stops querying an image once it flips.
+
+    Args:
+        model: the classifier (eval mode).
+        x: N×C×H×W clean images in [0,1].
+        y: N int64 labels to push away from.
+        e: N×1×1×1 ε (pixel units).
+        p: ``queries, restarts, p_init`` (:func:`oncorobust.attacks.methods.method_params`).
+        seeds: N per-image seeds.
+
+    Returns:
+        N×C×H×W float32 images within their ε of ``x`` and in [0,1].
+
+    Raises:
+        AttackError: a label is not a class of the model.
+    """
+    import torchattacks  # imported here: it pulls in scipy (≈ 1 s)
+
+    return _per_eps(model, x, y, e, seeds, lambda eps, s: torchattacks.Square(
+        model, norm="Linf", eps=eps, n_queries=int(p["queries"]), n_restarts=int(p["restarts"]),
+        p_init=float(p["p_init"]), loss="margin", seed=s))
 
 
 def fab_min_norm(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, eps_max: float, *, steps: int,

@@ -64,14 +64,14 @@ attack can only go down and compute drops.
 
 from __future__ import annotations
 
+import importlib
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oncorobust.attacks.adapters import torchattacks_box
 from oncorobust.attacks.checks import (AttackSanityError, as_eps, check_adversarial, check_inputs,  # noqa: F401
                                        check_labels)
 from oncorobust.attacks.ensemble import Run, until_flipped
@@ -80,31 +80,18 @@ from oncorobust.attacks.kernels import (Outcome, apgd, apgd_start, image_seeds, 
 from oncorobust.device import eval_mode, strict_fp32  # noqa: F401 (strict_fp32: also its old import path)
 from oncorobust.errors import AttackError  # noqa: F401 (also its old import path)
 from oncorobust.progress import monitored
-from oncorobust.spec import METHOD_NAMES as METHODS, PAPER_METHODS  # noqa: F401 (the registry)
-
-#: Default parameters per method (Table S1 for the paper's; AutoAttack's standard otherwise).
-DEFAULTS: dict[str, dict] = {
-    "fgsm": {},
-    "bim": {"steps": 10, "alpha_ratio": 0.1},
-    "pgd": {"steps": 10, "alpha_ratio": 0.25, "random_start": True, "restarts": 1},
-    "apgd_ce": {"steps": 100, "restarts": 1, "rho": 0.75},
-    "apgd_margin": {"steps": 100, "restarts": 1, "rho": 0.75},
-    "fab": {"steps": 100, "restarts": 1, "alpha_max": 0.1, "eta": 1.05, "beta": 0.9},
-    "square": {"queries": 5000, "restarts": 1, "p_init": 0.8},
-    "worst": {"members": ["apgd_ce", "apgd_margin", "fab", "square"]},
-}
-
-# The kernels' old private names, still imported by tests/test_trust.py (the kernels are public in
-# oncorobust.attacks.kernels now; remove these once no caller uses them).
+from oncorobust.spec import MEMBER_METHODS, METHODS, PAPER_METHODS  # noqa: F401 (the registry; PAPER_METHODS: its old import path)
 
 
 def method_params(method: str, params: dict | None = None) -> dict:
-    """A method's full parameters: its :data:`DEFAULTS` updated by ``params``.
+    """A method's full parameters: its registry defaults (:attr:`oncorobust.spec.Method.defaults`)
+    updated by ``params``.
 
     Args:
-        method: one of ``METHODS``.
-        params: parameters to override (None values are ignored); BIM and PGD also accept
-            ``alpha`` (an absolute step in pixel units) instead of ``alpha_ratio`` (of ε).
+        method: a name of :data:`oncorobust.spec.METHODS`.
+        params: parameters to override (None values are ignored); a method may accept further
+            names (:attr:`~oncorobust.spec.Method.aliases`: BIM and PGD take ``alpha``, an absolute
+            step in pixel units, instead of ``alpha_ratio``).
 
     Returns:
         A new dict of the method's parameters.
@@ -112,17 +99,39 @@ def method_params(method: str, params: dict | None = None) -> dict:
     Raises:
         AttackError: an unknown method or parameter, or ``steps``/``restarts``/``queries`` < 1.
     """
-    if method not in DEFAULTS:
+    if method not in METHODS:
         raise AttackError(f"unknown attack method {method!r}; choose from {list(METHODS)}")
+    entry = METHODS[method]
     params = {k: v for k, v in (params or {}).items() if v is not None}
-    unknown = set(params) - set(DEFAULTS[method]) - ({"alpha"} if method in ("bim", "pgd") else set())
+    unknown = set(params) - set(entry.defaults) - set(entry.aliases)
     if unknown:
-        raise AttackError(f"{method}: unknown parameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS[method])}")
-    out = {**DEFAULTS[method], **params}
+        raise AttackError(f"{method}: unknown parameter(s) {sorted(unknown)}; known: {sorted(entry.defaults)}")
+    out = {**entry.defaults, **params}
     for key in ("steps", "restarts", "queries"):
         if key in out and int(out[key]) < 1:
             raise AttackError(f"{method}: {key} must be >= 1, got {out[key]}")
     return out
+
+
+def implementation(method: str) -> Callable:
+    """The function that runs ``method``: its registry entry's ``run`` (``"module:function"``), imported.
+
+    Args:
+        method: a name of :data:`oncorobust.spec.METHODS`.
+    Returns:
+        The callable ``run(model, x, y, e, p, seeds, **context)`` (see :mod:`oncorobust.spec`).
+    Raises:
+        AttackError: an unknown method, or a ``run`` that cannot be imported.
+    """
+    if method not in METHODS:
+        raise AttackError(f"unknown attack method {method!r}; choose from {list(METHODS)}")
+    target = METHODS[method].run
+    module, _, name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise AttackError(f"attack method {method!r}: its implementation {target!r} cannot be imported"
+                          f" ({exc}); write run= as 'package.module:function'") from None
 
 
 @strict_fp32()
@@ -137,7 +146,7 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, eps,
             own mode restored afterwards (:func:`oncorobust.device.eval_mode`).
         x: N×C×H×W float32 images in [0,1].
         y: N labels (int64) to push away from (true or predicted labels).
-        method: one of ``METHODS``.
+        method: a name of :data:`oncorobust.spec.METHODS`.
         eps: L∞ budget in [0,1] pixel units: a float, or a tensor with one ε per image.
         seed: the run's seed; per-image seeds are derived from it and the image index unless
             ``seeds`` (one int per image, e.g. :func:`image_seeds` of the sample IDs) is given.
@@ -145,8 +154,8 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, eps,
             final iterate; always True for APGD and ``worst``).
         member_params: for ``worst``, parameters of each member method.
         trace: if a dict, receives ``loss`` (steps+1 × N per-image losses) for PGD/BIM/APGD.
-        **params: the method's parameters (see ``DEFAULTS``); ``alpha`` (absolute step) is
-            accepted for BIM/PGD instead of ``alpha_ratio``.
+        **params: the method's parameters (its registry defaults; :func:`method_params`);
+            ``alpha`` (absolute step) is accepted for BIM/PGD instead of ``alpha_ratio``.
     Returns:
         N×C×H×W float32 adversarial images with ‖x_adv − x‖∞ ≤ ε and values in [0,1]. With
         ``restarts`` > 1 an image keeps the first restart that flips it, else the highest-loss one.
@@ -166,14 +175,16 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, eps,
         raise AttackError(f"{len(seeds)} seeds for {n} images")
     with eval_mode(model):
         guarded = monitored(model, method)  # NaN/inf logits are an AttackError; passes counted for progress
-        if n == 0:
-            out = x.clone()
-        elif method == "worst":
-            out = worst_case(guarded, x, y, e, p["members"], seeds, member_params or {})
-        else:
-            out = _run(guarded, x, y, method, e, p, seeds, early_exit, trace)
+        out = x.clone() if n == 0 else _run(guarded, x, y, method, e, p, seeds, early_exit=early_exit,
+                                             trace=trace, member_params=member_params)
     check_adversarial(x, out, e)
     return out
+
+
+def _run(model, x, y, method, e, p, seeds, **context) -> torch.Tensor:
+    """One method on one batch through its registry entry: ``run(model, x, y, e, p + options, seeds,
+    **context)`` (``context``: ``early_exit``, ``trace``, ``member_params``)."""
+    return implementation(method)(model, x, y, e, {**p, **METHODS[method].options}, seeds, **context)
 
 
 def _alpha(p: dict, e: torch.Tensor) -> torch.Tensor:
@@ -182,52 +193,101 @@ def _alpha(p: dict, e: torch.Tensor) -> torch.Tensor:
     return e * p["alpha_ratio"] if alpha is None else torch.full_like(e, float(alpha))
 
 
-def _start(method: str, p: dict, x: torch.Tensor, e: torch.Tensor, seeds: Sequence[int], draw: int):
-    """The first iterate of one run: PGD's or APGD's random start (noise draw ``draw``), None for
-    BIM and for PGD without ``random_start`` (the clean images)."""
-    if method == "bim" or (method == "pgd" and not p.get("random_start", True)):
-        return None
-    start = pgd_start if method == "pgd" else apgd_start
-    return start(x, e, signed_noise(x.shape, seeds, draw, x))
+def run_fgsm(model, x, y, e, p, seeds, **_) -> torch.Tensor:
+    """FGSM: one signed-gradient step of ε from the clean image (torchattacks' FGSM, tested equal).
+
+    Args:
+        model: the classifier (eval mode). x: N×C×H×W images in [0,1]. y: N labels to push away from.
+        e: N×1×1×1 ε (pixel units). p: the method's parameters (none). seeds: unused (no randomness).
+    Returns:
+        N×C×H×W float32 images within ε.
+    """
+    return sign_iterate_images(model, x, y, e, steps=1, alpha=e, start=None)
 
 
-def _scored(model, x, y, method, e, p, seeds, draw, early_exit, trace) -> Outcome:
-    """One run of BIM, PGD or APGD, scored (images and flipped mask)."""
-    start = _start(method, p, x, e, seeds, draw)
-    if method in ("bim", "pgd"):
-        return sign_iterate(model, x, y, e, steps=int(p["steps"]), alpha=_alpha(p, e), start=start,
-                            early_exit=bool(early_exit), trace=trace)
-    return apgd(model, x, y, e, steps=int(p["steps"]), rho=float(p["rho"]),
-                loss="ce" if method == "apgd_ce" else "margin", start=start, trace=trace)
+def run_sign(model, x, y, e, p, seeds, *, early_exit=None, trace=None, **_) -> torch.Tensor:
+    """BIM and PGD: ``steps`` signed-gradient steps of ``alpha_ratio`` × ε (or ``alpha``), projected,
+    from the clean image (``random_start`` False: BIM) or a uniform random start; restarts on the
+    images not yet flipped.
+
+    Args:
+        model: the classifier (eval mode). x: N×C×H×W images in [0,1]. y: N labels to push away from.
+        e: N×1×1×1 ε (pixel units).
+        p: ``steps``, ``alpha_ratio`` or ``alpha``, ``random_start``, ``restarts`` (default 1).
+        seeds: N per-image seeds (restart r draws its random start with index r).
+        early_exit: keep an image's first flipping iterate (default: the final iterate).
+        trace: if a dict, receives the per-image losses of the first restart.
+    Returns:
+        N×C×H×W float32 images within ε.
+    """
+    def scored(xs, ys, es, ss, draw, tr) -> Outcome:
+        start = pgd_start(xs, es, signed_noise(xs.shape, ss, draw, xs)) if p.get("random_start") else None
+        return sign_iterate(model, xs, ys, es, steps=int(p["steps"]), alpha=_alpha(p, es), start=start,
+                            early_exit=bool(early_exit), trace=tr)
+
+    if int(p.get("restarts", 1)) == 1 and not early_exit and trace is None:  # the final iterate, not scored
+        start = pgd_start(x, e, signed_noise(x.shape, seeds, 0, x)) if p.get("random_start") else None
+        return sign_iterate_images(model, x, y, e, steps=int(p["steps"]), alpha=_alpha(p, e), start=start)
+    return with_restarts(model, x, y, e, seeds, scored, restarts=int(p.get("restarts", 1)), trace=trace)
 
 
-def _run(model, x, y, method, e, p, seeds, early_exit, trace) -> torch.Tensor:
-    """One method (not ``worst``) on one batch, restarts included: N×C×H×W images.
+def run_apgd(model, x, y, e, p, seeds, *, trace=None, **_) -> torch.Tensor:
+    """APGD (Croce & Hein 2020) on ``p["loss"]`` (``ce`` or ``margin``) from its random start, early
+    exit always on; restarts on the images not yet flipped.
 
-    ``e``: N×1×1×1 ε; ``p``: :func:`method_params`; ``seeds``: N per-image seeds (restart r
-    draws its random start with index r). With one restart the run's images are returned as they
-    are; with more, restarts run on the images not yet flipped (:func:`until_flipped`) and an
-    image keeps its first flipping restart, else its highest cross-entropy one."""
-    if method == "fgsm":  # one step of ε from the clean image: torchattacks' FGSM, tested equal
-        return sign_iterate_images(model, x, y, e, steps=1, alpha=e, start=None)
-    if method in ("fab", "square"):
-        return torchattacks_box(model, x, y, method, e, p, seeds)
-    restarts = int(p.get("restarts", 1))
+    Args:
+        model: the classifier (eval mode). x: N×C×H×W images in [0,1]. y: N labels to push away from.
+        e: N×1×1×1 ε (pixel units). p: ``steps``, ``restarts``, ``rho``, ``loss``.
+        seeds: N per-image seeds. trace: if a dict, receives the per-image losses of the first restart.
+    Returns:
+        N×C×H×W float32 images within ε.
+    """
+    def scored(xs, ys, es, ss, draw, tr) -> Outcome:
+        return apgd(model, xs, ys, es, steps=int(p["steps"]), rho=float(p["rho"]), loss=p["loss"],
+                    start=apgd_start(xs, es, signed_noise(xs.shape, ss, draw, xs)), trace=tr)
+
+    return with_restarts(model, x, y, e, seeds, scored, restarts=int(p.get("restarts", 1)), trace=trace)
+
+
+def run_worst(model, x, y, e, p, seeds, *, member_params=None, **_) -> torch.Tensor:
+    """``worst``: :func:`worst_case` over ``p["members"]`` with each member's ``member_params``.
+
+    Args:
+        model: the classifier (eval mode). x: N×C×H×W images in [0,1]. y: N labels to push away from.
+        e: N×1×1×1 ε (pixel units). p: ``members``. seeds: N per-image seeds.
+        member_params: the members' parameters (missing ones: their defaults).
+    Returns:
+        N×C×H×W float32 images within ε.
+    """
+    return worst_case(model, x, y, e, p["members"], seeds, member_params or {})
+
+
+def with_restarts(model, x, y, e, seeds, scored: Callable, *, restarts: int, trace=None) -> torch.Tensor:
+    """A scored attack run ``restarts`` times: with one restart its images as they are; with more,
+    each restart on the images not yet flipped (:func:`until_flipped`), an image keeping its first
+    flipping restart, else its highest cross-entropy one.
+
+    Args:
+        model: the classifier (eval mode). x: N×C×H×W images in [0,1]. y: N labels to push away from.
+        e: N×1×1×1 ε (pixel units). seeds: N per-image seeds.
+        scored: ``scored(x, y, e, seeds, draw, trace) -> Outcome`` (images and flipped mask) for a
+            subset of the images; ``draw`` is the restart's noise index.
+        restarts: number of runs (≥ 1). trace: passed to the first run only.
+    Returns:
+        N×C×H×W float32 images within ε.
+    """
     if restarts == 1:
-        if method in ("bim", "pgd") and not early_exit and trace is None:  # the final iterate, not scored
-            return sign_iterate_images(model, x, y, e, steps=int(p["steps"]), alpha=_alpha(p, e),
-                                       start=_start(method, p, x, e, seeds, 0))
-        return _scored(model, x, y, method, e, p, seeds, 0, early_exit, trace).images
+        return scored(x, y, e, seeds, 0, trace).images
 
     def run(step, todo):
         ys = y[todo]
-        adv, ok = _scored(model, x[todo], ys, method, e[todo], p, [seeds[i] for i in todo.tolist()], step.draw,
-                          early_exit, trace if step.restart == 0 else None)
+        adv, ok = scored(x[todo], ys, e[todo], [seeds[i] for i in todo.tolist()], step.draw,
+                         trace if step.restart == 0 else None)
         with torch.no_grad():
             loss = F.cross_entropy(model(adv), ys, reduction="none")
         return Run(adv, ok, torch.where(ok, torch.full_like(loss, float("inf")), loss))
 
-    return until_flipped(x, [method], run, restarts=restarts,
+    return until_flipped(x, ["restart"], run, restarts=restarts,
                          score=torch.full((len(x),), float("-inf"), device=x.device)).images
 
 
@@ -258,9 +318,9 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tens
             parameters, or a label that is not a class of the model.
     """
     member_params = member_params or {}
-    bad = [m for m in members if m in ("worst",) or m not in METHODS]
+    bad = [m for m in members if m not in MEMBER_METHODS]
     if bad or not members:
-        raise AttackError(f"worst.members must list attacks from {list(METHODS[:-1])}, got {list(members)}")
+        raise AttackError(f"worst.members must list attacks from {list(MEMBER_METHODS)}, got {list(members)}")
     with torch.no_grad():
         logits = model(x)
     check_labels(logits, y)
@@ -268,7 +328,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tens
 
     def run(step, todo):
         p = method_params(step.name, member_params.get(step.name))
-        adv = _run(model, x[todo], y[todo], step.name, e[todo], p, [seeds[i] for i in todo.tolist()], True, None)
+        adv = _run(model, x[todo], y[todo], step.name, e[todo], p, [seeds[i] for i in todo.tolist()], early_exit=True)
         with torch.no_grad():
             mg = margin(model(adv), y[todo])
         return Run(adv, mg < 0, -mg)

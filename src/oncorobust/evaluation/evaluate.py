@@ -35,12 +35,12 @@ from tqdm import tqdm
 
 from oncorobust.attacks.checks import AttackSanityError
 from oncorobust.attacks.kernels import image_seeds
-from oncorobust.attacks.methods import DEFAULTS, attack, method_params
+from oncorobust.attacks.methods import attack, method_params
 from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.errors import AttackError
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.passes import attack_passes
-from oncorobust.spec import base_method, is_transfer
+from oncorobust.spec import EXACT_AT_ZERO_METHODS, METHODS, ZERO_CHECK_METHOD, base_method, is_transfer
 from oncorobust.evaluation.scores import SCORE_PREFIXES, logit_columns, logits_of, pred_and_prob, score_column_names
 from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS, visibility
 
@@ -77,7 +77,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
         method: one of :data:`~oncorobust.attacks.methods.METHODS`, or ``transfer_<method>`` with
             ``source_model`` (the images are crafted on it and scored on ``model``).
         eps: L∞ budget in [0,1] pixel units.
-        params: the method's parameters (config ``attacks.<method>``; see ``attacks.DEFAULTS``).
+        params: the method's parameters (config ``attacks.<method>``; its registry defaults, :func:`~oncorobust.attacks.methods.method_params`).
         labels: ``predicted`` (push away from the crafting model's prediction) or ``true``.
         seed: the run's seed; each image's random start is seeded from it and its sample ID, so
             results do not depend on ``batch_size``.
@@ -125,9 +125,9 @@ def _evaluate(model, craft, x, y, ids, seeds, method, base, eps, params, labels,
     """The batch loop of :func:`evaluate_attack` (models already on ``device``, in eval mode)."""
     kw = dict(params or {}, early_exit=early_exit, member_params=member_params)
     # ε = 0 must reproduce the clean predictions (Square/FAB/worst: checked with cheap PGD)
-    zero_method = base if base in ("fgsm", "bim", "pgd", "apgd_ce", "apgd_margin") else "pgd"
+    zero_method = base if base in EXACT_AT_ZERO_METHODS else ZERO_CHECK_METHOD
     zero_kw = dict(kw) if zero_method == base else {}
-    if "restarts" in DEFAULTS[zero_method]:
+    if "restarts" in METHODS[zero_method].defaults:
         zero_kw["restarts"] = 1  # at ε = 0 no restart can move an image: one run suffices
     rows = []
     per_image = progress_meter.total / max(len(x), 1)

@@ -45,7 +45,7 @@ from oncorobust.attacks.methods import attack
 from oncorobust.device import eval_mode, strict_fp32
 from oncorobust.progress import meter, monitored
 from oncorobust.pipeline.passes import health_passes
-from oncorobust.spec import ITERATIVE_METHODS, TRANSFER_PREFIX, base_method, is_transfer
+from oncorobust.spec import GRADIENT_FREE_METHODS, ITERATIVE_METHODS, TRANSFER_PREFIX, base_method, is_transfer
 from oncorobust.evaluation.results import merge_bracket
 from oncorobust.evaluation.judges import JUDGES_TEXT, judges
 from oncorobust.evaluation.stats import paired_difference, wilson
@@ -245,7 +245,7 @@ def worst_convergence(model: nn.Module, x: torch.Tensor, target: torch.Tensor, i
     only = int((f2 & ~f1).sum())
     allowed = max(1, math.floor(0.01 * n))
     budgets = ", ".join(f"{m} " + "/".join(f"{k} {doubled[m][k]}" for k in BUDGET_KEYS if k in doubled[m])
-                        for m in members)
+                        for m in members if any(k in doubled[m] for k in BUDGET_KEYS)) or "none has steps or queries"
     return _row("worst_convergence", only <= allowed, 100 * only / max(1, n), f"≤ {allowed} of {n} images",
                 f"worst flips {100 * f1.mean():.1f}% of the first {n} test images at ε = {eps:g}, with doubled"
                 f" budgets ({budgets}) {100 * (f1 | f2).mean():.1f}%; {only} images only the doubled budgets flip")
@@ -269,7 +269,7 @@ def whitebox_flipped(per_image: dict[tuple[str, float], pd.DataFrame], eps: floa
     """
     cols = []
     for (method, e), df in per_image.items():
-        if not same_eps(e, eps) or is_transfer(method) or method == "square":
+        if not same_eps(e, eps) or is_transfer(method) or method in GRADIENT_FREE_METHODS:
             continue
         d = df.set_index("sample_id")
         cols.append(d.adv_pred != (d.clean_pred if labels == "predicted" else d.label))

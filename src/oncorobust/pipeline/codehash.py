@@ -194,9 +194,14 @@ def _defined(node: ast.stmt) -> set[str]:
 
 def _blank_exempt(tree: ast.Module, exempt: dict) -> ast.Module:
     """``tree`` with ``exempt``'s fields blanked in every call building those classes (positional
-    or keyword) and in the class bodies, and its names' definitions removed (in place)."""
+    or keyword) and in the class bodies, its names' definitions removed and its tables emptied
+    (in place)."""
     drop = {c: set(f) for c, f in (exempt.get("fields") or {}).items()}
     names = set(exempt.get("names") or ())
+    tables = set(exempt.get("tables") or ())
+    for node in tree.body:  # a registry table's entries reach each job as its ``registry`` param
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and _defined(node) & tables:
+            node.value = ast.Dict(keys=[], values=[])
     order: dict[str, list[str]] = {}
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name in drop:
@@ -264,3 +269,58 @@ def code_version(script: str | os.PathLike, package_dir: str | os.PathLike | Non
     if exempt is None:
         exempt = Path(script).stem not in REPORTING_SCRIPTS
     return _cached(str(Path(script).resolve()), str(package_dir.resolve()), length, bool(exempt))
+
+
+def module_version(module: str, package_dir: str | os.PathLike | None = None, length: int = 12) -> str:
+    """A short hash of one module's code and of every package module it imports, transitively.
+
+    Args:
+        module: a dotted module name, e.g. ``oncorobust.attacks.methods`` (a module outside the
+            package is located with :func:`importlib.util.find_spec`, which may import its parents).
+        package_dir: the ``oncorobust`` package directory; default: the one this module is in.
+        length: number of hex digits kept.
+    Returns:
+        The hex digest, or ``""`` when the module's source cannot be found.
+    """
+    import importlib.util
+
+    package_dir = Path(package_dir) if package_dir else Path(__file__).resolve().parents[1]
+    parts = module.split(".")
+    path = _module_file(package_dir, parts[1:]) if parts[0] == PACKAGE else None
+    if path is None and parts[0] != PACKAGE:
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        path = Path(found.origin) if found is not None and found.origin and found.origin.endswith(".py") else None
+    if path is None:
+        return ""
+    h = hashlib.sha256(code_text(path) + b"\0" + code_version(path, package_dir, length).encode())
+    return h.hexdigest()[:length]
+
+
+def registry_key(methods=(), regimes=(), *, method_defaults: bool = True,
+                 package_dir: str | os.PathLike | None = None) -> dict:
+    """The registry entries a job reads, as the job's ``registry`` param (its rerun key's share of
+    :mod:`oncorobust.spec`, whose tables every non-reporting script's code hash leaves out).
+
+    Args:
+        methods: method names (of :data:`oncorobust.spec.METHODS`) the job runs or reads.
+        regimes: regime names (of :data:`oncorobust.spec.REGIMES`, replicates stripped).
+        method_defaults: keep the methods' defaults (False for a job that passes every parameter
+            explicitly, as training does for its PGD).
+        package_dir: the package whose code the entries' ``run`` modules are hashed in.
+    Returns:
+        ``{"methods": {name: entry + "code"}, "regimes": {name: entry}}`` with names sorted;
+        ``code`` is :func:`module_version` of the module of the method's ``run``.
+    """
+    from oncorobust import spec
+
+    out: dict = {}
+    if methods:
+        out["methods"] = {m: {**spec.entry_params(spec.METHODS[m], method_defaults),
+                              "code": module_version(spec.METHODS[m].run.partition(":")[0], package_dir)}
+                          for m in sorted(set(methods))}
+    if regimes:
+        out["regimes"] = {r: spec.entry_params(spec.REGIMES[r]) for r in sorted(set(regimes))}
+    return out

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from oncorobust.epsilon import eps_text
-from oncorobust.spec import STRENGTH_ORDER, TRANSFER_PREFIX, base_method
+from oncorobust.spec import EARLY_EXIT_OPTION, STRENGTH_ORDER, TRANSFER_PREFIX, base_method
 from oncorobust.errors import CardError, OncorobustError  # noqa: F401 (CardError: its import path here)
 from oncorobust.pipeline.plan import benchmark_files, card_config  # noqa: F401 (their import path here)
 from oncorobust.evaluation.judges import JUDGES_TEXT, judges, judges_paper_attacks_only
@@ -803,7 +803,7 @@ def _run_lines(card: dict) -> list[str]:
                      + ".")
     for meth, params in run["budgets"].items():
         lines.append(f"Budget of {meth}: {_params_text(params)}"
-                     + ("; early exit" if run.get("early_exit") and meth in ("bim", "pgd") else "") + ".")
+                     + ("; early exit" if run.get("early_exit") and meth in EARLY_EXIT_OPTION else "") + ".")
     if run["worst_members"]:
         lines.append(f"worst: per image the strongest of {', '.join(run['worst_members'])} (each run on the images"
                      " the previous ones left unflipped).")

@@ -310,12 +310,12 @@ class RegimeLoss:
 
 REGIME_LOSSES: dict[str, RegimeLoss] = {
     "adv_trades": RegimeLoss(
-        "adv_trades", trades_loss, trades_adversarial, {"beta": 6.0, "iters": 10},
+        "adv_trades", trades_loss, trades_adversarial, {"beta": 6.0},
         needs_labels_inner=False,
         paper="Zhang et al. 2019, ICML (TRADES); beta = 1/lambda = 6 in the CIFAR-10 setting",
         code="https://github.com/yaodongyu/TRADES/blob/master/trades.py"),
     "adv_mart": RegimeLoss(
-        "adv_mart", mart_loss, mart_adversarial, {"beta": 5.0, "iters": 10},
+        "adv_mart", mart_loss, mart_adversarial, {"beta": 5.0},
         paper="Wang et al. 2020, ICLR (MART); lambda = 5 in the CIFAR-10 setting",
         code="https://github.com/YisenWang/MART/blob/master/mart.py"),
 }

@@ -52,6 +52,10 @@ from oncorobust.errors import DataError, OncorobustError
 from oncorobust.io import save_torch
 from oncorobust.training.losses import REGIME_LOSSES
 
+#: inner PGD steps per training batch when ``adv`` gives none: the schema's
+#: ``adversarial_training.iters`` default (one value for every adversarial regime)
+ADV_ITERS = 7
+
 log = logging.getLogger("oncorobust.training.train")
 REGIMES = REGIME_NAMES
 
@@ -164,7 +168,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: 
 
 def _adv_batch(model, xb, yb, regime, adv, state, seed) -> tuple[torch.Tensor, torch.Tensor]:
     """The (inputs, labels) one training step sees under ``regime``."""
-    eps, step, iters = adv["eps"], adv["step"], adv.get("iters", 7)
+    eps, step, iters = adv["eps"], adv["step"], adv.get("iters", ADV_ITERS)
     if regime == "adv_pgd":
         n_adv = int(round(len(xb) * (1 - adv.get("clean_fraction", 0.5))))
         if n_adv:
@@ -273,7 +277,7 @@ def fit(model: nn.Module, data: dict[str, dict], *, regime: str = "clean", train
                 elif regime in REGIME_LOSSES:  # TRADES / MART: the loss crafts its own images
                     rl = REGIME_LOSSES[regime]
                     loss, x_adv = rl.loss(model, xb, yb, eps=adv["eps"], step=adv["step"],
-                                          iters=adv.get("iters", 7), beta=adv.get("beta", rl.defaults["beta"]),
+                                          iters=adv.get("iters", ADV_ITERS), beta=adv.get("beta", rl.defaults["beta"]),
                                           seed=seed + 7919 * epoch + b, return_adv=True)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -302,7 +306,7 @@ def fit(model: nn.Module, data: dict[str, dict], *, regime: str = "clean", train
         if adversarial:
             row["val_robust_acc"] = robust_accuracy(model, xva[:robust_n], yva[:robust_n], dev,
                                                     eps=adv["eps"], step=adv["step"],
-                                                    iters=adv.get("iters", 7), seed=seed,
+                                                    iters=adv.get("iters", ADV_ITERS), seed=seed,
                                                     batch_size=batch_size)
             score = row["val_robust_acc"]
         else:
