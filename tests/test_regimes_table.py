@@ -340,8 +340,9 @@ def test_script_writes_csv_and_md(one_seed, tmp_path):
 def test_rule_file_names_its_inputs_and_params():
     text = (ROOT / "workflow" / "rules" / "regimes.smk").read_text()
     text += (ROOT / "workflow" / "rules" / "common.smk").read_text()  # its input functions
+    text += (ROOT / "src" / "oncorobust" / "pipeline" / "dag.py").read_text()  # the regime index they read
     for piece in ("rule regimes_table:", 'code=code_version("scripts/regimes_table.py")', "log:", "threads: 1",
-                  "resources:", f"{{R}}/tables/regimes.csv", f"{{R}}/tables/regimes.md", "_plan.run_index("):
+                  "resources:", f"{{R}}/tables/regimes.csv", f"{{R}}/tables/regimes.md", "run_index("):
         assert piece in text, piece
 
 

@@ -453,6 +453,8 @@ REPORTING = set(codehash.REPORTING_SCRIPTS)
     # a memory constant, a run-time constant: no job at all
     ("pipeline/resources.py", "SAFETY = 1.25", "SAFETY = 1.5", set()),
     ("pipeline/resources.py", "RATE_GMACS = {\"cpu\": 20.0", "RATE_GMACS = {\"cpu\": 25.0", set()),
+    # the plan (which jobs exist, in which order): no job's code param either
+    ("pipeline/dag.py", 'PAPER_ORDER = ("ct", "mammogram", "mri"', 'PAPER_ORDER = ("mri", "ct", "mammogram"', set()),
     # the argument checks the data stage shares with the config: the data stage, not the rest
     ("checks.py", "(a fraction of the", "(the fraction of the", {"ingest", "preprocess"}),
 ])

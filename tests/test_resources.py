@@ -98,3 +98,87 @@ def test_train_grad_evals_known_counts():
         assert train_grad_evals(name, adv, 10, 0)["per_image"] == rl.image_passes(7)
     with pytest.raises(ValueError, match="unknown regime"):
         train_grad_evals("adv_nope", adv, 1, 1)
+
+
+# ------------------------------------------------------------------ job_resource: the workflow's jobs
+def _config(size=16, device="cpu", jobs="per_method", eps=(0.01, 0.02), methods=("fgsm", "pgd")):
+    return {"device": device, "results": "res",
+            "attacks": {"batch_size": 32, "labels": "true", "jobs": jobs, "pgd": {"steps": 10, "restarts": 1},
+                        "fgsm": {}, "worst": {"members": ["pgd"]},
+                        "health": {"max_images": 4, "square_queries": 100}},
+            "datasets": {"d": {"source": {"format": "digits"}, "preprocess": {"size": size},
+                               "model": {"arch": "vgg_small", "width": 8},
+                               "train": {"batch_size": 16, "epochs": 3},
+                               "attack": {"methods": list(methods), "eps": list(eps), "reference_eps": eps[0]},
+                               "sensitivity": {"eps_max": 0.1, "tol": 0.001, "exclude_fraction": 0.1},
+                               "corruptions": {"names": ["gaussian_blur"]}}}}
+
+
+def _tensors(path, n, size=16):
+    """A file the size of n single-channel float32 images."""
+    path.write_bytes(b"\0" * (4 * size * size * n))
+    return str(path)
+
+
+def test_job_resource_threads_and_gpu_follow_the_config():
+    assert res.job_resource(_config(), "train", "threads", wildcards={"ds": "d"}) == 1
+    assert res.job_resource(_config(size=116), "train", "threads", wildcards={"ds": "d"}) == 8
+    for device, gpu in (("cpu", 0), ("auto", 0), ("cuda", 1), ("cuda:1", 1)):
+        assert res.job_resource(_config(device=device), "attack", "gpu", ds="d") == gpu
+
+
+def test_job_resource_before_the_inputs_exist(tmp_path):
+    """A dry run: the inputs are not written, so the fixed fallbacks."""
+    missing = {k: str(tmp_path / f"{k}.pt") for k in ("train", "val", "test", "checkpoint")}
+    w = {"ds": "d", "regime": "clean", "method": "pgd"}
+    got = {(kind, name): res.job_resource(_config(), kind, name, wildcards=w, inputs=missing)
+           for kind, name in (("train", "runtime"), ("attack", "runtime"), ("corrupt", "runtime"),
+                              ("health", "runtime"), ("sensitivity", "runtime"), ("import", "mem_mb"))}
+    assert got == {("train", "runtime"): 60, ("attack", "runtime"): 60, ("corrupt", "runtime"): 10,
+                   ("health", "runtime"): 60, ("sensitivity", "runtime"): 60, ("import", "mem_mb"): 2000}
+    assert res.job_resource(_config(size=116), "train", "runtime", wildcards=w, inputs=missing) == 24 * 60
+    assert res.job_resource(_config(), "fig1", "runtime", inputs={"tests": [missing["test"]]}) == 60
+
+
+def test_job_resource_counts_the_images_of_the_inputs(tmp_path):
+    test = _tensors(tmp_path / "test.pt", 10)
+    c = _config()
+    attack = res.job_resource(c, "attack", "mem_mb", ds="d", wildcards={"regime": "adv_pgd", "method": "pgd"},
+                              inputs={"test": test})
+    assert attack == res.mem_mb("attack", "vgg_small", 16, 32, width=8, data_mb=10 * 1024 / 2 ** 20)
+    transfer = res.job_resource(c, "attack", "mem_mb", ds="d", wildcards={"method": "transfer_pgd"},
+                                inputs={"test": test})
+    assert transfer == res.mem_mb("transfer", "vgg_small", 16, 32, width=8, data_mb=10 * 1024 / 2 ** 20)
+    # per_method: one job runs both ε of the grid; per_eps one
+    minutes = {jobs: res.job_resource(_config(size=16, jobs=jobs), "attack", "runtime", ds="d",
+                                      wildcards={"method": "pgd"}, inputs={"test": test})
+               for jobs in ("per_method", "per_eps")}
+    passes = res.attack_passes("pgd", c["attacks"]["pgd"]) + 2
+    assert minutes == {"per_method": res.runtime_min("vgg_small", 16, 10, 2 * passes, width=8),
+                       "per_eps": res.runtime_min("vgg_small", 16, 10, passes, width=8)}
+    # the health check looks at max_images (4) of the 10
+    health = res.job_resource(c, "health", "mem_mb", wildcards={"ds": "d"}, inputs={"test": test})
+    assert health == res.mem_mb("health", "vgg_small", 16, 32, width=8, data_mb=10 * 1024 / 2 ** 20, n_images=4)
+    ckpt = _tensors(tmp_path / "model.pt", 1024, size=32)  # 4 MB
+    assert res.job_resource(c, "import", "mem_mb", wildcards={"ds": "d"}, inputs={"checkpoint": ckpt}) == 2016
+
+
+def test_job_resource_training_time_scales_with_threads_and_regime(tmp_path):
+    inputs = {"train": _tensors(tmp_path / "train.pt", 2000, 116), "val": _tensors(tmp_path / "val.pt", 500, 116)}
+    c = _config(size=116)
+    c["datasets"]["d"]["model"]["arch"] = "vgg16"
+    c["datasets"]["d"]["adversarial_training"] = {"regimes": ["adv_pgd"], "iters": 7, "epochs": 3}
+
+    def minutes(regime, threads=1):
+        return res.job_resource(c, "train", "runtime", wildcards={"ds": "d", "regime": regime}, inputs=inputs,
+                                threads=threads)
+
+    assert minutes("clean") > minutes("clean", threads=8) > res.FLOOR_MIN
+    assert minutes("adv_pgd") > minutes("clean") and minutes("adv_pgd-r2") == minutes("adv_pgd")
+
+
+def test_job_resource_refuses_what_it_does_not_define():
+    with pytest.raises(ValueError, match="no resource 'runtime' for job kind 'import'"):
+        res.job_resource(_config(), "import", "runtime", wildcards={"ds": "d"})
+    with pytest.raises(ValueError, match="job kind 'deploy'"):
+        res.job_resource(_config(), "deploy", "mem_mb", wildcards={"ds": "d"})

@@ -22,9 +22,9 @@ for _ds in DATASETS:
             "../envs/oncorobust.yaml"
         threads: 1
         resources:
-            mem_mb=get_attack_mem_mb(_ds),
-            runtime=get_attack_runtime(_ds),
-            gpu=get_gpu,
+            mem_mb=job_resource("attack", "mem_mb", _ds),
+            runtime=job_resource("attack", "runtime", _ds),
+            gpu=job_resource("attack", "gpu"),
         params:
             code=code_version("scripts/attack.py"),
             attack=get_attack_params,
@@ -133,9 +133,9 @@ rule health:
         "../envs/oncorobust.yaml"
     threads: 1
     resources:
-        mem_mb=get_health_mem_mb,
-        runtime=get_health_runtime,
-        gpu=get_gpu,
+        mem_mb=job_resource("health", "mem_mb"),
+        runtime=job_resource("health", "runtime"),
+        gpu=job_resource("health", "gpu"),
     params:
         code=code_version("scripts/health.py"),
         index=get_health_index,

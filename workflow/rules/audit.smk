@@ -17,7 +17,7 @@ rule import_model:
         "../envs/oncorobust.yaml"
     threads: 1
     resources:
-        mem_mb=get_import_mem_mb,
+        mem_mb=job_resource("import", "mem_mb"),
         runtime=10,
     params:
         code=code_version("scripts/import_model.py"),

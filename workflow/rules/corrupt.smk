@@ -33,9 +33,9 @@ for _ds in DATASETS:
             "../envs/oncorobust.yaml"
         threads: 1
         resources:
-            mem_mb=get_corrupt_mem_mb(_ds),
-            runtime=get_corrupt_runtime(_ds),
-            gpu=get_gpu,
+            mem_mb=job_resource("corrupt", "mem_mb", _ds),
+            runtime=job_resource("corrupt", "runtime", _ds),
+            gpu=job_resource("corrupt", "gpu"),
         params:
             code=code_version("scripts/corrupt.py"),
             plan=[

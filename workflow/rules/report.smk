@@ -22,8 +22,8 @@ rule fig1_examples:
         "../envs/oncorobust.yaml"
     threads: 1
     resources:
-        mem_mb=get_fig1_mem_mb,
-        runtime=get_fig1_runtime,
+        mem_mb=job_resource("fig1", "mem_mb"),
+        runtime=job_resource("fig1", "runtime"),
     params:
         code=code_version("scripts/figures.py"),
         datasets=DATASETS,

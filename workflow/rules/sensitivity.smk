@@ -22,9 +22,9 @@ rule sensitivity:
         "../envs/oncorobust.yaml"
     threads: 1
     resources:
-        mem_mb=get_sensitivity_mem_mb,
-        runtime=get_sensitivity_runtime,
-        gpu=get_gpu,
+        mem_mb=job_resource("sensitivity", "mem_mb"),
+        runtime=job_resource("sensitivity", "runtime"),
+        gpu=job_resource("sensitivity", "gpu"),
     params:
         code=code_version("scripts/sensitivity.py"),
         sensitivity=get_dataset_cfg("sensitivity"),

@@ -27,11 +27,11 @@ rule train_clean:
         regime=_spec.regime_wildcard(("clean",)),
     conda:
         "../envs/oncorobust.yaml"
-    threads: get_train_threads
+    threads: job_resource("train", "threads")
     resources:
-        mem_mb=get_train_mem_mb,
-        runtime=get_train_runtime,
-        gpu=get_gpu,
+        mem_mb=job_resource("train", "mem_mb"),
+        runtime=job_resource("train", "runtime"),
+        gpu=job_resource("train", "gpu"),
     params:
         code=code_version("scripts/train.py"),
         regime="clean",
@@ -64,11 +64,11 @@ rule train_adversarial:
         regime=_spec.regime_wildcard(_spec.ADVERSARIAL_REGIMES),
     conda:
         "../envs/oncorobust.yaml"
-    threads: get_train_threads
+    threads: job_resource("train", "threads")
     resources:
-        mem_mb=get_train_mem_mb,
-        runtime=get_train_runtime,
-        gpu=get_gpu,
+        mem_mb=job_resource("train", "mem_mb"),
+        runtime=job_resource("train", "runtime"),
+        gpu=job_resource("train", "gpu"),
     params:
         code=code_version("scripts/train.py"),
         regime=lambda w: _spec.split_replicate_name(w.regime)[0],

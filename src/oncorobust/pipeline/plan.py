@@ -4,7 +4,9 @@ benchmark files of a robustness card.
 
 Torch- and pandas-free, so that the workflow plans its jobs (``workflow/rules/common.smk``)
 without importing the reporting code; :mod:`oncorobust.reporting.regimes` and
-:mod:`oncorobust.reporting.cards` re-export these names.
+:mod:`oncorobust.reporting.cards` re-export these names. Which jobs exist for a config (datasets,
+models, attack and corruption results, the targets) is :mod:`oncorobust.pipeline.dag`, a module no
+workflow script imports (this one is: the cards and regimes_table scripts reach it).
 """
 
 from __future__ import annotations

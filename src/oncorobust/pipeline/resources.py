@@ -1,9 +1,11 @@
 """Memory (MB) and run time (minutes) a job needs, from the model, the input size and the batch.
 
-The workflow declares ``mem_mb`` and ``runtime`` of every model-running job from these functions
-(``workflow/rules/common.smk``), so a paper-size job (VGG16 at 224 px, batches of 64-128) asks the
-cluster for what it uses instead of a fixed number. No torch or Snakemake import: the rules import
-this module while the DAG is built.
+The workflow declares ``threads``, ``gpu``, ``mem_mb`` and ``runtime`` of every model-running job
+with :func:`job_resource` (one table of job kinds → formulas, :data:`JOB_RESOURCES`; the rules call
+it through ``job_resource`` in ``workflow/rules/common.smk``), so a paper-size job (VGG16 at 224 px,
+batches of 64-128) asks the cluster for what it uses instead of a fixed number. No torch or
+Snakemake import: the rules import this module while the DAG is built. No workflow script imports
+it, so an edit of a formula reruns no job (:mod:`oncorobust.pipeline.codehash`).
 
 Peak resident memory of a job (MB)::
 
@@ -63,6 +65,12 @@ to start and load; never below ``FLOOR_MIN``.
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from oncorobust.pipeline import dag
+from oncorobust.spec import base_method, is_transfer, split_replicate_name
 
 # the cost model in gradient passes lives in passes.py (the attack, health and sensitivity code reads it
 # for its progress lines); re-exported here, where it was first defined
@@ -253,3 +261,279 @@ def runtime_min(arch: str, size: int, n_images: int, passes: float, *, device: s
     rate = RATE_GMACS["cuda"] if gpu else RATE_GMACS["cpu"] * max(1, int(threads))
     seconds = TIME_SAFETY * gmacs(arch, size, width) * max(0, n_images) * max(0.0, passes) / rate
     return max(FLOOR_MIN, int(math.ceil(START_MIN + seconds / 60)))
+
+
+# ------------------------------------------------------------------------------ the workflow's jobs
+# One resource function (:func:`job_resource`) for every model-running rule: a table of job kinds →
+# one formula per resource (threads, gpu, mem_mb, runtime). A formula reads the job's shape from the
+# config (:func:`job_shape`), its images from the sizes of its input tensor files (0 before they are
+# written: Snakemake evaluates the resources again when the job is scheduled) and its passes per
+# image from the registry's cost model (:mod:`oncorobust.pipeline.passes`, :data:`oncorobust.spec.METHODS`).
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a resource formula sees of one job.
+
+    Attributes:
+        config: the validated workflow config.
+        ds: the dataset (None for a job over every dataset).
+        wildcards: the job's wildcards (name → value).
+        inputs: its named input files (name → path, or list of paths).
+        threads: its threads (1 while they are being determined).
+    """
+
+    config: dict
+    ds: str | None
+    wildcards: dict
+    inputs: dict
+    threads: int = 1
+
+
+def job_shape(config: dict, ds: str) -> dict:
+    """The model and image shape of a dataset's jobs, as :func:`mem_mb` and :func:`runtime_min` take it.
+
+    Args:
+        config: the validated workflow config.
+        ds: the dataset.
+    Returns:
+        ``{"arch", "size", "width", "channels"}``; a user model (torchvision:, monai:, python:,
+        torchscript:) counts as vgg16, the heaviest network estimated here.
+    Raises:
+        KeyError: ``ds`` is not a configured dataset.
+    """
+    d = config["datasets"][ds]
+    m = d.get("model", {})
+    arch = m.get("arch", "vgg_small")
+    return {"arch": arch if arch in KNOWN_ARCHS else "vgg16", "size": int(d["preprocess"]["size"]),
+            "width": int(m.get("width", 32)), "channels": 3 if d["source"]["format"] == "cifar10" else 1}
+
+
+def files_mb(*paths: str | None) -> float:
+    """Total size (MB) of the existing files among ``paths`` (0 before they are written).
+
+    Args:
+        paths: file paths; None and empty ones are skipped.
+    Returns:
+        MB (2**20 bytes).
+    """
+    return sum(os.path.getsize(p) for p in paths if p and os.path.exists(p)) / 2 ** 20
+
+
+def _images(config: dict, ds: str, *paths: str) -> int:
+    """Images in a dataset's tensor files (0 before they are written)."""
+    s = job_shape(config, ds)
+    return images_in(files_mb(*paths), s["size"], s["channels"])
+
+
+def _device(config: dict) -> str:
+    """``cuda`` when the config names a CUDA device (only then does the cluster get a GPU request)."""
+    return "cuda" if config["device"].startswith("cuda") else "cpu"
+
+
+def _is_large(config: dict, ds: str) -> bool:
+    return config["datasets"][ds]["preprocess"]["size"] > 64
+
+
+def _unknown_runtime(config: dict, ds: str) -> int:
+    """Minutes asked while a training or sensitivity job's inputs are not written (a dry run)."""
+    return 24 * 60 if _is_large(config, ds) else 60
+
+
+def _model_mem(job: Job, kind: str, batch: int, data: list, n_images: int | None = None, **kw) -> int:
+    """:func:`mem_mb` of a job of ``kind`` with the dataset's shape and ``data`` files in memory."""
+    s = job_shape(job.config, job.ds)
+    return mem_mb(kind, s["arch"], s["size"], batch, channels=s["channels"], width=s["width"],
+                  data_mb=files_mb(*data), n_images=n_images, **kw)
+
+
+def _model_minutes(job: Job, n_images: int, passes: float, **kw) -> int:
+    """:func:`runtime_min` of ``n_images`` × ``passes`` of the dataset's model on the config's device."""
+    s = job_shape(job.config, job.ds)
+    return runtime_min(s["arch"], s["size"], n_images, passes, device=_device(job.config), width=s["width"], **kw)
+
+
+def _attack_batch(job: Job) -> int:
+    return int(job.config["attacks"]["batch_size"])
+
+
+def _members(att: dict) -> dict:
+    """``worst``'s members' parameter blocks."""
+    return {m: att.get(m, {}) for m in att["worst"]["members"]}
+
+
+def _train_batch(job: Job) -> int:
+    d = job.config["datasets"][job.ds]
+    if job.wildcards.get("regime", "clean") == "clean":
+        return int(d["train"]["batch_size"])
+    return int(d.get("adversarial_training", {}).get("batch_size", d["train"]["batch_size"]))
+
+
+def _train_mem(job: Job) -> int:
+    """Five parameter copies, the (adversarial) training batch's activations, train + val in memory."""
+    i = job.inputs
+    return _model_mem(job, "train", _train_batch(job), [i["train"], i["val"]],
+                      _images(job.config, job.ds, i["train"]) or None,
+                      pretrained=job.config["datasets"][job.ds].get("model", {}).get("pretrained") == "imagenet")
+
+
+def _train_runtime(job: Job) -> int:
+    """Epochs × (the update loop's and the validation attack's gradient evaluations
+    (:func:`train_grad_evals`) × 3 + the validation's forward passes)."""
+    config, ds = job.config, job.ds
+    regime = split_replicate_name(job.wildcards.get("regime", "clean"))[0]
+    d = config["datasets"][ds]
+    n_train, n_val = _images(config, ds, job.inputs["train"]), _images(config, ds, job.inputs["val"])
+    if not n_train:
+        return _unknown_runtime(config, ds)
+    adv = d.get("adversarial_training", {}) if regime != "clean" else {}
+    epochs = int(adv.get("epochs", d["train"]["epochs"]))
+    if regime == "adv_free":  # fit() divides the epochs by the replays
+        epochs = -(-epochs // int(adv.get("free_replays", 4)))
+    cost = train_grad_evals(regime, adv, n_train, n_val)
+    forward_only = n_val * (1 if regime == "clean" else 2)
+    return _model_minutes(job, 1, epochs * (3 * (cost["train"] + cost["validation"]) + forward_only),
+                          threads=job.threads)
+
+
+def _attack_mem(job: Job) -> int:
+    """The model (and a transfer attack's source model), one attack batch, the test tensors."""
+    kind = "transfer" if is_transfer(job.wildcards.get("method", "")) else "attack"
+    return _model_mem(job, kind, _attack_batch(job), [job.inputs["test"]])
+
+
+def _attack_runtime(job: Job) -> int:
+    """The method's passes per image (+ 2) at each ε of the job, on every test image."""
+    att = job.config["attacks"]
+    method = job.wildcards["method"]
+    passes = attack_passes(method, att.get(base_method(method), {}), _members(att))
+    if att["labels"] == "predicted":
+        passes *= 1.5  # the images the model gets wrong are attacked again with their label
+    n = _images(job.config, job.ds, job.inputs["test"])
+    if not n:
+        return 60
+    return _model_minutes(job, n, (passes + 2) * len(dag.attack_job_eps(job.config, job.ds)))
+
+
+def _corrupt_mem(job: Job) -> int:
+    """As an attack job without a source model."""
+    return _model_mem(job, "attack", _attack_batch(job), [job.inputs["test"]])
+
+
+def _corrupt_runtime(job: Job) -> int:
+    """Per corruption and severity two forward passes per test image (clean, corrupted) and the corruption."""
+    n = _images(job.config, job.ds, job.inputs["test"])
+    if not n:
+        return 10
+    return _model_minutes(job, n, 4 * len(dag.corruption_jobs(job.config, job.ds, "clean")))
+
+
+def _health_images(job: Job) -> int:
+    return min(_images(job.config, job.ds, job.inputs["test"]), int(job.config["attacks"]["health"]["max_images"]))
+
+
+def _health_mem(job: Job) -> int:
+    return _model_mem(job, "health", _attack_batch(job), [job.inputs["test"]], _health_images(job) or None)
+
+
+def _health_runtime(job: Job) -> int:
+    """PGD × 1, × restarts and × 2 steps × 2 restarts, APGD at ε = 1, Square, gradients; the worst
+    case with doubled budgets on at most 64 images."""
+    att = job.config["attacks"]
+    passes = health_passes(att["pgd"], att["health"]["square_queries"])
+    n = _health_images(job)
+    if not n:
+        return 60
+    if "worst" in job.config["datasets"][job.ds]["attack"]["methods"]:
+        passes += 2 * attack_passes("worst", att["worst"], _members(att)) * min(n, 64) / n  # members' steps doubled
+    return _model_minutes(job, n, passes)
+
+
+def _sensitivity_mem(job: Job) -> int:
+    i = job.inputs
+    n = max(_images(job.config, job.ds, i["val"]), _images(job.config, job.ds, i["test"]))
+    return _model_mem(job, "sensitivity", _attack_batch(job), [i["val"], i["test"]], n or None)
+
+
+def _sensitivity_runtime(job: Job) -> int:
+    """Val + test images × the search's passes per image (:func:`sensitivity_passes`)."""
+    n = _images(job.config, job.ds, job.inputs["val"]) + _images(job.config, job.ds, job.inputs["test"])
+    if not n:
+        return _unknown_runtime(job.config, job.ds)
+    return _model_minutes(job, n, sensitivity_passes(job.config["datasets"][job.ds]["sensitivity"]))
+
+
+def _per_test_split(job: Job) -> list[Job]:
+    """One job per dataset of a job over every dataset's test split (input ``tests``, in report order)."""
+    return [replace(job, ds=ds, inputs={"test": t}) for ds, t in zip(dag.datasets(job.config), job.inputs["tests"])]
+
+
+def _fig1_mem(job: Job) -> int:
+    """Models are loaded one after another: the largest dataset's need."""
+    return max(_model_mem(j, "figure", _attack_batch(j), [j.inputs["test"]]) for j in _per_test_split(job))
+
+
+def _fig1_runtime(job: Job) -> int:
+    """PGD on each test split (at worst the whole split, when no image yields an example), one start."""
+    passes = attack_passes("pgd", job.config["attacks"]["pgd"]) + 2
+    if not any(os.path.exists(t) for t in job.inputs["tests"]):
+        return 60
+    jobs = _per_test_split(job)
+    total = sum(_model_minutes(j, _images(j.config, j.ds, j.inputs["test"]), passes) for j in jobs)
+    return max(FLOOR_MIN, total - (len(jobs) - 1) * int(START_MIN))
+
+
+def _import_mem(job: Job) -> int:
+    """The file, the network built from it and the wrapped copy: a few times the file."""
+    return int(2000 + 4 * files_mb(job.inputs["checkpoint"]))
+
+
+def _gpu(job: Job) -> int:
+    """One GPU when ``device`` names CUDA (SLURM: --gpus=1); ``auto`` may run anywhere."""
+    return 1 if _device(job.config) == "cuda" else 0
+
+
+def _train_threads(job: Job) -> int:
+    """Compact demo models use one core each (two jobs in parallel beat one job on two cores)."""
+    return 8 if _is_large(job.config, job.ds) else 1
+
+
+JOB_RESOURCES: dict[str, dict[str, Callable[[Job], int]]] = {
+    "train": {"threads": _train_threads, "gpu": _gpu, "mem_mb": _train_mem, "runtime": _train_runtime},
+    "attack": {"gpu": _gpu, "mem_mb": _attack_mem, "runtime": _attack_runtime},
+    "corrupt": {"gpu": _gpu, "mem_mb": _corrupt_mem, "runtime": _corrupt_runtime},
+    "health": {"gpu": _gpu, "mem_mb": _health_mem, "runtime": _health_runtime},
+    "sensitivity": {"gpu": _gpu, "mem_mb": _sensitivity_mem, "runtime": _sensitivity_runtime},
+    "fig1": {"mem_mb": _fig1_mem, "runtime": _fig1_runtime},
+    "import": {"mem_mb": _import_mem},
+}
+"""Job kind → resource → formula: what :func:`job_resource` computes (a rule's other resources are fixed)."""
+
+
+def job_resource(config: dict, kind: str, name: str, *, ds: str | None = None, wildcards: dict | None = None,
+                 inputs: dict | None = None, threads: int = 1) -> int:
+    """One resource of one workflow job (the rules' ``threads:`` and ``resources:`` call it through
+    ``job_resource`` in ``workflow/rules/common.smk``).
+
+    Args:
+        config: the validated workflow config.
+        kind: a job kind of :data:`JOB_RESOURCES` (train, attack, corrupt, health, sensitivity,
+            fig1, import).
+        name: ``threads``, ``gpu``, ``mem_mb`` or ``runtime`` (minutes), as the kind defines.
+        ds: the dataset, for rules made per dataset (no ``ds`` wildcard); default: the wildcard's.
+        wildcards: the job's wildcards.
+        inputs: its named inputs (``train``/``val``/``test``, ``tests`` of fig1, ``checkpoint`` of
+            import); files not written yet count as empty (the dry-run values).
+        threads: its threads (the CPU run time scales with them).
+    Returns:
+        The value: threads, GPUs, MB or minutes.
+    Raises:
+        ValueError: ``kind`` or ``name`` is not in :data:`JOB_RESOURCES`.
+        KeyError: the job lacks an input or wildcard its formula reads.
+    """
+    formula = JOB_RESOURCES.get(kind, {}).get(name)
+    if formula is None:
+        known = ", ".join(f"{k}: {'/'.join(v)}" for k, v in JOB_RESOURCES.items())
+        raise ValueError(f"no resource {name!r} for job kind {kind!r}; known: {known}")
+    wildcards = dict(wildcards or {})
+    return formula(Job(config, ds or wildcards.get("ds"), wildcards, dict(inputs or {}), int(threads)))
