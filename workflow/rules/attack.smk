@@ -27,6 +27,7 @@ for _ds in DATASETS:
             gpu=job_resource("attack", "gpu"),
         params:
             code=code_version("scripts/attack.py"),
+            registry=get_registry("attack"),
             attack=get_attack_params,
             labels=config["attacks"]["labels"],
             batch_size=config["attacks"]["batch_size"],
@@ -138,6 +139,7 @@ rule health:
         gpu=job_resource("health", "gpu"),
     params:
         code=code_version("scripts/health.py"),
+        registry=get_registry("health"),
         index=get_health_index,
         health=canon(config["attacks"]["health"]),
         batch_size=config["attacks"]["batch_size"],

@@ -11,6 +11,7 @@ from functools import partial
 from snakemake.utils import validate
 
 from oncorobust.pipeline.codehash import code_version as _code_version
+from oncorobust.pipeline.codehash import registry_key as _registry_key
 from oncorobust.config import (
     check_config,
     check_yaml_files,
@@ -211,6 +212,35 @@ def get_attack_params(wildcards):
     if base == "worst":
         out["member_params"] = _member_params()
     return canon(out)
+
+
+def get_registry(kind):
+    """The registry entries a job reads, as its ``registry`` param (oncorobust.spec's tables are
+    left out of every non-reporting code hash: editing or adding one entry reruns only the jobs
+    that read it). ``kind``: attack (its method, worst's members, the ε = 0 check's PGD), health
+    (every method it judges or runs) or train (its regime; adversarial: PGD, every parameter passed).
+    """
+    members = tuple(config["attacks"]["worst"]["members"])
+
+    def _get(wildcards):
+        if kind == "attack":
+            return canon(_registry_key(_spec.methods_read(wildcards.method, members)))
+        if kind == "health":
+            judged = [
+                *config["datasets"][wildcards.ds]["attack"]["methods"],
+                "pgd",
+                "square",
+            ]
+            return canon(
+                _registry_key(
+                    {n for m in judged for n in _spec.methods_read(m, members)}
+                )
+            )
+        base = _spec.split_replicate_name(wildcards.regime)[0]
+        pgd = ["pgd"] if _spec.REGIMES[base].adversarial else []
+        return canon(_registry_key(pgd, [base], method_defaults=False))
+
+    return _get
 
 
 def get_worst_params(wildcards):

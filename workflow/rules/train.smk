@@ -34,6 +34,7 @@ rule train_clean:
         gpu=job_resource("train", "gpu"),
     params:
         code=code_version("scripts/train.py"),
+        registry=get_registry("train"),
         regime="clean",
         model=get_dataset_cfg("model"),
         train=get_dataset_cfg("train"),
@@ -71,6 +72,7 @@ rule train_adversarial:
         gpu=job_resource("train", "gpu"),
     params:
         code=code_version("scripts/train.py"),
+        registry=get_registry("train"),
         regime=lambda w: _spec.split_replicate_name(w.regime)[0],
         model=get_dataset_cfg("model"),
         train=get_dataset_cfg("train"),

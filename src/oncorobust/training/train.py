@@ -159,7 +159,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: 
     seeds = image_seeds(None, len(x), seed)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        adv = attack(model, xb, yb, "pgd", eps, steps=iters, alpha=step, random_start=True,
+        adv = attack(model, xb, yb, "pgd", eps, steps=iters, alpha=step, random_start=True, restarts=1,
                      seeds=seeds[i:i + batch_size])
         with torch.no_grad(), eval_mode(model):
             correct += (model(adv).argmax(1) == yb).sum().item()
@@ -173,7 +173,8 @@ def _adv_batch(model, xb, yb, regime, adv, state, seed) -> tuple[torch.Tensor, t
         n_adv = int(round(len(xb) * (1 - adv.get("clean_fraction", 0.5))))
         if n_adv:
             x_adv = attack(model, xb[:n_adv], yb[:n_adv], "pgd", eps, steps=iters, alpha=step,
-                           random_start=True, seed=seed)  # crafted in eval mode, mode restored
+                           random_start=True, restarts=1, seed=seed)  # eval mode, mode restored; every
+            # PGD parameter explicit: the job's rerun key holds PGD's entry without its defaults
             xb = torch.cat([x_adv, xb[n_adv:]])
         return xb, yb
     if regime == "adv_fast":
