@@ -267,7 +267,7 @@ def bench_shape(arch: str, size: int, args, dev: torch.device, timer: Timer) -> 
     xu, yu = x[:ab], y[:ab]
 
     def fwd_bwd(_warm):  # ten passes, like PGD-10 (and ten times less noise than one); strict fp32
-        with fp32_mode("ieee"):  # as the attacks run (oncorobust.attacks.methods.strict_fp32)
+        with fp32_mode("ieee"):  # as the attacks run (oncorobust.device.strict_fp32)
             _ten_passes()
 
     def _ten_passes():

@@ -28,7 +28,7 @@ the restarts can be told apart.
 Sanity checks on the counts (a violation is a wrong measurement: the JSON is written with
 ``sanity.ok = false`` and the script exits non-zero): the grid's gradient evaluations must equal
 images × grid values × restarts × steps exactly (it has no early exit); the search's must lie
-between one per image and its planned worst case (``pipeline.resources.sensitivity_passes``,
+between one per image and its planned worst case (``pipeline.passes.sensitivity_passes``,
 forward-pass equivalents ≥ gradient evaluations); every repetition must give the same ε per image;
 and the wall-time ratio must not exceed 1.5 × the gradient-evaluation ratio (the grid's full-batch
 PGD is the cheapest per gradient of all the methods: the search cannot be much cheaper per gradient).
@@ -53,7 +53,7 @@ from oncorobust.evaluation.sensitivity import flip_eps_bracket, grid_flip_eps
 from oncorobust.io import write_json
 from oncorobust.models.loading import load_model
 from oncorobust.pipeline.budgets import DEFAULT_SENSITIVITY
-from oncorobust.pipeline.resources import sensitivity_passes
+from oncorobust.pipeline.passes import sensitivity_passes
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 #: schema keys that are not arguments of the search

@@ -6,10 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from oncorobust.attacks.methods import AttackError, AttackSanityError, attack, check_adversarial, method_params
+from oncorobust.attacks.methods import attack, method_params
+from oncorobust.errors import AttackError
+from oncorobust.attacks.checks import AttackSanityError, check_adversarial
 from oncorobust.evaluation.evaluate import COLUMNS, evaluate_attack
 from oncorobust.evaluation.stats import paired_difference, wilson
-from oncorobust.reporting.tables import sanity_warnings, summarize, table1, table1_markdown, table_s5
+from oncorobust.reporting.tables import sanity_warnings, table1, table1_markdown, table_s5
+from oncorobust.evaluation.results import summarize
 
 
 class Linear(nn.Module):

@@ -30,7 +30,7 @@ from oncorobust.models.loading import load_model
 from oncorobust.data.preprocess import run_preprocess, select_frame
 from oncorobust.data.sources import manifest
 from oncorobust.data.sources.common import IngestResult
-from oncorobust.reporting.tables import summarize
+from oncorobust.evaluation.results import summarize
 from oncorobust.training.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]

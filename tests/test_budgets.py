@@ -9,7 +9,7 @@ import torch
 
 from oncorobust import cli
 from oncorobust.pipeline import budgets
-from oncorobust.pipeline.resources import attack_passes, health_passes, sensitivity_passes
+from oncorobust.pipeline.passes import attack_passes, health_passes, sensitivity_passes
 
 CONFIG = {"attacks": {}, "datasets": {"a": {"attack": {"methods": ["fgsm", "pgd", "worst"], "eps": [0.001, 0.002]},
                                             "model": {"arch": "torchscript:x.ts"}}}}

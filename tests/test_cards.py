@@ -22,6 +22,8 @@ import torch
 import yaml
 
 from oncorobust.reporting import cards
+from oncorobust.errors import CardError
+from oncorobust.pipeline.plan import card_config
 from oncorobust.evaluation import robustness
 from oncorobust.evaluation.clinical import DIRECTION_COLUMNS, direction_counts, direction_eps
 from oncorobust.evaluation.deferral import curve_auc, deferral_curves, table2_rows
@@ -30,7 +32,8 @@ from oncorobust.evaluation.health import COLUMNS as HEALTH_COLUMNS
 from oncorobust.io import write_csv
 from oncorobust.models.checkpoints import state_digest
 from oncorobust.data.preprocess import eps_units
-from oncorobust.reporting.tables import clinical_eps, dataframe_markdown, summarize, table1, table1_markdown
+from oncorobust.reporting.tables import clinical_eps, dataframe_markdown, table1, table1_markdown
+from oncorobust.evaluation.results import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 CT_UNITS = eps_units("lidc", {"mode": "window", "window": [-1350, 150]}, [])
@@ -154,7 +157,7 @@ CFG = {"attacks": {"bim": {"steps": 10, "alpha_ratio": 0.1}, "pgd": {"steps": 10
 
 
 def make_card(res: Path, ds: str, regime: str, **over) -> dict:
-    cfg = cards.card_config(CFG, ds, regime, control=ds == "digits")
+    cfg = card_config(CFG, ds, regime, control=ds == "digits")
     t = res / "tables"
     kw = dict(dataset=ds, regime=regime, summary_csv=t / "attack_summary.csv",
               robustness_csv=t / "robustness_summary.csv", stats_json=res / ds / "tensors" / "stats.json",
@@ -319,12 +322,12 @@ def test_eps50_beyond_the_search(res, tmp_path):
 
 
 def test_bad_inputs_name_the_file(res, tmp_path):
-    with pytest.raises(cards.CardError, match="no such file"):
+    with pytest.raises(CardError, match="no such file"):
         make_card(res, "ct", "clean", summary_csv=tmp_path / "nope.csv")
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(cards.CardError, match=r"bad\.csv.*lacks column"):
+    with pytest.raises(CardError, match=r"bad\.csv.*lacks column"):
         make_card(res, "ct", "clean", summary_csv=tmp_path / "bad.csv")
-    with pytest.raises(cards.CardError, match="no white-box attack result for ct/adv_fast"):
+    with pytest.raises(CardError, match="no white-box attack result for ct/adv_fast"):
         make_card(res, "ct", "adv_fast", model=None)
 
 
@@ -336,10 +339,10 @@ def test_verdict_line_and_find_cards(res, tmp_path):
     assert cards.read_verdict(md) == card["verdict"]
     assert cards.verdict_line(md) == f"{md} (also .html): {card['verdict']}"
     assert cards.find_cards(tmp_path / "results") == [md] and cards.find_cards(tmp_path / "none") == []
-    with pytest.raises(cards.CardError, match="no such robustness card"):
+    with pytest.raises(CardError, match="no such robustness card"):
         cards.verdict_line(tmp_path / "x.md")
     (tmp_path / "y.md").write_text("# something else\n")
-    with pytest.raises(cards.CardError, match="no line starting with"):
+    with pytest.raises(CardError, match="no line starting with"):
         cards.read_verdict(tmp_path / "y.md")
 
 
@@ -391,19 +394,19 @@ def test_plausibility_warns_of_chance_accuracy_constant_predictions_and_no_flip(
 
 def test_card_config_of_the_demo():
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    c = cards.card_config(cfg, "ct", "clean", control=False)
+    c = card_config(cfg, "ct", "clean", control=False)
     assert set(c["attacks"]) >= {"fgsm", "bim", "pgd", "apgd_ce", "apgd_margin", "fab", "worst", "labels", "health"}
     assert c["adversarial"] is None and c["sensitivity"]["eps_max"] == 0.1
-    adv = cards.card_config(cfg, "ct", "adv_pgd", control=False)["adversarial"]
+    adv = card_config(cfg, "ct", "adv_pgd", control=False)["adversarial"]
     assert adv["eps"] == 0.016 and "regimes" not in adv
-    with pytest.raises(cards.CardError, match="'nope'"):
-        cards.card_config(cfg, "nope", "clean", control=False)
+    with pytest.raises(CardError, match="'nope'"):
+        card_config(cfg, "nope", "clean", control=False)
 
 
 def test_adapter_writes_both_files(res, tmp_path):
     """workflow/scripts/cards.py with a stand-in for Snakemake's `snakemake` object."""
     out = tmp_path / "cards"
-    cfg = cards.card_config(CFG, "ct", "clean", control=False)
+    cfg = card_config(CFG, "ct", "clean", control=False)
     spec = {"input": {"summary": "tables/attack_summary.csv", "robustness": "tables/robustness_summary.csv",
                       "curves": "tables/robustness_curves.csv", "table2": "tables/table2.csv",
                       "auc": "tables/deferral_auc.csv", "health": "ct/health/clean.csv",

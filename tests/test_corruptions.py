@@ -10,9 +10,10 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from oncorobust.errors import OncorobustError
-from oncorobust.evaluation.corruptions import (CORRUPTIONS, FWHM_PER_SIGMA, MODALITIES, N_GHOSTS, CorruptionError,
-                                               check_severity, corrupt, default_corruptions, default_severities,
-                                               kspace_ghosts, kspace_motion, linf)
+from oncorobust.config import corruption_plan
+from oncorobust.evaluation.corruptions import (CORRUPTIONS, FWHM_PER_SIGMA, N_GHOSTS, CorruptionError,
+                                               check_severity, corrupt, kspace_ghosts, kspace_motion, linf)
+from oncorobust.spec import MODALITIES
 
 MRI_ONLY = {"rician_noise", "bias_field", "gibbs_ringing", "kspace_spike", "motion", "ghosting"}
 SEEDS6 = [11, 22, 33, 44, 55, 66]
@@ -56,23 +57,25 @@ def test_registry_is_complete_and_consistent():
             assert c.fractions is not None and len(c.fractions) == 5
 
 
-def test_default_corruptions_per_modality():
-    ct, mammo, mri, control = (set(default_corruptions(m)) for m in MODALITIES)
+def test_corruptions_per_modality():
+    ct, mammo, mri, control = ({n for n, c in CORRUPTIONS.items() if m in c.modalities} for m in MODALITIES)
     assert not (ct | mammo) & MRI_ONLY  # no bias field, Rician, Gibbs, spikes, motion, ghosting on CT / mammo
     assert {"gaussian_noise", "gaussian_blur", "window_shift", "jpeg2000"} <= ct
     assert control == {"gaussian_noise", "gaussian_blur", "contrast", "downsample", "jpeg"}
     assert MRI_ONLY <= mri and "gaussian_noise" not in mri and "window_shift" not in mri
-    with pytest.raises(CorruptionError, match="modality"):
-        default_corruptions("pet")
 
 
 def test_default_severities_in_stored_units():
-    assert default_severities("gaussian_noise", "ct", 1500.0) == (5.0, 10.0, 20.0, 40.0, 80.0)  # HU
-    assert default_severities("gaussian_noise", "mammo", 4095.0) == (41.0, 81.9, 164.0, 328.0, 655.0)
-    assert default_severities("window_shift", "mammo", 255.0) == (2.55, 6.38, 12.8, 25.5, 51.0)
-    assert default_severities("jpeg", "control", 255.0) == CORRUPTIONS["jpeg"].severities
-    with pytest.raises(CorruptionError, match="units_per_pixel"):
-        default_severities("gaussian_noise", "ct", 0.0)
+    """The config's plan (mildest, middle, strongest of the five defaults): HU on CT, elsewhere
+    the corruption's fractions of the stored units per [0,1] (a window's width), 3 significant digits."""
+    def plan(modality, names, window):
+        return corruption_plan("d", {"preprocess": {"intensity": {"mode": "window", "window": window}},
+                                     "corruptions": {"modality": modality, "names": names}})
+
+    assert plan("ct", ["gaussian_noise"], [-1350, 150]) == {"gaussian_noise": [5.0, 20.0, 80.0]}  # HU
+    assert plan("mammo", ["gaussian_noise"], [0, 4095]) == {"gaussian_noise": [41.0, 164.0, 655.0]}
+    assert plan("mammo", ["window_shift"], [0, 255]) == {"window_shift": [2.55, 12.8, 51.0]}
+    assert plan("control", ["jpeg"], [0, 255]) == {"jpeg": [CORRUPTIONS["jpeg"].severities[k] for k in (0, 2, 4)]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from oncorobust.evaluation.evaluate import COLUMNS, SCORE_PREFIXES, evaluate_attack
+from oncorobust.evaluation.evaluate import COLUMNS, evaluate_attack
+from oncorobust.evaluation.scores import SCORE_PREFIXES
 from oncorobust.evaluation.health import table_checks, whitebox_flipped, worst_vs_bracket
 from conftest import TEST_MODEL_FP, write_result
 from oncorobust.io import ATTACK_KEY_COLUMNS, write_attack_csv, write_csv
@@ -24,9 +25,10 @@ from oncorobust.models.checkpoints import state_digest
 from oncorobust.models.loading import load_model
 from oncorobust.evaluation.clinical import direction_counts
 from oncorobust.reporting.visibility import visibility_summary
-from oncorobust.reporting.tables import (AttackKeyError, InputKeyError, attack_key_from_path, check_sensitivity_path,
-                                         dataframe_markdown, merge_bracket, pair_inputs, read_attack_csv,
-                                         read_per_image, sanity_warnings, summarize, table1, table1_markdown, table_s5)
+from oncorobust.reporting.tables import dataframe_markdown, sanity_warnings, table1, table1_markdown, table_s5
+from oncorobust.evaluation.results import (AttackKeyError, InputKeyError, attack_key_from_path,
+                                           check_sensitivity_path, merge_bracket, pair_inputs,
+                                           read_attack_csv, read_per_image, summarize)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "workflow" / "scripts"

@@ -7,7 +7,8 @@ import torch
 
 from oncorobust.reporting import figures
 from oncorobust.evaluation.deferral import deferral_curves
-from oncorobust.reporting.tables import paper_values, summarize
+from oncorobust.reporting.tables import paper_values
+from oncorobust.evaluation.results import summarize
 from oncorobust.evaluation.examples import example_for
 
 

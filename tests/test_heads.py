@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from oncorobust.models import architectures, checkpoints, loading
-from oncorobust.attacks.methods import attack, first_order_eps, margin
+from oncorobust.attacks.methods import attack, first_order_eps
+from oncorobust.attacks.kernels import margin
 from oncorobust.errors import AttackError, ModelError
 from oncorobust.evaluation.evaluate import evaluate_attack
 from oncorobust.io import save_torch

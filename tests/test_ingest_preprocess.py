@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from oncorobust.errors import DataError
-from oncorobust.data.ingest import assign_splits, check_records, check_splits, pseudonymize, run_ingest
+from oncorobust.data.ingest import assign_splits, check_records, check_splits, run_ingest
+from oncorobust.data.privacy import Pseudonymizer
 from oncorobust.data.preprocess import balance, crop_side, crop_square, run_preprocess, scale_intensity
 from oncorobust.data.sources.common import MANIFEST_COLUMNS, record
 
@@ -68,12 +69,18 @@ def test_duplicate_ids_and_single_class_are_refused():
 
 def test_pseudonymisation_hides_ids_but_keeps_grouping():
     df = _frame()
-    out = pseudonymize(df, "secret")
+
+    def pseudonymized(salt):
+        pz = Pseudonymizer(salt)
+        return df.assign(patient_id=[pz.patient(v) for v in df.patient_id],
+                         sample_id=[pz.sample(v) for v in df.sample_id])
+
+    out = pseudonymized("secret")
     assert not set(out.patient_id) & set(df.patient_id)
     assert out.patient_id.str.startswith("P-").all() and out.sample_id.str.startswith("S-").all()
     assert (out.groupby("patient_id").size().sort_values().values
             == df.groupby("patient_id").size().sort_values().values).all()
-    assert pseudonymize(df, "other").patient_id.iloc[0] != out.patient_id.iloc[0]
+    assert pseudonymized("other").patient_id.iloc[0] != out.patient_id.iloc[0]
 
 
 def test_crop_pads_at_border_and_refuses_outside_roi():

@@ -28,7 +28,7 @@ from oncorobust.reporting.natural import (HEALTH_COLUMNS, attack_curve, corrupti
                                           mean_corruption_accuracy, natural_vs_adversarial, noise_units_markdown,
                                           noise_units_table, sigma_multiples)
 from conftest import write_result
-from oncorobust.reporting.tables import read_per_image
+from oncorobust.evaluation.results import read_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

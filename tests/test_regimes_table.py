@@ -21,10 +21,10 @@ from oncorobust.evaluation import robustness
 from oncorobust.evaluation.paired import (eps50, mean_difference, median_difference, paired_eps50_difference,
                                           two_level_bootstrap)
 from oncorobust.evaluation.stats import wilson
-from oncorobust.reporting.regimes import (AUROC_COLUMNS, COLUMNS, RegimeNameError, ReplicateMissingError, RegimeTableError,
-                                          load_runs, markdown, read_train_seconds, reference_method,
-                                          regime_table, replicate_name, replicate_names, run_index,
-                                          split_replicate)
+from oncorobust.reporting.regimes import (AUROC_COLUMNS, COLUMNS, ReplicateMissingError, load_runs, markdown,
+                                          read_train_seconds, regime_table)
+from oncorobust.pipeline.plan import (RegimeNameError, RegimeTableError, reference_method, replicate_name,
+                                      replicate_names, run_index, split_replicate)
 
 ROOT = Path(__file__).resolve().parents[1]
 N_BOOT = 400

@@ -85,7 +85,7 @@ def test_bad_arguments():
 
 
 def test_train_grad_evals_known_counts():
-    from oncorobust.pipeline.resources import train_grad_evals
+    from oncorobust.pipeline.passes import train_grad_evals
     from oncorobust.training.losses import REGIME_LOSSES
 
     adv = {"iters": 7, "clean_fraction": 0.5, "free_replays": 4, "robust_val_max": 50}

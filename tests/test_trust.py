@@ -11,13 +11,13 @@ import torch
 import torchattacks
 from torch import nn
 
-from oncorobust.attacks.kernels import apgd, sign_iterate, uniform
-from oncorobust.attacks.methods import (METHODS, apgd_start, attack, first_order_eps, image_seeds,
-                                margin, worst_case)
+from oncorobust.attacks.kernels import apgd, apgd_start, image_seeds, margin, sign_iterate, uniform
+from oncorobust.attacks.methods import attack, first_order_eps, worst_case
+from oncorobust.spec import METHODS
 from oncorobust.evaluation.evaluate import evaluate_attack
 from oncorobust.evaluation.health import model_checks, table_checks, whitebox_flipped
 from oncorobust.evaluation.sensitivity import GradCounter, flip_eps_bracket, min_flip_eps, target_order
-from oncorobust.reporting.tables import summarize
+from oncorobust.evaluation.results import summarize
 
 FAST = {"square": {"queries": 300}, "fab": {"steps": 30}, "apgd_ce": {"steps": 30}, "apgd_margin": {"steps": 30}}
 

@@ -11,7 +11,7 @@ import pytest
 from oncorobust.errors import DataError
 from oncorobust.evaluation.health import worst_vs_bracket
 from conftest import write_result
-from oncorobust.reporting.tables import merge_bracket, read_per_image, summarize
+from oncorobust.evaluation.results import merge_bracket, read_per_image, summarize
 
 IDS = [f"s{i}" for i in range(10)]
 

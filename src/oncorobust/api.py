@@ -121,7 +121,7 @@ _EXPORTS: dict[str, str] = {
     "CheckpointError": "oncorobust.models.checkpoints:CheckpointError",
     "AttackError": "oncorobust.errors:AttackError",
     "AttackSanityError": "oncorobust.attacks.checks:AttackSanityError",
-    "CardError": "oncorobust.reporting.cards:CardError",
+    "CardError": "oncorobust.errors:CardError",
 }
 
 #: the exported names, grouped as in the module docstring: the :data:`_EXPORTS` and the two

@@ -3,9 +3,9 @@
 ``validate_config`` runs first (before Snakemake's own ``validate``, which fills the defaults but
 reports a violation inside a dump of the whole schema); ``check_config`` then checks the
 constraints that involve more than one key, or the working directory. Both raise
-:class:`~oncorobust.errors.ConfigError` naming the key path and what to do. The helpers
-``check_choice`` and ``check_fraction`` let the library's public functions validate their own
-arguments with the same wording.
+:class:`~oncorobust.errors.ConfigError` naming the key path and what to do, with the wording of
+:mod:`oncorobust.checks` (``check_choice``, ``check_fraction``), which the library's public
+functions use to validate their own arguments.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from oncorobust.epsilon import eps_key, parse_fraction, same_eps
-from oncorobust.checks import ON_BAD_FILE, check_choice, check_fraction  # noqa: F401 (their import path)
+from oncorobust.checks import ON_BAD_FILE, check_choice, check_fraction
 from oncorobust.errors import ConfigError
 from oncorobust.spec import (ADVERSARIAL_REGIMES, BUILT_SOURCES, MEMBER_METHODS, METHOD_NAMES, METHODS, MODEL_SOURCES,
                              arch_source, given_file)

@@ -142,7 +142,7 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
 #: What a per-image attack CSV says it holds, appended after the scores (oncorobust.evaluation.evaluate's
 #: COLUMNS) so those keep their order: the regime of the attacked model, the method as the result
 #: is named (``pgd``, ``transfer_pgd``, ``worst``) and ε in [0,1] pixel units. Aggregates check them
-#: against the job's params (``oncorobust.reporting.tables.read_attack_csv``).
+#: against the job's params (``oncorobust.evaluation.results.read_attack_csv``).
 ATTACK_KEY_COLUMNS = ("regime", "method", "eps")
 
 

@@ -96,7 +96,7 @@ class Method:
             absolute step instead of ``alpha_ratio``).
         passes: forward-pass equivalents per image as a function of the parameters (an upper
             bound: early exit stops on flipped images); ``worst`` is summed over its members by
-            :func:`oncorobust.pipeline.resources.attack_passes`.
+            :func:`oncorobust.pipeline.passes.attack_passes`.
         strength: rank in the cards' "strongest attack" tie-break (lower = stronger).
     """
 
@@ -301,7 +301,7 @@ def replicate_name(regime: str, k: int) -> str:
 
 def split_replicate_name(name: str) -> tuple[str, int]:
     """``adv_pgd-r3`` → ``("adv_pgd", 3)``; ``clean`` → ``("clean", 1)`` (no validation: see
-    :func:`oncorobust.reporting.regimes.split_replicate` for the strict form).
+    :func:`oncorobust.pipeline.plan.split_replicate` for the strict form).
 
     Args:
         name: a model name, with or without a ``-r<k>`` suffix.
@@ -571,15 +571,6 @@ def corruption_method(name: str) -> str:
         ``corrupt_`` + ``name``.
     """
     return f"{CORRUPT_PREFIX}{name}"
-
-
-def corruption_wildcard() -> str:
-    """The regular expression of the ``{corruption}`` wildcard (the name after ``corrupt_``).
-
-    Returns:
-        The corruption names of :data:`CORRUPTION_KINDS` joined by ``|``.
-    """
-    return "|".join(CORRUPTION_NAMES)
 
 
 def severity_str(severity: float) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from oncorobust.epsilon import eps_text
-from oncorobust.evaluation.results import rows_of_test_split
+from oncorobust.evaluation.results import (AttackKeyError, check_sensitivity_path, merge_bracket, pair_inputs,
+                                           read_attack_csv, read_per_image, rows_of_test_split, summarize, test_ids)
 from oncorobust.evaluation.visibility import VISIBILITY_COLUMNS
 from oncorobust.reporting.visibility import visibility_markdown, visibility_summary
 from oncorobust.evaluation.clinical_metrics import check_scores, clinical_markdown, clinical_table
@@ -23,10 +24,8 @@ from oncorobust.evaluation.clinical import (DIRECTION_COLUMNS, PositiveClassErro
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.spec import REPLICATE_SEP, split_replicate_name
 from oncorobust.logs import step_logging
-from oncorobust.reporting.tables import (AttackKeyError, check_sensitivity_path,
-                                        eps_units_markdown, merge_bracket, pair_inputs, read_attack_csv,
-                                        read_eps_units, read_per_image, sanity_warnings, summarize, table1,
-                                        table1_markdown, table_s5, table_s5_markdown, test_ids)
+from oncorobust.reporting.tables import (eps_units_markdown, read_eps_units, sanity_warnings, table1,
+                                         table1_markdown, table_s5, table_s5_markdown)
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "tables") as log:

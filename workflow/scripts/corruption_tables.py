@@ -16,7 +16,7 @@ from oncorobust.logs import step_logging
 from oncorobust.reporting.natural import (attack_curve, corruption_health, corruption_markdown, corruption_table,
                                           mean_corruption_accuracy, natural_vs_adversarial, noise_units_markdown,
                                           noise_units_table)
-from oncorobust.reporting.tables import read_per_image, test_ids
+from oncorobust.evaluation.results import read_per_image, test_ids
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "corruption_tables") as log:

@@ -5,8 +5,8 @@ import pandas as pd
 from oncorobust.evaluation.deferral import curve_auc, deferral_curves, table2_rows
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
-from oncorobust.reporting.tables import (check_sensitivity_path, clinical_eps, dataframe_markdown, pair_inputs,
-                                        paper_lookup, read_eps_units, read_per_image, test_ids)
+from oncorobust.reporting.tables import clinical_eps, dataframe_markdown, paper_lookup, read_eps_units
+from oncorobust.evaluation.results import check_sensitivity_path, pair_inputs, read_per_image, test_ids
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "deferral"):

@@ -11,7 +11,7 @@ from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
 from oncorobust.reporting.regimes import (add_auroc, load_runs, markdown, read_train_grad_evals, read_train_seconds,
                                          regime_table)
-from oncorobust.reporting.tables import test_ids
+from oncorobust.evaluation.results import test_ids
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "regimes") as log:

@@ -11,8 +11,8 @@ from oncorobust.evaluation import robustness
 from oncorobust.io import atomic_path, write_csv
 from oncorobust.logs import step_logging
 from oncorobust.spec import TRANSFER_PREFIX
-from oncorobust.reporting.tables import (check_sensitivity_path, pair_inputs, paper_values, read_eps_units,
-                                        read_per_image, test_ids)
+from oncorobust.reporting.tables import paper_values, read_eps_units
+from oncorobust.evaluation.results import check_sensitivity_path, pair_inputs, read_per_image, test_ids
 
 sm = snakemake  # noqa: F821 (injected by snakemake)
 with step_logging(sm.log[0], "robustness") as log:

@@ -42,8 +42,8 @@ random start.
 Layout of the attacks stage:
 
 - :mod:`oncorobust.attacks.methods` (this module): :func:`attack`, the method dispatch, the
-  parameters (:data:`DEFAULTS`, :func:`method_params`), :func:`worst_case`,
-  :func:`first_order_eps`;
+  parameters (:func:`method_params`; the defaults are the registry's, :data:`oncorobust.spec.METHODS`),
+  :func:`worst_case`, :func:`first_order_eps`;
 - :mod:`oncorobust.attacks.kernels`: the typed kernels (seeds and noise, losses, projection, the
   signed-gradient iteration, APGD);
 - :mod:`oncorobust.attacks.ensemble`: the one "attack only the images not yet flipped" loop
@@ -72,15 +72,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oncorobust.attacks.checks import (AttackSanityError, as_eps, check_adversarial, check_inputs,  # noqa: F401
-                                       check_labels)
+from oncorobust.attacks.checks import as_eps, check_adversarial, check_inputs, check_labels
 from oncorobust.attacks.ensemble import Run, until_flipped
-from oncorobust.attacks.kernels import (Outcome, apgd, apgd_start, image_seeds, margin, pgd_start,  # noqa: F401
-                                        sign_iterate, sign_iterate_images, signed_noise, uniform)
-from oncorobust.device import eval_mode, strict_fp32  # noqa: F401 (strict_fp32: also its old import path)
-from oncorobust.errors import AttackError  # noqa: F401 (also its old import path)
+from oncorobust.attacks.kernels import (Outcome, apgd, apgd_start, image_seeds, margin, pgd_start, sign_iterate,
+                                        sign_iterate_images, signed_noise)
+from oncorobust.device import eval_mode, strict_fp32
+from oncorobust.errors import AttackError
 from oncorobust.progress import monitored
-from oncorobust.spec import MEMBER_METHODS, METHODS, PAPER_METHODS  # noqa: F401 (the registry; PAPER_METHODS: its old import path)
+from oncorobust.spec import MEMBER_METHODS, METHODS
 
 
 def method_params(method: str, params: dict | None = None) -> dict:

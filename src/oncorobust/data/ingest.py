@@ -211,22 +211,3 @@ def check_splits(df: pd.DataFrame) -> None:
                             " add data or change split.* or seed")
 
 
-def pseudonymize(df: pd.DataFrame, salt: str) -> pd.DataFrame:
-    """Replace patient and sample IDs by keyed hashes (HMAC-SHA256 with ``salt``), stable per salt
-    (``source`` is left alone: see ``privacy.protect_ingest`` for the whole manifest).
-
-    Args:
-        df: the manifest.
-        salt: the key of the hashes.
-
-    Returns:
-        A copy with ``P-``/``S-`` pseudonyms in ``patient_id`` and ``sample_id``.
-
-    Raises:
-        ConfigError: an empty salt.
-    """
-    pz = Pseudonymizer(salt)
-    df = df.copy()
-    df["patient_id"] = [pz.patient(v) for v in df.patient_id]
-    df["sample_id"] = [pz.sample(v) for v in df.sample_id]
-    return df

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -136,27 +135,6 @@ def estimate_noise_sigma(crop: np.ndarray) -> float:
     if not math.isfinite(sigma) or sigma <= _ROUNDOFF * max(float(np.abs(a).max()), 1.0):
         return 0.0
     return sigma
-
-
-def noise_sigmas(crops: Sequence[np.ndarray]) -> np.ndarray:
-    """:func:`estimate_noise_sigma` of each crop.
-
-    Args:
-        crops: 2-D arrays in stored units (they may differ in size).
-
-    Returns:
-        float64 array of shape (len(crops),), σ̂ per crop in stored units.
-
-    Raises:
-        NoiseEstimateError: a crop is unusable; the message names its index.
-    """
-    out = np.empty(len(crops), dtype=np.float64)
-    for i, c in enumerate(crops):
-        try:
-            out[i] = estimate_noise_sigma(c)
-        except NoiseEstimateError as e:
-            raise NoiseEstimateError(f"crop {i}: {e}") from None
-    return out
 
 
 def sigma_multiple(eps_stored, sigma, floor: float = SIGMA_FLOOR):

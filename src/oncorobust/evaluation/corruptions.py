@@ -88,7 +88,7 @@ class Corruption:
         name: registry key (also the ``corrupt_{name}`` method name in result paths).
         unit: the severity's unit, e.g. "σ, stored units (HU on CT)".
         modalities: where it applies, from ("ct", "mammo", "mri", "control");
-            :func:`default_corruptions` picks by this.
+            the config's corruption plan (:func:`oncorobust.config.corruption_plan`) checks by this.
         library: where the transform comes from.
         severities: five default severities, mildest first (ImageNet-C / MedMNIST-C style); for
             stored-unit corruptions these are the CT defaults in HU.
@@ -486,58 +486,6 @@ def corruption(name: str) -> Corruption:
         raise CorruptionError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}") from None
 
 
-def _check_modality(modality: str) -> str:
-    if modality not in MODALITIES:
-        raise CorruptionError(f"unknown modality {modality!r}; one of {', '.join(MODALITIES)}")
-    return modality
-
-
-def default_corruptions(modality: str) -> list[str]:
-    """The corruptions that make physical sense for a modality, in registry order.
-
-    Args:
-        modality: "ct", "mammo", "mri" or "control" (natural-image control data sets).
-
-    Returns:
-        Corruption names: no bias field, Rician noise, Gibbs ringing, k-space spikes, motion or
-        ghosting on CT or mammography; only noise, blur, contrast, downsampling and JPEG on
-        controls; Rician rather than Gaussian noise on MRI magnitude images.
-
-    Raises:
-        CorruptionError: unknown modality.
-    """
-    _check_modality(modality)
-    return [n for n, c in CORRUPTIONS.items() if modality in c.modalities]
-
-
-def _round_sig(v: float, digits: int = 3) -> float:
-    return float(f"{v:.{digits}g}")
-
-
-def default_severities(name: str, modality: str, units_per_pixel: float = 1.0) -> tuple[float, ...]:
-    """The five default severities of a corruption for a modality, in the corruption's unit.
-
-    Args:
-        name: a key of :data:`CORRUPTIONS`.
-        modality: "ct", "mammo", "mri" or "control".
-        units_per_pixel: stored units per unit of [0,1] intensity (> 0).
-
-    Returns:
-        Five severities, mildest first. Stored-unit corruptions (gaussian_noise, rician_noise,
-        window_shift) use their HU defaults on CT and elsewhere their ``fractions`` ×
-        ``units_per_pixel`` (3 significant digits).
-
-    Raises:
-        CorruptionError: unknown name or modality, or a bad ``units_per_pixel``.
-    """
-    c = corruption(name)
-    _check_modality(modality)
-    upp = _check_units(units_per_pixel)
-    if c.stored_units and modality != "ct" and c.fractions is not None:
-        return tuple(_round_sig(f * upp) for f in c.fractions)
-    return c.severities
-
-
 def _check_units(units_per_pixel) -> float:
     if isinstance(units_per_pixel, bool) or not isinstance(units_per_pixel, numbers.Real) \
             or not math.isfinite(units_per_pixel) or units_per_pixel <= 0:
@@ -668,12 +616,11 @@ def linf(x: torch.Tensor, x_c: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # scoring a model under one corruption (the per-image CSV of the workflow's corrupt jobs)
 
-#: What a per-image corruption CSV holds: the attack CSVs' scores
-#: (:data:`oncorobust.evaluation.evaluate.COLUMNS`; ``adv_pred``/``adv_prob`` on the corrupted
-#: image, ``linf``/``l2`` its measured ‖δ‖∞/‖δ‖₂ in [0,1] units, PSNR and SSIM, the logits
-#: ``clean_logit_<k>``/``adv_logit_<k>``), then the key: the scored model's regime, the
-#: method ``corrupt_<name>``, the severity and its unit.
-CORRUPTION_KEY_COLUMNS = ("regime", "method", "severity", "unit")
+# What a per-image corruption CSV holds: the attack CSVs' scores
+# (:data:`oncorobust.evaluation.evaluate.COLUMNS`; ``adv_pred``/``adv_prob`` on the corrupted
+# image, ``linf``/``l2`` its measured ‖δ‖∞/‖δ‖₂ in [0,1] units, PSNR and SSIM, the logits
+# ``clean_logit_<k>``/``adv_logit_<k>``), then the key: the scored model's regime (``regime``), the
+# method ``corrupt_<name>`` (``method``), the severity (``severity``) and its unit (``unit``).
 
 
 class CorruptionSanityError(CorruptionError):

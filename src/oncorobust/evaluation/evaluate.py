@@ -74,7 +74,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: lis
         model: the classifier scored (run in eval mode, every submodule's own mode restored
             afterwards; moved to ``device``).
         x: N×C×H×W float32 test images in [0,1]; ``y``: N true labels; ``ids``: N sample IDs.
-        method: one of :data:`~oncorobust.attacks.methods.METHODS`, or ``transfer_<method>`` with
+        method: one of :data:`~oncorobust.spec.METHODS`, or ``transfer_<method>`` with
             ``source_model`` (the images are crafted on it and scored on ``model``).
         eps: L∞ budget in [0,1] pixel units.
         params: the method's parameters (config ``attacks.<method>``; its registry defaults, :func:`~oncorobust.attacks.methods.method_params`).

@@ -72,9 +72,9 @@ from typing import Callable
 from oncorobust.pipeline import dag
 from oncorobust.spec import base_method, is_transfer, split_replicate_name
 
-# the cost model in gradient passes lives in passes.py (the attack, health and sensitivity code reads it
-# for its progress lines); re-exported here, where it was first defined
-from oncorobust.pipeline.passes import attack_passes, health_passes, sensitivity_passes, train_grad_evals  # noqa: F401
+# the cost model in gradient passes (passes.py; the attack, health and sensitivity code reads it for its
+# progress lines)
+from oncorobust.pipeline.passes import attack_passes, health_passes, sensitivity_passes, train_grad_evals
 
 BASE_MB = 1000.0
 ACT_FACTOR = 1.25

@@ -35,8 +35,7 @@ import pandas as pd
 
 from oncorobust.epsilon import eps_text
 from oncorobust.spec import EARLY_EXIT_OPTION, STRENGTH_ORDER, TRANSFER_PREFIX, base_method
-from oncorobust.errors import CardError, OncorobustError  # noqa: F401 (CardError: its import path here)
-from oncorobust.pipeline.plan import benchmark_files, card_config  # noqa: F401 (their import path here)
+from oncorobust.errors import CardError
 from oncorobust.evaluation.judges import JUDGES_TEXT, judges, judges_paper_attacks_only
 from oncorobust.evaluation.results import rows_of_test_split
 from oncorobust.evaluation.stats import wilson

@@ -22,7 +22,7 @@ import pandas as pd
 from oncorobust.data.noise import SIGMA_FLOOR, sigma_multiple
 from oncorobust.evaluation.results import rows_of_test_split
 from oncorobust.evaluation.stats import wilson
-from oncorobust.spec import CORRUPT_PREFIX, METHODS, REGIME_NAMES, STRENGTH_ORDER
+from oncorobust.spec import CORRUPT_PREFIX, METHODS, REGIME_NAMES
 
 #: columns of ``results/tables/corruptions.csv`` (accuracies in %, Wilson 95% CI)
 TABLE_COLUMNS = ["dataset", "regime", "corruption", "severity", "unit", "n", "accuracy", "ci_low", "ci_high",
@@ -37,19 +37,6 @@ NOISE_UNITS_COLUMNS = ["dataset", "regime", "n_images", "n_with_sigma", "median_
 #: the health check's name (a row of ``corruption_health.csv``, columns as the evaluation health table)
 HEALTH_CHECK = "corruption_within_attack_ball"
 HEALTH_COLUMNS = ["dataset", "regime", "check", "passed", "value", "threshold", "detail"]
-
-
-def strongest_method(methods) -> str | None:
-    """The strongest attack among ``methods`` (``worst`` first, then the registry's strength
-    order), None when none is a known method.
-
-    Args:
-        methods: an iterable of method names (unknown names, e.g. ``transfer_pgd``, are ignored).
-    Returns:
-        The method name, or None.
-    """
-    known = [m for m in STRENGTH_ORDER if m in set(methods)]
-    return known[0] if known else None
 
 
 def _stored(units: dict | None) -> tuple[float, str]:

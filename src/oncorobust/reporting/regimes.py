@@ -41,7 +41,7 @@ import pandas as pd
 
 from oncorobust.epsilon import eps_text
 from oncorobust.evaluation import robustness
-from oncorobust.evaluation.paired import (eps50, mcnemar_exact, mean_difference, median_difference,
+from oncorobust.evaluation.paired import (eps50, mean_difference, median_difference,
                                           paired_accuracy_difference, paired_eps50_difference,
                                           two_level_bootstrap)
 from oncorobust.evaluation.stats import wilson
@@ -50,10 +50,7 @@ from oncorobust.pipeline.passes import train_grad_evals
 from oncorobust.evaluation.results import (check_provenance, merge_bracket, read_attack_csv, read_per_image,
                                            rows_of_test_split)
 from oncorobust.spec import REGIMES, split_replicate_name
-# the names and the per-model index, torch- and pandas-free for the workflow's DAG (their import path
-# here is kept)
-from oncorobust.pipeline.plan import (RegimeNameError, RegimeTableError, reference_method,  # noqa: F401
-                                      replicate_name, replicate_names, run_index, split_replicate)
+from oncorobust.pipeline.plan import RegimeTableError, replicate_name
 
 
 class ReplicateMissingError(RegimeTableError):
@@ -64,12 +61,10 @@ class ReplicateMissingError(RegimeTableError):
 #: the metrics of each regime: column stem → what it is
 METRICS = {"clean_accuracy": "clean accuracy (%)", "worst_accuracy": "worst-case accuracy (%)",
            "eps50": "ε₅₀ (pixel units)"}
-#: the paired differences against clean: column stem → what it is
-DIFFERENCES = {"d_accuracy": "Δ worst-case accuracy vs clean (percentage points)",
-               "d_eps50": "Δ ε₅₀ vs clean (pixel units)"}
 _SUFFIXES = ("", "_ci_low", "_ci_high", "_sa_ci_low", "_sa_ci_high", "_images_ci_low", "_images_ci_high",
              "_seed_min", "_seed_max", "_seed_sd")
-#: the CSV's columns, in order
+#: the CSV's columns, in order (the paired differences against clean: ``d_accuracy``, Δ worst-case
+#: accuracy vs clean in percentage points; ``d_eps50``, Δ ε₅₀ vs clean in pixel units)
 COLUMNS = (["dataset", "regime", "label", "replicates", "n", "method", "eps", "interval", "n_boot"]
            + [m + s for m in METRICS for s in _SUFFIXES]
            + [d + s for d in ("d_accuracy",) for s in _SUFFIXES]
@@ -201,7 +196,7 @@ def read_train_seconds(path) -> float:
 
 def read_train_grad_evals(history_path, stats_path, regime: str, adversarial: dict | None) -> float:
     """Gradient evaluations (image forward+backward passes) of one training job: the epochs it ran
-    (rows of its ``models/{regime}.history.csv``) × :func:`oncorobust.pipeline.resources.train_grad_evals`
+    (rows of its ``models/{regime}.history.csv``) × :func:`oncorobust.pipeline.passes.train_grad_evals`
     of its regime on its training and validation images (``stats.json``'s ``counts``).
 
     Args:
@@ -212,7 +207,7 @@ def read_train_grad_evals(history_path, stats_path, regime: str, adversarial: di
     Returns:
         The count; NaN when the history or the counts are missing or unreadable.
     Raises:
-        ValueError: the base regime is unknown (:func:`oncorobust.pipeline.resources.train_grad_evals`).
+        ValueError: the base regime is unknown (:func:`oncorobust.pipeline.passes.train_grad_evals`).
     """
     try:
         epochs = len(pd.read_csv(history_path))

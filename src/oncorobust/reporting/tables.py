@@ -15,10 +15,6 @@ import pandas as pd
 
 from oncorobust.epsilon import eps_text, same_eps
 from oncorobust.evaluation.paired import mean_difference, two_level_bootstrap
-# the per-image readers live in evaluation.results (the health jobs use them); re-exported here
-from oncorobust.evaluation.results import (AttackKeyError, InputKeyError, attack_key_from_path,  # noqa: F401
-                                           check_sensitivity_path, merge_bracket, pair_inputs, read_attack_csv,
-                                           read_per_image, summarize, test_ids)
 from oncorobust.evaluation.stats import paired_difference
 from oncorobust.spec import TRANSFER_PREFIX, base_method, is_transfer, replicate_name, split_replicate_name
 

@@ -273,7 +273,6 @@ def mart_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
 class RegimeLoss:
     """A training regime defined by a loss (registry entry).
 
-    ``backward_passes(iters)``: backward passes per training step (``iters`` inner + 1 outer);
     ``image_passes(iters)``: forward+backward passes per training image (the outer step
     back-propagates through both the clean and the adversarial copy of each image), not counting
     the one forward-only clean pass that gives TRADES its KL target.
@@ -283,19 +282,8 @@ class RegimeLoss:
     loss: Callable[..., torch.Tensor]
     adversarial: Callable[..., torch.Tensor]
     defaults: Mapping[str, float] = field(default_factory=dict)
-    needs_labels_inner: bool = True
     paper: str = ""
     code: str = ""
-
-    def backward_passes(self, iters: int) -> int:
-        """Backward passes per training step.
-
-        Args:
-            iters: inner sign steps.
-        Returns:
-            ``iters`` + 1 (the inner steps and the outer loss).
-        """
-        return int(iters) + 1
 
     def image_passes(self, iters: int) -> int:
         """Forward+backward passes per training image (the TRADES KL target's forward-only pass not counted).
@@ -311,7 +299,6 @@ class RegimeLoss:
 REGIME_LOSSES: dict[str, RegimeLoss] = {
     "adv_trades": RegimeLoss(
         "adv_trades", trades_loss, trades_adversarial, {"beta": 6.0},
-        needs_labels_inner=False,
         paper="Zhang et al. 2019, ICML (TRADES); beta = 1/lambda = 6 in the CIFAR-10 setting",
         code="https://github.com/yaodongyu/TRADES/blob/master/trades.py"),
     "adv_mart": RegimeLoss(

@@ -46,8 +46,9 @@ from torch import nn
 from tqdm import tqdm
 
 from oncorobust.spec import REGIME_NAMES
-from oncorobust.attacks.methods import attack, image_seeds
-from oncorobust.device import eval_mode, resolve_device  # noqa: F401 (resolve_device: also its old import path)
+from oncorobust.attacks.methods import attack
+from oncorobust.attacks.kernels import image_seeds
+from oncorobust.device import eval_mode, resolve_device
 from oncorobust.errors import DataError, OncorobustError
 from oncorobust.io import save_torch
 from oncorobust.training.losses import REGIME_LOSSES

@@ -49,8 +49,6 @@ from oncorobust.errors import DicomError
 PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = {".dcm", ".dicom"}
-#: suffixes of common image files (besides every suffix Pillow opens, see :func:`pillow_suffixes`)
-IMAGE_SUFFIXES = PILLOW_SUFFIXES | {".nii", ".gz"} | DICOM_SUFFIXES
 #: names (lower-case) of files that operating systems and tools leave in folders; with every
 #: name starting with '.' (``.DS_Store``, ``._name`` AppleDouble files) they are never read
 SYSTEM_FILES = {"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r", "$recycle.bin"}
@@ -442,33 +440,6 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int, int]:
             return int(getattr(img, "n_frames", 1) or 1), int(img.height), int(img.width)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
-
-
-def image_size_problem(path: str | os.PathLike, color: str = "luminance") -> str:
-    """Why an image file is too large to decode ('' when it is not), from its header alone.
-
-    Args:
-        path: a DICOM, NIfTI or Pillow image file.
-        color: ``rgb`` counts three values per pixel (a colour DICOM always counts its samples).
-
-    Returns:
-        '' or "image too large (W×H px, ...; limit ...)" (:func:`~oncorobust.data.dicom.size_problem`).
-
-    Raises:
-        DicomError: (``ImageError`` for non-DICOM files) the header cannot be read.
-    """
-    path = Path(path)
-    if image_kind(path) == "dicom":
-        hdr = read_header(path)
-        try:
-            return size_problem(int(hdr.get("Rows", 0) or 0), int(hdr.get("Columns", 0) or 0),
-                                int(hdr.get("NumberOfFrames", 1) or 1), int(hdr.get("SamplesPerPixel", 1) or 1),
-                                int(hdr.get("BitsAllocated", 16) or 16))
-        except (TypeError, ValueError) as exc:
-            raise DicomError(f"{path}: Rows/Columns/NumberOfFrames are not numbers ({exc}); the header"
-                             " is broken") from None
-    frames, rows, cols = image_shape(path)
-    return size_problem(rows, cols, frames, 3 if color == "rgb" else 1)
 
 
 def whole_image(pixels: np.ndarray) -> np.ndarray:
