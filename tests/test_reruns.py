@@ -362,6 +362,8 @@ def test_resume_file_with_missing_state_is_a_clear_error(tmp_path):
 # sensitivity, train. A source adapter also reruns the demo-data writer (data/sources/__init__
 # imports every adapter).
 MODEL_RUNNING = {"attack", "corrupt", "figures", "health", "import_model", "sensitivity", "train"}
+REPORTING_STEMS = {"attack_tables", "cards", "corruption_tables", "deferral_tables", "health_table", "regimes_table",
+                   "robustness"}
 STAGE_EDITS = {
     "data/preprocess.py": {"preprocess"},
     "data/sources/lidc.py": {"demo_data", "ingest", "preprocess"},
@@ -379,8 +381,18 @@ STAGE_EDITS = {
     "reporting/regimes.py": {"regimes_table"},
     "reporting/figures.py": {"corruption_tables", "figures", "robustness"},
     # a table edit replans no health check (the per-image readers live in evaluation.results)
-    "reporting/tables.py": {"attack_tables", "cards", "corruption_tables", "deferral_tables", "figures",
-                            "regimes_table", "robustness"},
+    "reporting/tables.py": {"attack_tables", "cards", "deferral_tables", "figures", "robustness"},
+    # the widest modules. The config checks and the job plan and resources run when the workflow
+    # is parsed: no job imports them (a config edit reaches jobs as their params)
+    "config.py": set(),
+    "pipeline/dag.py": set(),
+    "pipeline/resources.py": set(),
+    # the registry: every job but the config record and the demo data imports it; its tables
+    # (METHODS, REGIMES) are left out of the non-reporting jobs' code hash, which get the entries
+    # they read as their registry param (test_registry_key_holds_the_entries_a_job_reads)
+    "spec.py": MODEL_RUNNING | REPORTING_STEMS | {"preprocess"},
+    # the atomic writers: every job that writes a file (one module; a writer's edit reruns them all)
+    "io.py": (MODEL_RUNNING | REPORTING_STEMS | {"config_used", "ingest", "preprocess"}),
 }
 
 
