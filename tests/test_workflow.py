@@ -89,6 +89,7 @@ def test_missing_data_folder_fails_with_one_clear_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.full  # 6 min on 2 cores: .ci/run runs it (ONCOROBUST_FULL_TESTS=1); make test stays under 15 min
 def test_tiny_end_to_end_then_nothing_to_do(tmp_path):
     out = smk(tmp_path, TINY)
     assert out.returncode == 0, out.text[-3000:]
