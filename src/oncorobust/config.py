@@ -178,9 +178,8 @@ _JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "st
 
 
 def _param_schema(value) -> dict:
-    """The JSON Schema of one registry default: its type (an int default also accepts no float)."""
-    kind = next(name for t, name in _JSON_TYPES if isinstance(value, t))
-    return {"type": "number" if kind == "number" else kind}
+    """The JSON Schema of one registry default: its JSON type (an int default accepts whole numbers only)."""
+    return {"type": next(name for t, name in _JSON_TYPES if isinstance(value, t))}
 
 
 def with_registry(schema: dict) -> dict:

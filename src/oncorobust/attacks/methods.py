@@ -219,14 +219,16 @@ def run_sign(model, x, y, e, p, seeds, *, early_exit=None, trace=None, **_) -> t
     Returns:
         N×C×H×W float32 images within ε.
     """
+    def start(xs, es, ss, draw):  # PGD's uniform random start (noise draw ``draw``), BIM's clean image
+        return pgd_start(xs, es, signed_noise(xs.shape, ss, draw, xs)) if p.get("random_start") else None
+
     def scored(xs, ys, es, ss, draw, tr) -> Outcome:
-        start = pgd_start(xs, es, signed_noise(xs.shape, ss, draw, xs)) if p.get("random_start") else None
-        return sign_iterate(model, xs, ys, es, steps=int(p["steps"]), alpha=_alpha(p, es), start=start,
-                            early_exit=bool(early_exit), trace=tr)
+        return sign_iterate(model, xs, ys, es, steps=int(p["steps"]), alpha=_alpha(p, es),
+                            start=start(xs, es, ss, draw), early_exit=bool(early_exit), trace=tr)
 
     if int(p.get("restarts", 1)) == 1 and not early_exit and trace is None:  # the final iterate, not scored
-        start = pgd_start(x, e, signed_noise(x.shape, seeds, 0, x)) if p.get("random_start") else None
-        return sign_iterate_images(model, x, y, e, steps=int(p["steps"]), alpha=_alpha(p, e), start=start)
+        return sign_iterate_images(model, x, y, e, steps=int(p["steps"]), alpha=_alpha(p, e),
+                                   start=start(x, e, seeds, 0))
     return with_restarts(model, x, y, e, seeds, scored, restarts=int(p.get("restarts", 1)), trace=trace)
 
 
