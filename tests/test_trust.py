@@ -16,7 +16,8 @@ from oncorobust.attacks.methods import attack, first_order_eps, worst_case
 from oncorobust.spec import METHODS
 from oncorobust.evaluation.evaluate import evaluate_attack
 from oncorobust.evaluation.health import model_checks, table_checks, whitebox_flipped
-from oncorobust.evaluation.sensitivity import GradCounter, flip_eps_bracket, min_flip_eps, target_order
+from oncorobust.evaluation.sensitivity import (GradCounter, flip_eps_bracket, min_flip_eps, target_order,
+                                              two_class_members)
 from oncorobust.evaluation.results import summarize
 
 FAST = {"square": {"queries": 300}, "fab": {"steps": 30}, "apgd_ce": {"steps": 30}, "apgd_margin": {"steps": 30}}
@@ -236,18 +237,41 @@ def test_default_bracket_finds_the_closest_class_that_the_margin_attack_misses()
     assert (margin_only > 3 * exact).float().mean() >= 2 / 3
 
 
-def test_binary_default_is_apgd_margin_then_pgd():
-    """With 2 classes APGD-T's targeted margin is the margin: the default ensemble runs it once,
-    and gives exactly what ``apgd_margin+pgd`` gives, at the same gradient count."""
+def test_binary_default_is_apgd_margin_alone():
+    """With 2 classes APGD-T's targeted margin is the margin and PGD's signed cross-entropy steps
+    are the margin's: the default ensemble runs APGD-margin alone, exactly what
+    ``method="apgd_margin"`` gives at the same gradient count; an explicit ``apgd_margin+pgd`` still
+    runs PGD too (more gradients)."""
     model = small_cnn(2, seed=8)
     x = 0.3 + 0.4 * torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     kw = dict(eps_max=0.2, tol=0.002, refine_steps=10, fab_steps=10)
-    s1, s2 = {}, {}
+    s1, s2, s3 = {}, {}, {}
     a = flip_eps_bracket(model, x, stats=s1, **kw)
-    b = flip_eps_bracket(model, x, method="apgd_margin+pgd", stats=s2, **kw)
+    b = flip_eps_bracket(model, x, method="apgd_margin", stats=s2, **kw)
+    flip_eps_bracket(model, x, method="apgd_margin+pgd", stats=s3, **kw)
     for k in ("eps_lower", "eps_upper"):
         assert torch.equal(a[k], b[k]), k
-    assert s1["grad_evals"] == s2["grad_evals"]
+    assert s1["grad_evals"] == s2["grad_evals"] < s3["grad_evals"]
+    assert two_class_members("apgd_t+apgd_margin+pgd") == "apgd_margin"
+    assert two_class_members("apgd_margin+pgd") == "apgd_margin+pgd" and two_class_members("pgd") == "pgd"
+
+
+def test_grad_counter_counts_backward_passes_and_forward_passes():
+    """A forward pass back-propagated twice (as FAB does, one gradient per class) is two gradient
+    evaluations; a pass without gradients is a forward pass only."""
+    model = small_cnn(3, seed=1)
+    x = torch.rand(4, 1, 8, 8)
+    counter = GradCounter(model)
+    with torch.no_grad():
+        counter(x)
+    assert (counter.grad_images, counter.forward_images) == (0, 4)
+    xr = x.clone().requires_grad_(True)
+    out = counter(xr)
+    out[:, 0].sum().backward(retain_graph=True)
+    out[:, 1].sum().backward()
+    assert (counter.grad_images, counter.forward_images) == (8, 8)
+    torch.autograd.grad(counter(xr).sum(), xr)  # autograd.grad counts like backward
+    assert (counter.grad_images, counter.forward_images) == (12, 12)
 
 
 def test_bracket_does_not_depend_on_batch_size(images):
