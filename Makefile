@@ -40,7 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/attack_throughput.py
 	$(SMK) --cores $(CORES) results/digits/models/clean.pt results/digits/tensors/test.pt
 	$(PY) benchmarks/sensitivity_vs_grid.py
-	$(SMK) --cores $(CORES) --configfile config/config.yaml results/mammo/models/clean.pt results/mammo/tensors/val.pt
+	$(SMK) --cores $(CORES) --configfile config/config.yaml results/ct/models/clean.pt results/ct/tensors/test.pt
 	$(PY) benchmarks/sensitivity_optimality.py
 	$(SMK) --cores $(CORES) --configfile config/config.yaml
 	$(PY) benchmarks/noop_rerun.py
