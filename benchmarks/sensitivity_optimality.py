@@ -22,7 +22,7 @@ Runs:
   half the relative one, a 400-step refinement, FAB 500); it must have ≥ 10× the default's
   gradient evaluations (checked). It is deterministic and batch-independent, so each image's answer
   is cached in ``results/benchmarks/sensitivity_reference/<dataset>.json`` under a key of the
-  model file and the settings, with the commit that computed it; a run with more images computes
+  model's weights and the settings, with the commit that computed it; a run with more images computes
   only the new ones. A later change of the search code does not recompute it: its ε are confirmed
   flips, upper bounds on each image's true minimum whatever code found them.
 
@@ -135,8 +135,14 @@ def _sha(b: bytes) -> str:
 
 
 def reference_key(model_path, settings) -> str:
-    """The reference cache's key: the model file's bytes and the search's settings."""
-    return _sha(json.dumps({"model": _sha(Path(model_path).read_bytes()), "settings": settings}, sort_keys=True).encode())
+    """The reference cache's key: the model's tensors (its state dict, names and bytes: a retrained
+    model file that differs only in its metadata keeps its key) and the search's settings."""
+    state = load_model(str(model_path), "cpu").state_dict()
+    weights = hashlib.sha256()
+    for name in sorted(state):
+        weights.update(name.encode())
+        weights.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return _sha(json.dumps({"model": weights.hexdigest(), "settings": settings}, sort_keys=True).encode())
 
 
 def reference(name, model_path, x, settings, cache_dir: Path):

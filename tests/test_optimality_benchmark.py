@@ -29,10 +29,10 @@ def test_optimality_scores_misses_zero_and_ignores_images_nobody_flipped():
     assert b.optimality(ours, best) == (1 + 0.5 + 0) / 3
 
 
-def test_reference_computes_each_image_once_and_keys_on_model_and_settings(tmp_path, monkeypatch):
+def test_reference_computes_each_image_once_and_keys_on_weights_and_settings(tmp_path, monkeypatch):
     """A second run with more images computes only the new ones (with their index as ID, so their
     random starts are what a run of all of them would give), cached answers come back unchanged,
-    and other settings or another model file compute afresh."""
+    and other settings or other weights compute afresh (a re-saved file with the same weights does not)."""
     b = _bench()
     calls = []
 
@@ -42,7 +42,8 @@ def test_reference_computes_each_image_once_and_keys_on_model_and_settings(tmp_p
         return {"eps_upper": torch.tensor([float(x[i].mean()) + settings["steps"] for i in range(len(x))])}
 
     monkeypatch.setattr(b, "flip_eps_bracket", fake_bracket)
-    monkeypatch.setattr(b, "load_model", lambda path, device: None)
+    weights = {"m.pt": torch.nn.Linear(2, 2)}
+    monkeypatch.setattr(b, "load_model", lambda path, device: weights[Path(path).name])
     model = tmp_path / "m.pt"
     model.write_bytes(b"model one")
     x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0))
@@ -55,6 +56,10 @@ def test_reference_computes_each_image_once_and_keys_on_model_and_settings(tmp_p
     assert len(calls) == 2 and again["cached"]
     b.reference("d", model, x, {"steps": 2}, tmp_path)
     assert calls[-1] == ["#0", "#1", "#2", "#3", "#4"]
-    model.write_bytes(b"model two")
+    model.write_bytes(b"model one, saved again")  # the same weights: still cached
+    b.reference("d", model, x, {"steps": 2}, tmp_path)
+    assert len(calls) == 3
+    with torch.no_grad():
+        weights["m.pt"].weight.add_(1)  # other weights: computed afresh
     b.reference("d", model, x[:1], {"steps": 2}, tmp_path)
     assert calls[-1] == ["#0"]
