@@ -51,15 +51,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from oncorobust.evaluation.sensitivity import flip_eps_bracket, grid_flip_eps
 from oncorobust.io import write_json
 from oncorobust.models.loading import load_model
-from oncorobust.pipeline.budgets import DEFAULT_SENSITIVITY
-from sensitivity_vs_grid import never_worse
+from sensitivity_vs_grid import never_worse, optimality, pgd_alpha_ratio, schema_defaults
 
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 #: dataset, eps_max, tol (pixel units): the demo config's search range of each
 SETS = {"digits": (0.4, 0.002), "ct": (0.1, 0.0005), "mammo": (0.1, 0.0005)}
 #: the sensitivity defaults before issue 32 (schema of stop 36)
@@ -74,26 +71,10 @@ REFERENCE = {"method": "apgd_t+apgd_margin+pgd", "steps": 100, "restarts": 4, "r
 GRID_SIZE, GRID_STEPS = 30, 10
 
 
-def project_defaults(path: Path = SCHEMA) -> dict:
-    """The search's settings at the project's defaults: the schema's ``sensitivity`` block (less
-    ``exclude_fraction``, a Table 2 setting) checked against ``DEFAULT_SENSITIVITY``, plus the PGD
-    ``alpha_ratio`` the workflow passes to the search."""
-    with open(path) as fh:
-        schema = yaml.safe_load(fh)
-    props = schema["$defs"]["sensitivity"]["properties"]
-    out = {k: v["default"] for k, v in props.items() if "default" in v and k != "exclude_fraction"}
-    differ = {k: (out.get(k), v) for k, v in DEFAULT_SENSITIVITY.items() if out.get(k) != v}
-    if differ:
-        raise SystemExit(f"schema and DEFAULT_SENSITIVITY disagree (schema, budgets): {differ}")
-    pgd = schema["properties"]["attacks"]["properties"]["pgd"]["properties"]
-    return {**out, "alpha_ratio": float(pgd["alpha_ratio"]["default"])}
-
-
-def optimality(ours: np.ndarray, best: np.ndarray) -> float:
-    """Mean of best/ours over images some search flipped (an image we miss scores 0)."""
-    some = np.isfinite(best)
-    ratio = np.where(np.isfinite(ours[some]), best[some] / ours[some], 0.0)
-    return float(ratio.mean())
+def project_defaults() -> dict:
+    """The search's settings at the project's defaults: the schema's ``sensitivity`` block (checked
+    against ``DEFAULT_SENSITIVITY``) and the PGD ``alpha_ratio`` the workflow passes to the search."""
+    return {**schema_defaults(), "alpha_ratio": pgd_alpha_ratio()}
 
 
 def fb_seconds(model, x) -> float:
@@ -134,10 +115,10 @@ def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
-def reference_key(model_path, settings) -> str:
+def reference_key(model, settings) -> str:
     """The reference cache's key: the model's tensors (its state dict, names and bytes: a retrained
     model file that differs only in its metadata keeps its key) and the search's settings."""
-    state = load_model(str(model_path), "cpu").state_dict()
+    state = model.state_dict()
     weights = hashlib.sha256()
     for name in sorted(state):
         weights.update(name.encode())
@@ -145,14 +126,14 @@ def reference_key(model_path, settings) -> str:
     return _sha(json.dumps({"model": weights.hexdigest(), "settings": settings}, sort_keys=True).encode())
 
 
-def reference(name, model_path, x, settings, cache_dir: Path):
+def reference(name, model, x, settings, cache_dir: Path):
     """The reference run of a dataset's images, each image from the cache where its entry matches.
 
     Image i's random starts are keyed by its index (``ids`` "#i"), so its answer does not depend on
     which other images are computed with it (``flip_eps_bracket`` is batch-independent): a run
     with more images computes only the new ones. Returns eps (N), grad_evals (the images' share of
     their batches' counts), seconds (of the images computed now) and whether all came from the cache."""
-    key = reference_key(model_path, settings)
+    key = reference_key(model, settings)
     path = cache_dir / f"{name}.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     if cache.get("key") != key:
@@ -162,7 +143,7 @@ def reference(name, model_path, x, settings, cache_dir: Path):
     seconds = 0.0
     if todo:
         stats, t = {}, time.perf_counter()
-        eps = flip_eps_bracket(load_model(model_path, "cpu"), x[todo], ids=[f"#{i}" for i in todo], stats=stats,
+        eps = flip_eps_bracket(model, x[todo], ids=[f"#{i}" for i in todo], stats=stats,
                                **settings)["eps_upper"].numpy()
         seconds = time.perf_counter() - t
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -205,12 +186,12 @@ def main() -> None:
     for ds in names:
         model_path = res / ds / "models" / "clean.pt"
         x = torch.load(res / ds / "tensors" / "test.pt", weights_only=True)["x"][:args.n]
-        data[ds] = (str(model_path), x, load_model(str(model_path), "cpu"))
+        data[ds] = (x, load_model(str(model_path), "cpu"))
         with torch.no_grad():
-            classes[ds] = data[ds][2](x[:1]).shape[1]
+            classes[ds] = data[ds][1](x[:1]).shape[1]
     for rep in range(args.repeats):  # interleaved: every setting of every dataset once per repetition
         for ds in names:
-            path, x, model = data[ds]
+            x, model = data[ds]
             eps_max, tol = SETS[ds]
             settings = {"default": {**defaults, "eps_max": eps_max, "tol": tol, "seed": rep},
                         "former_default": {**defaults, **FORMER_DEFAULT, "eps_max": eps_max, "tol": tol, "seed": rep,
@@ -225,9 +206,9 @@ def main() -> None:
                       f" evaluations/image, {runs[ds][k][-1]['seconds']:.0f} s", flush=True)
     out, ok = {"defaults": defaults, "torch": torch.__version__, "n": args.n, "per_dataset": {}}, True
     for ds in names:
-        path, x, model = data[ds]
+        x, model = data[ds]
         eps_max, tol = SETS[ds]
-        ref = reference(ds, path, x, reference_settings(defaults, ds), res / "benchmarks" / "sensitivity_reference")
+        ref = reference(ds, model, x, reference_settings(defaults, ds), res / "benchmarks" / "sensitivity_reference")
         g = grid(model, x, eps_max, args.grid_restarts, defaults["alpha_ratio"])
         every = [r["eps"] for rs in runs[ds].values() for r in rs] + [ref["eps"], g["eps"]]
         best = np.min(np.stack(every), axis=0)
